@@ -1,0 +1,8 @@
+//! yurthub: the node-local agent between an edge node's Kubernetes components and the cloud
+//! kube-apiserver.
+//!
+//! A request enters [`server`], is classified ([`kube::RequestInfo`]), routed ([`proxy`]) to the
+//! cloud ([`upstream`]), and streamed back. [`config`] holds the flags; [`http`] is the wire.
+
+pub mod http;
+pub mod kube;
