@@ -6,3 +6,8 @@
 
 pub mod http;
 pub mod kube;
+pub mod app;
+pub mod config;
+pub mod proxy;
+pub mod server;
+pub mod upstream;

@@ -1,1 +1,39 @@
-fn main() {}
+//! The `yurthub` binary: parse flags, set up logging, run.
+
+use yurthub::app;
+use yurthub::config::{usage, Config, Parsed};
+
+fn main() {
+    let config = match Config::from_args(std::env::args().skip(1)) {
+        Ok(Parsed::Run(c)) => c,
+        Ok(Parsed::Help) => {
+            print!("{}", usage());
+            return;
+        }
+        Ok(Parsed::Version) => {
+            println!("{} ({}/{})", app::VERSION, std::env::consts::OS, std::env::consts::ARCH);
+            return;
+        }
+        Err(e) => {
+            eprintln!("yurthub: {e}");
+            std::process::exit(2);
+        }
+    };
+    let level = match config.verbosity {
+        0..=1 => log::LevelFilter::Info,
+        2..=4 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    // rustls logs every handshake detail at debug; only our own lines follow --v.
+    let _ = simple_logger::SimpleLogger::new()
+        .with_level(level)
+        .with_module_level("rustls", log::LevelFilter::Warn)
+        .with_module_level("polling", log::LevelFilter::Warn)
+        .with_module_level("async_io", log::LevelFilter::Warn)
+        .with_utc_timestamps()
+        .init();
+    if let Err(e) = app::run(&config) {
+        log::error!("{e}");
+        std::process::exit(1);
+    }
+}

@@ -26,7 +26,8 @@ pub struct Status {
     status: &'static str,
     /// A human-readable description.
     pub message: String,
-    /// The machine-readable reason (`NotFound`, `ServiceUnavailable`, ...).
+    /// The machine-readable reason (`NotFound`, `ServiceUnavailable`, ...); omitted when empty.
+    #[serde(skip_serializing_if = "str::is_empty")]
     pub reason: &'static str,
     /// The object concerned.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,85 @@
+//! Wiring: builds the pieces from a [`Config`], binds the listeners and runs them.
+
+use async_io::Async;
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::proxy::Proxy;
+use crate::server;
+use crate::upstream::{Tls, TlsError, Upstream};
+
+/// The program's name and version, as `--version` prints it.
+pub const VERSION: &str = concat!("yurthub ", env!("CARGO_PKG_VERSION"));
+
+/// Why the hub could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The TLS material for the cloud could not be loaded.
+    Tls(TlsError),
+    /// A listener could not be bound.
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        error: std::io::Error,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Tls(e) => write!(f, "loading certificates: {e}"),
+            StartError::Bind { addr, error } => write!(f, "binding {addr}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A started hub: where it listens.
+#[derive(Clone, Debug)]
+pub struct Running {
+    /// The plain-HTTP proxy address.
+    pub proxy_addr: SocketAddr,
+}
+
+fn bind(addr: SocketAddr) -> Result<Async<TcpListener>, StartError> {
+    Async::<TcpListener>::bind(addr).map_err(|error| StartError::Bind { addr, error })
+}
+
+/// Binds the listeners and spawns the serving tasks on smol's executor; returns at once.
+pub fn start(config: &Config) -> Result<Running, StartError> {
+    let tls = Tls::load(&config.ca_path(), &config.client_cert_path()).map_err(StartError::Tls)?;
+    let upstream = Arc::new(Upstream::new(&config.servers, config.lb_mode, tls));
+    let proxy = Arc::new(Proxy::new(upstream));
+    let listener = bind(SocketAddr::new(config.bind_proxy_address, config.proxy_port))?;
+    let proxy_addr = listener
+        .get_ref()
+        .local_addr()
+        .map_err(|error| StartError::Bind {
+            addr: SocketAddr::new(config.bind_proxy_address, config.proxy_port),
+            error,
+        })?;
+    smol::spawn(server::serve_plain(listener, proxy)).detach();
+    log::info!(
+        "serving proxy on http://{proxy_addr} for {}",
+        config
+            .servers
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    Ok(Running { proxy_addr })
+}
+
+/// Starts the hub and serves until the process ends.
+pub fn run(config: &Config) -> Result<(), StartError> {
+    smol::block_on(async {
+        start(config)?;
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+}

@@ -1,0 +1,467 @@
+//! Command-line flags, with upstream YurtHub's names and defaults (reference §1.2), and the
+//! validated [`Config`] built from them.
+//!
+//! Both `--flag=value` and `--flag value` are accepted; a bare boolean flag means `true`.
+//! An unknown flag or a bad value is a [`FlagError`] whose text names the flag and what it
+//! expects; `main` prints it on one line and exits with status 2.
+//!
+//! ```
+//! use yurthub::config::{Config, Parsed};
+//! let args = ["--server-addr=https://10.0.0.1:6443", "--node-name", "pi-1", "--nodepool-name=edge"];
+//! let Parsed::Run(cfg) = Config::from_args(args.iter().map(|s| s.to_string())).unwrap() else { panic!() };
+//! assert_eq!(cfg.servers[0].authority(), "10.0.0.1:6443");
+//! assert_eq!(cfg.proxy_port, 10261);
+//! ```
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// A flag the parser knows, with its default and its line in `--help`.
+struct Flag {
+    name: &'static str,
+    default: &'static str,
+    help: &'static str,
+    boolean: bool,
+}
+
+const fn flag(name: &'static str, default: &'static str, help: &'static str) -> Flag {
+    Flag {
+        name,
+        default,
+        help,
+        boolean: false,
+    }
+}
+
+const fn switch(name: &'static str, default: &'static str, help: &'static str) -> Flag {
+    Flag {
+        name,
+        default,
+        help,
+        boolean: true,
+    }
+}
+
+const FLAGS: &[Flag] = &[
+    flag("server-addr", "", "comma-separated https URLs of the cloud kube-apiservers (required)"),
+    flag("node-name", "", "the name of this node (required)"),
+    flag("nodepool-name", "", "the NodePool this node belongs to (required)"),
+    flag("namespace", "kube-system", "namespace of the yurt-hub-cfg ConfigMap"),
+    flag("working-mode", "edge", "edge (cache and serve offline) or cloud (plain proxy)"),
+    flag("bind-address", "127.0.0.1", "address of the admin server"),
+    flag("serve-port", "10267", "port of the admin server (/v1/healthz, /metrics, ...)"),
+    flag("bind-proxy-address", "127.0.0.1", "address of the plain-HTTP proxy"),
+    flag("proxy-port", "10261", "port of the plain-HTTP proxy"),
+    flag("proxy-secure-port", "10268", "port of the TLS proxy"),
+    flag("root-dir", "/var/lib/yurthub", "directory of certificates and kubeconfigs"),
+    flag("disk-cache-path", "/etc/kubernetes/cache/", "directory of the object cache"),
+    flag("lb-mode", "rr", "how requests spread over servers: rr or priority"),
+    flag("v", "0", "log verbosity: 0-1 info, 2-4 debug, 5+ trace"),
+    switch("version", "false", "print the version and exit"),
+    switch("help", "false", "print this help and exit"),
+];
+
+/// A flag that could not be accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FlagError {
+    /// No such flag.
+    Unknown(String),
+    /// The flag needs a value and none followed.
+    MissingValue(&'static str),
+    /// The value is not what the flag takes.
+    Invalid {
+        /// The flag's name, without dashes.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// What the flag expects.
+        expected: &'static str,
+    },
+    /// A required flag was not given.
+    Required(&'static str),
+    /// An argument that is not a flag.
+    Unexpected(String),
+}
+
+impl fmt::Display for FlagError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FlagError::Unknown(name) => write!(f, "unknown flag: --{name}"),
+            FlagError::MissingValue(name) => write!(f, "flag needs an argument: --{name}"),
+            FlagError::Invalid {
+                flag,
+                value,
+                expected,
+            } => write!(f, "invalid value {value:?} for flag --{flag}: expected {expected}"),
+            FlagError::Required(name) => write!(f, "flag --{name} is required"),
+            FlagError::Unexpected(arg) => write!(f, "unexpected argument {arg:?}: flags start with --"),
+        }
+    }
+}
+
+impl std::error::Error for FlagError {}
+
+/// `edge` caches and answers offline; `cloud` only proxies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkingMode {
+    /// Full feature set (reference §1.1).
+    Edge,
+    /// A plain proxy for nodes in the cloud.
+    Cloud,
+}
+
+/// How requests are spread over several `--server-addr` entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LbMode {
+    /// Round robin, skipping servers that do not answer.
+    RoundRobin,
+    /// The first server that answers, in flag order.
+    Priority,
+}
+
+/// One cloud apiserver: `https://host:port[/prefix]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerUrl {
+    /// Host name or IP address, without brackets.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// A path prefix prepended to every request path (usually empty).
+    pub path_prefix: String,
+}
+
+impl ServerUrl {
+    /// Parses `https://host[:port][/prefix]` or `host[:port]`; any scheme but https is refused,
+    /// as upstream does.
+    pub fn parse(s: &str) -> Option<ServerUrl> {
+        let rest = match s.split_once("://") {
+            Some(("https", rest)) => rest,
+            Some(_) => return None,
+            None => s,
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6.split_once(']')?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().ok()?,
+                None if after.is_empty() => 443,
+                None => return None,
+            };
+            (h.to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p.parse().ok()?),
+                None => (authority.to_string(), 443),
+            }
+        };
+        if host.is_empty() || host.contains(['@', '?', '#', ' ']) {
+            return None;
+        }
+        Some(ServerUrl {
+            host,
+            port,
+            path_prefix: path.to_string(),
+        })
+    }
+
+    /// `host:port`, with brackets around an IPv6 address.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for ServerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "https://{}{}", self.authority(), self.path_prefix)
+    }
+}
+
+/// Everything the hub runs with, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The cloud apiservers, in flag order.
+    pub servers: Vec<ServerUrl>,
+    /// This node's name.
+    pub node_name: String,
+    /// This node's pool.
+    pub nodepool_name: String,
+    /// Namespace of yurt-hub-cfg.
+    pub namespace: String,
+    /// edge or cloud.
+    pub working_mode: WorkingMode,
+    /// Admin server address.
+    pub bind_address: IpAddr,
+    /// Admin server port.
+    pub serve_port: u16,
+    /// Plain proxy address.
+    pub bind_proxy_address: IpAddr,
+    /// Plain proxy port (0 picks a free one; the bound port is logged).
+    pub proxy_port: u16,
+    /// TLS proxy port.
+    pub proxy_secure_port: u16,
+    /// Certificates and kubeconfigs.
+    pub root_dir: PathBuf,
+    /// The object cache.
+    pub disk_cache_path: PathBuf,
+    /// Load-balancing strategy.
+    pub lb_mode: LbMode,
+    /// Log verbosity.
+    pub verbosity: u8,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Run the hub.
+    Run(Box<Config>),
+    /// Print the version and exit.
+    Version,
+    /// Print the usage and exit.
+    Help,
+}
+
+/// The `--help` text.
+pub fn usage() -> String {
+    let mut out = String::from("Usage: yurthub [flags]\n\nFlags:\n");
+    for f in FLAGS {
+        let default = if f.default.is_empty() || f.boolean {
+            String::new()
+        } else {
+            format!(" (default {:?})", f.default)
+        };
+        out.push_str(&format!("  --{:<22} {}{}\n", f.name, f.help, default));
+    }
+    out
+}
+
+struct Values(Vec<(&'static str, String)>);
+
+impl Values {
+    fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .or_else(|| FLAGS.iter().find(|f| f.name == name).map(|f| f.default))
+            .unwrap_or("")
+    }
+
+    fn parse<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        expected: &'static str,
+    ) -> Result<T, FlagError> {
+        let v = self.get(name);
+        v.parse().map_err(|_| FlagError::Invalid {
+            flag: name,
+            value: v.to_string(),
+            expected,
+        })
+    }
+
+    fn required(&self, name: &'static str) -> Result<String, FlagError> {
+        let v = self.get(name).trim();
+        if v.is_empty() {
+            return Err(FlagError::Required(name));
+        }
+        Ok(v.to_string())
+    }
+
+    fn boolean(&self, name: &'static str) -> Result<bool, FlagError> {
+        self.parse(name, "true or false")
+    }
+}
+
+fn read_values(args: impl IntoIterator<Item = String>) -> Result<Values, FlagError> {
+    let mut values = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let Some(body) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
+            return Err(FlagError::Unexpected(arg));
+        };
+        let (name, inline) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (body, None),
+        };
+        let spec = FLAGS
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| FlagError::Unknown(name.to_string()))?;
+        let value = match inline {
+            Some(v) => v,
+            None if spec.boolean => "true".to_string(),
+            None => args.next().ok_or(FlagError::MissingValue(spec.name))?,
+        };
+        values.push((spec.name, value));
+    }
+    Ok(Values(values))
+}
+
+fn parse_ip(v: &Values, name: &'static str) -> Result<IpAddr, FlagError> {
+    v.parse(name, "an IPv4 or IPv6 address")
+}
+
+impl Config {
+    /// Parses the arguments after the program name.
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, FlagError> {
+        let v = read_values(args)?;
+        if v.boolean("help")? {
+            return Ok(Parsed::Help);
+        }
+        if v.boolean("version")? {
+            return Ok(Parsed::Version);
+        }
+        let servers_raw = v.required("server-addr")?;
+        let servers = servers_raw
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                ServerUrl::parse(s).ok_or(FlagError::Invalid {
+                    flag: "server-addr",
+                    value: s.to_string(),
+                    expected: "comma-separated https://host[:port] URLs",
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let working_mode = match v.get("working-mode") {
+            "edge" => WorkingMode::Edge,
+            "cloud" => WorkingMode::Cloud,
+            other => {
+                return Err(FlagError::Invalid {
+                    flag: "working-mode",
+                    value: other.to_string(),
+                    expected: "edge or cloud",
+                })
+            }
+        };
+        let lb_mode = match v.get("lb-mode") {
+            "rr" => LbMode::RoundRobin,
+            "priority" => LbMode::Priority,
+            other => {
+                return Err(FlagError::Invalid {
+                    flag: "lb-mode",
+                    value: other.to_string(),
+                    expected: "rr or priority",
+                })
+            }
+        };
+        let port = |name| v.parse::<u16>(name, "a port number 0-65535");
+        Ok(Parsed::Run(Box::new(Config {
+            servers,
+            node_name: v.required("node-name")?,
+            nodepool_name: v.required("nodepool-name")?,
+            namespace: v.get("namespace").to_string(),
+            working_mode,
+            bind_address: parse_ip(&v, "bind-address")?,
+            serve_port: port("serve-port")?,
+            bind_proxy_address: parse_ip(&v, "bind-proxy-address")?,
+            proxy_port: port("proxy-port")?,
+            proxy_secure_port: port("proxy-secure-port")?,
+            root_dir: PathBuf::from(v.get("root-dir")),
+            disk_cache_path: PathBuf::from(v.get("disk-cache-path")),
+            lb_mode,
+            verbosity: v.parse("v", "a verbosity level 0-10")?,
+        })))
+    }
+
+    /// The node client certificate and key, in one PEM file.
+    pub fn client_cert_path(&self) -> PathBuf {
+        self.root_dir.join("pki").join("yurthub-current.pem")
+    }
+
+    /// The cluster CA.
+    pub fn ca_path(&self) -> PathBuf {
+        self.root_dir.join("pki").join("ca.crt")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Parsed, FlagError> {
+        Config::from_args(args.iter().map(|s| s.to_string()))
+    }
+
+    fn run(args: &[&str]) -> Config {
+        match parse(args).unwrap() {
+            Parsed::Run(c) => *c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const BASE: &[&str] = &["--server-addr=https://a:6443", "--node-name=n", "--nodepool-name=p"];
+
+    #[test]
+    fn defaults_are_upstreams() {
+        let c = run(BASE);
+        assert_eq!(c.namespace, "kube-system");
+        assert_eq!(c.working_mode, WorkingMode::Edge);
+        assert_eq!(c.bind_address.to_string(), "127.0.0.1");
+        assert_eq!((c.serve_port, c.proxy_port, c.proxy_secure_port), (10267, 10261, 10268));
+        assert_eq!(c.root_dir, PathBuf::from("/var/lib/yurthub"));
+        assert_eq!(c.disk_cache_path, PathBuf::from("/etc/kubernetes/cache/"));
+        assert_eq!(c.lb_mode, LbMode::RoundRobin);
+        assert_eq!(c.client_cert_path(), PathBuf::from("/var/lib/yurthub/pki/yurthub-current.pem"));
+    }
+
+    #[test]
+    fn both_value_forms_and_lists() {
+        let c = run(&[
+            "--server-addr",
+            "a:1, https://[fd00::1]:6443/prefix/,b",
+            "--node-name",
+            "n",
+            "--nodepool-name=p",
+            "--lb-mode",
+            "priority",
+            "--proxy-port=0",
+            "--v=4",
+        ]);
+        assert_eq!(c.servers.len(), 3);
+        assert_eq!(c.servers[0].authority(), "a:1");
+        assert_eq!(c.servers[1].authority(), "[fd00::1]:6443");
+        assert_eq!(c.servers[1].path_prefix, "/prefix");
+        assert_eq!(c.servers[2].port, 443);
+        assert_eq!(c.lb_mode, LbMode::Priority);
+        assert_eq!(c.proxy_port, 0);
+        assert_eq!(c.verbosity, 4);
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--nope=1"], "--nope"),
+            (&["--server-addr=http://a", "--node-name=n", "--nodepool-name=p"], "--server-addr"),
+            (&["--server-addr=a", "--node-name=n", "--nodepool-name=p", "--lb-mode=hash"], "--lb-mode"),
+            (&["--server-addr=a", "--node-name=n", "--nodepool-name=p", "--working-mode=local"], "--working-mode"),
+            (&["--server-addr=a", "--node-name=n", "--nodepool-name=p", "--proxy-port=70000"], "--proxy-port"),
+            (&["--server-addr=a", "--node-name=n", "--nodepool-name=p", "--bind-address=x"], "--bind-address"),
+            (&["--server-addr=a", "--nodepool-name=p"], "--node-name"),
+            (&["--node-name"], "--node-name"),
+            (&["stray"], "stray"),
+        ];
+        for (args, needle) in cases {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+            assert!(!err.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn help_and_version_win() {
+        assert!(matches!(parse(&["--help"]).unwrap(), Parsed::Help));
+        assert!(matches!(parse(&["--version"]).unwrap(), Parsed::Version));
+        assert!(usage().contains("--server-addr"));
+    }
+}

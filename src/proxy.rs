@@ -1,0 +1,370 @@
+//! The routing of one request: classify it, send it to the cloud, and stream the answer back,
+//! or tunnel it when it switches protocols.
+//!
+//! Responses are streamed piece by piece as they arrive (every watch event and log line is
+//! flushed at once) while the client's side is watched: a client that goes away closes the
+//! upstream request.
+
+mod tunnel;
+
+use smol::io::AsyncWriteExt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::http::gzip::GzipDecoder;
+use crate::http::{BodyReader, BodyWriter, Framing, Headers, RequestHead, ResponseHead};
+use crate::kube::{self, RequestInfo, Status};
+use crate::server::{respond_status, ClientConn};
+use crate::upstream::{self, Body, Identity, Negotiated, Response, Upstream, UpstreamError};
+
+/// Request bodies up to this size are read before sending, so another server can be tried.
+const MAX_BUFFERED_BODY: u64 = 64 * 1024;
+/// The most decompressed bytes produced per write to the client.
+const GUNZIP_PIECE: usize = 64 * 1024;
+
+/// Fields that describe one hop and never cross the proxy (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
+fn strip_hop_by_hop(h: &mut Headers, keep_upgrade: bool) {
+    let listed: Vec<String> = h
+        .get_all("connection")
+        .flat_map(|v| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .filter(|t| !t.is_empty())
+        .collect();
+    for name in listed.iter().map(String::as_str).chain(HOP_BY_HOP.iter().copied()) {
+        if keep_upgrade && (name == "connection" || name == "upgrade") {
+            continue;
+        }
+        h.remove(name);
+    }
+}
+
+/// The request identity: a pod's bearer token travels as it is, without the node certificate.
+fn identity_of(head: &RequestHead) -> Identity {
+    let bearer = head.headers.get("authorization").is_some_and(|v| {
+        v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")
+    });
+    if bearer {
+        Identity::Bearer
+    } else {
+        Identity::Node
+    }
+}
+
+/// What a request is, for routing and logs.
+pub struct RequestContext {
+    /// The classification.
+    pub info: RequestInfo,
+    /// The component (User-Agent head), if any.
+    pub component: Option<String>,
+    /// What the client asked for before negotiation.
+    pub negotiated: Negotiated,
+    started: Instant,
+}
+
+impl RequestContext {
+    fn log(&self, status: u16, what: &str) {
+        log::debug!(
+            "{} {} {}{}{} -> {status} {what} in {:?}",
+            self.component.as_deref().unwrap_or("-"),
+            if self.info.verb.is_empty() { "-" } else { &self.info.verb },
+            if self.info.is_resource_request { &self.info.resource } else { &self.info.path },
+            if self.info.subresource.is_empty() { "" } else { "/" },
+            self.info.subresource,
+            self.started.elapsed()
+        );
+    }
+}
+
+/// Routes requests to the cloud.
+pub struct Proxy {
+    upstream: Arc<Upstream>,
+}
+
+enum Outcome {
+    KeepAlive,
+    Close,
+}
+
+impl Proxy {
+    /// A proxy sending everything to `upstream`.
+    pub fn new(upstream: Arc<Upstream>) -> Self {
+        Self { upstream }
+    }
+
+    /// Answers one request completely. Returns whether the connection may carry another.
+    pub async fn serve(&self, conn: &mut ClientConn, mut head: RequestHead) -> bool {
+        let info = match RequestInfo::classify(&head.method, &head.target) {
+            Ok(i) => i,
+            Err(e) => {
+                log::info!("{} {} from {}: {e}", head.method, head.target, conn.peer);
+                let s = Status::failure(e.status(), e.to_string());
+                let _ = respond_status(&mut conn.writer, &s, true).await;
+                return false;
+            }
+        };
+        let framing = match Framing::of_request(&head) {
+            Ok(f) => f,
+            Err(e) => {
+                let s = Status::failure(400, e.to_string());
+                let _ = respond_status(&mut conn.writer, &s, true).await;
+                return false;
+            }
+        };
+        let client_keep_alive = head.keep_alive();
+        let client_http10 = head.minor_version == 0;
+        let ctx = RequestContext {
+            component: kube::component(head.headers.get_str("user-agent")),
+            negotiated: Negotiated::default(),
+            info,
+            started: Instant::now(),
+        };
+        let id = identity_of(&head);
+        let peer_ip = conn.peer.ip().to_string();
+        let xff = match head.headers.get_str("x-forwarded-for") {
+            Some(prior) => format!("{prior}, {peer_ip}"),
+            None => peer_ip,
+        };
+        head.headers.set("X-Forwarded-For", xff);
+
+        if head.is_upgrade() {
+            strip_hop_by_hop(&mut head.headers, true);
+            tunnel::run(&self.upstream, conn, head, id, &ctx).await;
+            return false;
+        }
+
+        // The hub reads the body itself, so it confirms the expectation instead of the
+        // apiserver (RFC 9110 §10.1.1 lets an intermediary do so).
+        if head.headers.has_token("expect", "100-continue") && framing != Framing::Empty {
+            let _ = conn.writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+            let _ = conn.writer.flush().await;
+        }
+        head.headers.remove("expect");
+        strip_hop_by_hop(&mut head.headers, false);
+        let mut ctx = ctx;
+        ctx.negotiated = upstream::negotiate(&mut head, &ctx.info);
+        head.minor_version = 1;
+
+        let mut client_body = BodyReader::new(framing);
+        let mut buffered = Vec::new();
+        let body = match framing {
+            Framing::Empty => {
+                if matches!(head.method.as_str(), "POST" | "PUT" | "PATCH") {
+                    head.headers.set("Content-Length", "0");
+                }
+                Body::Empty
+            }
+            Framing::Length(n) if n <= MAX_BUFFERED_BODY => {
+                loop {
+                    match client_body.read(&mut conn.reader, &mut buffered).await {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) => {
+                            log::info!("request body from {}: {e}", conn.peer);
+                            return false;
+                        }
+                    }
+                }
+                head.headers.set("Content-Length", buffered.len().to_string());
+                Body::Buffered(&buffered)
+            }
+            Framing::Length(n) => {
+                head.headers.set("Content-Length", n.to_string());
+                Body::Streamed {
+                    body: &mut client_body,
+                    source: &mut conn.reader,
+                    writer: BodyWriter::Raw,
+                }
+            }
+            Framing::Chunked | Framing::Close => {
+                head.headers.set("Transfer-Encoding", "chunked");
+                Body::Streamed {
+                    body: &mut client_body,
+                    source: &mut conn.reader,
+                    writer: BodyWriter::Chunked,
+                }
+            }
+        };
+        let method = head.method.clone();
+        match self.upstream.send(&head, body, id).await {
+            Ok(resp) => {
+                let ok = matches!(
+                    self.relay(conn, resp, &method, &ctx, client_keep_alive, client_http10)
+                        .await,
+                    Outcome::KeepAlive
+                );
+                ok && client_keep_alive
+            }
+            Err(UpstreamError::ClientBody(e)) => {
+                log::info!("request body from {}: {e}", conn.peer);
+                false
+            }
+            Err(e) => {
+                log::warn!("{e}");
+                ctx.log(502, "no upstream");
+                let s = Status::failure(502, e.to_string());
+                respond_status(&mut conn.writer, &s, !client_keep_alive)
+                    .await
+                    .is_ok()
+                    && client_keep_alive
+            }
+        }
+    }
+
+    /// Streams an upstream response to the client.
+    async fn relay(
+        &self,
+        conn: &mut ClientConn,
+        mut resp: Response,
+        method: &str,
+        ctx: &RequestContext,
+        client_keep_alive: bool,
+        client_http10: bool,
+    ) -> Outcome {
+        let upstream_reusable = resp.head.keep_alive();
+        let up_framing = Framing::of_response(&resp.head, method).unwrap_or(Framing::Close);
+        let gzip_body = resp
+            .head
+            .headers
+            .get_str("content-encoding")
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case("gzip"));
+        let mut gunzip = (ctx.negotiated.applied && gzip_body && !ctx.negotiated.client_gzip)
+            .then(GzipDecoder::new);
+
+        let mut head = ResponseHead::new(resp.head.status);
+        head.reason = resp.head.reason.clone();
+        head.headers = resp.head.headers.clone();
+        strip_hop_by_hop(&mut head.headers, false);
+        let writer = match up_framing {
+            Framing::Empty => BodyWriter::Raw,
+            Framing::Length(n) if gunzip.is_none() => {
+                head.headers.set("Content-Length", n.to_string());
+                BodyWriter::Raw
+            }
+            _ => {
+                head.headers.remove("content-length");
+                // HTTP/1.0 clients cannot take chunked bodies: theirs ends with the connection.
+                if client_http10 {
+                    BodyWriter::Raw
+                } else {
+                    head.headers.set("Transfer-Encoding", "chunked");
+                    BodyWriter::Chunked
+                }
+            }
+        };
+        if gunzip.is_some() {
+            head.headers.remove("content-encoding");
+        }
+        let close_after = !client_keep_alive
+            || (writer == BodyWriter::Raw
+                && !matches!(up_framing, Framing::Empty | Framing::Length(_)))
+            || (gunzip.is_some() && writer == BodyWriter::Raw);
+        if close_after {
+            head.headers.set("Connection", "close");
+        }
+        let mut out = Vec::with_capacity(1024);
+        head.write_to(&mut out);
+        if conn.writer.write_all(&out).await.is_err() || conn.writer.flush().await.is_err() {
+            return Outcome::Close;
+        }
+
+        let mut piece = Vec::new();
+        let mut plain = Vec::new();
+        loop {
+            piece.clear();
+            let next = smol::future::or(
+                async { Some(resp.body.read(&mut resp.conn.reader, &mut piece).await) },
+                async {
+                    conn.reader.closed().await;
+                    None
+                },
+            )
+            .await;
+            let n = match next {
+                None => {
+                    // The client left: dropping the upstream connection ends the request there.
+                    ctx.log(resp.head.status, "client went away");
+                    return Outcome::Close;
+                }
+                Some(Err(e)) => {
+                    log::warn!("upstream body broke off: {e}");
+                    ctx.log(resp.head.status, "upstream body broke off");
+                    // Closing without the last chunk tells the client the body is incomplete.
+                    return Outcome::Close;
+                }
+                Some(Ok(n)) => n,
+            };
+            out.clear();
+            if n == 0 {
+                if let Some(gz) = &gunzip {
+                    if let Err(e) = gz.finish() {
+                        log::warn!("upstream gzip body: {e}");
+                        return Outcome::Close;
+                    }
+                }
+                writer.finish(&mut out);
+                if conn.writer.write_all(&out).await.is_err() || conn.writer.flush().await.is_err() {
+                    return Outcome::Close;
+                }
+                break;
+            }
+            match &mut gunzip {
+                None => {
+                    writer.encode(&piece, &mut out);
+                    if conn.writer.write_all(&out).await.is_err() {
+                        return Outcome::Close;
+                    }
+                }
+                Some(gz) => {
+                    let mut pos = 0;
+                    loop {
+                        plain.clear();
+                        match gz.decode(&piece[pos..], &mut plain, GUNZIP_PIECE) {
+                            Ok(used) => pos += used,
+                            Err(e) => {
+                                log::warn!("upstream gzip body: {e}");
+                                return Outcome::Close;
+                            }
+                        }
+                        out.clear();
+                        writer.encode(&plain, &mut out);
+                        if conn.writer.write_all(&out).await.is_err() {
+                            return Outcome::Close;
+                        }
+                        if pos >= piece.len() && plain.is_empty() {
+                            break;
+                        }
+                    }
+                }
+            }
+            if conn.writer.flush().await.is_err() {
+                return Outcome::Close;
+            }
+        }
+        ctx.log(resp.head.status, "");
+        if upstream_reusable && up_framing != Framing::Close && resp.body.is_done() {
+            self.upstream.release(resp.conn);
+        }
+        if close_after {
+            Outcome::Close
+        } else {
+            Outcome::KeepAlive
+        }
+    }
+}
+

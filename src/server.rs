@@ -1,0 +1,156 @@
+//! Listeners and the per-connection loop: keep-alive, head limits and timeouts, and the one
+//! place where an error becomes a `metav1.Status` response.
+//!
+//! A connection is read through one bounded [`Reader`]; each request head is handed to the
+//! [`proxy`](crate::proxy), which answers it completely before the next head is read.
+
+use async_io::{Async, Timer};
+use smol::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::http::{HeadError, Limits, Reader, RequestHead, ResponseHead};
+use crate::kube::Status;
+use crate::proxy::Proxy;
+
+/// How long a kept-alive connection may sit without a new request.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a client may take to send a whole request head once it has started one.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A byte stream a client connection runs over (plain TCP or TLS).
+pub trait Stream: smol::io::AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: smol::io::AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// One client connection: a buffered read half and a write half, so that a response can be
+/// streamed while the read half watches for the client going away.
+pub struct ClientConn {
+    /// The buffered read side.
+    pub reader: Reader<ReadHalf<Box<dyn Stream>>>,
+    /// The write side.
+    pub writer: WriteHalf<Box<dyn Stream>>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The address the client connected to.
+    pub local: SocketAddr,
+}
+
+impl ClientConn {
+    /// Wraps an accepted stream.
+    pub fn new(stream: Box<dyn Stream>, peer: SocketAddr, local: SocketAddr) -> Self {
+        let (r, w) = smol::io::split(stream);
+        Self {
+            reader: Reader::new(r),
+            writer: w,
+            peer,
+            local,
+        }
+    }
+}
+
+/// Writes a complete response with a small body and flushes it.
+pub async fn respond<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut head: ResponseHead,
+    body: &[u8],
+) -> io::Result<()> {
+    head.headers.set("Content-Length", body.len().to_string());
+    let mut out = Vec::with_capacity(256 + body.len());
+    head.write_to(&mut out);
+    out.extend_from_slice(body);
+    w.write_all(&out).await?;
+    w.flush().await
+}
+
+/// Answers with `status` as a `metav1.Status` JSON body; `close` adds `Connection: close`.
+pub async fn respond_status<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    status: &Status,
+    close: bool,
+) -> io::Result<()> {
+    let mut head = ResponseHead::new(status.code);
+    head.headers.push("Content-Type", "application/json");
+    head.headers.push("Cache-Control", "no-cache, private");
+    if close {
+        head.headers.push("Connection", "close");
+    }
+    respond(w, head, &status.to_json()).await
+}
+
+/// Reads the next request head within the idle and head timeouts. `Ok(None)`: the client
+/// closed or idled out between requests.
+async fn next_head(conn: &mut ClientConn) -> Result<Option<RequestHead>, HeadError> {
+    if conn.reader.buffered().is_empty() {
+        let first = smol::future::or(async { Some(conn.reader.fill().await) }, async {
+            Timer::after(IDLE_TIMEOUT).await;
+            None
+        })
+        .await;
+        match first {
+            None | Some(Ok(0)) => return Ok(None),
+            Some(Err(e)) => return Err(HeadError::Io(e)),
+            Some(Ok(_)) => {}
+        }
+    }
+    smol::future::or(conn.reader.read_request_head(&Limits::default()), async {
+        Timer::after(HEAD_TIMEOUT).await;
+        Err(HeadError::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "request head not received in time",
+        )))
+    })
+    .await
+}
+
+/// Serves requests on one connection until either side ends it.
+pub async fn serve_connection(mut conn: ClientConn, proxy: Arc<Proxy>) {
+    loop {
+        let head = match next_head(&mut conn).await {
+            Ok(Some(h)) => h,
+            Ok(None) => break,
+            Err(HeadError::Io(e)) => {
+                if e.kind() == io::ErrorKind::TimedOut {
+                    let s = Status::failure(408, "request head not received in time");
+                    let _ = respond_status(&mut conn.writer, &s, true).await;
+                }
+                log::debug!("connection from {}: {e}", conn.peer);
+                break;
+            }
+            Err(e) => {
+                log::info!("bad request from {}: {e}", conn.peer);
+                let s = Status::failure(e.status(), e.to_string());
+                let _ = respond_status(&mut conn.writer, &s, true).await;
+                break;
+            }
+        };
+        if !proxy.serve(&mut conn, head).await {
+            break;
+        }
+    }
+    let _ = conn.writer.close().await;
+}
+
+/// Accepts plain-TCP connections on `listener` forever, one task per connection.
+pub async fn serve_plain(listener: Async<TcpListener>, proxy: Arc<Proxy>) {
+    let local = listener
+        .get_ref()
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.get_ref().set_nodelay(true);
+                let stream: Async<TcpStream> = stream;
+                let conn = ClientConn::new(Box::new(stream), peer, local);
+                smol::spawn(serve_connection(conn, proxy.clone())).detach();
+            }
+            Err(e) => {
+                // Out of descriptors or similar: back off instead of spinning.
+                log::warn!("accept on {local}: {e}");
+                Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

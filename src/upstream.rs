@@ -1,0 +1,301 @@
+//! Connections to the cloud apiservers: TLS with the node's client certificate or CA-only for
+//! pods' bearer tokens, a keep-alive pool per server and identity, `rr`/`priority` balancing,
+//! and the Accept/encoding negotiation for the responses the hub reads.
+
+mod negotiate;
+mod pool;
+mod tls;
+
+pub use negotiate::{negotiate, Negotiated};
+pub use pool::{Connection, UpStream};
+pub use tls::{Tls, TlsError};
+
+use smol::io::{AsyncRead, AsyncWriteExt};
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::config::{LbMode, ServerUrl};
+use crate::http::{BodyReader, BodyWriter, Framing, Limits, Reader, RequestHead, ResponseHead};
+
+/// Which TLS identity a request travels with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// The node's client certificate: requests without credentials of their own.
+    Node,
+    /// No client certificate: the request carries a pod's bearer token, passed through.
+    /// (kube-apiserver tries client certificates before tokens, so the two never share a
+    /// connection.)
+    Bearer,
+}
+
+/// Why no server gave an answer.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// Every server was tried; the text is the last failure.
+    NoServer(String),
+    /// The request body could not be read from the client.
+    ClientBody(String),
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamError::NoServer(last) => write!(f, "no healthy backends available: {last}"),
+            UpstreamError::ClientBody(e) => write!(f, "reading the request body: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for UpstreamError {}
+
+/// A request body on its way up.
+pub enum Body<'a, R> {
+    /// No body.
+    Empty,
+    /// A body read completely beforehand; it can be sent again to another server.
+    Buffered(&'a [u8]),
+    /// A body streamed from the client; once a byte is sent there is no second try.
+    Streamed {
+        /// The client's body framing state.
+        body: &'a mut BodyReader,
+        /// The client connection.
+        source: &'a mut Reader<R>,
+        /// How the body goes up.
+        writer: BodyWriter,
+    },
+}
+
+/// An upstream answer whose head has arrived; the body is still on the wire.
+pub struct Response {
+    /// The status line and fields.
+    pub head: ResponseHead,
+    /// How to read the body from `conn`.
+    pub body: BodyReader,
+    /// The connection, to be given back with [`Upstream::release`] once the body is read.
+    pub conn: Connection,
+    /// The server that answered, as an index into the configured list.
+    pub server: usize,
+}
+
+/// The cloud side: servers, pools and the TLS identities.
+pub struct Upstream {
+    servers: Vec<pool::Server>,
+    lb_mode: LbMode,
+    cursor: AtomicUsize,
+    tls: RwLock<Arc<Tls>>,
+}
+
+fn idempotent(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE")
+}
+
+impl Upstream {
+    /// The upstream side for `servers`, using `tls` for every connection.
+    pub fn new(servers: &[ServerUrl], lb_mode: LbMode, tls: Tls) -> Self {
+        Self {
+            servers: servers.iter().cloned().map(pool::Server::new).collect(),
+            lb_mode,
+            cursor: AtomicUsize::new(0),
+            tls: RwLock::new(Arc::new(tls)),
+        }
+    }
+
+    /// The configured servers.
+    pub fn server_urls(&self) -> impl Iterator<Item = &ServerUrl> {
+        self.servers.iter().map(|s| &s.url)
+    }
+
+    /// Replaces the TLS identities (after a certificate rotation) and closes every pooled
+    /// connection, so that new ones present the new certificate.
+    pub fn set_tls(&self, tls: Tls) {
+        *self.tls.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tls);
+        for s in &self.servers {
+            s.clear();
+        }
+    }
+
+    fn tls(&self) -> Arc<Tls> {
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The order in which servers are tried for the next request.
+    pub fn order(&self) -> Vec<usize> {
+        let n = self.servers.len();
+        let start = match self.lb_mode {
+            LbMode::RoundRobin => self.cursor.fetch_add(1, Ordering::Relaxed) % n.max(1),
+            LbMode::Priority => 0,
+        };
+        (0..n).map(|i| (start + i) % n).collect()
+    }
+
+    /// A connection to `server`: a pooled one if a live one is idle, else a new one.
+    pub async fn checkout(&self, server: usize, id: Identity) -> io::Result<(Connection, bool)> {
+        let s = &self.servers[server];
+        if let Some(conn) = s.take_idle(id) {
+            return Ok((conn, true));
+        }
+        let conn = pool::connect(&s.url, server, id, &self.tls()).await?;
+        Ok((conn, false))
+    }
+
+    /// Gives a connection whose response was read completely back to its pool.
+    pub fn release(&self, conn: Connection) {
+        if let Some(s) = self.servers.get(conn.server) {
+            s.put_idle(conn, &self.tls());
+        }
+    }
+
+    /// How many connections sit idle in the pools (for tests and metrics).
+    pub fn idle_connections(&self) -> usize {
+        self.servers.iter().map(pool::Server::idle_len).sum()
+    }
+
+    /// Sends a request to the servers in balancing order and returns the first answer's head.
+    ///
+    /// A server that refuses the connection is skipped. A pooled connection that turns out
+    /// dead is replaced once for an idempotent request with a replayable body.
+    pub async fn send<R: AsyncRead + Unpin>(
+        &self,
+        head: &RequestHead,
+        body: Body<'_, R>,
+        id: Identity,
+    ) -> Result<Response, UpstreamError> {
+        self.send_on(head, body, id, false).await
+    }
+
+    /// Sends an upgrade request (exec, attach, port-forward) on a connection of its own; the
+    /// caller splices the streams once the answer is `101 Switching Protocols`.
+    pub async fn upgrade(&self, head: &RequestHead, id: Identity) -> Result<Response, UpstreamError> {
+        self.send_on::<&[u8]>(head, Body::Empty, id, true).await
+    }
+
+    async fn send_on<R: AsyncRead + Unpin>(
+        &self,
+        head: &RequestHead,
+        mut body: Body<'_, R>,
+        id: Identity,
+        fresh: bool,
+    ) -> Result<Response, UpstreamError> {
+        let mut last = String::from("no server configured");
+        for server in self.order() {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let url = &self.servers[server].url;
+                let checked_out = if fresh {
+                    pool::connect(url, server, id, &self.tls()).await.map(|c| (c, false))
+                } else {
+                    self.checkout(server, id).await
+                };
+                let (mut conn, reused) = match checked_out {
+                    Ok(c) => c,
+                    Err(e) => {
+                        last = format!("{}: {e}", self.servers[server].url);
+                        log::warn!("upstream {} unreachable: {e}", self.servers[server].url);
+                        break;
+                    }
+                };
+                let replayable = !matches!(body, Body::Streamed { .. });
+                match exchange(&mut conn, &for_server(head, url), &mut body).await {
+                    Ok(resp_head) => {
+                        let framing = Framing::of_response(&resp_head, &head.method)
+                            .map_err(|e| UpstreamError::NoServer(format!("bad response framing: {e}")))?;
+                        return Ok(Response {
+                            head: resp_head,
+                            body: BodyReader::new(framing),
+                            conn,
+                            server,
+                        });
+                    }
+                    Err(ExchangeError::Client(e)) => return Err(UpstreamError::ClientBody(e)),
+                    Err(ExchangeError::Server(e)) => {
+                        last = format!("{}: {e}", self.servers[server].url);
+                        log::warn!("upstream {} failed: {e}", self.servers[server].url);
+                        if reused && replayable && idempotent(&head.method) && attempts < 2 {
+                            continue;
+                        }
+                        if !replayable || !idempotent(&head.method) {
+                            return Err(UpstreamError::NoServer(last));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        Err(UpstreamError::NoServer(last))
+    }
+}
+
+/// The request as one server gets it: its path prefix and its authority as `Host`.
+fn for_server(head: &RequestHead, url: &ServerUrl) -> RequestHead {
+    let mut h = head.clone();
+    if !url.path_prefix.is_empty() {
+        h.target = format!("{}{}", url.path_prefix, head.target);
+    }
+    h.headers.set("Host", url.authority());
+    h
+}
+
+enum ExchangeError {
+    Server(String),
+    Client(String),
+}
+
+/// Writes the request on `conn` and reads the response head.
+async fn exchange<R: AsyncRead + Unpin>(
+    conn: &mut Connection,
+    head: &RequestHead,
+    body: &mut Body<'_, R>,
+) -> Result<ResponseHead, ExchangeError> {
+    let mut out = Vec::with_capacity(1024);
+    head.write_to(&mut out);
+    let server = |e: io::Error| ExchangeError::Server(e.to_string());
+    match body {
+        Body::Empty => {}
+        Body::Buffered(b) => out.extend_from_slice(b),
+        Body::Streamed {
+            body,
+            source,
+            writer,
+        } => {
+            let stream = conn.reader.get_mut();
+            stream.write_all(&out).await.map_err(server)?;
+            let mut piece = Vec::new();
+            loop {
+                piece.clear();
+                let n = body
+                    .read(source, &mut piece)
+                    .await
+                    .map_err(|e| ExchangeError::Client(e.to_string()))?;
+                out.clear();
+                if n == 0 {
+                    writer.finish(&mut out);
+                    stream.write_all(&out).await.map_err(server)?;
+                    break;
+                }
+                writer.encode(&piece, &mut out);
+                stream.write_all(&out).await.map_err(server)?;
+            }
+            out.clear();
+        }
+    }
+    let stream = conn.reader.get_mut();
+    if !out.is_empty() {
+        stream.write_all(&out).await.map_err(server)?;
+    }
+    stream.flush().await.map_err(server)?;
+    loop {
+        let resp = conn
+            .reader
+            .read_response_head(&Limits::default())
+            .await
+            .map_err(|e| ExchangeError::Server(e.to_string()))?;
+        // An interim 100 Continue is consumed here; 101 is final for upgrades.
+        if resp.status == 100 {
+            continue;
+        }
+        return Ok(resp);
+    }
+}

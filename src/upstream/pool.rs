@@ -1,0 +1,142 @@
+//! Dialing and the per-server pools of idle keep-alive connections.
+
+use async_io::{Async, Timer};
+use futures_rustls::TlsConnector;
+use rustls::pki_types::ServerName;
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{Identity, Tls};
+use crate::config::ServerUrl;
+use crate::http::Reader;
+
+/// The TLS stream to an apiserver.
+pub type UpStream = futures_rustls::client::TlsStream<Async<TcpStream>>;
+
+/// How long a TCP connect or a TLS handshake may take (upstream YurtHub: 10 s each).
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle connections older than this are not reused: apiservers and middleboxes drop idle
+/// connections, and a dead one costs a failed first request.
+const MAX_IDLE: Duration = Duration::from_secs(30);
+/// The most idle connections kept per server (upstream: 25 per host).
+const MAX_IDLE_PER_SERVER: usize = 25;
+
+/// A connection to one apiserver, with its read buffer.
+pub struct Connection {
+    /// The buffered stream.
+    pub reader: Reader<UpStream>,
+    /// Index of the server in the configured list.
+    pub server: usize,
+    identity: Identity,
+    generation: u64,
+    idle_since: Instant,
+}
+
+impl Connection {
+    /// Whether the peer closed (or wrote unasked) while the connection sat idle.
+    fn is_stale(&self) -> bool {
+        if !self.reader.buffered().is_empty() || self.idle_since.elapsed() > MAX_IDLE {
+            return true;
+        }
+        let tcp = self.reader.get_ref().get_ref().0.get_ref();
+        // The socket is non-blocking (async-io made it so): WouldBlock means nothing arrived
+        // and the peer has not closed; anything else (EOF, data, an error) makes it unusable.
+        !matches!(tcp.peek(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+pub(super) struct Server {
+    pub(super) url: ServerUrl,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Server {
+    pub(super) fn new(url: ServerUrl) -> Self {
+        Self {
+            url,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn take_idle(&self, id: Identity) -> Option<Connection> {
+        let mut idle = self.idle();
+        while let Some(pos) = idle.iter().rposition(|c| c.identity == id) {
+            let conn = idle.swap_remove(pos);
+            if !conn.is_stale() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    pub(super) fn put_idle(&self, mut conn: Connection, tls: &Tls) {
+        if conn.generation != tls.generation() || !conn.reader.buffered().is_empty() {
+            return;
+        }
+        conn.idle_since = Instant::now();
+        let mut idle = self.idle();
+        idle.retain(|c| c.idle_since.elapsed() <= MAX_IDLE);
+        if idle.len() < MAX_IDLE_PER_SERVER {
+            idle.push(conn);
+        }
+    }
+
+    pub(super) fn clear(&self) {
+        self.idle().clear();
+    }
+
+    pub(super) fn idle_len(&self) -> usize {
+        self.idle().len()
+    }
+}
+
+async fn with_timeout<T>(what: &str, fut: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    smol::future::or(fut, async {
+        Timer::after(DIAL_TIMEOUT).await;
+        Err(io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out")))
+    })
+    .await
+}
+
+async fn resolve(url: &ServerUrl) -> io::Result<Vec<SocketAddr>> {
+    if let Ok(ip) = url.host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, url.port)]);
+    }
+    smol::net::resolve((url.host.as_str(), url.port)).await
+}
+
+/// Opens a new TLS connection to `url` with the identity `id`.
+pub(super) async fn connect(url: &ServerUrl, server: usize, id: Identity, tls: &Tls) -> io::Result<Connection> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for addr in resolve(url).await? {
+        let tcp = match with_timeout("connect", Async::<TcpStream>::connect(addr)).await {
+            Ok(t) => t,
+            Err(e) => {
+                last = e;
+                continue;
+            }
+        };
+        tcp.get_ref().set_nodelay(true)?;
+        let name = match url.host.parse::<IpAddr>() {
+            Ok(ip) => ServerName::IpAddress(ip.into()),
+            Err(_) => ServerName::try_from(url.host.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+        };
+        let connector = TlsConnector::from(tls.config(id));
+        let stream = with_timeout("TLS handshake", connector.connect(name, tcp)).await?;
+        return Ok(Connection {
+            reader: Reader::new(stream),
+            server,
+            identity: id,
+            generation: tls.generation(),
+            idle_since: Instant::now(),
+        });
+    }
+    Err(last)
+}
