@@ -1,0 +1,406 @@
+//! An in-memory kube-apiserver for yurthub's tests, examples and benches.
+//!
+//! It speaks HTTP/1.1 over TLS with the wire behaviour of kube-apiserver 1.36 (see
+//! `shared/reference/apiserver-captures`): client-certificate and bearer-token authentication,
+//! one global resourceVersion, list with label/field selectors and limit/continue, watch from a
+//! resourceVersion with bookmarks, 410 Expired and timeoutSeconds, gzip over 128 KiB, pod logs
+//! that follow, an upgrade endpoint that echoes, and fault injection.
+//!
+//! ```no_run
+//! let pki = testapi::Pki::new();
+//! let api = testapi::ApiServer::start(&pki);
+//! api.create("/api/v1/namespaces/default/pods", serde_json::json!({"metadata": {"name": "p"}}));
+//! println!("{}", api.url());
+//! ```
+
+pub mod client;
+mod hub;
+mod pki;
+mod serve;
+pub mod store;
+pub mod wire;
+
+pub use hub::{command, Hub, TempDir};
+pub use pki::{Pki, User};
+pub use store::{ApiError, ResourceType, Store};
+
+use async_io::{Async, Timer};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A misbehaviour the server can be told to show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Behave.
+    None,
+    /// Stop listening: connections are refused.
+    Refuse,
+    /// Accept connections and read requests, but never answer (nor send watch events).
+    Blackhole,
+    /// Wait this long before answering each request.
+    Delay(Duration),
+    /// Answer every request with this status (a Status body).
+    Status(u16),
+}
+
+/// One request as the server received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// Method.
+    pub method: String,
+    /// Target.
+    pub target: String,
+    /// Header fields.
+    pub headers: Vec<(String, String)>,
+    /// The authenticated user, if any.
+    pub user: Option<String>,
+}
+
+impl Recorded {
+    /// The first field called `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) store: Mutex<Store>,
+    pub(crate) types: Mutex<Vec<ResourceType>>,
+    pub(crate) tokens: Mutex<HashMap<String, User>>,
+    pub(crate) fault: Mutex<Fault>,
+    pub(crate) changed: event_listener::Event,
+    pub(crate) pki: Pki,
+    pub(crate) recorded: Mutex<Vec<Recorded>>,
+    pub(crate) bookmark_interval: Mutex<Duration>,
+    pub(crate) conns: Mutex<Vec<TcpStream>>,
+    pub(crate) body_bytes: AtomicU64,
+    pub(crate) open_watches: AtomicUsize,
+    pub(crate) stopped: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn fault(&self) -> Fault {
+        self.fault.lock().unwrap().clone()
+    }
+
+    pub(crate) fn notify(&self) {
+        self.changed.notify(usize::MAX);
+    }
+}
+
+/// A running fake apiserver; it stops when dropped.
+pub struct ApiServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+}
+
+impl ApiServer {
+    /// Starts on a free port of 127.0.0.1.
+    pub fn start(pki: &Pki) -> ApiServer {
+        Self::start_on(pki, "127.0.0.1:0".parse().unwrap())
+    }
+
+    /// Starts on `addr` (port 0 picks one).
+    pub fn start_on(pki: &Pki, addr: SocketAddr) -> ApiServer {
+        let listener = TcpListener::bind(addr).expect("bind the fake apiserver");
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::new()),
+            types: Mutex::new(store::builtin_types()),
+            tokens: Mutex::default(),
+            fault: Mutex::new(Fault::None),
+            changed: event_listener::Event::new(),
+            pki: pki.clone(),
+            recorded: Mutex::default(),
+            bookmark_interval: Mutex::new(Duration::from_secs(60)),
+            conns: Mutex::default(),
+            body_bytes: AtomicU64::new(0),
+            open_watches: AtomicUsize::new(0),
+            stopped: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("apiserver-{}", addr.port()))
+            .spawn(move || {
+                let ex = Arc::new(smol::Executor::new());
+                let ex2 = ex.clone();
+                smol::block_on(ex.run(accept_loop(ex2, s, listener)));
+            })
+            .expect("spawn the fake apiserver thread");
+        ApiServer { shared, addr }
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Makes `token` authenticate as `user`.
+    pub fn add_token(&self, token: &str, user: &str, groups: &[&str]) {
+        self.shared.tokens.lock().unwrap().insert(
+            token.to_string(),
+            User {
+                name: user.to_string(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+            },
+        );
+    }
+
+    /// Sets (or clears, with [`Fault::None`]) a misbehaviour.
+    pub fn set_fault(&self, fault: Fault) {
+        *self.shared.fault.lock().unwrap() = fault;
+        self.shared.notify();
+    }
+
+    /// Shuts down every open connection (the peer sees them end mid-stream).
+    pub fn reset_connections(&self) {
+        for c in self.shared.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        self.shared.notify();
+    }
+
+    /// How often watches with `allowWatchBookmarks` get a BOOKMARK (default 60 s).
+    pub fn set_bookmark_interval(&self, d: Duration) {
+        *self.shared.bookmark_interval.lock().unwrap() = d;
+    }
+
+    /// How many changes the watch history keeps (default 1000).
+    pub fn set_max_history(&self, n: usize) {
+        self.shared.store.lock().unwrap().max_history = n;
+    }
+
+    /// Serves an extra resource type (a CRD).
+    pub fn register_type(&self, t: ResourceType) {
+        self.shared.types.lock().unwrap().push(t);
+    }
+
+    fn locate(&self, path: &str) -> (ResourceType, String, Option<String>) {
+        let types = self.shared.types.lock().unwrap().clone();
+        let r = serve::parse_resource_path(path, &types).unwrap_or_else(|| panic!("not a resource path: {path}"));
+        (r.rtype, r.namespace, r.name)
+    }
+
+    /// Creates an object under a collection path such as `/api/v1/namespaces/default/pods`.
+    pub fn create(&self, collection: &str, obj: Value) -> Value {
+        let (t, ns, _) = self.locate(collection);
+        let v = self.shared.store.lock().unwrap().create(&t, &ns, obj).expect("create");
+        self.shared.notify();
+        v
+    }
+
+    /// Replaces the object at `path` (`.../pods/<name>`).
+    pub fn update(&self, path: &str, obj: Value) -> Value {
+        let (t, ns, name) = self.locate(path);
+        let v = self
+            .shared
+            .store
+            .lock()
+            .unwrap()
+            .update(&t, &ns, &name.expect("object path"), obj, false)
+            .expect("update");
+        self.shared.notify();
+        v
+    }
+
+    /// Deletes the object at `path`.
+    pub fn delete(&self, path: &str) {
+        let (t, ns, name) = self.locate(path);
+        let _ = self.shared.store.lock().unwrap().delete(&t, &ns, &name.expect("object path"));
+        self.shared.notify();
+    }
+
+    /// The object at `path`, if it exists.
+    pub fn get(&self, path: &str) -> Option<Value> {
+        let (t, ns, name) = self.locate(path);
+        self.shared.store.lock().unwrap().get(&t, &ns, &name?).ok()
+    }
+
+    /// Appends a line to a pod's log (followers receive it at once).
+    pub fn append_log(&self, namespace: &str, pod: &str, line: &str) {
+        self.shared
+            .store
+            .lock()
+            .unwrap()
+            .logs
+            .entry((namespace.to_string(), pod.to_string()))
+            .or_default()
+            .push(line.to_string());
+        self.shared.notify();
+    }
+
+    /// The requests received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.recorded.lock().unwrap().clone()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.shared.recorded.lock().unwrap().clear();
+    }
+
+    /// Response body bytes written so far (after gzip, before chunk framing).
+    pub fn body_bytes_sent(&self) -> u64 {
+        self.shared.body_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Watches being served right now.
+    pub fn open_watches(&self) -> usize {
+        self.shared.open_watches.load(Ordering::Relaxed)
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store.lock().unwrap().rv
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::Relaxed);
+        self.reset_connections();
+    }
+}
+
+async fn accept_loop(ex: Arc<smol::Executor<'static>>, shared: Arc<Shared>, listener: TcpListener) {
+    let addr = listener.local_addr().unwrap();
+    let mut listener = Some(Async::new(listener).expect("non-blocking listener"));
+    let tls = Arc::new(serve::tls_config(&shared.pki));
+    loop {
+        if shared.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        if shared.fault() == Fault::Refuse {
+            listener = None;
+            Timer::after(Duration::from_millis(10)).await;
+            continue;
+        }
+        if listener.is_none() {
+            match TcpListener::bind(addr) {
+                Ok(l) => listener = Some(Async::new(l).expect("non-blocking listener")),
+                Err(_) => {
+                    Timer::after(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let l = listener.as_ref().expect("bound above");
+        let accepted = smol::future::or(async { Some(l.accept().await) }, async {
+            Timer::after(Duration::from_millis(20)).await;
+            None
+        })
+        .await;
+        if let Some(Ok((stream, _))) = accepted {
+            if let Ok(clone) = stream.get_ref().try_clone() {
+                let mut conns = shared.conns.lock().unwrap();
+                conns.retain(|c| c.peer_addr().is_ok());
+                conns.push(clone);
+            }
+            ex.spawn(serve::connection(shared.clone(), tls.clone(), stream))
+                .detach();
+        }
+    }
+}
+
+/// A test cluster: a CA, one apiserver, and the hub's root and cache directories with a node
+/// certificate for `node-1` in place.
+pub struct Cluster {
+    /// The CA.
+    pub pki: Pki,
+    /// The apiserver.
+    pub api: ApiServer,
+    /// `--root-dir`.
+    pub root: TempDir,
+    /// `--disk-cache-path`.
+    pub cache: TempDir,
+}
+
+/// The node name every fixture uses.
+pub const NODE: &str = "node-1";
+
+impl Cluster {
+    /// A CA, an apiserver, and the hub's files.
+    pub fn new() -> Cluster {
+        let pki = Pki::new();
+        let api = ApiServer::start(&pki);
+        let root = TempDir::new("root");
+        pki.write_hub_files(root.path(), NODE);
+        Cluster {
+            pki,
+            api,
+            root,
+            cache: TempDir::new("cache"),
+        }
+    }
+
+    /// Flags for a hub in front of `servers`, listening on a free port.
+    pub fn hub_args(&self, servers: &[&ApiServer]) -> Vec<String> {
+        let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
+        vec![
+            format!("--server-addr={}", urls.join(",")),
+            format!("--node-name={NODE}"),
+            "--nodepool-name=pool-a".into(),
+            format!("--root-dir={}", self.root.path().display()),
+            format!("--disk-cache-path={}", self.cache.path().display()),
+            "--bind-proxy-address=127.0.0.1".into(),
+            "--proxy-port=0".into(),
+            "--v=2".into(),
+        ]
+    }
+
+    /// Starts the hub binary `bin` in front of this cluster's apiserver, with `extra` flags.
+    pub fn start_hub(&self, bin: &str, extra: &[&str]) -> Hub {
+        let mut args = self.hub_args(&[&self.api]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Hub::start(bin, &args)
+    }
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A minimal pod bound to `node`.
+pub fn pod(name: &str, node: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "demo"}},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.example/pause:3.10"}]},
+        "status": {"phase": "Running"}
+    })
+}
+
+/// Whether the real `kubectl` is on this machine.
+pub fn kubectl_available() -> bool {
+    std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `kubectl` talking to `server` over plain HTTP, with no kubeconfig and its own cache dir.
+pub fn kubectl(server: SocketAddr, cache_dir: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new("kubectl");
+    c.env("KUBECONFIG", "/dev/null")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .arg(format!("--server=http://{server}"))
+        .arg(format!("--cache-dir={}", cache_dir.display()))
+        .arg("--request-timeout=20s");
+    c
+}

@@ -1,0 +1,230 @@
+//! A blocking HTTP/1.1 client for tests, apart from the hub's own code.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// A whole response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Header fields.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first field called `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// An open response whose body is read as it arrives.
+pub struct ResponseStream {
+    /// Status code.
+    pub status: u16,
+    /// Header fields.
+    pub headers: Vec<(String, String)>,
+    reader: BufReader<TcpStream>,
+    chunked: bool,
+    pending: Vec<u8>,
+    done: bool,
+}
+
+fn read_head(reader: &mut BufReader<TcpStream>) -> io::Result<(u16, Vec<(String, String)>)> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("status line {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((n, v)) = l.split_once(':') {
+            headers.push((n.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    Ok((status, headers))
+}
+
+impl ResponseStream {
+    /// The first field called `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The next piece of body (one chunk when chunked); `None` at the end.
+    pub fn next_piece(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.done {
+            return Ok(None);
+        }
+        if !self.chunked {
+            let mut buf = vec![0u8; 16 * 1024];
+            let n = self.reader.read(&mut buf)?;
+            if n == 0 {
+                self.done = true;
+                return Ok(None);
+            }
+            buf.truncate(n);
+            return Ok(Some(buf));
+        }
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("chunk size {line:?}")))?;
+        let mut data = vec![0u8; size + 2];
+        self.reader.read_exact(&mut data)?;
+        data.truncate(size);
+        if size == 0 {
+            self.done = true;
+            return Ok(None);
+        }
+        Ok(Some(data))
+    }
+
+    /// The next `\n`-terminated line of the body (a watch event, a log line).
+    pub fn next_line(&mut self) -> io::Result<Option<String>> {
+        loop {
+            if let Some(p) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=p).collect();
+                return Ok(Some(String::from_utf8_lossy(&line[..p]).into_owned()));
+            }
+            match self.next_piece()? {
+                Some(p) => self.pending.extend(p),
+                None if self.pending.is_empty() => return Ok(None),
+                None => return Ok(Some(String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned())),
+            }
+        }
+    }
+
+    /// The rest of the body.
+    pub fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
+        let mut out = std::mem::take(&mut self.pending);
+        while let Some(p) = self.next_piece()? {
+            out.extend(p);
+        }
+        Ok(out)
+    }
+
+    /// Sets how long a read may block.
+    pub fn set_timeout(&self, d: Duration) {
+        let _ = self.reader.get_ref().set_read_timeout(Some(d));
+    }
+
+    /// The underlying socket.
+    pub fn socket(&self) -> &TcpStream {
+        self.reader.get_ref()
+    }
+}
+
+fn write_request(
+    stream: &mut TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<()> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: yurthub\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes)
+}
+
+/// Sends a request and returns the response with its body still to be read.
+pub fn open(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<ResponseStream> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write_request(&mut stream, method, path, headers, body)?;
+    let mut reader = BufReader::new(stream);
+    let (status, headers) = read_head(&mut reader)?;
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let length = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<u64>().ok());
+    let mut s = ResponseStream {
+        status,
+        headers,
+        reader,
+        chunked,
+        pending: Vec::new(),
+        done: false,
+    };
+    if method == "HEAD" || status == 204 || status == 304 {
+        s.done = true;
+    } else if let (false, Some(len)) = (chunked, length) {
+        let mut body = vec![0u8; len as usize];
+        s.reader.read_exact(&mut body)?;
+        s.pending = body;
+        s.done = true;
+    }
+    Ok(s)
+}
+
+/// Sends a request and reads the whole response.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<HttpResponse> {
+    let mut s = open(addr, method, path, headers, body)?;
+    let body = s.read_to_end()?;
+    Ok(HttpResponse {
+        status: s.status,
+        headers: s.headers,
+        body,
+    })
+}
+
+/// `GET path` with a User-Agent.
+pub fn get(addr: SocketAddr, path: &str, user_agent: &str) -> HttpResponse {
+    request(addr, "GET", path, &[("User-Agent", user_agent)], b"")
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}

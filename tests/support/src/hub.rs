@@ -1,0 +1,141 @@
+//! Running the real `yurthub` binary from tests, also under an emulator (`YURTHUB_TEST_RUNNER`,
+//! e.g. `qemu-aarch64`, because an emulated test cannot exec an ARM child directly).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// A directory removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty directory under the system temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "yurthub-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The command that runs `bin`, prefixed by `YURTHUB_TEST_RUNNER` when set.
+pub fn command(bin: &str) -> Command {
+    match std::env::var("YURTHUB_TEST_RUNNER").ok().filter(|r| !r.trim().is_empty()) {
+        Some(runner) => {
+            let mut parts = runner.split_whitespace();
+            let mut c = Command::new(parts.next().expect("non-empty runner"));
+            c.args(parts).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
+type Lines = Arc<(Mutex<Vec<String>>, Condvar)>;
+
+/// A running hub process; killed when dropped.
+pub struct Hub {
+    child: Child,
+    lines: Lines,
+    /// The plain proxy address it reported.
+    pub proxy_addr: SocketAddr,
+}
+
+impl Hub {
+    /// Starts `bin` with `args` and waits until it reports its proxy address.
+    pub fn start(bin: &str, args: &[String]) -> Hub {
+        let mut child = command(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn yurthub");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines: Lines = Arc::default();
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("YURTHUB_TEST_LOG").is_some() {
+                    eprintln!("hub: {line}");
+                }
+                l.0.lock().unwrap().push(line);
+                l.1.notify_all();
+            }
+            l.0.lock().unwrap().push("<exited>".into());
+            l.1.notify_all();
+        });
+        let mut hub = Hub {
+            child,
+            lines,
+            proxy_addr: "0.0.0.0:0".parse().unwrap(),
+        };
+        let line = hub.wait_for_log("serving proxy on http://", Duration::from_secs(30));
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("address after http://");
+        hub.proxy_addr = addr.parse().expect("a socket address");
+        hub
+    }
+
+    /// Waits for a log line containing `needle`; panics with the log on timeout.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.lines;
+        let mut lines = lock.lock().unwrap();
+        loop {
+            if let Some(l) = lines.iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline || lines.last().is_some_and(|l| l == "<exited>") {
+                panic!("hub never logged {needle:?}; log:\n{}", lines.join("\n"));
+            }
+            lines = cv.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.lines.0.lock().unwrap().clone()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
