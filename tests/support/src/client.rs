@@ -179,7 +179,11 @@ pub fn open(
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     write_request(&mut stream, method, path, headers, body)?;
     let mut reader = BufReader::new(stream);
-    let (status, headers) = read_head(&mut reader)?;
+    let (mut status, mut headers) = read_head(&mut reader)?;
+    // Interim answers (100 Continue) precede the real one.
+    while (100..200).contains(&status) && status != 101 {
+        (status, headers) = read_head(&mut reader)?;
+    }
     let chunked = headers
         .iter()
         .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));

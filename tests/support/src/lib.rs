@@ -83,6 +83,7 @@ pub(crate) struct Shared {
     pub(crate) body_bytes: AtomicU64,
     pub(crate) open_watches: AtomicUsize,
     pub(crate) stopped: AtomicBool,
+    pub(crate) listening: AtomicBool,
 }
 
 impl Shared {
@@ -124,6 +125,7 @@ impl ApiServer {
             body_bytes: AtomicU64::new(0),
             open_watches: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
+            listening: AtomicBool::new(true),
         });
         let s = shared.clone();
         std::thread::Builder::new()
@@ -158,10 +160,18 @@ impl ApiServer {
         );
     }
 
-    /// Sets (or clears, with [`Fault::None`]) a misbehaviour.
+    /// Sets (or clears, with [`Fault::None`]) a misbehaviour. [`Fault::Refuse`] returns once
+    /// the port is closed, with every open connection shut as a dead server's would be.
     pub fn set_fault(&self, fault: Fault) {
+        let refuse = fault == Fault::Refuse;
         *self.shared.fault.lock().unwrap() = fault;
         self.shared.notify();
+        if refuse {
+            while self.shared.listening.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            self.reset_connections();
+        }
     }
 
     /// Shuts down every open connection (the peer sees them end mid-stream).
@@ -284,12 +294,16 @@ async fn accept_loop(ex: Arc<smol::Executor<'static>>, shared: Arc<Shared>, list
         }
         if shared.fault() == Fault::Refuse {
             listener = None;
+            shared.listening.store(false, Ordering::Relaxed);
             Timer::after(Duration::from_millis(10)).await;
             continue;
         }
         if listener.is_none() {
             match TcpListener::bind(addr) {
-                Ok(l) => listener = Some(Async::new(l).expect("non-blocking listener")),
+                Ok(l) => {
+                    listener = Some(Async::new(l).expect("non-blocking listener"));
+                    shared.listening.store(true, Ordering::Relaxed);
+                }
                 Err(_) => {
                     Timer::after(Duration::from_millis(10)).await;
                     continue;
@@ -303,6 +317,9 @@ async fn accept_loop(ex: Arc<smol::Executor<'static>>, shared: Arc<Shared>, list
         })
         .await;
         if let Some(Ok((stream, _))) = accepted {
+            if shared.fault() == Fault::Refuse {
+                continue;
+            }
             if let Ok(clone) = stream.get_ref().try_clone() {
                 let mut conns = shared.conns.lock().unwrap();
                 conns.retain(|c| c.peer_addr().is_ok());

@@ -271,3 +271,13 @@ pub async fn write_response<W: AsyncWrite + Unpin>(
     w.flush().await?;
     Ok(if head_only { 0 } else { resp.body.len() })
 }
+
+/// Decompresses a gzip body (with flate2, independent of the hub's decoder).
+pub fn gunzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut out)
+        .expect("valid gzip");
+    out
+}
