@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::proxy::Proxy;
-use crate::server;
+use crate::{runtime, server};
 use crate::upstream::{Tls, TlsError, Upstream};
 
 /// The program's name and version, as `--version` prints it.
@@ -49,7 +49,9 @@ fn bind(addr: SocketAddr) -> Result<Async<TcpListener>, StartError> {
     Async::<TcpListener>::bind(addr).map_err(|error| StartError::Bind { addr, error })
 }
 
-/// Binds the listeners and spawns the serving tasks on smol's executor; returns at once.
+/// Binds the listeners and spawns the serving tasks on the [`runtime`]; returns at once. The
+/// tasks run while a thread is inside [`runtime::block_on`] (see [`run`] and
+/// [`runtime::spawn_thread`]).
 pub fn start(config: &Config) -> Result<Running, StartError> {
     let tls = Tls::load(&config.ca_path(), &config.client_cert_path()).map_err(StartError::Tls)?;
     let upstream = Arc::new(Upstream::new(&config.servers, config.lb_mode, tls));
@@ -62,7 +64,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             addr: SocketAddr::new(config.bind_proxy_address, config.proxy_port),
             error,
         })?;
-    smol::spawn(server::serve_plain(listener, proxy)).detach();
+    runtime::spawn(server::serve_plain(listener, proxy)).detach();
     log::info!(
         "serving proxy on http://{proxy_addr} for {}",
         config
@@ -77,7 +79,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
 
 /// Starts the hub and serves until the process ends.
 pub fn run(config: &Config) -> Result<(), StartError> {
-    smol::block_on(async {
+    runtime::block_on(async {
         start(config)?;
         std::future::pending::<()>().await;
         Ok(())

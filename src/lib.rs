@@ -9,5 +9,6 @@ pub mod kube;
 pub mod app;
 pub mod config;
 pub mod proxy;
+pub mod runtime;
 pub mod server;
 pub mod upstream;

@@ -277,24 +277,37 @@ impl Proxy {
         if close_after {
             head.headers.set("Connection", "close");
         }
+        // `out` collects what is due to the client: the head, then framed pieces. It is sent
+        // before any wait for more upstream data, so a watch event is never held back, and a
+        // small body already at hand leaves in the same write as the head.
         let mut out = Vec::with_capacity(1024);
         head.write_to(&mut out);
-        if conn.writer.write_all(&out).await.is_err() || conn.writer.flush().await.is_err() {
-            return Outcome::Close;
-        }
-
         let mut piece = Vec::new();
         let mut plain = Vec::new();
         loop {
             piece.clear();
-            let next = smol::future::or(
-                async { Some(resp.body.read(&mut resp.conn.reader, &mut piece).await) },
-                async {
-                    conn.reader.closed().await;
-                    None
-                },
-            )
-            .await;
+            let at_hand = matches!(up_framing, Framing::Length(_))
+                && !resp.conn.reader.buffered().is_empty();
+            let next = if at_hand {
+                Some(resp.body.read(&mut resp.conn.reader, &mut piece).await)
+            } else {
+                if !out.is_empty() {
+                    if conn.writer.write_all(&out).await.is_err()
+                        || conn.writer.flush().await.is_err()
+                    {
+                        return Outcome::Close;
+                    }
+                    out.clear();
+                }
+                smol::future::or(
+                    async { Some(resp.body.read(&mut resp.conn.reader, &mut piece).await) },
+                    async {
+                        conn.reader.closed().await;
+                        None
+                    },
+                )
+                .await
+            };
             let n = match next {
                 None => {
                     // The client left: dropping the upstream connection ends the request there.
@@ -305,15 +318,16 @@ impl Proxy {
                     log::warn!("upstream body broke off: {e}");
                     ctx.log(resp.head.status, "upstream body broke off");
                     // Closing without the last chunk tells the client the body is incomplete.
+                    let _ = conn.writer.write_all(&out).await;
                     return Outcome::Close;
                 }
                 Some(Ok(n)) => n,
             };
-            out.clear();
             if n == 0 {
                 if let Some(gz) = &gunzip {
                     if let Err(e) = gz.finish() {
                         log::warn!("upstream gzip body: {e}");
+                        let _ = conn.writer.write_all(&out).await;
                         return Outcome::Close;
                     }
                 }
@@ -324,12 +338,7 @@ impl Proxy {
                 break;
             }
             match &mut gunzip {
-                None => {
-                    writer.encode(&piece, &mut out);
-                    if conn.writer.write_all(&out).await.is_err() {
-                        return Outcome::Close;
-                    }
-                }
+                None => writer.encode(&piece, &mut out),
                 Some(gz) => {
                     let mut pos = 0;
                     loop {
@@ -338,22 +347,22 @@ impl Proxy {
                             Ok(used) => pos += used,
                             Err(e) => {
                                 log::warn!("upstream gzip body: {e}");
+                                let _ = conn.writer.write_all(&out).await;
                                 return Outcome::Close;
                             }
                         }
-                        out.clear();
                         writer.encode(&plain, &mut out);
-                        if conn.writer.write_all(&out).await.is_err() {
-                            return Outcome::Close;
+                        if out.len() >= GUNZIP_PIECE {
+                            if conn.writer.write_all(&out).await.is_err() {
+                                return Outcome::Close;
+                            }
+                            out.clear();
                         }
                         if pos >= piece.len() && plain.is_empty() {
                             break;
                         }
                     }
                 }
-            }
-            if conn.writer.flush().await.is_err() {
-                return Outcome::Close;
             }
         }
         ctx.log(resp.head.status, "");

@@ -144,7 +144,7 @@ pub async fn serve_plain(listener: Async<TcpListener>, proxy: Arc<Proxy>) {
                 let _ = stream.get_ref().set_nodelay(true);
                 let stream: Async<TcpStream> = stream;
                 let conn = ClientConn::new(Box::new(stream), peer, local);
-                smol::spawn(serve_connection(conn, proxy.clone())).detach();
+                crate::runtime::spawn(serve_connection(conn, proxy.clone())).detach();
             }
             Err(e) => {
                 // Out of descriptors or similar: back off instead of spinning.

@@ -232,3 +232,92 @@ pub fn get(addr: SocketAddr, path: &str, user_agent: &str) -> HttpResponse {
     request(addr, "GET", path, &[("User-Agent", user_agent)], b"")
         .unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
+
+/// A kept-alive connection sending one request after another (plain or TLS).
+pub struct Session<S: Read + Write> {
+    reader: BufReader<S>,
+}
+
+impl<S: Read + Write> Session<S> {
+    /// Wraps a connected stream.
+    pub fn new(stream: S) -> Self {
+        Self {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// Sends `GET path` and reads the whole response.
+    pub fn get(&mut self, path: &str, user_agent: &str) -> io::Result<HttpResponse> {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: {user_agent}\r\nAccept: application/json\r\n\r\n");
+        self.reader.get_mut().write_all(req.as_bytes())?;
+        self.reader.get_mut().flush()?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line)?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((n, v)) = l.split_once(':') {
+                headers.push((n.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        let resp = HttpResponse { status, headers, body: Vec::new() };
+        let mut body = Vec::new();
+        if resp.header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+            loop {
+                line.clear();
+                self.reader.read_line(&mut line)?;
+                let size = usize::from_str_radix(line.trim(), 16).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "chunk"))?;
+                let mut data = vec![0u8; size + 2];
+                self.reader.read_exact(&mut data)?;
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&data[..size]);
+            }
+        } else if let Some(len) = resp.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            body.resize(len, 0);
+            self.reader.read_exact(&mut body)?;
+        }
+        Ok(HttpResponse { body, ..resp })
+    }
+}
+
+/// A blocking TLS connection to the test apiserver presenting `client_pem` (cert and key).
+pub fn tls_connect(
+    addr: SocketAddr,
+    ca_pem: &str,
+    client_pem: &str,
+) -> io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(io::Error::other)?)
+        .map_err(io::Error::other)?;
+    let certs = CertificateDer::pem_slice_iter(client_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io::Error::other)?;
+    let key = PrivateKeyDer::from_pem_slice(client_pem.as_bytes()).map_err(io::Error::other)?;
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(io::Error::other)?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(certs, key)
+    .map_err(io::Error::other)?;
+    let conn = rustls::ClientConnection::new(
+        std::sync::Arc::new(cfg),
+        ServerName::IpAddress(addr.ip().into()),
+    )
+    .map_err(io::Error::other)?;
+    let tcp = TcpStream::connect(addr)?;
+    tcp.set_nodelay(true)?;
+    Ok(rustls::StreamOwned::new(conn, tcp))
+}
