@@ -22,7 +22,8 @@ fn micros(d: Duration) -> f64 {
 
 fn main() {
     let c = Cluster::new();
-    c.api.create("/api/v1/namespaces/default/pods", pod("bench", NODE));
+    c.api
+        .create("/api/v1/namespaces/default/pods", pod("bench", NODE));
     let Parsed::Run(cfg) = Config::from_args(c.hub_args(&[&c.api])).expect("flags") else {
         unreachable!("hub_args never asks for --help")
     };
@@ -30,7 +31,8 @@ fn main() {
     yurthub::runtime::spawn_thread();
 
     let client_pem = c.pki.client_pem("system:node:node-1", &["system:nodes"]);
-    let mut direct = Session::new(client::tls_connect(c.api.addr(), &c.pki.ca_pem, &client_pem).unwrap());
+    let mut direct =
+        Session::new(client::tls_connect(c.api.addr(), &c.pki.ca_pem, &client_pem).unwrap());
     let tcp = std::net::TcpStream::connect(hub.proxy_addr).unwrap();
     tcp.set_nodelay(true).unwrap();
     let mut proxied = Session::new(tcp);
@@ -66,7 +68,10 @@ fn main() {
     let mut t_watch = Vec::new();
     for i in 0..300 {
         let t = Instant::now();
-        c.api.create("/api/v1/namespaces/default/pods", pod(&format!("w-{i}"), NODE));
+        c.api.create(
+            "/api/v1/namespaces/default/pods",
+            pod(&format!("w-{i}"), NODE),
+        );
         w.next_line().unwrap().expect("an event");
         t_watch.push(t.elapsed());
     }
@@ -76,8 +81,16 @@ fn main() {
     let (d99, p99) = (percentile(&t_direct, 0.99), percentile(&t_proxied, 0.99));
     let added = micros(p50) - micros(d50);
     println!("figure                                   value        budget     verdict");
-    println!("GET direct to apiserver p50/p99 (us)     {:>6.0}/{:<6.0}", micros(d50), micros(d99));
-    println!("GET through the hub p50/p99 (us)         {:>6.0}/{:<6.0}", micros(p50), micros(p99));
+    println!(
+        "GET direct to apiserver p50/p99 (us)     {:>6.0}/{:<6.0}",
+        micros(d50),
+        micros(d99)
+    );
+    println!(
+        "GET through the hub p50/p99 (us)         {:>6.0}/{:<6.0}",
+        micros(p50),
+        micros(p99)
+    );
     println!(
         "added latency of a proxied GET p50 (us)  {:>8.0}     <= 150     {}",
         added,

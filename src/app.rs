@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::proxy::Proxy;
-use crate::{runtime, server};
 use crate::upstream::{Tls, TlsError, Upstream};
+use crate::{runtime, server};
 
 /// The program's name and version, as `--version` prints it.
 pub const VERSION: &str = concat!("yurthub ", env!("CARGO_PKG_VERSION"));
@@ -56,7 +56,10 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let tls = Tls::load(&config.ca_path(), &config.client_cert_path()).map_err(StartError::Tls)?;
     let upstream = Arc::new(Upstream::new(&config.servers, config.lb_mode, tls));
     let proxy = Arc::new(Proxy::new(upstream));
-    let listener = bind(SocketAddr::new(config.bind_proxy_address, config.proxy_port))?;
+    let listener = bind(SocketAddr::new(
+        config.bind_proxy_address,
+        config.proxy_port,
+    ))?;
     let proxy_addr = listener
         .get_ref()
         .local_addr()

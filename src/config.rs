@@ -44,19 +44,55 @@ const fn switch(name: &'static str, default: &'static str, help: &'static str) -
 }
 
 const FLAGS: &[Flag] = &[
-    flag("server-addr", "", "comma-separated https URLs of the cloud kube-apiservers (required)"),
+    flag(
+        "server-addr",
+        "",
+        "comma-separated https URLs of the cloud kube-apiservers (required)",
+    ),
     flag("node-name", "", "the name of this node (required)"),
-    flag("nodepool-name", "", "the NodePool this node belongs to (required)"),
-    flag("namespace", "kube-system", "namespace of the yurt-hub-cfg ConfigMap"),
-    flag("working-mode", "edge", "edge (cache and serve offline) or cloud (plain proxy)"),
+    flag(
+        "nodepool-name",
+        "",
+        "the NodePool this node belongs to (required)",
+    ),
+    flag(
+        "namespace",
+        "kube-system",
+        "namespace of the yurt-hub-cfg ConfigMap",
+    ),
+    flag(
+        "working-mode",
+        "edge",
+        "edge (cache and serve offline) or cloud (plain proxy)",
+    ),
     flag("bind-address", "127.0.0.1", "address of the admin server"),
-    flag("serve-port", "10267", "port of the admin server (/v1/healthz, /metrics, ...)"),
-    flag("bind-proxy-address", "127.0.0.1", "address of the plain-HTTP proxy"),
+    flag(
+        "serve-port",
+        "10267",
+        "port of the admin server (/v1/healthz, /metrics, ...)",
+    ),
+    flag(
+        "bind-proxy-address",
+        "127.0.0.1",
+        "address of the plain-HTTP proxy",
+    ),
     flag("proxy-port", "10261", "port of the plain-HTTP proxy"),
     flag("proxy-secure-port", "10268", "port of the TLS proxy"),
-    flag("root-dir", "/var/lib/yurthub", "directory of certificates and kubeconfigs"),
-    flag("disk-cache-path", "/etc/kubernetes/cache/", "directory of the object cache"),
-    flag("lb-mode", "rr", "how requests spread over servers: rr or priority"),
+    flag(
+        "root-dir",
+        "/var/lib/yurthub",
+        "directory of certificates and kubeconfigs",
+    ),
+    flag(
+        "disk-cache-path",
+        "/etc/kubernetes/cache/",
+        "directory of the object cache",
+    ),
+    flag(
+        "lb-mode",
+        "rr",
+        "how requests spread over servers: rr or priority",
+    ),
     flag("v", "0", "log verbosity: 0-1 info, 2-4 debug, 5+ trace"),
     switch("version", "false", "print the version and exit"),
     switch("help", "false", "print this help and exit"),
@@ -93,9 +129,14 @@ impl fmt::Display for FlagError {
                 flag,
                 value,
                 expected,
-            } => write!(f, "invalid value {value:?} for flag --{flag}: expected {expected}"),
+            } => write!(
+                f,
+                "invalid value {value:?} for flag --{flag}: expected {expected}"
+            ),
             FlagError::Required(name) => write!(f, "flag --{name} is required"),
-            FlagError::Unexpected(arg) => write!(f, "unexpected argument {arg:?}: flags start with --"),
+            FlagError::Unexpected(arg) => {
+                write!(f, "unexpected argument {arg:?}: flags start with --")
+            }
         }
     }
 }
@@ -400,7 +441,11 @@ mod tests {
         }
     }
 
-    const BASE: &[&str] = &["--server-addr=https://a:6443", "--node-name=n", "--nodepool-name=p"];
+    const BASE: &[&str] = &[
+        "--server-addr=https://a:6443",
+        "--node-name=n",
+        "--nodepool-name=p",
+    ];
 
     #[test]
     fn defaults_are_upstreams() {
@@ -408,11 +453,17 @@ mod tests {
         assert_eq!(c.namespace, "kube-system");
         assert_eq!(c.working_mode, WorkingMode::Edge);
         assert_eq!(c.bind_address.to_string(), "127.0.0.1");
-        assert_eq!((c.serve_port, c.proxy_port, c.proxy_secure_port), (10267, 10261, 10268));
+        assert_eq!(
+            (c.serve_port, c.proxy_port, c.proxy_secure_port),
+            (10267, 10261, 10268)
+        );
         assert_eq!(c.root_dir, PathBuf::from("/var/lib/yurthub"));
         assert_eq!(c.disk_cache_path, PathBuf::from("/etc/kubernetes/cache/"));
         assert_eq!(c.lb_mode, LbMode::RoundRobin);
-        assert_eq!(c.client_cert_path(), PathBuf::from("/var/lib/yurthub/pki/yurthub-current.pem"));
+        assert_eq!(
+            c.client_cert_path(),
+            PathBuf::from("/var/lib/yurthub/pki/yurthub-current.pem")
+        );
     }
 
     #[test]
@@ -442,11 +493,50 @@ mod tests {
     fn errors_name_the_flag() {
         let cases: &[(&[&str], &str)] = &[
             (&["--nope=1"], "--nope"),
-            (&["--server-addr=http://a", "--node-name=n", "--nodepool-name=p"], "--server-addr"),
-            (&["--server-addr=a", "--node-name=n", "--nodepool-name=p", "--lb-mode=hash"], "--lb-mode"),
-            (&["--server-addr=a", "--node-name=n", "--nodepool-name=p", "--working-mode=local"], "--working-mode"),
-            (&["--server-addr=a", "--node-name=n", "--nodepool-name=p", "--proxy-port=70000"], "--proxy-port"),
-            (&["--server-addr=a", "--node-name=n", "--nodepool-name=p", "--bind-address=x"], "--bind-address"),
+            (
+                &[
+                    "--server-addr=http://a",
+                    "--node-name=n",
+                    "--nodepool-name=p",
+                ],
+                "--server-addr",
+            ),
+            (
+                &[
+                    "--server-addr=a",
+                    "--node-name=n",
+                    "--nodepool-name=p",
+                    "--lb-mode=hash",
+                ],
+                "--lb-mode",
+            ),
+            (
+                &[
+                    "--server-addr=a",
+                    "--node-name=n",
+                    "--nodepool-name=p",
+                    "--working-mode=local",
+                ],
+                "--working-mode",
+            ),
+            (
+                &[
+                    "--server-addr=a",
+                    "--node-name=n",
+                    "--nodepool-name=p",
+                    "--proxy-port=70000",
+                ],
+                "--proxy-port",
+            ),
+            (
+                &[
+                    "--server-addr=a",
+                    "--node-name=n",
+                    "--nodepool-name=p",
+                    "--bind-address=x",
+                ],
+                "--bind-address",
+            ),
             (&["--server-addr=a", "--nodepool-name=p"], "--node-name"),
             (&["--node-name"], "--node-name"),
             (&["stray"], "stray"),

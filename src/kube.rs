@@ -30,7 +30,10 @@ mod tests {
             component(Some("kubelet/v1.32.0 (linux/arm64) kubernetes/70d3cc9")).as_deref(),
             Some("kubelet")
         );
-        assert_eq!(component(Some("Kube-Proxy/v1.30")).as_deref(), Some("kube-proxy"));
+        assert_eq!(
+            component(Some("Kube-Proxy/v1.30")).as_deref(),
+            Some("kube-proxy")
+        );
         assert_eq!(component(Some("coredns")).as_deref(), Some("coredns"));
         assert_eq!(component(Some("")), None);
         assert_eq!(component(Some("/v1")), None);

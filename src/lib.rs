@@ -4,10 +4,10 @@
 //! A request enters [`server`], is classified ([`kube::RequestInfo`]), routed ([`proxy`]) to the
 //! cloud ([`upstream`]), and streamed back. [`config`] holds the flags; [`http`] is the wire.
 
-pub mod http;
-pub mod kube;
 pub mod app;
 pub mod config;
+pub mod http;
+pub mod kube;
 pub mod proxy;
 pub mod runtime;
 pub mod server;

@@ -11,7 +11,12 @@ fn main() {
             return;
         }
         Ok(Parsed::Version) => {
-            println!("{} ({}/{})", app::VERSION, std::env::consts::OS, std::env::consts::ARCH);
+            println!(
+                "{} ({}/{})",
+                app::VERSION,
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            );
             return;
         }
         Err(e) => {

@@ -46,7 +46,11 @@ fn strip_hop_by_hop(h: &mut Headers, keep_upgrade: bool) {
         })
         .filter(|t| !t.is_empty())
         .collect();
-    for name in listed.iter().map(String::as_str).chain(HOP_BY_HOP.iter().copied()) {
+    for name in listed
+        .iter()
+        .map(String::as_str)
+        .chain(HOP_BY_HOP.iter().copied())
+    {
         if keep_upgrade && (name == "connection" || name == "upgrade") {
             continue;
         }
@@ -56,9 +60,10 @@ fn strip_hop_by_hop(h: &mut Headers, keep_upgrade: bool) {
 
 /// The request identity: a pod's bearer token travels as it is, without the node certificate.
 fn identity_of(head: &RequestHead) -> Identity {
-    let bearer = head.headers.get("authorization").is_some_and(|v| {
-        v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")
-    });
+    let bearer = head
+        .headers
+        .get("authorization")
+        .is_some_and(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "));
     if bearer {
         Identity::Bearer
     } else {
@@ -82,9 +87,21 @@ impl RequestContext {
         log::debug!(
             "{} {} {}{}{} -> {status} {what} in {:?}",
             self.component.as_deref().unwrap_or("-"),
-            if self.info.verb.is_empty() { "-" } else { &self.info.verb },
-            if self.info.is_resource_request { &self.info.resource } else { &self.info.path },
-            if self.info.subresource.is_empty() { "" } else { "/" },
+            if self.info.verb.is_empty() {
+                "-"
+            } else {
+                &self.info.verb
+            },
+            if self.info.is_resource_request {
+                &self.info.resource
+            } else {
+                &self.info.path
+            },
+            if self.info.subresource.is_empty() {
+                ""
+            } else {
+                "/"
+            },
             self.info.subresource,
             self.started.elapsed()
         );
@@ -151,7 +168,10 @@ impl Proxy {
         // The hub reads the body itself, so it confirms the expectation instead of the
         // apiserver (RFC 9110 §10.1.1 lets an intermediary do so).
         if head.headers.has_token("expect", "100-continue") && framing != Framing::Empty {
-            let _ = conn.writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+            let _ = conn
+                .writer
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await;
             let _ = conn.writer.flush().await;
         }
         head.headers.remove("expect");
@@ -180,7 +200,8 @@ impl Proxy {
                         }
                     }
                 }
-                head.headers.set("Content-Length", buffered.len().to_string());
+                head.headers
+                    .set("Content-Length", buffered.len().to_string());
                 Body::Buffered(&buffered)
             }
             Framing::Length(n) => {
@@ -286,8 +307,8 @@ impl Proxy {
         let mut plain = Vec::new();
         loop {
             piece.clear();
-            let at_hand = matches!(up_framing, Framing::Length(_))
-                && !resp.conn.reader.buffered().is_empty();
+            let at_hand =
+                matches!(up_framing, Framing::Length(_)) && !resp.conn.reader.buffered().is_empty();
             let next = if at_hand {
                 Some(resp.body.read(&mut resp.conn.reader, &mut piece).await)
             } else {
@@ -332,7 +353,8 @@ impl Proxy {
                     }
                 }
                 writer.finish(&mut out);
-                if conn.writer.write_all(&out).await.is_err() || conn.writer.flush().await.is_err() {
+                if conn.writer.write_all(&out).await.is_err() || conn.writer.flush().await.is_err()
+                {
                     return Outcome::Close;
                 }
                 break;
@@ -376,4 +398,3 @@ impl Proxy {
         }
     }
 }
-

@@ -167,7 +167,11 @@ impl Upstream {
 
     /// Sends an upgrade request (exec, attach, port-forward) on a connection of its own; the
     /// caller splices the streams once the answer is `101 Switching Protocols`.
-    pub async fn upgrade(&self, head: &RequestHead, id: Identity) -> Result<Response, UpstreamError> {
+    pub async fn upgrade(
+        &self,
+        head: &RequestHead,
+        id: Identity,
+    ) -> Result<Response, UpstreamError> {
         self.send_on::<&[u8]>(head, Body::Empty, id, true).await
     }
 
@@ -185,7 +189,9 @@ impl Upstream {
                 attempts += 1;
                 let url = &self.servers[server].url;
                 let checked_out = if fresh {
-                    pool::connect(url, server, id, &self.tls()).await.map(|c| (c, false))
+                    pool::connect(url, server, id, &self.tls())
+                        .await
+                        .map(|c| (c, false))
                 } else {
                     self.checkout(server, id).await
                 };
@@ -200,8 +206,10 @@ impl Upstream {
                 let replayable = !matches!(body, Body::Streamed { .. });
                 match exchange(&mut conn, &for_server(head, url), &mut body).await {
                     Ok(resp_head) => {
-                        let framing = Framing::of_response(&resp_head, &head.method)
-                            .map_err(|e| UpstreamError::NoServer(format!("bad response framing: {e}")))?;
+                        let framing =
+                            Framing::of_response(&resp_head, &head.method).map_err(|e| {
+                                UpstreamError::NoServer(format!("bad response framing: {e}"))
+                            })?;
                         return Ok(Response {
                             head: resp_head,
                             body: BodyReader::new(framing),

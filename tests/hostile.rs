@@ -84,7 +84,11 @@ fn a_thousand_malformed_heads_get_4xx_or_a_close_and_the_hub_keeps_serving() {
             continue;
         }
         let text = String::from_utf8_lossy(&resp);
-        let status: u16 = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         // The resolver's own error (an unresolvable path) is kube-apiserver's 500.
         assert!(
             (400..500).contains(&status) || status == 500,
@@ -93,7 +97,10 @@ fn a_thousand_malformed_heads_get_4xx_or_a_close_and_the_hub_keeps_serving() {
         );
         answered += 1;
     }
-    assert!(answered > 500, "most malformed heads get an explicit answer ({answered})");
+    assert!(
+        answered > 500,
+        "most malformed heads get an explicit answer ({answered})"
+    );
     let r = get(hub.proxy_addr, "/version", "kubelet/v1");
     assert_eq!(r.status, 200);
 }
@@ -119,8 +126,17 @@ fn oversized_and_over_many_headers_get_431() {
 fn unknown_flags_and_bad_values_exit_2_with_one_line() {
     for args in [
         vec!["--no-such-flag"],
-        vec!["--server-addr=http://a", "--node-name=n", "--nodepool-name=p"],
-        vec!["--server-addr=https://a", "--node-name=n", "--nodepool-name=p", "--lb-mode=random"],
+        vec![
+            "--server-addr=http://a",
+            "--node-name=n",
+            "--nodepool-name=p",
+        ],
+        vec![
+            "--server-addr=https://a",
+            "--node-name=n",
+            "--nodepool-name=p",
+            "--lb-mode=random",
+        ],
         vec!["--server-addr=https://a", "--nodepool-name=p"],
     ] {
         let out = testapi::command(BIN).args(&args).output().unwrap();

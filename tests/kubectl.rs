@@ -82,15 +82,23 @@ fn wait_line(rx: &mpsc::Receiver<String>, needle: &str) -> String {
 #[test]
 fn kubectl_gets_and_lists_through_the_hub() {
     let s = setup();
-    s.c.api.create("/api/v1/namespaces/default/pods", pod("web-1", NODE));
-    s.c.api.create("/api/v1/namespaces/default/pods", pod("web-2", NODE));
+    s.c.api
+        .create("/api/v1/namespaces/default/pods", pod("web-1", NODE));
+    s.c.api
+        .create("/api/v1/namespaces/default/pods", pod("web-2", NODE));
     let names = s.ok(&["get", "pods", "-n", "default", "-o", "name"]);
-    assert_eq!(names.lines().collect::<Vec<_>>(), vec!["pod/web-1", "pod/web-2"]);
+    assert_eq!(
+        names.lines().collect::<Vec<_>>(),
+        vec!["pod/web-1", "pod/web-2"]
+    );
     let one = s.ok(&["get", "pod", "web-2", "-n", "default", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&one).unwrap();
     assert_eq!(v["spec"]["nodeName"], NODE);
     let table = s.ok(&["get", "pods", "-n", "default"]);
-    assert!(table.contains("web-1") && table.contains("web-2"), "{table}");
+    assert!(
+        table.contains("web-1") && table.contains("web-2"),
+        "{table}"
+    );
     let missing = s.kubectl(&["get", "pod", "nope", "-n", "default"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
@@ -99,16 +107,21 @@ fn kubectl_gets_and_lists_through_the_hub() {
 #[test]
 fn kubectl_watch_receives_a_pod_created_after_the_watch_began() {
     let s = setup();
-    s.c.api.create("/api/v1/namespaces/default/pods", pod("before", NODE));
+    s.c.api
+        .create("/api/v1/namespaces/default/pods", pod("before", NODE));
     let (mut child, rx) = s.spawn(&["get", "pods", "-n", "default", "-w", "-o", "name"]);
     wait_line(&rx, "pod/before");
     // The watch is established once the apiserver serves it; create only then.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while s.c.api.open_watches() == 0 {
-        assert!(std::time::Instant::now() < deadline, "watch never reached the apiserver");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "watch never reached the apiserver"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    s.c.api.create("/api/v1/namespaces/default/pods", pod("after", NODE));
+    s.c.api
+        .create("/api/v1/namespaces/default/pods", pod("after", NODE));
     wait_line(&rx, "pod/after");
     let _ = child.kill();
     let _ = child.wait();
@@ -117,12 +130,14 @@ fn kubectl_watch_receives_a_pod_created_after_the_watch_began() {
 #[test]
 fn kubectl_logs_follow_streams_each_line() {
     let s = setup();
-    s.c.api.create("/api/v1/namespaces/default/pods", pod("logger", NODE));
+    s.c.api
+        .create("/api/v1/namespaces/default/pods", pod("logger", NODE));
     s.c.api.append_log("default", "logger", "line one");
     let (mut child, rx) = s.spawn(&["logs", "-f", "logger", "-n", "default"]);
     wait_line(&rx, "line one");
     for i in 2..=4 {
-        s.c.api.append_log("default", "logger", &format!("line {i} after follow began"));
+        s.c.api
+            .append_log("default", "logger", &format!("line {i} after follow began"));
         wait_line(&rx, &format!("line {i} after follow began"));
     }
     let _ = child.kill();
@@ -137,17 +152,36 @@ fn kubectl_creates_applies_and_deletes_a_configmap() {
     std::fs::write(&file, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: default\ndata:\n  mode: edge\n").unwrap();
     // The test apiserver serves no OpenAPI schema, so client-side validation is off.
     s.ok(&["create", "--validate=false", "-f", file.to_str().unwrap()]);
-    assert_eq!(s.c.api.get("/api/v1/namespaces/default/configmaps/settings").unwrap()["data"]["mode"], "edge");
+    assert_eq!(
+        s.c.api
+            .get("/api/v1/namespaces/default/configmaps/settings")
+            .unwrap()["data"]["mode"],
+        "edge"
+    );
 
     std::fs::write(&file, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: default\ndata:\n  mode: offline-first\n").unwrap();
     s.ok(&["apply", "--validate=false", "-f", file.to_str().unwrap()]);
     assert_eq!(
-        s.c.api.get("/api/v1/namespaces/default/configmaps/settings").unwrap()["data"]["mode"],
+        s.c.api
+            .get("/api/v1/namespaces/default/configmaps/settings")
+            .unwrap()["data"]["mode"],
         "offline-first"
     );
-    let got = s.ok(&["get", "configmap", "settings", "-n", "default", "-o", "jsonpath={.data.mode}"]);
+    let got = s.ok(&[
+        "get",
+        "configmap",
+        "settings",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.data.mode}",
+    ]);
     assert_eq!(got, "offline-first");
 
     s.ok(&["delete", "configmap", "settings", "-n", "default"]);
-    assert!(s.c.api.get("/api/v1/namespaces/default/configmaps/settings").is_none());
+    assert!(s
+        .c
+        .api
+        .get("/api/v1/namespaces/default/configmaps/settings")
+        .is_none());
 }

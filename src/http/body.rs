@@ -342,7 +342,8 @@ mod tests {
 
     #[test]
     fn chunked_with_extensions_and_trailers() {
-        let wire = b"4;ext=1\r\nWiki\r\n5 \r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let wire =
+            b"4;ext=1\r\nWiki\r\n5 \r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-T: 1\r\n\r\nNEXT";
         let (body, rest) = read_all(Framing::Chunked, wire).unwrap();
         assert_eq!(body, b"Wikipedia in\r\n\r\nchunks.");
         assert_eq!(rest, b"NEXT");
@@ -395,10 +396,7 @@ mod tests {
         assert_eq!(Framing::of_response(&res, "GET").unwrap(), Framing::Close);
         assert_eq!(Framing::of_response(&res, "HEAD").unwrap(), Framing::Empty);
         res.headers.push("Transfer-Encoding", "gzip, chunked");
-        assert_eq!(
-            Framing::of_response(&res, "GET").unwrap(),
-            Framing::Chunked
-        );
+        assert_eq!(Framing::of_response(&res, "GET").unwrap(), Framing::Chunked);
         assert_eq!(
             Framing::of_response(&ResponseHead::new(304), "GET").unwrap(),
             Framing::Empty

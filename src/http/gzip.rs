@@ -141,7 +141,10 @@ fn header_len(buf: &[u8]) -> Result<Option<usize>, GzipError> {
     }
     for flag in [FNAME, FCOMMENT] {
         if flags & flag != 0 {
-            match buf.get(pos..).and_then(|rest| rest.iter().position(|&b| b == 0)) {
+            match buf
+                .get(pos..)
+                .and_then(|rest| rest.iter().position(|&b| b == 0))
+            {
                 Some(nul) => pos += nul + 1,
                 None => return Ok(None),
             }
@@ -317,7 +320,9 @@ mod tests {
 
     #[test]
     fn decodes_in_any_piece_size_and_multiple_members() {
-        let data: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let mut wire = gzip(&data);
         wire.extend(gzip(b"tail"));
         for piece in [1, 7, 4096, wire.len()] {
@@ -333,15 +338,15 @@ mod tests {
         let mut bad_crc = wire.clone();
         let n = bad_crc.len();
         bad_crc[n - 6] ^= 1;
-        assert_eq!(
-            decode_in_pieces(&bad_crc, 5),
-            Err(GzipError::BadTrailer)
-        );
+        assert_eq!(decode_in_pieces(&bad_crc, 5), Err(GzipError::BadTrailer));
         assert_eq!(
             decode_in_pieces(&wire[..wire.len() - 3], 5),
             Err(GzipError::Truncated)
         );
-        assert_eq!(decode_in_pieces(b"plain text", 5), Err(GzipError::BadHeader));
+        assert_eq!(
+            decode_in_pieces(b"plain text", 5),
+            Err(GzipError::BadHeader)
+        );
         let mut bad_data = wire.clone();
         bad_data[20] = 0xff;
         bad_data[21] = 0xff;

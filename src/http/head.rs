@@ -317,7 +317,10 @@ mod tests {
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.extend(std::iter::repeat_n(b'a', 70 * 1024));
         assert_eq!(parse(&big).unwrap_err().status(), 431);
-        assert_eq!(parse(b"\x16\x03\x01\x00\r\n\r\n").unwrap_err().status(), 400);
+        assert_eq!(
+            parse(b"\x16\x03\x01\x00\r\n\r\n").unwrap_err().status(),
+            400
+        );
         assert_eq!(parse(b"GET / HTTP/2.0\r\n\r\n").unwrap_err().status(), 400);
     }
 

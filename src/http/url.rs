@@ -31,7 +31,7 @@ fn hex(b: u8) -> Option<u8> {
 
 /// Percent-decodes `s`; `plus_is_space` is the query rule. `None` on a bad escape.
 fn unescape(s: &str, plus_is_space: bool) -> Option<String> {
-    if !s.contains('%') && !(plus_is_space && s.contains('+')) {
+    if !(s.contains('%') || plus_is_space && s.contains('+')) {
         return Some(s.to_string());
     }
     let b = s.as_bytes();
@@ -87,7 +87,8 @@ pub fn split_target(target: &str) -> Result<(String, &str), UrlError> {
     } else {
         return Err(UrlError::InvalidTarget);
     };
-    let path = unescape(raw_path, false).ok_or_else(|| UrlError::InvalidEscape(bad_escape(raw_path)))?;
+    let path =
+        unescape(raw_path, false).ok_or_else(|| UrlError::InvalidEscape(bad_escape(raw_path)))?;
     Ok((path, raw_query))
 }
 
@@ -150,7 +151,10 @@ mod tests {
             split_target("/x%zz"),
             Err(UrlError::InvalidEscape("%zz".into()))
         );
-        assert_eq!(split_target("/x%"), Err(UrlError::InvalidEscape("%".into())));
+        assert_eq!(
+            split_target("/x%"),
+            Err(UrlError::InvalidEscape("%".into()))
+        );
         assert_eq!(split_target("x/y"), Err(UrlError::InvalidTarget));
     }
 

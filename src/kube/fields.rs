@@ -208,8 +208,16 @@ mod tests {
             let parsed = parsed.unwrap_or_else(|e| panic!("{sel:?}: {e}"));
             let fields: BTreeMap<String, String> =
                 serde_json::from_value(c["fields"].clone()).unwrap();
-            assert_eq!(parsed.to_string(), exp["string"].as_str().unwrap(), "{sel:?}");
-            assert_eq!(parsed.is_empty(), exp["empty"].as_bool().unwrap(), "{sel:?}");
+            assert_eq!(
+                parsed.to_string(),
+                exp["string"].as_str().unwrap(),
+                "{sel:?}"
+            );
+            assert_eq!(
+                parsed.is_empty(),
+                exp["empty"].as_bool().unwrap(),
+                "{sel:?}"
+            );
             assert_eq!(
                 parsed.matches(|f| fields.get(f).map(String::as_str)),
                 exp["matches"].as_bool().unwrap(),
@@ -220,7 +228,11 @@ mod tests {
                 .as_bool()
                 .unwrap()
                 .then(|| m["value"].as_str().unwrap());
-            assert_eq!(parsed.requires_exact_match("metadata.name"), want, "{sel:?}");
+            assert_eq!(
+                parsed.requires_exact_match("metadata.name"),
+                want,
+                "{sel:?}"
+            );
         }
     }
 

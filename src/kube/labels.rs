@@ -276,9 +276,7 @@ impl Parser {
                         Tok::Comma => continue,
                         Tok::ClosedPar => break,
                         _ => {
-                            return Err(LabelsError(format!(
-                                "found '{l2}', expected: ',' or ')'"
-                            )))
+                            return Err(LabelsError(format!("found '{l2}', expected: ',' or ')'")))
                         }
                     }
                 }
@@ -345,8 +343,7 @@ fn is_qualified_name_part(s: &str) -> bool {
     !b.is_empty()
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b
-            .iter()
+        && b.iter()
             .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
@@ -390,12 +387,12 @@ fn new_requirement(key: String, op: Op, values: Vec<String>) -> Result<Requireme
         Op::Equals | Op::DoubleEquals | Op::NotEquals if values.len() != 1 => {
             return Err(LabelsError("exact-match requires one single value".into()))
         }
-        Op::GreaterThan | Op::LessThan => {
-            if values.len() != 1 || values[0].parse::<i64>().is_err() {
-                return Err(LabelsError(
-                    "for 'Gt', 'Lt' operators, the value must be an integer".into(),
-                ));
-            }
+        Op::GreaterThan | Op::LessThan
+            if values.len() != 1 || values[0].parse::<i64>().is_err() =>
+        {
+            return Err(LabelsError(
+                "for 'Gt', 'Lt' operators, the value must be an integer".into(),
+            ))
         }
         _ => {}
     }
@@ -416,9 +413,10 @@ impl Requirement {
             (Op::Exists, v) => v.is_some(),
             (Op::DoesNotExist, v) => v.is_none(),
             (Op::GreaterThan | Op::LessThan, Some(v)) => {
-                let (Ok(have), Some(Ok(want))) =
-                    (v.parse::<i64>(), self.values.first().map(|w| w.parse::<i64>()))
-                else {
+                let (Ok(have), Some(Ok(want))) = (
+                    v.parse::<i64>(),
+                    self.values.first().map(|w| w.parse::<i64>()),
+                ) else {
                     return false;
                 };
                 if self.op == Op::GreaterThan {
@@ -524,7 +522,11 @@ mod tests {
             let parsed = parsed.unwrap_or_else(|e| panic!("{sel:?}: {e}"));
             let labels: BTreeMap<String, String> =
                 serde_json::from_value(c["labels"].clone()).unwrap();
-            assert_eq!(parsed.to_string(), exp["string"].as_str().unwrap(), "{sel:?}");
+            assert_eq!(
+                parsed.to_string(),
+                exp["string"].as_str().unwrap(),
+                "{sel:?}"
+            );
             assert_eq!(
                 parsed.matches(|k| labels.get(k).map(String::as_str)),
                 exp["matches"].as_bool().unwrap(),

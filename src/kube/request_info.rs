@@ -37,10 +37,9 @@ impl fmt::Display for ClassifyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClassifyError::InvalidTarget(e) => write!(f, "invalid request target: {e}"),
-            ClassifyError::Unresolvable(path) => write!(
-                f,
-                "unable to determine kind and namespace from url, {path}"
-            ),
+            ClassifyError::Unresolvable(path) => {
+                write!(f, "unable to determine kind and namespace from url, {path}")
+            }
         }
     }
 }
@@ -157,12 +156,10 @@ impl RequestInfo {
             ri.verb = parts.remove(0);
         }
 
-        if parts[0] == "namespaces" {
-            if parts.len() > 1 {
-                ri.namespace = parts[1].clone();
-                if parts.len() > 2 && parts[2] != "status" && parts[2] != "finalize" {
-                    parts.drain(..2);
-                }
+        if parts[0] == "namespaces" && parts.len() > 1 {
+            ri.namespace = parts[1].clone();
+            if parts.len() > 2 && parts[2] != "status" && parts[2] != "finalize" {
+                parts.drain(..2);
             }
         }
 
@@ -177,8 +174,7 @@ impl RequestInfo {
 
         let query = Query::parse(raw_query);
         if ri.name.is_empty() && ri.verb == "get" {
-            let (watch, fields) =
-                list_options(&query).unwrap_or_else(|| (is_watch(&query), None));
+            let (watch, fields) = list_options(&query).unwrap_or_else(|| (is_watch(&query), None));
             ri.verb = if watch { "watch" } else { "list" }.to_string();
             if let Some(name) = fields
                 .as_ref()
@@ -260,38 +256,200 @@ mod tests {
         let table: &[(&str, &str, &str, &str, &str, &str, &str)] = &[
             // method, target, verb, namespace, resource, subresource, name
             ("GET", "/api/v1/pods", "list", "", "pods", "", ""),
-            ("GET", "/api/v1/pods?watch=true", "watch", "", "pods", "", ""),
+            (
+                "GET",
+                "/api/v1/pods?watch=true",
+                "watch",
+                "",
+                "pods",
+                "",
+                "",
+            ),
             ("GET", "/api/v1/watch/pods", "watch", "", "pods", "", ""),
-            ("GET", "/api/v1/namespaces/a/pods/p", "get", "a", "pods", "", "p"),
-            ("GET", "/api/v1/namespaces/a", "get", "a", "namespaces", "", "a"),
-            ("PUT", "/api/v1/namespaces/a/status", "update", "a", "namespaces", "status", "a"),
-            ("PUT", "/api/v1/namespaces/a/finalize", "update", "a", "namespaces", "finalize", "a"),
-            ("PATCH", "/api/v1/nodes/n1/status", "patch", "", "nodes", "status", "n1"),
-            ("DELETE", "/api/v1/namespaces/a/pods", "deletecollection", "a", "pods", "", ""),
-            ("DELETE", "/api/v1/namespaces/a/pods/p", "delete", "a", "pods", "", "p"),
-            ("POST", "/api/v1/namespaces/a/pods", "create", "a", "pods", "", ""),
-            ("GET", "/api/v1/namespaces/a/pods/p/log?follow=true", "get", "a", "pods", "log", "p"),
-            ("POST", "/api/v1/namespaces/a/pods/p/exec", "create", "a", "pods", "exec", "p"),
-            ("GET", "/api/v1/namespaces/a/configmaps?fieldSelector=metadata.name%3Dc", "list", "a", "configmaps", "", "c"),
-            ("GET", "/api/v1/namespaces/a/configmaps?fieldSelector=metadata.name%3Dc&watch=1", "watch", "a", "configmaps", "", "c"),
-            ("GET", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1", "get", "kube-node-lease", "leases", "", "n1"),
-            ("PUT", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1", "update", "kube-node-lease", "leases", "", "n1"),
-            ("GET", "/apis/discovery.k8s.io/v1/endpointslices?watch=true", "watch", "", "endpointslices", "", ""),
-            ("POST", "/api/v1/namespaces/a/serviceaccounts/s/token", "create", "a", "serviceaccounts", "token", "s"),
-            ("GET", "/api/v1/proxy/nodes/n1", "proxy", "", "nodes", "", "n1"),
-            ("GET", "/api/v1/nodes/n1/proxy/x", "get", "", "nodes", "proxy", "n1"),
+            (
+                "GET",
+                "/api/v1/namespaces/a/pods/p",
+                "get",
+                "a",
+                "pods",
+                "",
+                "p",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/a",
+                "get",
+                "a",
+                "namespaces",
+                "",
+                "a",
+            ),
+            (
+                "PUT",
+                "/api/v1/namespaces/a/status",
+                "update",
+                "a",
+                "namespaces",
+                "status",
+                "a",
+            ),
+            (
+                "PUT",
+                "/api/v1/namespaces/a/finalize",
+                "update",
+                "a",
+                "namespaces",
+                "finalize",
+                "a",
+            ),
+            (
+                "PATCH",
+                "/api/v1/nodes/n1/status",
+                "patch",
+                "",
+                "nodes",
+                "status",
+                "n1",
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/a/pods",
+                "deletecollection",
+                "a",
+                "pods",
+                "",
+                "",
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/a/pods/p",
+                "delete",
+                "a",
+                "pods",
+                "",
+                "p",
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/a/pods",
+                "create",
+                "a",
+                "pods",
+                "",
+                "",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/a/pods/p/log?follow=true",
+                "get",
+                "a",
+                "pods",
+                "log",
+                "p",
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/a/pods/p/exec",
+                "create",
+                "a",
+                "pods",
+                "exec",
+                "p",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/a/configmaps?fieldSelector=metadata.name%3Dc",
+                "list",
+                "a",
+                "configmaps",
+                "",
+                "c",
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/a/configmaps?fieldSelector=metadata.name%3Dc&watch=1",
+                "watch",
+                "a",
+                "configmaps",
+                "",
+                "c",
+            ),
+            (
+                "GET",
+                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1",
+                "get",
+                "kube-node-lease",
+                "leases",
+                "",
+                "n1",
+            ),
+            (
+                "PUT",
+                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1",
+                "update",
+                "kube-node-lease",
+                "leases",
+                "",
+                "n1",
+            ),
+            (
+                "GET",
+                "/apis/discovery.k8s.io/v1/endpointslices?watch=true",
+                "watch",
+                "",
+                "endpointslices",
+                "",
+                "",
+            ),
+            (
+                "POST",
+                "/api/v1/namespaces/a/serviceaccounts/s/token",
+                "create",
+                "a",
+                "serviceaccounts",
+                "token",
+                "s",
+            ),
+            (
+                "GET",
+                "/api/v1/proxy/nodes/n1",
+                "proxy",
+                "",
+                "nodes",
+                "",
+                "n1",
+            ),
+            (
+                "GET",
+                "/api/v1/nodes/n1/proxy/x",
+                "get",
+                "",
+                "nodes",
+                "proxy",
+                "n1",
+            ),
         ];
         for (method, target, verb, ns, res, sub, name) in table {
             let ri = RequestInfo::classify(method, target).unwrap();
             assert!(ri.is_resource_request, "{target}");
             assert_eq!(
-                (ri.verb.as_str(), ri.namespace.as_str(), ri.resource.as_str(), ri.subresource.as_str(), ri.name.as_str()),
+                (
+                    ri.verb.as_str(),
+                    ri.namespace.as_str(),
+                    ri.resource.as_str(),
+                    ri.subresource.as_str(),
+                    ri.name.as_str()
+                ),
                 (*verb, *ns, *res, *sub, *name),
                 "{method} {target}"
             );
         }
         for target in ["/healthz", "/version", "/api", "/apis/apps/v1", "/api/v1"] {
-            assert!(!RequestInfo::classify("GET", target).unwrap().is_resource_request);
+            assert!(
+                !RequestInfo::classify("GET", target)
+                    .unwrap()
+                    .is_resource_request
+            );
         }
     }
 }

@@ -59,7 +59,8 @@ pub(super) async fn run(
         Err(e) => {
             log::warn!("{e}");
             ctx.log(502, "upgrade: no upstream");
-            let _ = respond_status(&mut conn.writer, &Status::failure(502, e.to_string()), true).await;
+            let _ =
+                respond_status(&mut conn.writer, &Status::failure(502, e.to_string()), true).await;
             return;
         }
     };
@@ -100,5 +101,8 @@ pub(super) async fn run(
         pump(&up_leftover, &mut up_r, &mut conn.writer),
     )
     .await;
-    ctx.log(101, &format!("tunnel closed after {up_bytes} B up, {down_bytes} B down"));
+    ctx.log(
+        101,
+        &format!("tunnel closed after {up_bytes} B up, {down_bytes} B down"),
+    );
 }

@@ -69,7 +69,8 @@ pub fn negotiate(head: &mut RequestHead, ri: &RequestInfo) -> Negotiated {
         };
     }
     let client_accept = head.headers.get_str("accept").map(str::to_string);
-    head.headers.set("Accept", json_accept(client_accept.as_deref()));
+    head.headers
+        .set("Accept", json_accept(client_accept.as_deref()));
     head.headers.set("Accept-Encoding", "gzip");
     Negotiated {
         applied: true,

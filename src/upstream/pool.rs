@@ -96,10 +96,16 @@ impl Server {
     }
 }
 
-async fn with_timeout<T>(what: &str, fut: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+async fn with_timeout<T>(
+    what: &str,
+    fut: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
     smol::future::or(fut, async {
         Timer::after(DIAL_TIMEOUT).await;
-        Err(io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out")))
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{what} timed out"),
+        ))
     })
     .await
 }
@@ -112,7 +118,12 @@ async fn resolve(url: &ServerUrl) -> io::Result<Vec<SocketAddr>> {
 }
 
 /// Opens a new TLS connection to `url` with the identity `id`.
-pub(super) async fn connect(url: &ServerUrl, server: usize, id: Identity, tls: &Tls) -> io::Result<Connection> {
+pub(super) async fn connect(
+    url: &ServerUrl,
+    server: usize,
+    id: Identity,
+    tls: &Tls,
+) -> io::Result<Connection> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for addr in resolve(url).await? {
         let tcp = match with_timeout("connect", Async::<TcpStream>::connect(addr)).await {

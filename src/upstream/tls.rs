@@ -85,7 +85,8 @@ impl Tls {
         }
         let roots = Arc::new(roots);
         let client = read_certs(client_pem).and_then(|certs| {
-            let key = PrivateKeyDer::from_pem_file(client_pem).map_err(|e| file_err(client_pem, e))?;
+            let key =
+                PrivateKeyDer::from_pem_file(client_pem).map_err(|e| file_err(client_pem, e))?;
             Ok((certs, key))
         });
         let mut node = match client {

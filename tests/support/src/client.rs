@@ -27,7 +27,10 @@ impl HttpResponse {
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 
@@ -56,7 +59,9 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> io::Result<(u16, Vec<(String,
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("status line {line:?}")))?;
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("status line {line:?}"))
+        })?;
     let mut headers = Vec::new();
     loop {
         line.clear();
@@ -100,8 +105,9 @@ impl ResponseStream {
         if self.reader.read_line(&mut line)? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("chunk size {line:?}")))?;
+        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(
+            |_| io::Error::new(io::ErrorKind::InvalidData, format!("chunk size {line:?}")),
+        )?;
         let mut data = vec![0u8; size + 2];
         self.reader.read_exact(&mut data)?;
         data.truncate(size);
@@ -122,7 +128,11 @@ impl ResponseStream {
             match self.next_piece()? {
                 Some(p) => self.pending.extend(p),
                 None if self.pending.is_empty() => return Ok(None),
-                None => return Ok(Some(String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned())),
+                None => {
+                    return Ok(Some(
+                        String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned(),
+                    ))
+                }
             }
         }
     }
@@ -253,7 +263,11 @@ impl<S: Read + Write> Session<S> {
         self.reader.get_mut().flush()?;
         let mut line = String::new();
         self.reader.read_line(&mut line)?;
-        let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let mut headers = Vec::new();
         loop {
             line.clear();
@@ -266,13 +280,21 @@ impl<S: Read + Write> Session<S> {
                 headers.push((n.trim().to_string(), v.trim().to_string()));
             }
         }
-        let resp = HttpResponse { status, headers, body: Vec::new() };
+        let resp = HttpResponse {
+            status,
+            headers,
+            body: Vec::new(),
+        };
         let mut body = Vec::new();
-        if resp.header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        if resp
+            .header("transfer-encoding")
+            .is_some_and(|t| t.contains("chunked"))
+        {
             loop {
                 line.clear();
                 self.reader.read_line(&mut line)?;
-                let size = usize::from_str_radix(line.trim(), 16).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "chunk"))?;
+                let size = usize::from_str_radix(line.trim(), 16)
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "chunk"))?;
                 let mut data = vec![0u8; size + 2];
                 self.reader.read_exact(&mut data)?;
                 if size == 0 {
@@ -280,7 +302,10 @@ impl<S: Read + Write> Session<S> {
                 }
                 body.extend_from_slice(&data[..size]);
             }
-        } else if let Some(len) = resp.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        } else if let Some(len) = resp
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+        {
             body.resize(len, 0);
             self.reader.read_exact(&mut body)?;
         }

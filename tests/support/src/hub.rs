@@ -40,7 +40,10 @@ impl Drop for TempDir {
 
 /// The command that runs `bin`, prefixed by `YURTHUB_TEST_RUNNER` when set.
 pub fn command(bin: &str) -> Command {
-    match std::env::var("YURTHUB_TEST_RUNNER").ok().filter(|r| !r.trim().is_empty()) {
+    match std::env::var("YURTHUB_TEST_RUNNER")
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+    {
         Some(runner) => {
             let mut parts = runner.split_whitespace();
             let mut c = Command::new(parts.next().expect("non-empty runner"));

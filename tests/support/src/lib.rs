@@ -199,14 +199,21 @@ impl ApiServer {
 
     fn locate(&self, path: &str) -> (ResourceType, String, Option<String>) {
         let types = self.shared.types.lock().unwrap().clone();
-        let r = serve::parse_resource_path(path, &types).unwrap_or_else(|| panic!("not a resource path: {path}"));
+        let r = serve::parse_resource_path(path, &types)
+            .unwrap_or_else(|| panic!("not a resource path: {path}"));
         (r.rtype, r.namespace, r.name)
     }
 
     /// Creates an object under a collection path such as `/api/v1/namespaces/default/pods`.
     pub fn create(&self, collection: &str, obj: Value) -> Value {
         let (t, ns, _) = self.locate(collection);
-        let v = self.shared.store.lock().unwrap().create(&t, &ns, obj).expect("create");
+        let v = self
+            .shared
+            .store
+            .lock()
+            .unwrap()
+            .create(&t, &ns, obj)
+            .expect("create");
         self.shared.notify();
         v
     }
@@ -228,7 +235,12 @@ impl ApiServer {
     /// Deletes the object at `path`.
     pub fn delete(&self, path: &str) {
         let (t, ns, name) = self.locate(path);
-        let _ = self.shared.store.lock().unwrap().delete(&t, &ns, &name.expect("object path"));
+        let _ = self
+            .shared
+            .store
+            .lock()
+            .unwrap()
+            .delete(&t, &ns, &name.expect("object path"));
         self.shared.notify();
     }
 
@@ -320,6 +332,9 @@ async fn accept_loop(ex: Arc<smol::Executor<'static>>, shared: Arc<Shared>, list
             if shared.fault() == Fault::Refuse {
                 continue;
             }
+            // Go sets TCP_NODELAY on every connection; without it Nagle's algorithm and
+            // delayed ACKs hold a watch event back by 40 ms.
+            let _ = stream.get_ref().set_nodelay(true);
             if let Ok(clone) = stream.get_ref().try_clone() {
                 let mut conns = shared.conns.lock().unwrap();
                 conns.retain(|c| c.peer_addr().is_ok());

@@ -51,7 +51,9 @@ impl Pki {
     pub fn new() -> Pki {
         let ca_key = KeyPair::generate().expect("P-256 key");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca_params.distinguished_name.push(DnType::CommonName, "test-cluster-ca");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "test-cluster-ca");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca_cert = ca_params.self_signed(&ca_key).expect("self-signed CA");
@@ -65,11 +67,15 @@ impl Pki {
         };
         let key = KeyPair::generate().expect("P-256 key");
         let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
-        params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
         params
             .subject_alt_names
             .push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
-        params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "kube-apiserver");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let cert = params.signed_by(&key, &pki.issuer()).expect("server cert");
         pki.server_cert_pem = cert.pem();

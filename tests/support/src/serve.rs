@@ -13,7 +13,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::store::{field_matches, label_selector_valid, labels_match, ApiError, Change, ResourceType};
+use crate::store::{
+    field_matches, label_selector_valid, labels_match, ApiError, Change, ResourceType,
+};
 use crate::wire::{chunk, head_bytes, write_response, Conn, Request, Response};
 use crate::{Fault, Pki, Recorded, Shared, User};
 
@@ -82,7 +84,11 @@ pub(crate) fn parse_resource_path(path: &str, types: &[ResourceType]) -> Option<
         rest.remove(0);
     }
     let mut namespace = String::new();
-    if rest.first() == Some(&"namespaces") && rest.len() >= 3 && rest[2] != "status" && rest[2] != "finalize" {
+    if rest.first() == Some(&"namespaces")
+        && rest.len() >= 3
+        && rest[2] != "status"
+        && rest[2] != "finalize"
+    {
         namespace = rest[1].to_string();
         rest.drain(..2);
     }
@@ -102,11 +108,20 @@ pub(crate) fn parse_resource_path(path: &str, types: &[ResourceType]) -> Option<
 
 fn std_headers(content_type: &str) -> Vec<(String, String)> {
     vec![
-        ("Audit-Id".into(), format!("{:x}", Instant::now().elapsed().as_nanos() ^ 0x5eed)),
+        (
+            "Audit-Id".into(),
+            format!("{:x}", Instant::now().elapsed().as_nanos() ^ 0x5eed),
+        ),
         ("Cache-Control".into(), "no-cache, private".into()),
         ("Content-Type".into(), content_type.into()),
-        ("X-Kubernetes-Pf-Flowschema-Uid".into(), "959ba61c-0eae-4252-8f0f-281b81b3c947".into()),
-        ("X-Kubernetes-Pf-Prioritylevel-Uid".into(), "d1e95908-65ec-41aa-8edd-f361ac487bd2".into()),
+        (
+            "X-Kubernetes-Pf-Flowschema-Uid".into(),
+            "959ba61c-0eae-4252-8f0f-281b81b3c947".into(),
+        ),
+        (
+            "X-Kubernetes-Pf-Prioritylevel-Uid".into(),
+            "d1e95908-65ec-41aa-8edd-f361ac487bd2".into(),
+        ),
     ]
 }
 
@@ -122,7 +137,11 @@ fn error_response(e: &ApiError) -> Response {
     json_response(e.code, &e.to_json())
 }
 
-pub(crate) async fn connection(shared: Arc<Shared>, tls: Arc<ServerConfig>, stream: Async<TcpStream>) {
+pub(crate) async fn connection(
+    shared: Arc<Shared>,
+    tls: Arc<ServerConfig>,
+    stream: Async<TcpStream>,
+) {
     if shared.fault() == Fault::Blackhole {
         hang_while_blackholed(&shared).await;
         return;
@@ -144,7 +163,10 @@ pub(crate) async fn connection(shared: Arc<Shared>, tls: Arc<ServerConfig>, stre
             Ok(Some(r)) => r,
             _ => return,
         };
-        let user = match req.header("authorization").and_then(|a| a.strip_prefix("Bearer ")) {
+        let user = match req
+            .header("authorization")
+            .and_then(|a| a.strip_prefix("Bearer "))
+        {
             Some(token) => match lookup_token(&shared, token) {
                 Some(u) => Some(u),
                 None => {
@@ -169,7 +191,10 @@ pub(crate) async fn connection(shared: Arc<Shared>, tls: Arc<ServerConfig>, stre
             }
             Fault::Status(code) => {
                 let e = ApiError::new(code, "InternalError", "injected failure");
-                if write_response(&mut writer, error_response(&e), false, false).await.is_err() {
+                if write_response(&mut writer, error_response(&e), false, false)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 continue;
@@ -219,23 +244,63 @@ async fn send(shared: &Shared, w: &mut Writer, req: &Request, resp: Response) ->
 }
 
 fn anonymous_allowed(path: &str) -> bool {
-    matches!(path, "/version" | "/healthz" | "/readyz" | "/livez" | "/api/v1/namespaces/kube-public/configmaps/cluster-info")
+    matches!(
+        path,
+        "/version"
+            | "/healthz"
+            | "/readyz"
+            | "/livez"
+            | "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+    )
 }
 
-async fn route(shared: &Arc<Shared>, r: &mut Reader, w: &mut Writer, req: Request, user: Option<User>) -> bool {
+async fn route(
+    shared: &Arc<Shared>,
+    r: &mut Reader,
+    w: &mut Writer,
+    req: Request,
+    user: Option<User>,
+) -> bool {
     let path = req.path.clone();
     if user.is_none() && !anonymous_allowed(&path) {
-        let e = ApiError::new(403, "Forbidden", format!("forbidden: User \"system:anonymous\" cannot {} path \"{path}\"", req.method.to_lowercase()));
+        let e = ApiError::new(
+            403,
+            "Forbidden",
+            format!(
+                "forbidden: User \"system:anonymous\" cannot {} path \"{path}\"",
+                req.method.to_lowercase()
+            ),
+        );
         return send(shared, w, &req, error_response(&e)).await;
     }
     match path.as_str() {
         "/version" => {
-            return send(shared, w, &req, Response { status: 200, headers: std_headers("application/json"), body: VERSION.as_bytes().to_vec() }).await
+            return send(
+                shared,
+                w,
+                &req,
+                Response {
+                    status: 200,
+                    headers: std_headers("application/json"),
+                    body: VERSION.as_bytes().to_vec(),
+                },
+            )
+            .await
         }
         "/healthz" | "/readyz" | "/livez" => {
             let mut h = std_headers("text/plain; charset=utf-8");
             h.push(("X-Content-Type-Options".into(), "nosniff".into()));
-            return send(shared, w, &req, Response { status: 200, headers: h, body: b"ok".to_vec() }).await;
+            return send(
+                shared,
+                w,
+                &req,
+                Response {
+                    status: 200,
+                    headers: h,
+                    body: b"ok".to_vec(),
+                },
+            )
+            .await;
         }
         _ => {}
     }
@@ -244,16 +309,24 @@ async fn route(shared: &Arc<Shared>, r: &mut Reader, w: &mut Writer, req: Reques
         return send(shared, w, &req, json_response(200, &body)).await;
     }
     let Some(rp) = parse_resource_path(&path, &types) else {
-        let e = ApiError::new(404, "NotFound", "the server could not find the requested resource");
+        let e = ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
         return send(shared, w, &req, error_response(&e)).await;
     };
     let upgrade = req
         .header("connection")
         .is_some_and(|c| c.to_ascii_lowercase().contains("upgrade"));
     match (req.method.as_str(), rp.name.as_deref(), rp.sub.as_deref()) {
-        (_, Some(_), Some("exec" | "attach" | "portforward")) if upgrade => echo_tunnel(r, w, &req).await,
+        (_, Some(_), Some("exec" | "attach" | "portforward")) if upgrade => {
+            echo_tunnel(r, w, &req).await
+        }
         ("GET", Some(name), Some("log")) => logs(shared, r, w, &req, &rp, name).await,
-        ("GET", None, None) if rp.legacy_watch || req.flag("watch") => watch(shared, r, w, &req, &rp).await,
+        ("GET", None, None) if rp.legacy_watch || req.flag("watch") => {
+            watch(shared, r, w, &req, &rp).await
+        }
         ("GET", None, None) => {
             let resp = list(shared, &req, &rp);
             send(shared, w, &req, resp).await
@@ -268,7 +341,10 @@ async fn route(shared: &Arc<Shared>, r: &mut Reader, w: &mut Writer, req: Reques
 fn discovery(path: &str, types: &[ResourceType]) -> Option<Value> {
     let resources = |group: &str, version: &str| -> Value {
         let mut out = Vec::new();
-        for t in types.iter().filter(|t| t.group == group && t.version == version) {
+        for t in types
+            .iter()
+            .filter(|t| t.group == group && t.version == version)
+        {
             out.push(json!({"name": t.resource, "singularName": t.kind.to_lowercase(), "namespaced": t.namespaced, "kind": t.kind,
                 "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]}));
             out.push(json!({"name": format!("{}/status", t.resource), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));
@@ -289,9 +365,13 @@ fn discovery(path: &str, types: &[ResourceType]) -> Option<Value> {
     let group_json = |g: &str, v: &str| json!({"name": g, "versions": [{"groupVersion": format!("{g}/{v}"), "version": v}], "preferredVersion": {"groupVersion": format!("{g}/{v}"), "version": v}});
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match parts.as_slice() {
-        ["api"] => Some(json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]})),
+        ["api"] => Some(
+            json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}),
+        ),
         ["api", "v1"] => Some(resources("", "v1")),
-        ["apis"] => Some(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups.iter().map(|(g, v)| group_json(g, v)).collect::<Vec<_>>()})),
+        ["apis"] => Some(
+            json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups.iter().map(|(g, v)| group_json(g, v)).collect::<Vec<_>>()}),
+        ),
         ["apis", g] => groups.iter().find(|(gg, _)| gg == g).map(|(g, v)| {
             let mut j = group_json(g, v);
             j["kind"] = json!("APIGroup");
@@ -312,8 +392,11 @@ fn strip_type(mut v: Value) -> Value {
 }
 
 fn selected(obj: &Value, req: &Request) -> bool {
-    req.query("labelSelector").is_none_or(|s| labels_match(obj, s))
-        && req.query("fieldSelector").is_none_or(|s| field_matches(obj, s))
+    req.query("labelSelector")
+        .is_none_or(|s| labels_match(obj, s))
+        && req
+            .query("fieldSelector")
+            .is_none_or(|s| field_matches(obj, s))
 }
 
 fn hex(s: &str) -> String {
@@ -330,7 +413,13 @@ fn unhex(s: &str) -> Option<String> {
 
 fn bad_selector(req: &Request) -> Option<ApiError> {
     let ls = req.query("labelSelector")?;
-    (!label_selector_valid(ls)).then(|| ApiError::new(400, "BadRequest", format!("unable to parse requirement: found '{ls}'")))
+    (!label_selector_valid(ls)).then(|| {
+        ApiError::new(
+            400,
+            "BadRequest",
+            format!("unable to parse requirement: found '{ls}'"),
+        )
+    })
 }
 
 fn list(shared: &Shared, req: &Request, rp: &ResourcePath) -> Response {
@@ -346,22 +435,41 @@ fn list(shared: &Shared, req: &Request, rp: &ResourcePath) -> Response {
         .collect();
     drop(store);
     if let Some(token) = req.query("continue").filter(|t| !t.is_empty()) {
-        let Some((token_rv, after)) = unhex(token).and_then(|t| t.split_once('/').map(|(a, b)| (a.to_string(), b.to_string()))) else {
-            return error_response(&ApiError::new(400, "BadRequest", "continue key is not valid"));
+        let Some((token_rv, after)) = unhex(token).and_then(|t| {
+            t.split_once('/')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        }) else {
+            return error_response(&ApiError::new(
+                400,
+                "BadRequest",
+                "continue key is not valid",
+            ));
         };
         rv = token_rv.parse().unwrap_or(rv);
         items.retain(|o| {
-            let key = format!("{}/{}", o["metadata"]["namespace"].as_str().unwrap_or(""), o["metadata"]["name"].as_str().unwrap_or(""));
+            let key = format!(
+                "{}/{}",
+                o["metadata"]["namespace"].as_str().unwrap_or(""),
+                o["metadata"]["name"].as_str().unwrap_or("")
+            );
             key > after
         });
     }
     let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if let Some(limit) = req.query("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0) {
+    if let Some(limit) = req
+        .query("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0)
+    {
         if items.len() > limit {
             let remaining = items.len() - limit;
             items.truncate(limit);
             let last = items.last().expect("limit > 0");
-            let key = format!("{}/{}", last["metadata"]["namespace"].as_str().unwrap_or(""), last["metadata"]["name"].as_str().unwrap_or(""));
+            let key = format!(
+                "{}/{}",
+                last["metadata"]["namespace"].as_str().unwrap_or(""),
+                last["metadata"]["name"].as_str().unwrap_or("")
+            );
             metadata["continue"] = json!(hex(&format!("{rv}/{key}")));
             metadata["remainingItemCount"] = json!(remaining);
         }
@@ -377,14 +485,28 @@ fn list(shared: &Shared, req: &Request, rp: &ResourcePath) -> Response {
 
 fn mutate(shared: &Shared, req: &Request, rp: &ResourcePath) -> Response {
     let t = &rp.rtype;
-    let ns = if t.resource == "namespaces" { "" } else { rp.namespace.as_str() };
+    let ns = if t.resource == "namespaces" {
+        ""
+    } else {
+        rp.namespace.as_str()
+    };
     let name = rp.name.clone().unwrap_or_default();
     let status_only = rp.sub.as_deref() == Some("status");
     if rp.sub.is_some() && !status_only {
-        return error_response(&ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        return error_response(&ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     }
     let body = || -> Result<Value, ApiError> {
-        serde_json::from_slice(&req.body).map_err(|e| ApiError::new(400, "BadRequest", format!("error decoding request body: {e}")))
+        serde_json::from_slice(&req.body).map_err(|e| {
+            ApiError::new(
+                400,
+                "BadRequest",
+                format!("error decoding request body: {e}"),
+            )
+        })
     };
     let result = {
         let mut store = shared.store.lock().unwrap();
@@ -423,7 +545,9 @@ fn mutate(shared: &Shared, req: &Request, rp: &ResourcePath) -> Response {
 
 /// Writes one chunk; false when the client is gone.
 async fn write_chunk(shared: &Shared, w: &mut Writer, data: &[u8]) -> bool {
-    shared.body_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+    shared
+        .body_bytes
+        .fetch_add(data.len() as u64, Ordering::Relaxed);
     w.write_all(&chunk(data)).await.is_ok() && w.flush().await.is_ok()
 }
 
@@ -454,7 +578,13 @@ impl Drop for WatchGuard<'_> {
     }
 }
 
-async fn watch(shared: &Arc<Shared>, r: &mut Reader, w: &mut Writer, req: &Request, rp: &ResourcePath) -> bool {
+async fn watch(
+    shared: &Arc<Shared>,
+    r: &mut Reader,
+    w: &mut Writer,
+    req: &Request,
+    rp: &ResourcePath,
+) -> bool {
     if let Some(e) = bad_selector(req) {
         return send(shared, w, req, error_response(&e)).await;
     }
@@ -480,7 +610,10 @@ async fn watch(shared: &Arc<Shared>, r: &mut Reader, w: &mut Writer, req: &Reque
         if end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        event_json("BOOKMARK", &json!({"kind": t.kind, "apiVersion": t.api_version(), "metadata": meta}))
+        event_json(
+            "BOOKMARK",
+            &json!({"kind": t.kind, "apiVersion": t.api_version(), "metadata": meta}),
+        )
     };
     let mut last = if initial {
         let (objects, rv) = {
@@ -492,7 +625,10 @@ async fn watch(shared: &Arc<Shared>, r: &mut Reader, w: &mut Writer, req: &Reque
                 return false;
             }
         }
-        if req.flag("sendInitialEvents") && bookmarks && !write_chunk(shared, w, &bookmark(rv, true)).await {
+        if req.flag("sendInitialEvents")
+            && bookmarks
+            && !write_chunk(shared, w, &bookmark(rv, true)).await
+        {
             return false;
         }
         rv
@@ -500,7 +636,11 @@ async fn watch(shared: &Arc<Shared>, r: &mut Reader, w: &mut Writer, req: &Reque
         match rv_param.parse::<u64>() {
             Ok(rv) => rv,
             Err(_) => {
-                let e = ApiError::new(400, "BadRequest", format!("invalid resource version: {rv_param}"));
+                let e = ApiError::new(
+                    400,
+                    "BadRequest",
+                    format!("invalid resource version: {rv_param}"),
+                );
                 let _ = write_chunk(shared, w, &event_json("ERROR", &e.to_json())).await;
                 let _ = w.write_all(b"0\r\n\r\n").await;
                 return true;
@@ -514,10 +654,18 @@ async fn watch(shared: &Arc<Shared>, r: &mut Reader, w: &mut Writer, req: &Reque
             hang_while_blackholed(shared).await;
             return false;
         }
-        let changes = shared.store.lock().unwrap().changes_since(t, &rp.namespace, last);
+        let changes = shared
+            .store
+            .lock()
+            .unwrap()
+            .changes_since(t, &rp.namespace, last);
         match changes {
             Err(oldest) => {
-                let e = ApiError::new(410, "Expired", format!("too old resource version: {last} ({oldest})"));
+                let e = ApiError::new(
+                    410,
+                    "Expired",
+                    format!("too old resource version: {last} ({oldest})"),
+                );
                 let mut v = e.to_json();
                 v.as_object_mut().unwrap().remove("details");
                 let _ = write_chunk(shared, w, &event_json("ERROR", &v)).await;
@@ -549,7 +697,11 @@ async fn watch(shared: &Arc<Shared>, r: &mut Reader, w: &mut Writer, req: &Reque
             }
             next_bookmark = now + *shared.bookmark_interval.lock().unwrap();
         }
-        let wake = if bookmarks { deadline.min(next_bookmark) } else { deadline };
+        let wake = if bookmarks {
+            deadline.min(next_bookmark)
+        } else {
+            deadline
+        };
         let closed = smol::future::or(
             async {
                 listener.await;
@@ -577,8 +729,19 @@ async fn client_closed(r: &mut Reader) -> bool {
     true
 }
 
-async fn logs(shared: &Arc<Shared>, r: &mut Reader, w: &mut Writer, req: &Request, rp: &ResourcePath, name: &str) -> bool {
-    let found = shared.store.lock().unwrap().get(&rp.rtype, &rp.namespace, name);
+async fn logs(
+    shared: &Arc<Shared>,
+    r: &mut Reader,
+    w: &mut Writer,
+    req: &Request,
+    rp: &ResourcePath,
+    name: &str,
+) -> bool {
+    let found = shared
+        .store
+        .lock()
+        .unwrap()
+        .get(&rp.rtype, &rp.namespace, name);
     if let Err(e) = found {
         return send(shared, w, req, error_response(&e)).await;
     }
@@ -592,10 +755,20 @@ async fn logs(shared: &Arc<Shared>, r: &mut Reader, w: &mut Writer, req: &Reques
     if !req.flag("follow") {
         let (all, _) = lines(0);
         let body: String = all.iter().map(|l| format!("{l}\n")).collect();
-        let resp = Response { status: 200, headers: vec![("Content-Type".into(), "text/plain".into())], body: body.into_bytes() };
+        let resp = Response {
+            status: 200,
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+            body: body.into_bytes(),
+        };
         return send(shared, w, req, resp).await;
     }
-    let head = head_bytes(200, &[("Content-Type".into(), "text/plain".into()), ("Transfer-Encoding".into(), "chunked".into())]);
+    let head = head_bytes(
+        200,
+        &[
+            ("Content-Type".into(), "text/plain".into()),
+            ("Transfer-Encoding".into(), "chunked".into()),
+        ],
+    );
     if w.write_all(&head).await.is_err() || w.flush().await.is_err() {
         return false;
     }
@@ -627,10 +800,16 @@ async fn logs(shared: &Arc<Shared>, r: &mut Reader, w: &mut Writer, req: &Reques
 async fn echo_tunnel(r: &mut Reader, w: &mut Writer, req: &Request) -> bool {
     let mut headers = vec![
         ("Connection".to_string(), "Upgrade".to_string()),
-        ("Upgrade".to_string(), req.header("upgrade").unwrap_or("SPDY/3.1").to_string()),
+        (
+            "Upgrade".to_string(),
+            req.header("upgrade").unwrap_or("SPDY/3.1").to_string(),
+        ),
     ];
     if let Some(p) = req.header("x-stream-protocol-version") {
-        headers.push(("X-Stream-Protocol-Version".into(), p.split(',').next().unwrap_or(p).trim().to_string()));
+        headers.push((
+            "X-Stream-Protocol-Version".into(),
+            p.split(',').next().unwrap_or(p).trim().to_string(),
+        ));
     }
     if w.write_all(&head_bytes(101, &headers)).await.is_err() {
         return false;

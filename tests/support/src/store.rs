@@ -55,16 +55,40 @@ pub fn builtin_types() -> Vec<ResourceType> {
         t("", "v1", "nodes", "Node", false),
         t("", "v1", "namespaces", "Namespace", false),
         t("", "v1", "persistentvolumes", "PersistentVolume", false),
-        t("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", true),
+        t(
+            "",
+            "v1",
+            "persistentvolumeclaims",
+            "PersistentVolumeClaim",
+            true,
+        ),
         t("coordination.k8s.io", "v1", "leases", "Lease", true),
-        t("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", true),
+        t(
+            "discovery.k8s.io",
+            "v1",
+            "endpointslices",
+            "EndpointSlice",
+            true,
+        ),
         t("events.k8s.io", "v1", "events", "Event", true),
         t("apps", "v1", "deployments", "Deployment", true),
         t("apps", "v1", "daemonsets", "DaemonSet", true),
-        t("certificates.k8s.io", "v1", "certificatesigningrequests", "CertificateSigningRequest", false),
+        t(
+            "certificates.k8s.io",
+            "v1",
+            "certificatesigningrequests",
+            "CertificateSigningRequest",
+            false,
+        ),
         t("node.k8s.io", "v1", "runtimeclasses", "RuntimeClass", false),
         t("storage.k8s.io", "v1", "csidrivers", "CSIDriver", false),
-        t("apps.openyurt.io", "v1beta2", "nodepools", "NodePool", false),
+        t(
+            "apps.openyurt.io",
+            "v1beta2",
+            "nodepools",
+            "NodePool",
+            false,
+        ),
     ]
 }
 
@@ -218,7 +242,14 @@ impl Store {
         self.history.front().map(|c| c.rv - 1).unwrap_or(self.rv)
     }
 
-    fn record(&mut self, t: &ResourceType, namespace: &str, kind: &'static str, object: Value, old: Option<Value>) {
+    fn record(
+        &mut self,
+        t: &ResourceType,
+        namespace: &str,
+        kind: &'static str,
+        object: Value,
+        old: Option<Value>,
+    ) {
         self.history.push_back(Change {
             rv: self.rv,
             type_key: t.key(),
@@ -240,7 +271,12 @@ impl Store {
     }
 
     /// Creates an object; fills name (from generateName), uid, timestamps and RV.
-    pub fn create(&mut self, t: &ResourceType, namespace: &str, mut obj: Value) -> Result<Value, ApiError> {
+    pub fn create(
+        &mut self,
+        t: &ResourceType,
+        namespace: &str,
+        mut obj: Value,
+    ) -> Result<Value, ApiError> {
         if !obj.is_object() || !obj.get("metadata").is_some_and(Value::is_object) {
             obj["metadata"] = json!({});
         }
@@ -268,7 +304,12 @@ impl Store {
         }
         let key = (t.key(), ns.to_string(), name.clone());
         if self.objects.contains_key(&key) {
-            return Err(ApiError::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", t.resource)).about(&name, &t.resource));
+            return Err(ApiError::new(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", t.resource),
+            )
+            .about(&name, &t.resource));
         }
         obj["metadata"]["name"] = json!(name);
         obj["metadata"]["uid"] = json!(self.uid());
@@ -290,7 +331,14 @@ impl Store {
 
     /// Replaces an object (or only its status); a stale resourceVersion in the body is a
     /// conflict, and an update that changes nothing keeps the RV (no write).
-    pub fn update(&mut self, t: &ResourceType, namespace: &str, name: &str, mut obj: Value, status_only: bool) -> Result<Value, ApiError> {
+    pub fn update(
+        &mut self,
+        t: &ResourceType,
+        namespace: &str,
+        name: &str,
+        mut obj: Value,
+        status_only: bool,
+    ) -> Result<Value, ApiError> {
         let old = self.get(t, namespace, name)?;
         let ns = if t.namespaced { namespace } else { "" };
         if let Some(rv) = obj["metadata"]["resourceVersion"].as_str() {
@@ -324,13 +372,21 @@ impl Store {
             return Ok(old);
         }
         self.stamp(t, &mut new);
-        self.objects.insert((t.key(), ns.to_string(), name.to_string()), new.clone());
+        self.objects
+            .insert((t.key(), ns.to_string(), name.to_string()), new.clone());
         self.record(t, ns, "MODIFIED", new.clone(), Some(old));
         Ok(new)
     }
 
     /// Applies a JSON merge patch (RFC 7386).
-    pub fn merge_patch(&mut self, t: &ResourceType, namespace: &str, name: &str, patch: &Value, status_only: bool) -> Result<Value, ApiError> {
+    pub fn merge_patch(
+        &mut self,
+        t: &ResourceType,
+        namespace: &str,
+        name: &str,
+        patch: &Value,
+        status_only: bool,
+    ) -> Result<Value, ApiError> {
         let mut obj = self.get(t, namespace, name)?;
         merge(&mut obj, patch);
         if patch["metadata"]["resourceVersion"].is_null() {
@@ -340,7 +396,12 @@ impl Store {
     }
 
     /// Deletes an object.
-    pub fn delete(&mut self, t: &ResourceType, namespace: &str, name: &str) -> Result<Value, ApiError> {
+    pub fn delete(
+        &mut self,
+        t: &ResourceType,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, ApiError> {
         let ns = if t.namespaced { namespace } else { "" };
         let mut obj = self
             .objects
@@ -365,7 +426,12 @@ impl Store {
 
     /// Changes of a type after `rv` (in a namespace or all); `Err(oldest)` when `rv` is older
     /// than the history reaches.
-    pub fn changes_since(&self, t: &ResourceType, namespace: &str, rv: u64) -> Result<Vec<Change>, u64> {
+    pub fn changes_since(
+        &self,
+        t: &ResourceType,
+        namespace: &str,
+        rv: u64,
+    ) -> Result<Vec<Change>, u64> {
         if rv < self.oldest_rv() {
             return Err(self.oldest_rv());
         }
@@ -373,7 +439,9 @@ impl Store {
         Ok(self
             .history
             .iter()
-            .filter(|c| c.rv > rv && c.type_key == key && (namespace.is_empty() || c.namespace == namespace))
+            .filter(|c| {
+                c.rv > rv && c.type_key == key && (namespace.is_empty() || c.namespace == namespace)
+            })
             .cloned()
             .collect())
     }
@@ -458,7 +526,11 @@ fn label_terms(selector: &str) -> Vec<String> {
         cur.push(c);
     }
     terms.push(cur);
-    terms.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect()
+    terms
+        .into_iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
 /// Whether `selector` is a label selector this server understands.

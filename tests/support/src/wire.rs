@@ -129,7 +129,12 @@ impl<S: AsyncRead + Unpin> Conn<S> {
                     headers: parsed
                         .headers
                         .iter()
-                        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                        .map(|h| {
+                            (
+                                h.name.to_string(),
+                                String::from_utf8_lossy(h.value).into_owned(),
+                            )
+                        })
                         .collect(),
                     body: Vec::new(),
                 };
@@ -173,7 +178,10 @@ impl<S: AsyncRead + Unpin> Conn<S> {
                 req.body.extend_from_slice(&self.buf[..size]);
                 self.buf.drain(..size + 2);
             }
-        } else if let Some(len) = req.header("content-length").and_then(|v| v.trim().parse::<usize>().ok()) {
+        } else if let Some(len) = req
+            .header("content-length")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
             while self.buf.len() < len {
                 if !self.fill().await? {
                     return Err(io::ErrorKind::UnexpectedEof.into());
@@ -246,12 +254,14 @@ pub async fn write_response<W: AsyncWrite + Unpin>(
         let mut enc = GzEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(&resp.body)?;
         resp.body = enc.finish()?;
-        resp.headers.push(("Content-Encoding".into(), "gzip".into()));
+        resp.headers
+            .push(("Content-Encoding".into(), "gzip".into()));
         resp.headers.push(("Vary".into(), "Accept-Encoding".into()));
     }
     let chunked = resp.body.len() > 2048;
     if chunked {
-        resp.headers.push(("Transfer-Encoding".into(), "chunked".into()));
+        resp.headers
+            .push(("Transfer-Encoding".into(), "chunked".into()));
     } else if resp.status != 204 && resp.status != 304 {
         resp.headers
             .push(("Content-Length".into(), resp.body.len().to_string()));
