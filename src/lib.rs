@@ -5,6 +5,7 @@
 //! cloud ([`upstream`]), and streamed back. [`config`] holds the flags; [`http`] is the wire.
 
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod http;
 pub mod kube;

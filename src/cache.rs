@@ -1,0 +1,304 @@
+//! The node's memory of the cloud: which responses are kept ([`target`]), the files they live
+//! in ([`store`]), and the one ordered writer that applies them ([`Cache`]).
+//!
+//! The proxy tees responses into the cache without ever waiting for it: jobs go through a
+//! bounded queue to a single writer thread, so a list replacement and a watch event can never
+//! interleave wrongly and the client stream never slows down. On overflow the affected list
+//! view is marked stale and a counter bumped.
+
+mod object;
+pub mod store;
+mod writer;
+
+pub use object::Object;
+pub use store::{ObjectKey, Store, StoreError};
+pub use writer::{Cache, CacheStats, ViewSnapshot};
+
+use std::collections::BTreeSet;
+
+use crate::kube::{FieldSelector, LabelSelector, RequestInfo};
+
+/// The components cached without configuration (reference §3.1).
+pub const BUILTIN_AGENTS: &[&str] = &[
+    "kubelet",
+    "kube-proxy",
+    "flanneld",
+    "coredns",
+    "raven-agent-ds",
+    "yurttunnel-agent",
+    "yurthub",
+];
+
+/// Which components' responses are cached.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Agents {
+    extra: BTreeSet<String>,
+    all: bool,
+    multiplexer: String,
+}
+
+impl Agents {
+    /// The built-in agents for `node`, plus the comma-separated `cache_agents` value of
+    /// yurt-hub-cfg (trimmed; `*` means every component that sends a User-Agent).
+    pub fn new(node: &str, cache_agents: &str) -> Self {
+        let mut extra = BTreeSet::new();
+        let mut all = false;
+        for a in cache_agents
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            if a == "*" {
+                all = true;
+            } else {
+                extra.insert(a.to_lowercase());
+            }
+        }
+        Self {
+            extra,
+            all,
+            multiplexer: format!("multiplexer-proxy-{node}"),
+        }
+    }
+
+    /// Whether `component`'s responses are cached.
+    pub fn allows(&self, component: &str) -> bool {
+        self.all
+            || BUILTIN_AGENTS.contains(&component)
+            || component == self.multiplexer
+            || self.extra.contains(component)
+    }
+}
+
+/// The list a list or watch request belongs to: one namespace (or all) and its selectors in
+/// canonical form. Each distinct view keeps its own membership, so different selectors never
+/// corrupt each other's offline answers (upstream refuses to cache them instead).
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+pub struct ViewKey {
+    /// The namespace, empty for all namespaces or cluster-scoped resources.
+    pub namespace: String,
+    /// Canonical label selector.
+    pub label_selector: String,
+    /// Canonical field selector.
+    pub field_selector: String,
+}
+
+impl ViewKey {
+    /// A stable file name for the view (FNV-1a of its parts).
+    pub fn id(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in [&self.namespace, &self.label_selector, &self.field_selector] {
+            for b in part.bytes().chain(std::iter::once(0)) {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        format!("{h:016x}")
+    }
+}
+
+/// What kind of response a request gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// One object: get, create, update, patch.
+    Object,
+    /// A list; `paged` when it asked for a `limit`, `continued` when it carried a `continue`.
+    List {
+        /// `limit` was set.
+        paged: bool,
+        /// `continue` was set.
+        continued: bool,
+    },
+    /// A watch; `watch_list` when it asked for `sendInitialEvents=true`.
+    Watch {
+        /// The initial events up to the end bookmark stand for a list.
+        watch_list: bool,
+    },
+}
+
+/// Where a cacheable response goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The component directory.
+    pub component: String,
+    /// `<resource>.<version>.<group>`.
+    pub resource: String,
+    /// The request's namespace (empty for cluster-scoped and all-namespace requests).
+    pub namespace: String,
+    /// The request's name (for get/update/patch; from `metadata.name=` for lists).
+    pub name: String,
+    /// The view of a list or watch.
+    pub view: ViewKey,
+    /// The response shape.
+    pub shape: Shape,
+}
+
+impl Target {
+    /// The key of the request's own object (get/update/patch).
+    pub fn object_key(&self, name: &str) -> ObjectKey {
+        ObjectKey {
+            component: self.component.clone(),
+            resource: self.resource.clone(),
+            namespace: self.namespace.clone(),
+            name: name.to_string(),
+        }
+    }
+}
+
+/// `<resource>.<version>.<group>` with `core` for the legacy group.
+pub fn resource_dir(ri: &RequestInfo) -> String {
+    let group = if ri.api_group.is_empty() {
+        "core"
+    } else {
+        &ri.api_group
+    };
+    format!("{}.{}.{}", ri.resource, ri.api_version, group)
+}
+
+/// Where the response of a request is cached, or why it is not (reference §3.1 rules 1–5,
+/// plus: `as=` transformations such as Table are never objects).
+pub fn target(
+    ri: &RequestInfo,
+    component: Option<&str>,
+    agents: &Agents,
+    query: &crate::http::url::Query,
+    accept: Option<&str>,
+) -> Result<Target, &'static str> {
+    let component = component.ok_or("no User-Agent")?;
+    if !agents.allows(component) {
+        return Err("component is not a cache agent");
+    }
+    if !store::valid_part(component) || component.starts_with('_') {
+        return Err("component is not a usable directory name");
+    }
+    if !ri.is_resource_request {
+        return Err("not a resource request");
+    }
+    let shape = match ri.verb.as_str() {
+        "get" | "create" | "update" | "patch" => Shape::Object,
+        "list" => Shape::List {
+            paged: query
+                .get("limit")
+                .is_some_and(|l| l != "0" && !l.is_empty()),
+            continued: query.get("continue").is_some_and(|c| !c.is_empty()),
+        },
+        "watch" => Shape::Watch {
+            watch_list: query.get("sendInitialEvents") == Some("true"),
+        },
+        _ => return Err("verb is never cached"),
+    };
+    if !(ri.subresource.is_empty() || ri.subresource == "status") {
+        return Err("subresource is never cached");
+    }
+    if matches!(
+        ri.resource.as_str(),
+        "certificatesigningrequests" | "subjectaccessreviews"
+    ) {
+        return Err("resource is never cached");
+    }
+    if accept.is_some_and(|a| a.split(',').next().unwrap_or("").contains("as=")) {
+        return Err("a transformed (as=) response is not an object");
+    }
+    let namespace = if ri.resource == "namespaces" {
+        String::new()
+    } else {
+        ri.namespace.clone()
+    };
+    let view = ViewKey {
+        namespace: namespace.clone(),
+        label_selector: LabelSelector::parse(&ri.label_selector)
+            .map_err(|_| "unparsable label selector")?
+            .to_string(),
+        field_selector: FieldSelector::parse(&ri.field_selector)
+            .map_err(|_| "unparsable field selector")?
+            .to_string(),
+    };
+    Ok(Target {
+        component: component.to_string(),
+        resource: resource_dir(ri),
+        namespace,
+        name: ri.name.clone(),
+        view,
+        shape,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::url::Query;
+
+    fn t(
+        method: &str,
+        target_url: &str,
+        ua: &str,
+        agents: &Agents,
+    ) -> Result<Target, &'static str> {
+        let ri = RequestInfo::classify(method, target_url).unwrap();
+        let q = Query::parse(target_url.split_once('?').map(|x| x.1).unwrap_or(""));
+        target(
+            &ri,
+            crate::kube::component(Some(ua)).as_deref(),
+            agents,
+            &q,
+            None,
+        )
+    }
+
+    #[test]
+    fn who_and_what_is_cached() {
+        let a = Agents::new("n1", " kubectl , foo ");
+        let ok = t(
+            "GET",
+            "/api/v1/namespaces/kube-system/pods?labelSelector=b%3D2,a%3D1",
+            "kubelet/v1.32",
+            &a,
+        )
+        .unwrap();
+        assert_eq!(ok.resource, "pods.v1.core");
+        assert_eq!(ok.view.label_selector, "a=1,b=2");
+        assert!(matches!(
+            ok.shape,
+            Shape::List {
+                paged: false,
+                continued: false
+            }
+        ));
+        assert!(t("GET", "/api/v1/pods", "kubectl/v1.32", &a).is_ok());
+        assert!(t("GET", "/api/v1/pods", "multiplexer-proxy-n1", &a).is_ok());
+        assert!(t("GET", "/api/v1/pods", "curl/8", &a).is_err());
+        assert!(t("DELETE", "/api/v1/namespaces/a/pods/p", "kubelet/1", &a).is_err());
+        assert!(t("GET", "/api/v1/namespaces/a/pods/p/log", "kubelet/1", &a).is_err());
+        assert!(t("GET", "/api/v1/namespaces/a/pods/p/status", "kubelet/1", &a).is_ok());
+        assert!(t(
+            "POST",
+            "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+            "kubelet/1",
+            &a
+        )
+        .is_err());
+        assert!(t("GET", "/healthz", "kubelet/1", &a).is_err());
+        let ns = t("GET", "/api/v1/namespaces/kube-system", "kubelet/1", &a).unwrap();
+        assert_eq!(
+            (ns.namespace.as_str(), ns.name.as_str()),
+            ("", "kube-system")
+        );
+        let star = Agents::new("n1", "*");
+        assert!(t("GET", "/api/v1/pods", "anything/1", &star).is_ok());
+        assert!(t("GET", "/api/v1/pods", "", &star).is_err());
+        let ri = RequestInfo::classify("GET", "/api/v1/pods").unwrap();
+        let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+        assert!(target(&ri, Some("kubelet"), &a, &Query::default(), Some(table)).is_err());
+    }
+}

@@ -1,0 +1,460 @@
+//! Flat files on disk, one JSON object per file, written crash-safely.
+//!
+//! Layout (reference §3.3): `<root>/<component>/<resource>.<version>.<group>/[<ns>/]<name>`,
+//! `core` for the legacy group. Every write goes to a temporary file in the same directory,
+//! is fsynced, renamed over the target and the directory fsynced, so a crash leaves either the
+//! old or the new object, never half of one. Identical bytes are not rewritten (SD cards wear
+//! out). At open, leftover temporary files are removed and files that do not parse as a JSON
+//! object are moved to `<root>/_quarantine/`, so nothing unparsable is ever served.
+//!
+//! This module knows files and JSON, nothing of HTTP. It blocks: call it from the cache writer
+//! thread or through `smol::unblock`.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where internal state (views, non-resource responses) lives under the root.
+pub const INTERNAL_DIR: &str = "_internal";
+/// Where unparsable files are moved.
+pub const QUARANTINE_DIR: &str = "_quarantine";
+/// Marks temporary files; a name component never contains it (names cannot start with `.`).
+const TMP_MARK: &str = ".tmp-";
+
+/// A cache failure, with the file concerned.
+#[derive(Debug)]
+pub enum StoreError {
+    /// An I/O error on `path`.
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        error: io::Error,
+    },
+    /// A key part that cannot be a file name (empty, `.`, `..`, a `/`, a NUL, a leading `.`).
+    BadKey(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            StoreError::BadKey(k) => write!(f, "invalid cache key part {k:?}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl StoreError {
+    /// Whether the disk is full (caching pauses, proxying goes on).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Io { error, .. } if error.raw_os_error() == Some(28))
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |error| StoreError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+/// Whether `part` may be one path component of the cache.
+pub fn valid_part(part: &str) -> bool {
+    !part.is_empty()
+        && !part.starts_with('.')
+        && !part.contains('/')
+        && !part.contains('\0')
+        && part.len() <= 253
+}
+
+/// Where one object lives.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// The component (User-Agent head).
+    pub component: String,
+    /// `<resource>.<version>.<group>`, e.g. `pods.v1.core`.
+    pub resource: String,
+    /// The namespace, empty for cluster-scoped objects.
+    pub namespace: String,
+    /// The object's name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// The file path of the key, relative to the root; fails on parts that are not file names.
+    pub fn rel_path(&self) -> Result<PathBuf, StoreError> {
+        let mut p = PathBuf::new();
+        for part in [&self.component, &self.resource] {
+            check(part)?;
+            p.push(part);
+        }
+        if !self.namespace.is_empty() {
+            check(&self.namespace)?;
+            p.push(&self.namespace);
+        }
+        check(&self.name)?;
+        p.push(&self.name);
+        Ok(p)
+    }
+}
+
+fn check(part: &str) -> Result<(), StoreError> {
+    if valid_part(part) {
+        Ok(())
+    } else {
+        Err(StoreError::BadKey(part.to_string()))
+    }
+}
+
+/// What [`Store::open`] cleaned up.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Temporary files of interrupted writes, removed.
+    pub removed_temp_files: usize,
+    /// Unparsable files moved to `_quarantine/`.
+    pub quarantined: usize,
+}
+
+/// The file tree.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn mkdirs(path: &Path) -> Result<(), StoreError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io_err(path))
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Whether `bytes` is one JSON object, the only thing the cache serves.
+pub fn is_json_object(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<&serde_json::value::RawValue>(bytes)
+        .is_ok_and(|raw| raw.get().trim_start().starts_with('{'))
+}
+
+impl Store {
+    /// Opens the cache at `root` (creating it, mode 0700) and recovers from a crash: removes
+    /// temporary files and quarantines unparsable objects.
+    pub fn open(root: &Path) -> Result<(Store, Recovery), StoreError> {
+        mkdirs(root)?;
+        let store = Store {
+            root: root.to_path_buf(),
+        };
+        let mut rec = Recovery::default();
+        store.recover_dir(root, 0, &mut rec)?;
+        Ok((store, rec))
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn recover_dir(&self, dir: &Path, depth: usize, rec: &mut Recovery) -> Result<(), StoreError> {
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(dir)(e)),
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if depth == 0 && name == QUARANTINE_DIR {
+                continue;
+            }
+            let Ok(ft) = entry.file_type() else { continue };
+            if name.contains(TMP_MARK) {
+                let _ = fs::remove_file(&path);
+                rec.removed_temp_files += 1;
+                log::info!(
+                    "cache recovery: removed unfinished write {}",
+                    path.display()
+                );
+                continue;
+            }
+            if ft.is_dir() {
+                self.recover_dir(&path, depth + 1, rec)?;
+            } else if ft.is_file() {
+                let ok = fs::read(&path).is_ok_and(|b| is_json_object(&b));
+                if !ok {
+                    self.quarantine(&path)?;
+                    rec.quarantined += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves an unparsable file out of the served tree.
+    pub fn quarantine(&self, path: &Path) -> Result<(), StoreError> {
+        let qdir = self.root.join(QUARANTINE_DIR);
+        mkdirs(&qdir)?;
+        let rel = path.strip_prefix(&self.root).unwrap_or(path);
+        let flat = rel.to_string_lossy().replace('/', "_");
+        let target = qdir.join(format!(
+            "{flat}.{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        ));
+        fs::rename(path, &target).map_err(io_err(path))?;
+        log::warn!(
+            "cache: {} does not parse as a JSON object; moved to {}",
+            path.display(),
+            target.display()
+        );
+        Ok(())
+    }
+
+    /// Writes `bytes` at the relative path `rel`, crash-safely; returns false when the file
+    /// already held exactly these bytes (nothing is written then).
+    pub fn write_file(&self, rel: &Path, bytes: &[u8]) -> Result<bool, StoreError> {
+        let path = self.root.join(rel);
+        if fs::read(&path).is_ok_and(|old| old == bytes) {
+            return Ok(false);
+        }
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        mkdirs(&dir)?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(
+            ".{file_name}{TMP_MARK}{}-{}",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io_err(&tmp))?;
+            f.write_all(bytes).map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+            fs::rename(&tmp, &path).map_err(io_err(&path))?;
+            fsync_dir(&dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map(|_| true)
+    }
+
+    /// Reads the file at the relative path `rel`; `None` when absent.
+    pub fn read_file(&self, rel: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.root.join(rel);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Removes the file at `rel`; false when it was not there.
+    pub fn remove_file(&self, rel: &Path) -> Result<bool, StoreError> {
+        let path = self.root.join(rel);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Writes an object; see [`Store::write_file`].
+    pub fn write(&self, key: &ObjectKey, bytes: &[u8]) -> Result<bool, StoreError> {
+        self.write_file(&key.rel_path()?, bytes)
+    }
+
+    /// Reads an object. A file that no longer parses is quarantined and reads as absent.
+    pub fn read(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>, StoreError> {
+        let rel = key.rel_path()?;
+        match self.read_file(&rel)? {
+            Some(b) if is_json_object(&b) => Ok(Some(b)),
+            Some(_) => {
+                self.quarantine(&self.root.join(&rel))?;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Removes an object.
+    pub fn remove(&self, key: &ObjectKey) -> Result<bool, StoreError> {
+        self.remove_file(&key.rel_path()?)
+    }
+
+    /// Every object of `component`/`resource`, in one namespace or (with `None`) all of them
+    /// including cluster-scoped ones, sorted by namespace and name.
+    pub fn list(
+        &self,
+        component: &str,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Result<Vec<(ObjectKey, Vec<u8>)>, StoreError> {
+        check(component)?;
+        check(resource)?;
+        let base = self.root.join(component).join(resource);
+        let mut out = Vec::new();
+        let mut visit = |dir: &Path, ns: &str| -> Result<(), StoreError> {
+            let entries = match fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io_err(dir)(e)),
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !valid_part(&name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                    continue;
+                }
+                let key = ObjectKey {
+                    component: component.to_string(),
+                    resource: resource.to_string(),
+                    namespace: ns.to_string(),
+                    name,
+                };
+                if let Some(bytes) = self.read(&key)? {
+                    out.push((key, bytes));
+                }
+            }
+            Ok(())
+        };
+        match namespace {
+            Some(ns) if !ns.is_empty() => {
+                check(ns)?;
+                visit(&base.join(ns), ns)?;
+            }
+            _ => {
+                visit(&base, "")?;
+                if let Ok(entries) = fs::read_dir(&base) {
+                    for entry in entries.flatten() {
+                        let ns = entry.file_name().to_string_lossy().into_owned();
+                        if valid_part(&ns) && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                            visit(&entry.path(), &ns)?;
+                        }
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.0.namespace, &a.0.name).cmp(&(&b.0.namespace, &b.0.name)));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(tag: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("yurthub-store-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        p
+    }
+
+    fn key(ns: &str, name: &str) -> ObjectKey {
+        ObjectKey {
+            component: "kubelet".into(),
+            resource: "pods.v1.core".into(),
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn writes_read_back_with_the_documented_layout_and_modes() {
+        let root = temp("layout");
+        let (s, rec) = Store::open(&root).unwrap();
+        assert_eq!(rec, Recovery::default());
+        assert!(s.write(&key("kube-system", "p"), br#"{"a":1}"#).unwrap());
+        assert!(
+            !s.write(&key("kube-system", "p"), br#"{"a":1}"#).unwrap(),
+            "identical bytes are not rewritten"
+        );
+        let file = root.join("kubelet/pods.v1.core/kube-system/p");
+        assert_eq!(fs::read(&file).unwrap(), br#"{"a":1}"#);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(file.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
+        assert_eq!(
+            s.read(&key("kube-system", "p")).unwrap().unwrap(),
+            br#"{"a":1}"#
+        );
+        s.write(&key("", "cluster-wide"), b"{}").unwrap();
+        let all = s.list("kubelet", "pods.v1.core", None).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(
+            s.list("kubelet", "pods.v1.core", Some("kube-system"))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(s.remove(&key("kube-system", "p")).unwrap());
+        assert!(s.read(&key("kube-system", "p")).unwrap().is_none());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn recovery_removes_temp_files_and_quarantines_garbage() {
+        let root = temp("recovery");
+        let dir = root.join("kubelet/pods.v1.core/default");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("good"), b"{\"ok\":true}").unwrap();
+        fs::write(dir.join("truncated"), b"{\"ok\":tr").unwrap();
+        fs::write(dir.join(".good.tmp-1-1"), b"{\"half").unwrap();
+        let (s, rec) = Store::open(&root).unwrap();
+        assert_eq!(
+            rec,
+            Recovery {
+                removed_temp_files: 1,
+                quarantined: 1
+            }
+        );
+        let names: Vec<_> = s
+            .list("kubelet", "pods.v1.core", None)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k.name)
+            .collect();
+        assert_eq!(names, vec!["good"]);
+        assert_eq!(fs::read_dir(root.join(QUARANTINE_DIR)).unwrap().count(), 1);
+        // Garbage written later is caught on read and never served.
+        fs::write(dir.join("later"), b"not json").unwrap();
+        assert!(s.read(&key("default", "later")).unwrap().is_none());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn keys_that_are_not_file_names_are_refused() {
+        for bad in ["", ".", "..", "a/b", ".hidden", "x\0y"] {
+            assert!(key("default", bad).rel_path().is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,851 @@
+//! The single ordered writer and the read side of the cache.
+//!
+//! Every mutation goes through one bounded queue to one thread, in arrival order. The writer
+//! keeps each list view's membership (persisted under `_internal/views/`), guards every upsert
+//! by resourceVersion (never newer by older), assembles paginated lists and watch-list initial
+//! events before they replace a view, and deletes an object's file only when no view refers
+//! to it any more.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::object::{self, parse_event, parse_list, Event, Object};
+use super::store::{ObjectKey, Recovery, Store, StoreError, INTERNAL_DIR};
+use super::{Shape, Target, ViewKey};
+
+/// How many jobs may wait for the writer; past that the tee drops and marks the view stale
+/// rather than slow the client down.
+const QUEUE_JOBS: usize = 4096;
+
+/// A view's membership, as persisted.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ViewSnapshot {
+    /// The view.
+    pub key: ViewKey,
+    /// The resourceVersion of the list that last replaced it.
+    pub rv: u64,
+    /// Members as (namespace, name).
+    pub members: BTreeSet<(String, String)>,
+}
+
+type TypeKey = (String, String);
+
+/// Counters for metrics and tests.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Objects written to disk.
+    pub writes: AtomicU64,
+    /// Failed writes or deletes (a full disk among them).
+    pub write_errors: AtomicU64,
+    /// Jobs dropped because the queue was full.
+    pub overflows: AtomicU64,
+    /// Files quarantined, at start-up and since.
+    pub quarantined: AtomicU64,
+    /// Jobs applied.
+    pub jobs: AtomicU64,
+}
+
+struct Shared {
+    views: Mutex<HashMap<TypeKey, BTreeMap<String, ViewSnapshot>>>,
+    stale: Mutex<HashSet<(String, String, String)>>,
+    stats: CacheStats,
+}
+
+enum Job {
+    Response {
+        target: Target,
+        body: Vec<u8>,
+    },
+    Event {
+        target: Target,
+        stream: u64,
+        line: Vec<u8>,
+    },
+    EndStream {
+        stream: u64,
+    },
+    Put {
+        component: String,
+        resource: String,
+        body: Vec<u8>,
+    },
+    Raw {
+        name: String,
+        body: Vec<u8>,
+    },
+    Flush(SyncSender<()>),
+}
+
+/// The cache: a handle to the writer thread and the read side.
+#[derive(Clone)]
+pub struct Cache {
+    store: Arc<Store>,
+    shared: Arc<Shared>,
+    tx: SyncSender<Job>,
+    next_stream: Arc<AtomicU64>,
+}
+
+fn view_path(component: &str, resource: &str, id: &str) -> PathBuf {
+    Path::new(INTERNAL_DIR)
+        .join("views")
+        .join(component)
+        .join(resource)
+        .join(format!("{id}.json"))
+}
+
+fn load_views(root: &Path) -> HashMap<TypeKey, BTreeMap<String, ViewSnapshot>> {
+    let mut out: HashMap<TypeKey, BTreeMap<String, ViewSnapshot>> = HashMap::new();
+    let base = root.join(INTERNAL_DIR).join("views");
+    let Ok(components) = std::fs::read_dir(&base) else {
+        return out;
+    };
+    for c in components.flatten() {
+        let Ok(resources) = std::fs::read_dir(c.path()) else {
+            continue;
+        };
+        for r in resources.flatten() {
+            let Ok(files) = std::fs::read_dir(r.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                let Some(id) = name.strip_suffix(".json") else {
+                    continue;
+                };
+                match std::fs::read(f.path())
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<ViewSnapshot>(&b).ok())
+                {
+                    Some(v) => {
+                        out.entry((
+                            c.file_name().to_string_lossy().into_owned(),
+                            r.file_name().to_string_lossy().into_owned(),
+                        ))
+                        .or_default()
+                        .insert(id.to_string(), v);
+                    }
+                    None => log::warn!("cache: view {} unreadable; ignored", f.path().display()),
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Cache {
+    /// Opens the cache at `root` (recovering from a crash) and starts the writer thread.
+    pub fn open(root: &Path) -> Result<(Cache, Recovery), StoreError> {
+        let (store, recovery) = Store::open(root)?;
+        let store = Arc::new(store);
+        let shared = Arc::new(Shared {
+            views: Mutex::new(load_views(root)),
+            stale: Mutex::default(),
+            stats: CacheStats::default(),
+        });
+        shared
+            .stats
+            .quarantined
+            .store(recovery.quarantined as u64, Ordering::Relaxed);
+        let (tx, rx) = sync_channel(QUEUE_JOBS);
+        let writer = Writer {
+            store: store.clone(),
+            shared: shared.clone(),
+            rvs: HashMap::new(),
+            pages: HashMap::new(),
+            streams: HashMap::new(),
+            dirty: HashSet::new(),
+        };
+        std::thread::Builder::new()
+            .name("cache-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|error| StoreError::Io {
+                path: root.to_path_buf(),
+                error,
+            })?;
+        Ok((
+            Cache {
+                store,
+                shared,
+                tx,
+                next_stream: Arc::new(AtomicU64::new(1)),
+            },
+            recovery,
+        ))
+    }
+
+    fn submit(&self, job: Job, stale: Option<&Target>) {
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.shared.stats.overflows.fetch_add(1, Ordering::Relaxed);
+                if let Some(t) = stale {
+                    log::warn!(
+                        "cache queue full: {} {} view marked stale until the next list",
+                        t.component,
+                        t.resource
+                    );
+                    self.shared
+                        .stale
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert((t.component.clone(), t.resource.clone(), t.view.id()));
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                log::error!("cache writer is gone; response not cached");
+            }
+        }
+    }
+
+    /// Queues a complete get/create/update/patch/list response body (uncompressed).
+    pub fn response(&self, target: &Target, body: Vec<u8>) {
+        self.submit(
+            Job::Response {
+                target: target.clone(),
+                body,
+            },
+            Some(target),
+        );
+    }
+
+    /// A new watch stream's id, for [`Cache::watch_event`] and [`Cache::end_watch`].
+    pub fn new_stream(&self) -> u64 {
+        self.next_stream.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queues one watch event line.
+    pub fn watch_event(&self, target: &Target, stream: u64, line: Vec<u8>) {
+        self.submit(
+            Job::Event {
+                target: target.clone(),
+                stream,
+                line,
+            },
+            Some(target),
+        );
+    }
+
+    /// Tells the writer a watch stream ended.
+    pub fn end_watch(&self, stream: u64) {
+        self.submit(Job::EndStream { stream }, None);
+    }
+
+    /// Stores an object under `component`/`resource` at its own namespace and name (the
+    /// renewed Lease as kubelet's, an offline-created Event).
+    pub fn put(&self, component: &str, resource: &str, body: Vec<u8>) {
+        self.submit(
+            Job::Put {
+                component: component.into(),
+                resource: resource.into(),
+                body,
+            },
+            None,
+        );
+    }
+
+    /// Stores a non-resource response (`version`, `_apis_discovery.k8s.io_v1`, ...).
+    pub fn put_raw(&self, name: &str, body: Vec<u8>) {
+        self.submit(
+            Job::Raw {
+                name: name.into(),
+                body,
+            },
+            None,
+        );
+    }
+
+    /// Waits until every job queued before this call has been applied and persisted.
+    pub fn flush(&self) {
+        let (tx, rx) = sync_channel(1);
+        if self.tx.send(Job::Flush(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &CacheStats {
+        &self.shared.stats
+    }
+
+    /// The store (blocking reads; use from `smol::unblock`).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// A stored object (blocking).
+    pub fn get(&self, key: &ObjectKey) -> Option<Vec<u8>> {
+        match self.store.read(key) {
+            Ok(b) => b,
+            Err(e) => {
+                log::warn!("cache read: {e}");
+                None
+            }
+        }
+    }
+
+    /// A stored non-resource response (blocking).
+    pub fn get_raw(&self, name: &str) -> Option<Vec<u8>> {
+        self.store.read_file(Path::new(name)).ok().flatten()
+    }
+
+    /// The membership of a view, if that list was ever seen.
+    pub fn view(&self, component: &str, resource: &str, key: &ViewKey) -> Option<ViewSnapshot> {
+        let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+        views
+            .get(&(component.to_string(), resource.to_string()))
+            .and_then(|m| m.get(&key.id()))
+            .cloned()
+    }
+
+    /// Whether a view was marked stale by a queue overflow.
+    pub fn is_stale(&self, component: &str, resource: &str, key: &ViewKey) -> bool {
+        self.shared
+            .stale
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&(component.to_string(), resource.to_string(), key.id()))
+    }
+}
+
+struct Writer {
+    store: Arc<Store>,
+    shared: Arc<Shared>,
+    rvs: HashMap<ObjectKey, u64>,
+    pages: HashMap<(String, String, String), Vec<Object>>,
+    streams: HashMap<u64, Option<Vec<Object>>>,
+    dirty: HashSet<(String, String, String)>,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Job>) {
+        loop {
+            let job = match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(j) => j,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.persist_views();
+                    return;
+                }
+            };
+            self.apply(job);
+            while let Ok(job) = rx.try_recv() {
+                self.apply(job);
+            }
+            // A burst of events rewrites each touched view file once.
+            self.persist_views();
+        }
+    }
+
+    fn error(&self, what: &str, e: &StoreError) {
+        self.shared
+            .stats
+            .write_errors
+            .fetch_add(1, Ordering::Relaxed);
+        if e.is_disk_full() {
+            log::warn!("cache {what}: disk full, caching paused for this object: {e}");
+        } else {
+            log::warn!("cache {what}: {e}");
+        }
+    }
+
+    fn apply(&mut self, job: Job) {
+        self.shared.stats.jobs.fetch_add(1, Ordering::Relaxed);
+        match job {
+            Job::Response { target, body } => self.response(&target, &body),
+            Job::Event {
+                target,
+                stream,
+                line,
+            } => self.event(&target, stream, &line),
+            Job::EndStream { stream } => {
+                self.streams.remove(&stream);
+            }
+            Job::Put {
+                component,
+                resource,
+                body,
+            } => {
+                let text = String::from_utf8_lossy(&body);
+                if let Some(obj) = Object::parse(&text, None) {
+                    let key = ObjectKey {
+                        component,
+                        resource,
+                        namespace: obj.namespace.clone(),
+                        name: obj.name.clone(),
+                    };
+                    self.upsert(key, &obj);
+                }
+            }
+            Job::Raw { name, body } => {
+                if let Err(e) = self.store.write_file(Path::new(&name), &body) {
+                    self.error("write", &e);
+                }
+            }
+            Job::Flush(done) => {
+                self.persist_views();
+                let _ = done.send(());
+            }
+        }
+    }
+
+    fn stored_rv(&mut self, key: &ObjectKey) -> Option<u64> {
+        if let Some(rv) = self.rvs.get(key) {
+            return Some(*rv);
+        }
+        let bytes = self.store.read(key).ok().flatten()?;
+        let rv = Object::parse(&String::from_utf8_lossy(&bytes), None)
+            .map(|o| o.rv)
+            .unwrap_or(0);
+        self.rvs.insert(key.clone(), rv);
+        Some(rv)
+    }
+
+    /// Writes `obj` unless the stored copy is newer (equal is accepted, as upstream).
+    fn upsert(&mut self, key: ObjectKey, obj: &Object) -> bool {
+        if !obj.storable() {
+            return false;
+        }
+        if self.stored_rv(&key).is_some_and(|old| old > obj.rv) {
+            return false;
+        }
+        match self.store.write(&key, &obj.bytes) {
+            Ok(written) => {
+                if written {
+                    self.shared.stats.writes.fetch_add(1, Ordering::Relaxed);
+                }
+                self.rvs.insert(key, obj.rv);
+                true
+            }
+            Err(e) => {
+                self.error("write", &e);
+                false
+            }
+        }
+    }
+
+    fn key_of(t: &Target, obj: &Object) -> ObjectKey {
+        ObjectKey {
+            component: t.component.clone(),
+            resource: t.resource.clone(),
+            namespace: obj.namespace.clone(),
+            name: obj.name.clone(),
+        }
+    }
+
+    fn referenced(&self, t: &Target, member: &(String, String)) -> bool {
+        let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+        views
+            .get(&(t.component.clone(), t.resource.clone()))
+            .is_some_and(|m| m.values().any(|v| v.members.contains(member)))
+    }
+
+    fn remove_if_unreferenced(&mut self, t: &Target, member: &(String, String)) {
+        if self.referenced(t, member) {
+            return;
+        }
+        let key = ObjectKey {
+            component: t.component.clone(),
+            resource: t.resource.clone(),
+            namespace: member.0.clone(),
+            name: member.1.clone(),
+        };
+        match self.store.remove(&key) {
+            Ok(_) => {
+                self.rvs.remove(&key);
+            }
+            Err(e) => self.error("delete", &e),
+        }
+    }
+
+    fn with_view<R>(&self, t: &Target, f: impl FnOnce(&mut ViewSnapshot) -> R) -> R {
+        let mut views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+        let view = views
+            .entry((t.component.clone(), t.resource.clone()))
+            .or_default()
+            .entry(t.view.id())
+            .or_insert_with(|| ViewSnapshot {
+                key: t.view.clone(),
+                ..ViewSnapshot::default()
+            });
+        f(view)
+    }
+
+    fn mark_dirty(&mut self, t: &Target) {
+        self.dirty
+            .insert((t.component.clone(), t.resource.clone(), t.view.id()));
+    }
+
+    /// Makes a view hold exactly `items`, except members the cache knows newer than the list
+    /// (a watch event processed before a late list must not be undone, reference §13.2 #5).
+    fn replace_view(&mut self, t: &Target, items: Vec<Object>, list_rv: u64) {
+        let mut members = BTreeSet::new();
+        for obj in &items {
+            if !obj.storable() {
+                continue;
+            }
+            self.upsert(Self::key_of(t, obj), obj);
+            members.insert((obj.namespace.clone(), obj.name.clone()));
+        }
+        let old = self.with_view(t, |v| std::mem::take(&mut v.members));
+        let mut gone = Vec::new();
+        for m in old {
+            if members.contains(&m) {
+                continue;
+            }
+            let key = ObjectKey {
+                component: t.component.clone(),
+                resource: t.resource.clone(),
+                namespace: m.0.clone(),
+                name: m.1.clone(),
+            };
+            if self.stored_rv(&key).is_some_and(|rv| rv > list_rv) {
+                members.insert(m);
+            } else {
+                gone.push(m);
+            }
+        }
+        self.with_view(t, |v| {
+            v.members = members;
+            v.rv = list_rv;
+        });
+        for m in gone {
+            self.remove_if_unreferenced(t, &m);
+        }
+        self.shared
+            .stale
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(t.component.clone(), t.resource.clone(), t.view.id()));
+        self.mark_dirty(t);
+    }
+
+    fn response(&mut self, t: &Target, body: &[u8]) {
+        match t.shape {
+            Shape::Object => {
+                let text = String::from_utf8_lossy(body);
+                if let Some(obj) = Object::parse(&text, None) {
+                    if object::storable_kind(&obj.kind) {
+                        let key = Self::key_of(t, &obj);
+                        self.upsert(key, &obj);
+                    }
+                }
+            }
+            Shape::List { paged, continued } => {
+                let Some(list) = parse_list(body) else {
+                    return;
+                };
+                let page_key = (t.component.clone(), t.resource.clone(), t.view.id());
+                if !paged && !continued && !list.more {
+                    self.replace_view(t, list.items, list.rv);
+                    return;
+                }
+                // Pages are assembled and replace the view only when the last has arrived.
+                let acc = if continued {
+                    match self.pages.get_mut(&page_key) {
+                        Some(acc) => acc,
+                        None => return,
+                    }
+                } else {
+                    self.pages.insert(page_key.clone(), Vec::new());
+                    self.pages.get_mut(&page_key).expect("just inserted")
+                };
+                acc.extend(list.items);
+                if !list.more {
+                    let items = self.pages.remove(&page_key).unwrap_or_default();
+                    self.replace_view(t, items, list.rv);
+                }
+            }
+            Shape::Watch { .. } => {}
+        }
+    }
+
+    fn event(&mut self, t: &Target, stream: u64, line: &[u8]) {
+        let Some(ev) = parse_event(line) else {
+            return;
+        };
+        let watch_list = matches!(t.shape, Shape::Watch { watch_list: true });
+        let collecting = self
+            .streams
+            .entry(stream)
+            .or_insert_with(|| watch_list.then(Vec::new));
+        match ev {
+            Event::Upsert(obj) => {
+                if let Some(acc) = collecting {
+                    acc.push(obj);
+                    return;
+                }
+                let key = Self::key_of(t, &obj);
+                if obj.storable() && self.upsert(key, &obj) {
+                    let member = (obj.namespace.clone(), obj.name.clone());
+                    self.with_view(t, |v| v.members.insert(member));
+                    self.mark_dirty(t);
+                }
+            }
+            Event::Deleted(obj) => {
+                let member = (obj.namespace.clone(), obj.name.clone());
+                self.with_view(t, |v| v.members.remove(&member));
+                self.remove_if_unreferenced(t, &member);
+                self.mark_dirty(t);
+            }
+            Event::Bookmark { initial_end: true } => {
+                if let Some(Some(items)) = self.streams.insert(stream, None) {
+                    let rv = items.iter().map(|o| o.rv).max().unwrap_or(0);
+                    self.replace_view(t, items, rv);
+                }
+            }
+            Event::Bookmark { .. } | Event::Other => {}
+        }
+    }
+
+    fn persist_views(&mut self) {
+        for (component, resource, id) in std::mem::take(&mut self.dirty) {
+            let snapshot = {
+                let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+                views
+                    .get(&(component.clone(), resource.clone()))
+                    .and_then(|m| m.get(&id))
+                    .cloned()
+            };
+            let Some(v) = snapshot else { continue };
+            let bytes = serde_json::to_vec(&v).unwrap_or_default();
+            if let Err(e) = self
+                .store
+                .write_file(&view_path(&component, &resource, &id), &bytes)
+            {
+                self.error("view write", &e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn temp(tag: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("yurthub-writer-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        p
+    }
+
+    fn target(shape: Shape, label: &str, field: &str) -> Target {
+        Target {
+            component: "kubelet".into(),
+            resource: "pods.v1.core".into(),
+            namespace: "default".into(),
+            name: String::new(),
+            view: ViewKey {
+                namespace: "default".into(),
+                label_selector: label.into(),
+                field_selector: field.into(),
+            },
+            shape,
+        }
+    }
+
+    fn pod(name: &str, rv: u64, app: &str) -> serde_json::Value {
+        json!({"metadata": {"name": name, "namespace": "default", "resourceVersion": rv.to_string(), "labels": {"app": app}},
+               "spec": {"nodeName": "n1"}})
+    }
+
+    fn list(items: Vec<serde_json::Value>, rv: u64, cont: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({"kind": "PodList", "apiVersion": "v1",
+            "metadata": {"resourceVersion": rv.to_string(), "continue": cont}, "items": items}))
+        .unwrap()
+    }
+
+    fn event(kind: &str, mut obj: serde_json::Value) -> Vec<u8> {
+        obj["kind"] = json!("Pod");
+        obj["apiVersion"] = json!("v1");
+        serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap()
+    }
+
+    fn stored_rv(c: &Cache, name: &str) -> Option<u64> {
+        let key = ObjectKey {
+            component: "kubelet".into(),
+            resource: "pods.v1.core".into(),
+            namespace: "default".into(),
+            name: name.into(),
+        };
+        c.get(&key)
+            .and_then(|b| Object::parse(&String::from_utf8_lossy(&b), None))
+            .map(|o| o.rv)
+    }
+
+    #[test]
+    fn a_late_older_list_never_overwrites_a_newer_watched_object() {
+        let root = temp("late");
+        let (c, _) = Cache::open(&root).unwrap();
+        let lst = target(
+            Shape::List {
+                paged: false,
+                continued: false,
+            },
+            "",
+            "",
+        );
+        let w = target(Shape::Watch { watch_list: false }, "", "");
+        c.response(
+            &lst,
+            list(vec![pod("p", 10, "a"), pod("q", 10, "a")], 12, ""),
+        );
+        let s = c.new_stream();
+        c.watch_event(&w, s, event("MODIFIED", pod("p", 20, "a")));
+        c.watch_event(&w, s, event("ADDED", pod("r", 21, "a")));
+        // A list answered before those events but processed after them.
+        c.response(
+            &lst,
+            list(vec![pod("p", 10, "a"), pod("q", 10, "a")], 15, ""),
+        );
+        c.flush();
+        assert_eq!(stored_rv(&c, "p"), Some(20));
+        assert_eq!(stored_rv(&c, "r"), Some(21), "newer than the list: kept");
+        let v = c.view("kubelet", "pods.v1.core", &lst.view).unwrap();
+        assert_eq!(v.members.len(), 3);
+        // A DELETED event removes the file; a later list at a newer RV drops q.
+        c.watch_event(&w, s, event("DELETED", pod("r", 22, "a")));
+        c.response(&lst, list(vec![pod("p", 20, "a")], 30, ""));
+        c.flush();
+        assert_eq!(stored_rv(&c, "r"), None);
+        assert_eq!(stored_rv(&c, "q"), None);
+        assert!(root.join("_internal/views/kubelet/pods.v1.core").is_dir());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn selectors_keep_separate_views_and_an_empty_name_list_drops_only_that_name() {
+        let root = temp("views");
+        let (c, _) = Cache::open(&root).unwrap();
+        let plain = Shape::List {
+            paged: false,
+            continued: false,
+        };
+        let web = target(plain, "app=web", "");
+        let db = target(plain, "app=db", "");
+        c.response(
+            &web,
+            list(vec![pod("w1", 5, "web"), pod("w2", 5, "web")], 6, ""),
+        );
+        c.response(&db, list(vec![pod("d1", 5, "db")], 6, ""));
+        let by_name = target(plain, "", "metadata.name=w1");
+        c.response(&by_name, list(vec![pod("w1", 5, "web")], 7, ""));
+        c.response(&by_name, list(vec![], 9, ""));
+        c.flush();
+        assert_eq!(
+            c.view("kubelet", "pods.v1.core", &web.view)
+                .unwrap()
+                .members
+                .len(),
+            2
+        );
+        assert_eq!(
+            c.view("kubelet", "pods.v1.core", &db.view)
+                .unwrap()
+                .members
+                .len(),
+            1
+        );
+        assert!(c
+            .view("kubelet", "pods.v1.core", &by_name.view)
+            .unwrap()
+            .members
+            .is_empty());
+        assert_eq!(
+            stored_rv(&c, "w1"),
+            Some(5),
+            "still referenced by the app=web view"
+        );
+        assert_eq!(stored_rv(&c, "d1"), Some(5));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn pages_replace_the_view_only_when_the_last_one_arrives_and_views_survive_restart() {
+        let root = temp("pages");
+        {
+            let (c, _) = Cache::open(&root).unwrap();
+            let first = target(
+                Shape::List {
+                    paged: true,
+                    continued: false,
+                },
+                "",
+                "",
+            );
+            let next = target(
+                Shape::List {
+                    paged: true,
+                    continued: true,
+                },
+                "",
+                "",
+            );
+            c.response(
+                &first,
+                list(vec![pod("a", 1, "x"), pod("b", 1, "x")], 3, "tok"),
+            );
+            c.flush();
+            assert!(c.view("kubelet", "pods.v1.core", &first.view).is_none());
+            c.response(&next, list(vec![pod("c", 2, "x")], 3, ""));
+            c.flush();
+            assert_eq!(
+                c.view("kubelet", "pods.v1.core", &first.view)
+                    .unwrap()
+                    .members
+                    .len(),
+                3
+            );
+        }
+        let (c, _) = Cache::open(&root).unwrap();
+        let v = c
+            .view(
+                "kubelet",
+                "pods.v1.core",
+                &ViewKey {
+                    namespace: "default".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!((v.members.len(), v.rv), (3, 3));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn watch_list_initial_events_replace_the_view_at_the_end_bookmark() {
+        let root = temp("watchlist");
+        let (c, _) = Cache::open(&root).unwrap();
+        let plain = target(
+            Shape::List {
+                paged: false,
+                continued: false,
+            },
+            "",
+            "",
+        );
+        c.response(&plain, list(vec![pod("old", 1, "x")], 2, ""));
+        let wl = target(Shape::Watch { watch_list: true }, "", "");
+        let s = c.new_stream();
+        c.watch_event(&wl, s, event("ADDED", pod("new", 5, "x")));
+        c.flush();
+        assert_eq!(
+            stored_rv(&c, "new"),
+            None,
+            "initial events wait for the bookmark"
+        );
+        let bookmark = br#"{"type":"BOOKMARK","object":{"kind":"Pod","apiVersion":"v1","metadata":{"resourceVersion":"6","annotations":{"k8s.io/initial-events-end":"true"}}}}"#;
+        c.watch_event(&wl, s, bookmark.to_vec());
+        c.watch_event(&wl, s, event("ADDED", pod("later", 7, "x")));
+        c.flush();
+        assert_eq!(stored_rv(&c, "new"), Some(5));
+        assert_eq!(stored_rv(&c, "later"), Some(7));
+        assert_eq!(stored_rv(&c, "old"), None);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
