@@ -16,6 +16,25 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// Parses a Go-style duration of one unit: `40s`, `30m`, `1h`, `500ms`, or bare seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
 
 /// A flag the parser knows, with its default and its line in `--help`.
 struct Flag {
@@ -93,6 +112,12 @@ const FLAGS: &[Flag] = &[
         "rr",
         "how requests spread over servers: rr or priority",
     ),
+    flag("heartbeat-interval-seconds", "10", "period of the lease-renewing health probe"),
+    flag("heartbeat-timeout-seconds", "2", "timeout of one health probe request"),
+    flag("heartbeat-failed-retry", "3", "lease updates tried per probe"),
+    flag("heartbeat-healthy-threshold", "2", "successful probes needed to turn healthy again"),
+    flag("kubelet-health-grace-period", "40s", "stop renewing when kubelet is silent this long"),
+    flag("min-request-timeout", "30m", "offline watches without timeoutSeconds last [t, 2t)"),
     flag("v", "0", "log verbosity: 0-1 info, 2-4 debug, 5+ trace"),
     switch("version", "false", "print the version and exit"),
     switch("help", "false", "print this help and exit"),
@@ -256,6 +281,18 @@ pub struct Config {
     pub lb_mode: LbMode,
     /// Log verbosity.
     pub verbosity: u8,
+    /// Health probe period.
+    pub heartbeat_interval: Duration,
+    /// Health probe request timeout.
+    pub heartbeat_timeout: Duration,
+    /// Lease updates tried per probe.
+    pub heartbeat_failed_retry: u32,
+    /// Successes needed to turn healthy.
+    pub heartbeat_healthy_threshold: u32,
+    /// kubelet silence after which the lease is no longer renewed.
+    pub kubelet_health_grace_period: Duration,
+    /// Offline watches without timeoutSeconds are held a random time in [t, 2t).
+    pub min_request_timeout: Duration,
 }
 
 /// What the command line asks for.
@@ -315,6 +352,14 @@ impl Values {
             return Err(FlagError::Required(name));
         }
         Ok(v.to_string())
+    }
+
+    fn duration(&self, name: &'static str) -> Result<Duration, FlagError> {
+        parse_duration(self.get(name)).ok_or_else(|| FlagError::Invalid {
+            flag: name,
+            value: self.get(name).to_string(),
+            expected: "a duration such as 40s, 30m or 1h",
+        })
     }
 
     fn boolean(&self, name: &'static str) -> Result<bool, FlagError> {
@@ -412,6 +457,22 @@ impl Config {
             disk_cache_path: PathBuf::from(v.get("disk-cache-path")),
             lb_mode,
             verbosity: v.parse("v", "a verbosity level 0-10")?,
+            heartbeat_interval: Duration::from_secs(
+                v.parse::<u64>("heartbeat-interval-seconds", "a number of seconds")?
+                    .max(1),
+            ),
+            heartbeat_timeout: Duration::from_secs(
+                v.parse::<u64>("heartbeat-timeout-seconds", "a number of seconds")?
+                    .max(1),
+            ),
+            heartbeat_failed_retry: v
+                .parse::<u32>("heartbeat-failed-retry", "a count")?
+                .max(1),
+            heartbeat_healthy_threshold: v
+                .parse::<u32>("heartbeat-healthy-threshold", "a count")?
+                .max(1),
+            kubelet_health_grace_period: v.duration("kubelet-health-grace-period")?,
+            min_request_timeout: v.duration("min-request-timeout")?,
         })))
     }
 

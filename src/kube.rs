@@ -5,6 +5,7 @@ mod fields;
 mod labels;
 mod request_info;
 mod status;
+pub mod time;
 
 pub use fields::{escape_value, unescape_value, FieldSelector, FieldsError};
 pub use labels::{LabelSelector, LabelsError};

@@ -7,8 +7,10 @@
 pub mod app;
 pub mod cache;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod kube;
+pub mod local;
 pub mod proxy;
 pub mod runtime;
 pub mod server;

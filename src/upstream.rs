@@ -102,6 +102,16 @@ impl Upstream {
         }
     }
 
+    /// How many servers are configured.
+    pub fn len(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// Whether no server is configured.
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
+
     /// The configured servers.
     pub fn server_urls(&self) -> impl Iterator<Item = &ServerUrl> {
         self.servers.iter().map(|s| &s.url)
@@ -162,7 +172,18 @@ impl Upstream {
         body: Body<'_, R>,
         id: Identity,
     ) -> Result<Response, UpstreamError> {
-        self.send_on(head, body, id, false).await
+        self.send_on(self.order(), head, body, id, false).await
+    }
+
+    /// Like [`Upstream::send`], trying only `servers`, in that order.
+    pub async fn send_via<R: AsyncRead + Unpin>(
+        &self,
+        servers: Vec<usize>,
+        head: &RequestHead,
+        body: Body<'_, R>,
+        id: Identity,
+    ) -> Result<Response, UpstreamError> {
+        self.send_on(servers, head, body, id, false).await
     }
 
     /// Sends an upgrade request (exec, attach, port-forward) on a connection of its own; the
@@ -172,18 +193,20 @@ impl Upstream {
         head: &RequestHead,
         id: Identity,
     ) -> Result<Response, UpstreamError> {
-        self.send_on::<&[u8]>(head, Body::Empty, id, true).await
+        self.send_on::<&[u8]>(self.order(), head, Body::Empty, id, true)
+            .await
     }
 
     async fn send_on<R: AsyncRead + Unpin>(
         &self,
+        servers: Vec<usize>,
         head: &RequestHead,
         mut body: Body<'_, R>,
         id: Identity,
         fresh: bool,
     ) -> Result<Response, UpstreamError> {
         let mut last = String::from("no server configured");
-        for server in self.order() {
+        for server in servers {
             let mut attempts = 0;
             loop {
                 attempts += 1;
@@ -244,6 +267,64 @@ fn for_server(head: &RequestHead, url: &ServerUrl) -> RequestHead {
     }
     h.headers.set("Host", url.authority());
     h
+}
+
+/// The most bytes [`Upstream::fetch`] reads of a body.
+const MAX_FETCH_BYTES: usize = 4 * 1024 * 1024;
+
+impl Upstream {
+    /// The hub's own request to one server with the node identity: sends `method path` with an
+    /// optional JSON body and reads the whole (bounded) answer, all within `timeout`.
+    pub async fn fetch(
+        &self,
+        server: usize,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        timeout: std::time::Duration,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let work = async {
+            let mut head = RequestHead::new(method, path);
+            head.headers.push("User-Agent", crate::app::USER_AGENT);
+            head.headers.push("Accept", "application/json");
+            let body = match body {
+                Some(b) => {
+                    head.headers.push("Content-Type", "application/json");
+                    head.headers.push("Content-Length", b.len().to_string());
+                    Body::Buffered(b)
+                }
+                None => Body::Empty,
+            };
+            let mut resp = self
+                .send_on::<&[u8]>(vec![server], &head, body, Identity::Node, false)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            loop {
+                let n = resp
+                    .body
+                    .read(&mut resp.conn.reader, &mut out)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                if out.len() > MAX_FETCH_BYTES {
+                    return Err("response too large".to_string());
+                }
+            }
+            let status = resp.head.status;
+            if resp.head.keep_alive() {
+                self.release(resp.conn);
+            }
+            Ok((status, out))
+        };
+        smol::future::or(work, async {
+            async_io::Timer::after(timeout).await;
+            Err(format!("no answer within {timeout:?}"))
+        })
+        .await
+    }
 }
 
 enum ExchangeError {

@@ -1,0 +1,266 @@
+//! Is the cloud reachable? Decided per server by renewing the node's Lease ourselves
+//! (reference §5), the same load as kubelet's own lease, and a truer test than `/healthz`.
+//!
+//! One failed probe (after its internal retries) makes a server unhealthy at once; it turns
+//! healthy again after `--heartbeat-healthy-threshold` consecutive successes. When kubelet has
+//! not touched its lease for `--kubelet-health-grace-period`, probes stop and every server
+//! counts as unhealthy: a dead kubelet's node must not look alive.
+
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::upstream::Upstream;
+
+/// The namespace of node leases.
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+/// Where kubelet's lease is cached.
+pub const LEASE_RESOURCE: &str = "leases.v1.coordination.k8s.io";
+
+struct ServerState {
+    healthy: AtomicBool,
+    successes: AtomicU32,
+}
+
+/// Per-server health, shared by the prober and the router.
+pub struct Health {
+    servers: Vec<ServerState>,
+    kubelet_seen: Mutex<Option<Instant>>,
+    changed: event_listener::Event,
+}
+
+impl Health {
+    /// `n` servers, all healthy until the first probe says otherwise.
+    pub fn new(n: usize) -> Self {
+        Self {
+            servers: (0..n)
+                .map(|_| ServerState {
+                    healthy: AtomicBool::new(true),
+                    successes: AtomicU32::new(0),
+                })
+                .collect(),
+            kubelet_seen: Mutex::new(None),
+            changed: event_listener::Event::new(),
+        }
+    }
+
+    /// Whether server `i` is believed reachable.
+    pub fn is_healthy(&self, i: usize) -> bool {
+        self.servers
+            .get(i)
+            .is_some_and(|s| s.healthy.load(Ordering::Relaxed))
+    }
+
+    /// Whether any server is believed reachable.
+    pub fn any_healthy(&self) -> bool {
+        (0..self.servers.len()).any(|i| self.is_healthy(i))
+    }
+
+    /// Waits until some server turns healthy (or returns at once if one is).
+    pub async fn wait_healthy(&self) {
+        loop {
+            let listener = self.changed.listen();
+            if self.any_healthy() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Records that kubelet just sent a lease request through the hub.
+    pub fn kubelet_lease_seen(&self) {
+        *self.kubelet_seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    fn kubelet_silent_for(&self) -> Option<Duration> {
+        self.kubelet_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|t| t.elapsed())
+    }
+
+    fn set(&self, i: usize, healthy: bool, url: &str) {
+        let was = self.servers[i].healthy.swap(healthy, Ordering::Relaxed);
+        if was != healthy {
+            log::info!(
+                "server {url} is now {}",
+                if healthy { "healthy" } else { "unhealthy" }
+            );
+            self.changed.notify(usize::MAX);
+        }
+    }
+
+    fn record(&self, i: usize, ok: bool, threshold: u32, initial: bool, url: &str) {
+        let s = &self.servers[i];
+        if !ok {
+            s.successes.store(0, Ordering::Relaxed);
+            self.set(i, false, url);
+            return;
+        }
+        let n = s.successes.fetch_add(1, Ordering::Relaxed) + 1;
+        if initial || s.healthy.load(Ordering::Relaxed) || n >= threshold {
+            self.set(i, true, url);
+        }
+    }
+}
+
+/// Renews leases; one per server, remembering the last renewed copy.
+pub struct Prober {
+    health: Arc<Health>,
+    upstream: Arc<Upstream>,
+    cache: Option<Cache>,
+    node: String,
+    timeout: Duration,
+    retries: u32,
+    threshold: u32,
+    grace: Duration,
+    interval: Duration,
+    last: Vec<Option<Value>>,
+}
+
+impl Prober {
+    /// A prober for every configured server.
+    pub fn new(cfg: &Config, health: Arc<Health>, upstream: Arc<Upstream>, cache: Option<Cache>) -> Self {
+        let n = upstream.len();
+        Self {
+            health,
+            upstream,
+            cache,
+            node: cfg.node_name.clone(),
+            timeout: cfg.heartbeat_timeout,
+            retries: cfg.heartbeat_failed_retry,
+            threshold: cfg.heartbeat_healthy_threshold,
+            grace: cfg.kubelet_health_grace_period,
+            interval: cfg.heartbeat_interval,
+            last: vec![None; n],
+        }
+    }
+
+    fn lease_path(&self) -> String {
+        format!(
+            "/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{}",
+            self.node
+        )
+    }
+
+    async fn create(&self, server: usize) -> Result<Value, String> {
+        let mut lease = json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": self.node, "namespace": LEASE_NAMESPACE},
+            "spec": {"holderIdentity": self.node,
+                     "leaseDurationSeconds": self.grace.as_secs().max(1),
+                     "renewTime": crate::kube::time::micro_now()}
+        });
+        let node_path = format!("/api/v1/nodes/{}", self.node);
+        if let Ok((200, body)) = self
+            .upstream
+            .fetch(server, "GET", &node_path, None, self.timeout)
+            .await
+        {
+            if let Ok(node) = serde_json::from_slice::<Value>(&body) {
+                lease["metadata"]["ownerReferences"] = json!([{
+                    "apiVersion": "v1", "kind": "Node", "name": self.node, "uid": node["metadata"]["uid"]
+                }]);
+            }
+        }
+        let body = serde_json::to_vec(&lease).unwrap_or_default();
+        let path = format!("/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases");
+        match self
+            .upstream
+            .fetch(server, "POST", &path, Some(&body), self.timeout)
+            .await?
+        {
+            (201 | 200, b) => serde_json::from_slice(&b).map_err(|e| e.to_string()),
+            (code, _) => Err(format!("creating the lease: status {code}")),
+        }
+    }
+
+    /// One probe of `server`: renew (or create) the lease; the renewed lease on success.
+    async fn probe(&mut self, server: usize) -> Result<Value, String> {
+        let mut last_err = String::from("no attempt");
+        for _ in 0..self.retries {
+            let base = match self.last[server].take() {
+                Some(b) => b,
+                None => match self
+                    .upstream
+                    .fetch(server, "GET", &self.lease_path(), None, self.timeout)
+                    .await?
+                {
+                    (200, b) => serde_json::from_slice(&b).map_err(|e| e.to_string())?,
+                    (404, _) => return self.create(server).await,
+                    (code, _) => {
+                        last_err = format!("reading the lease: status {code}");
+                        continue;
+                    }
+                },
+            };
+            let mut lease = base;
+            if let Some(a) = lease["metadata"]["annotations"].as_object_mut() {
+                a.remove("openyurt.io/delegate-heartbeat");
+            }
+            lease["spec"]["renewTime"] = json!(crate::kube::time::micro_now());
+            let body = serde_json::to_vec(&lease).unwrap_or_default();
+            match self
+                .upstream
+                .fetch(server, "PUT", &self.lease_path(), Some(&body), self.timeout)
+                .await?
+            {
+                (200, b) => return serde_json::from_slice(&b).map_err(|e| e.to_string()),
+                (code, _) => last_err = format!("renewing the lease: status {code}"),
+            }
+        }
+        Err(last_err)
+    }
+
+    async fn probe_and_record(&mut self, server: usize, initial: bool) {
+        let url = self
+            .upstream
+            .server_urls()
+            .nth(server)
+            .map(|u| u.to_string())
+            .unwrap_or_default();
+        match self.probe(server).await {
+            Ok(lease) => {
+                if let Some(cache) = &self.cache {
+                    // Served to kubelet locally: its own lease calls never leave the node.
+                    cache.put("kubelet", LEASE_RESOURCE, serde_json::to_vec(&lease).unwrap_or_default());
+                }
+                self.last[server] = Some(lease);
+                self.health.record(server, true, self.threshold, initial, &url);
+            }
+            Err(e) => {
+                log::debug!("health probe of {url} failed: {e}");
+                self.health.record(server, false, self.threshold, initial, &url);
+            }
+        }
+    }
+
+    /// The first probe of every server, before the hub serves (success: healthy at once).
+    pub async fn initial(&mut self) {
+        for i in 0..self.last.len() {
+            self.probe_and_record(i, true).await;
+        }
+    }
+
+    /// Probes every server each interval, forever.
+    pub async fn run(mut self) {
+        loop {
+            async_io::Timer::after(self.interval).await;
+            if self.health.kubelet_silent_for().is_some_and(|d| d > self.grace) {
+                for i in 0..self.last.len() {
+                    let url = self.upstream.server_urls().nth(i).map(|u| u.to_string()).unwrap_or_default();
+                    self.health.record(i, false, self.threshold, false, &url);
+                }
+                log::debug!("kubelet silent for longer than the grace period: lease not renewed");
+                continue;
+            }
+            let probes: Vec<usize> = (0..self.last.len()).collect();
+            for i in probes {
+                self.probe_and_record(i, false).await;
+            }
+        }
+    }
+}

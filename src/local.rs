@@ -1,0 +1,459 @@
+//! Answers from the cache while the cloud is unreachable, with upstream YurtHub's status codes
+//! and semantics (reference §4): reads from the cache, watches held open without events,
+//! writes acknowledged but not applied, deletes refused.
+
+use serde_json::{json, Value};
+use smol::io::AsyncWriteExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::cache::{Cache, ObjectKey, Shape, Target};
+use crate::health::Health;
+use crate::http::url::Query;
+use crate::http::{BodyReader, Framing, RequestHead, ResponseHead};
+use crate::kube::{FieldSelector, LabelSelector, RequestInfo, Status, StatusDetails};
+use crate::server::{respond, respond_status, ClientConn};
+
+/// The largest request body read for an offline create.
+const MAX_OFFLINE_BODY: usize = 1024 * 1024;
+
+/// The non-resource paths answered from the cache (reference §10.6), with their file names.
+pub const CACHED_PATHS: &[(&str, &str)] = &[
+    ("/version", "version"),
+    ("/apis/discovery.k8s.io/v1", "_apis_discovery.k8s.io_v1"),
+    ("/apis/discovery.k8s.io/v1beta1", "_apis_discovery.k8s.io_v1beta1"),
+    ("/apis/raven.openyurt.io/v1alpha1", "_apis_raven.openyurt.io_v1alpha1"),
+    ("/apis/raven.openyurt.io/v1beta1", "_apis_raven.openyurt.io_v1beta1"),
+];
+
+/// The cache file of a cached non-resource path.
+pub fn cached_path_file(path: &str) -> Option<&'static str> {
+    CACHED_PATHS
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, f)| *f)
+}
+
+/// The Kind of common resources, for empty offline lists (items carry their own kind).
+fn kind_of(resource: &str) -> Option<&'static str> {
+    Some(match resource {
+        "pods" => "Pod",
+        "nodes" => "Node",
+        "services" => "Service",
+        "endpoints" => "Endpoints",
+        "endpointslices" => "EndpointSlice",
+        "configmaps" => "ConfigMap",
+        "secrets" => "Secret",
+        "namespaces" => "Namespace",
+        "events" => "Event",
+        "leases" => "Lease",
+        "serviceaccounts" => "ServiceAccount",
+        "persistentvolumes" => "PersistentVolume",
+        "persistentvolumeclaims" => "PersistentVolumeClaim",
+        "runtimeclasses" => "RuntimeClass",
+        "csidrivers" => "CSIDriver",
+        "csinodes" => "CSINode",
+        "storageclasses" => "StorageClass",
+        "volumeattachments" => "VolumeAttachment",
+        "nodepools" => "NodePool",
+        "deployments" => "Deployment",
+        "daemonsets" => "DaemonSet",
+        "replicasets" => "ReplicaSet",
+        "statefulsets" => "StatefulSet",
+        "networkpolicies" => "NetworkPolicy",
+        "ingresses" => "Ingress",
+        _ => return None,
+    })
+}
+
+fn api_version(ri: &RequestInfo) -> String {
+    if ri.api_group.is_empty() {
+        ri.api_version.clone()
+    } else {
+        format!("{}/{}", ri.api_group, ri.api_version)
+    }
+}
+
+fn base64url(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(data.len() * 4 / 3 + 4);
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..=c.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// The fake service-account token upstream hands out offline: HS256 over the literal key
+/// `openyurt`, issuer `openyurt`, one minute of validity (reference §4).
+pub fn fake_token(namespace: &str, name: &str) -> (String, String) {
+    let now = crate::kube::time::now_secs();
+    let exp = now + 60;
+    let header = base64url(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = base64url(
+        json!({"iss": "openyurt", "sub": format!("system:serviceaccount:{namespace}:{name}"),
+               "iat": now, "nbf": now, "exp": exp})
+        .to_string()
+        .as_bytes(),
+    );
+    let signing_input = format!("{header}.{claims}");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"openyurt");
+    let sig = ring::hmac::sign(&key, signing_input.as_bytes());
+    let token = format!("{signing_input}.{}", base64url(sig.as_ref()));
+    let ts = crate::kube::time::format(exp, None);
+    (token, ts)
+}
+
+/// Offline answers.
+pub struct Local {
+    cache: Cache,
+    health: std::sync::Arc<Health>,
+    min_request_timeout: Duration,
+}
+
+fn random_between(lo: Duration, hi: Duration) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0) as u64;
+    let span = hi.saturating_sub(lo).as_millis().max(1) as u64;
+    lo + Duration::from_millis(nanos % span)
+}
+
+async fn json_response(conn: &mut ClientConn, status: u16, body: &[u8]) -> bool {
+    let mut head = ResponseHead::new(status);
+    head.headers.push("Content-Type", "application/json");
+    head.headers.push("Cache-Control", "no-cache, private");
+    respond(&mut conn.writer, head, body).await.is_ok()
+}
+
+async fn status(conn: &mut ClientConn, s: Status) -> bool {
+    respond_status(&mut conn.writer, &s, false).await.is_ok()
+}
+
+fn not_found(ri: &RequestInfo) -> Status {
+    let what = if ri.api_group.is_empty() {
+        ri.resource.clone()
+    } else {
+        format!("{}.{}", ri.resource, ri.api_group)
+    };
+    Status::failure(404, format!("{what} \"{}\" not found", ri.name)).with_details(StatusDetails {
+        name: ri.name.clone(),
+        kind: ri.resource.clone(),
+        ..Default::default()
+    })
+}
+
+/// Reads the client's request body (bounded); `None` when it is too large or broken.
+async fn read_body(conn: &mut ClientConn, framing: Framing) -> Option<Vec<u8>> {
+    let mut body = BodyReader::new(framing);
+    let mut out = Vec::new();
+    loop {
+        match body.read(&mut conn.reader, &mut out).await {
+            Ok(0) => return Some(out),
+            Ok(_) if out.len() > MAX_OFFLINE_BODY => return None,
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+impl Local {
+    /// Offline answers from `cache`; held watches end when `health` sees the cloud again.
+    pub fn new(cache: Cache, health: std::sync::Arc<Health>, min_request_timeout: Duration) -> Self {
+        Self {
+            cache,
+            health,
+            min_request_timeout,
+        }
+    }
+
+    /// The objects a list would return offline, and the list's resourceVersion: the view
+    /// this exact list filled online, or else the selectors evaluated over every cached object.
+    async fn list_objects(&self, t: &Target) -> Option<(Vec<Vec<u8>>, u64)> {
+        let cache = self.cache.clone();
+        let t = t.clone();
+        smol::unblock(move || {
+            let snapshot = cache.view(&t.component, &t.resource, &t.view);
+            let mut items = Vec::new();
+            let mut rv = 0u64;
+            let mut push = |bytes: Vec<u8>| {
+                if let Some(o) = crate::cache::Object::parse(&String::from_utf8_lossy(&bytes), None) {
+                    rv = rv.max(o.rv);
+                }
+                items.push(bytes);
+            };
+            if let Some(v) = snapshot {
+                for (ns, name) in &v.members {
+                    let key = ObjectKey {
+                        component: t.component.clone(),
+                        resource: t.resource.clone(),
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    };
+                    if let Some(b) = cache.get(&key) {
+                        push(b);
+                    }
+                }
+                return Some((items, rv));
+            }
+            let labels = LabelSelector::parse(&t.view.label_selector).ok()?;
+            let fields = FieldSelector::parse(&t.view.field_selector).ok()?;
+            let ns = (!t.view.namespace.is_empty()).then_some(t.view.namespace.as_str());
+            let all = cache.store().list(&t.component, &t.resource, ns).ok()?;
+            for (_, bytes) in all {
+                let Ok(v) = serde_json::from_slice::<Value>(&bytes) else { continue };
+                if selected(&v, &labels, &fields) {
+                    push(bytes);
+                }
+            }
+            Some((items, rv))
+        })
+        .await
+    }
+
+    fn list_body(ri: &RequestInfo, items: &[Vec<u8>], rv: u64) -> Option<Vec<u8>> {
+        let kind = match items.first().and_then(|b| serde_json::from_slice::<Value>(b).ok()) {
+            Some(v) => v["kind"].as_str().map(str::to_string)?,
+            None => kind_of(&ri.resource)?.to_string(),
+        };
+        let mut out = format!(
+            "{{\"kind\":{},\"apiVersion\":{},\"metadata\":{{\"resourceVersion\":\"{rv}\"}},\"items\":[",
+            Value::from(format!("{kind}List")),
+            Value::from(api_version(ri))
+        )
+        .into_bytes();
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(item);
+        }
+        out.extend_from_slice(b"]}");
+        Some(out)
+    }
+
+    /// Answers one request from the cache. Returns whether the connection may carry another.
+    pub async fn serve(
+        &self,
+        conn: &mut ClientConn,
+        head: &RequestHead,
+        framing: Framing,
+        ri: &RequestInfo,
+        component: Option<&str>,
+        target: Result<Target, &'static str>,
+    ) -> bool {
+        if !ri.is_resource_request {
+            if head.method == "GET" {
+                if let Some(file) = cached_path_file(&ri.path) {
+                    let cache = self.cache.clone();
+                    let name = file.to_string();
+                    return match smol::unblock(move || cache.get_raw(&name)).await {
+                        Some(b) => json_response(conn, 200, &b).await,
+                        None => status(conn, Status::failure(404, format!("{} is not cached", ri.path))).await,
+                    };
+                }
+            }
+            return status(
+                conn,
+                Status::failure(400, format!("local proxy does not support request({}), path: {}", ri.verb, ri.path)),
+            )
+            .await;
+        }
+        match ri.verb.as_str() {
+            "delete" | "deletecollection" => {
+                return status(
+                    conn,
+                    Status::failure(403, "delete request is not supported in local cache").with_details(StatusDetails {
+                        name: ri.name.clone(),
+                        group: ri.api_group.clone(),
+                        kind: ri.resource.clone(),
+                    }),
+                )
+                .await
+            }
+            "create" => return self.create(conn, framing, ri, component, target.ok()).await,
+            _ => {}
+        }
+        let t = match target {
+            Ok(t) => t,
+            Err(why) => {
+                log::debug!("offline {} {}: not cacheable: {why}", ri.verb, ri.resource);
+                return status(
+                    conn,
+                    Status::failure(
+                        400,
+                        format!("can not cache for {} {} {}: {}", component.unwrap_or(""), ri.verb, ri.resource, head.target),
+                    ),
+                )
+                .await;
+            }
+        };
+        match t.shape {
+            Shape::Object => {
+                let cache = self.cache.clone();
+                let key = t.object_key(&ri.name);
+                match smol::unblock(move || cache.get(&key)).await {
+                    Some(b) => json_response(conn, 200, &b).await,
+                    None => status(conn, not_found(ri)).await,
+                }
+            }
+            Shape::List { .. } => {
+                let Some((items, rv)) = self.list_objects(&t).await else {
+                    return status(conn, Status::failure(404, format!("{} is not cached", ri.resource))).await;
+                };
+                // An empty pod list would make kubelet stop every pod: upstream answers 404.
+                if items.is_empty() && t.component == "kubelet" && ri.resource == "pods" {
+                    return status(conn, Status::failure(404, "no pods cached for kubelet")).await;
+                }
+                match Self::list_body(ri, &items, rv) {
+                    Some(body) => json_response(conn, 200, &body).await,
+                    None => status(conn, Status::failure(404, format!("{} is not cached", ri.resource))).await,
+                }
+            }
+            Shape::Watch { watch_list } => self.watch(conn, head, ri, &t, watch_list).await,
+        }
+    }
+
+    async fn create(
+        &self,
+        conn: &mut ClientConn,
+        framing: Framing,
+        ri: &RequestInfo,
+        component: Option<&str>,
+        target: Option<Target>,
+    ) -> bool {
+        let Some(body) = read_body(conn, framing).await else {
+            let _ = status(conn, Status::failure(400, "request body unreadable or too large")).await;
+            return false;
+        };
+        if ri.resource == "serviceaccounts" && ri.subresource == "token" {
+            let mut req: Value = serde_json::from_slice(&body).unwrap_or_else(|_| json!({}));
+            let (token, expires) = fake_token(&ri.namespace, &ri.name);
+            req["kind"] = json!("TokenRequest");
+            req["apiVersion"] = json!("authentication.k8s.io/v1");
+            req["status"] = json!({"token": token, "expirationTimestamp": expires});
+            let out = serde_json::to_vec(&req).unwrap_or_default();
+            return json_response(conn, 201, &out).await;
+        }
+        if ri.resource == "events" {
+            if let (Some(t), Some(_)) = (&target, component) {
+                // Stored so that later offline patches (count bumps) find the event.
+                self.cache.put(&t.component, &t.resource, body.clone());
+            }
+        }
+        json_response(conn, 201, &body).await
+    }
+
+    async fn watch(&self, conn: &mut ClientConn, head: &RequestHead, ri: &RequestInfo, t: &Target, watch_list: bool) -> bool {
+        let mut rhead = ResponseHead::new(200);
+        rhead.headers.push("Content-Type", "application/json");
+        rhead.headers.push("Cache-Control", "no-cache, private");
+        rhead.headers.push("Transfer-Encoding", "chunked");
+        let mut out = Vec::new();
+        rhead.write_to(&mut out);
+        if watch_list {
+            let (items, rv) = self.list_objects(t).await.unwrap_or_default();
+            for item in &items {
+                let mut ev = b"{\"type\":\"ADDED\",\"object\":".to_vec();
+                ev.extend_from_slice(item);
+                ev.extend_from_slice(b"}\n");
+                chunk(&mut out, &ev);
+            }
+            let kind = items
+                .first()
+                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                .and_then(|v| v["kind"].as_str().map(str::to_string))
+                .or_else(|| kind_of(&ri.resource).map(str::to_string))
+                .unwrap_or_default();
+            let bookmark = json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version(ri),
+                "metadata": {"resourceVersion": rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}}});
+            let mut ev = serde_json::to_vec(&bookmark).unwrap_or_default();
+            ev.push(b'\n');
+            chunk(&mut out, &ev);
+        }
+        if conn.writer.write_all(&out).await.is_err() || conn.writer.flush().await.is_err() {
+            return false;
+        }
+        let query = Query::parse(head.query());
+        let hold = match query.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()) {
+            Some(s) => Duration::from_secs(s),
+            None => random_between(self.min_request_timeout, self.min_request_timeout * 2),
+        };
+        enum End {
+            Timeout,
+            CloudBack,
+            ClientGone,
+        }
+        let end = smol::future::or(
+            async {
+                async_io::Timer::after(hold).await;
+                End::Timeout
+            },
+            smol::future::or(
+                async {
+                    self.health.wait_healthy().await;
+                    End::CloudBack
+                },
+                async {
+                    conn.reader.closed().await;
+                    End::ClientGone
+                },
+            ),
+        )
+        .await;
+        if matches!(end, End::ClientGone) {
+            return false;
+        }
+        if matches!(end, End::CloudBack) {
+            log::debug!("offline watch of {} ended: the cloud is back", ri.resource);
+        }
+        conn.writer.write_all(b"0\r\n\r\n").await.is_ok() && conn.writer.flush().await.is_ok()
+    }
+}
+
+fn chunk(out: &mut Vec<u8>, data: &[u8]) {
+    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether an object matches label and field selectors (fields: any dotted path; those
+/// kube-apiserver indexes are `metadata.name`, `metadata.namespace`, `spec.nodeName`).
+pub fn selected(obj: &Value, labels: &LabelSelector, fields: &FieldSelector) -> bool {
+    let l = &obj["metadata"]["labels"];
+    labels.matches(|k| l[k].as_str())
+        && fields.matches(|path| {
+            let mut v = obj;
+            for part in path.split('.') {
+                v = &v[part];
+            }
+            v.as_str()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fake_token_is_a_verifiable_hs256_jwt() {
+        let (token, _) = fake_token("default", "app");
+        let parts: Vec<&str> = token.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"openyurt");
+        let sig = ring::hmac::sign(&key, format!("{}.{}", parts[0], parts[1]).as_bytes());
+        assert_eq!(parts[2], base64url(sig.as_ref()));
+        assert_eq!(base64url(b"hello"), "aGVsbG8");
+    }
+
+    #[test]
+    fn selectors_over_stored_objects() {
+        let pod = json!({"metadata": {"name": "p", "namespace": "a", "labels": {"app": "web"}}, "spec": {"nodeName": "n1"}});
+        let l = LabelSelector::parse("app in (web,db)").unwrap();
+        let f = FieldSelector::parse("spec.nodeName=n1,metadata.namespace=a").unwrap();
+        assert!(selected(&pod, &l, &f));
+        assert!(!selected(&pod, &l, &FieldSelector::parse("spec.nodeName=n2").unwrap()));
+    }
+}
