@@ -3,10 +3,14 @@
 use async_io::Async;
 use std::fmt;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use crate::config::Config;
-use crate::proxy::Proxy;
+use crate::cache::store::Recovery;
+use crate::cache::{Agents, Cache, StoreError};
+use crate::config::{Config, WorkingMode};
+use crate::health::{Health, Prober};
+use crate::local::Local;
+use crate::proxy::{Edge, Proxy};
 use crate::upstream::{Tls, TlsError, Upstream};
 use crate::{runtime, server};
 
@@ -22,6 +26,8 @@ pub const USER_AGENT: &str = concat!("yurthub/v", env!("CARGO_PKG_VERSION"));
 pub enum StartError {
     /// The TLS material for the cloud could not be loaded.
     Tls(TlsError),
+    /// The cache directory could not be opened.
+    Cache(StoreError),
     /// A listener could not be bound.
     Bind {
         /// The address.
@@ -35,6 +41,7 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Tls(e) => write!(f, "loading certificates: {e}"),
+            StartError::Cache(e) => write!(f, "opening the cache: {e}"),
             StartError::Bind { addr, error } => write!(f, "binding {addr}: {error}"),
         }
     }
@@ -59,7 +66,35 @@ fn bind(addr: SocketAddr) -> Result<Async<TcpListener>, StartError> {
 pub fn start(config: &Config) -> Result<Running, StartError> {
     let tls = Tls::load(&config.ca_path(), &config.client_cert_path()).map_err(StartError::Tls)?;
     let upstream = Arc::new(Upstream::new(&config.servers, config.lb_mode, tls));
-    let proxy = Arc::new(Proxy::new(upstream));
+    let edge = match config.working_mode {
+        WorkingMode::Cloud => None,
+        WorkingMode::Edge => {
+            let (cache, recovery) =
+                Cache::open(&config.disk_cache_path).map_err(StartError::Cache)?;
+            if recovery != Recovery::default() {
+                log::info!(
+                    "cache recovered: {} unfinished writes removed, {} unparsable files quarantined",
+                    recovery.removed_temp_files,
+                    recovery.quarantined
+                );
+            }
+            let health = Arc::new(Health::new(config.servers.len()));
+            let prober = Prober::new(
+                config,
+                health.clone(),
+                upstream.clone(),
+                Some(cache.clone()),
+            );
+            runtime::spawn(prober.run()).detach();
+            Some(Edge {
+                local: Local::new(cache.clone(), health.clone(), config.min_request_timeout),
+                cache,
+                health,
+                agents: Arc::new(RwLock::new(Agents::new(&config.node_name, ""))),
+            })
+        }
+    };
+    let proxy = Arc::new(Proxy::new(upstream, edge));
     let listener = bind(SocketAddr::new(
         config.bind_proxy_address,
         config.proxy_port,

@@ -112,12 +112,36 @@ const FLAGS: &[Flag] = &[
         "rr",
         "how requests spread over servers: rr or priority",
     ),
-    flag("heartbeat-interval-seconds", "10", "period of the lease-renewing health probe"),
-    flag("heartbeat-timeout-seconds", "2", "timeout of one health probe request"),
-    flag("heartbeat-failed-retry", "3", "lease updates tried per probe"),
-    flag("heartbeat-healthy-threshold", "2", "successful probes needed to turn healthy again"),
-    flag("kubelet-health-grace-period", "40s", "stop renewing when kubelet is silent this long"),
-    flag("min-request-timeout", "30m", "offline watches without timeoutSeconds last [t, 2t)"),
+    flag(
+        "heartbeat-interval-seconds",
+        "10",
+        "period of the lease-renewing health probe",
+    ),
+    flag(
+        "heartbeat-timeout-seconds",
+        "2",
+        "timeout of one health probe request",
+    ),
+    flag(
+        "heartbeat-failed-retry",
+        "3",
+        "lease updates tried per probe",
+    ),
+    flag(
+        "heartbeat-healthy-threshold",
+        "2",
+        "successful probes needed to turn healthy again",
+    ),
+    flag(
+        "kubelet-health-grace-period",
+        "40s",
+        "stop renewing when kubelet is silent this long",
+    ),
+    flag(
+        "min-request-timeout",
+        "30m",
+        "offline watches without timeoutSeconds last [t, 2t)",
+    ),
     flag("v", "0", "log verbosity: 0-1 info, 2-4 debug, 5+ trace"),
     switch("version", "false", "print the version and exit"),
     switch("help", "false", "print this help and exit"),
@@ -465,9 +489,7 @@ impl Config {
                 v.parse::<u64>("heartbeat-timeout-seconds", "a number of seconds")?
                     .max(1),
             ),
-            heartbeat_failed_retry: v
-                .parse::<u32>("heartbeat-failed-retry", "a count")?
-                .max(1),
+            heartbeat_failed_retry: v.parse::<u32>("heartbeat-failed-retry", "a count")?.max(1),
             heartbeat_healthy_threshold: v
                 .parse::<u32>("heartbeat-healthy-threshold", "a count")?
                 .max(1),

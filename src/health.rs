@@ -28,6 +28,7 @@ struct ServerState {
 /// Per-server health, shared by the prober and the router.
 pub struct Health {
     servers: Vec<ServerState>,
+    probed: AtomicBool,
     kubelet_seen: Mutex<Option<Instant>>,
     changed: event_listener::Event,
 }
@@ -44,7 +45,25 @@ impl Health {
                 .collect(),
             kubelet_seen: Mutex::new(None),
             changed: event_listener::Event::new(),
+            probed: AtomicBool::new(false),
         }
+    }
+
+    /// Waits until every server has been probed once (at start-up; immediate afterwards), so
+    /// the first requests are routed by a real answer rather than a guess.
+    pub async fn first_probe_done(&self) {
+        loop {
+            let listener = self.changed.listen();
+            if self.probed.load(Ordering::Acquire) {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    fn mark_probed(&self) {
+        self.probed.store(true, Ordering::Release);
+        self.changed.notify(usize::MAX);
     }
 
     /// Whether server `i` is believed reachable.
@@ -123,7 +142,12 @@ pub struct Prober {
 
 impl Prober {
     /// A prober for every configured server.
-    pub fn new(cfg: &Config, health: Arc<Health>, upstream: Arc<Upstream>, cache: Option<Cache>) -> Self {
+    pub fn new(
+        cfg: &Config,
+        health: Arc<Health>,
+        upstream: Arc<Upstream>,
+        cache: Option<Cache>,
+    ) -> Self {
         let n = upstream.len();
         Self {
             health,
@@ -136,6 +160,21 @@ impl Prober {
             grace: cfg.kubelet_health_grace_period,
             interval: cfg.heartbeat_interval,
             last: vec![None; n],
+        }
+    }
+
+    fn clone_for_initial(&self) -> Prober {
+        Prober {
+            health: self.health.clone(),
+            upstream: self.upstream.clone(),
+            cache: self.cache.clone(),
+            node: self.node.clone(),
+            timeout: self.timeout,
+            retries: self.retries,
+            threshold: self.threshold,
+            grace: self.grace,
+            interval: self.interval,
+            last: vec![None; self.last.len()],
         }
     }
 
@@ -226,32 +265,55 @@ impl Prober {
             Ok(lease) => {
                 if let Some(cache) = &self.cache {
                     // Served to kubelet locally: its own lease calls never leave the node.
-                    cache.put("kubelet", LEASE_RESOURCE, serde_json::to_vec(&lease).unwrap_or_default());
+                    cache.put(
+                        "kubelet",
+                        LEASE_RESOURCE,
+                        serde_json::to_vec(&lease).unwrap_or_default(),
+                    );
                 }
                 self.last[server] = Some(lease);
-                self.health.record(server, true, self.threshold, initial, &url);
+                self.health
+                    .record(server, true, self.threshold, initial, &url);
             }
             Err(e) => {
                 log::debug!("health probe of {url} failed: {e}");
-                self.health.record(server, false, self.threshold, initial, &url);
+                self.health
+                    .record(server, false, self.threshold, initial, &url);
             }
         }
     }
 
-    /// The first probe of every server, before the hub serves (success: healthy at once).
-    pub async fn initial(&mut self) {
-        for i in 0..self.last.len() {
-            self.probe_and_record(i, true).await;
-        }
-    }
-
-    /// Probes every server each interval, forever.
+    /// Probes every server once (success makes it healthy at once), then every interval,
+    /// forever.
     pub async fn run(mut self) {
+        // Servers are probed side by side, so one blackholed server does not hold up the rest.
+        let probes: Vec<_> = (0..self.last.len())
+            .map(|i| {
+                let mut p = self.clone_for_initial();
+                crate::runtime::spawn(async move {
+                    p.probe_and_record(i, true).await;
+                    p.last[i].take()
+                })
+            })
+            .collect();
+        for (i, task) in probes.into_iter().enumerate() {
+            self.last[i] = task.await;
+        }
+        self.health.mark_probed();
         loop {
             async_io::Timer::after(self.interval).await;
-            if self.health.kubelet_silent_for().is_some_and(|d| d > self.grace) {
+            if self
+                .health
+                .kubelet_silent_for()
+                .is_some_and(|d| d > self.grace)
+            {
                 for i in 0..self.last.len() {
-                    let url = self.upstream.server_urls().nth(i).map(|u| u.to_string()).unwrap_or_default();
+                    let url = self
+                        .upstream
+                        .server_urls()
+                        .nth(i)
+                        .map(|u| u.to_string())
+                        .unwrap_or_default();
                     self.health.record(i, false, self.threshold, false, &url);
                 }
                 log::debug!("kubelet silent for longer than the grace period: lease not renewed");

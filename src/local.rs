@@ -20,9 +20,18 @@ const MAX_OFFLINE_BODY: usize = 1024 * 1024;
 pub const CACHED_PATHS: &[(&str, &str)] = &[
     ("/version", "version"),
     ("/apis/discovery.k8s.io/v1", "_apis_discovery.k8s.io_v1"),
-    ("/apis/discovery.k8s.io/v1beta1", "_apis_discovery.k8s.io_v1beta1"),
-    ("/apis/raven.openyurt.io/v1alpha1", "_apis_raven.openyurt.io_v1alpha1"),
-    ("/apis/raven.openyurt.io/v1beta1", "_apis_raven.openyurt.io_v1beta1"),
+    (
+        "/apis/discovery.k8s.io/v1beta1",
+        "_apis_discovery.k8s.io_v1beta1",
+    ),
+    (
+        "/apis/raven.openyurt.io/v1alpha1",
+        "_apis_raven.openyurt.io_v1alpha1",
+    ),
+    (
+        "/apis/raven.openyurt.io/v1beta1",
+        "_apis_raven.openyurt.io_v1beta1",
+    ),
 ];
 
 /// The cache file of a cached non-resource path.
@@ -77,7 +86,9 @@ fn base64url(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(data.len() * 4 / 3 + 4);
     for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..=c.len() {
             out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
         }
@@ -161,7 +172,11 @@ async fn read_body(conn: &mut ClientConn, framing: Framing) -> Option<Vec<u8>> {
 
 impl Local {
     /// Offline answers from `cache`; held watches end when `health` sees the cloud again.
-    pub fn new(cache: Cache, health: std::sync::Arc<Health>, min_request_timeout: Duration) -> Self {
+    pub fn new(
+        cache: Cache,
+        health: std::sync::Arc<Health>,
+        min_request_timeout: Duration,
+    ) -> Self {
         Self {
             cache,
             health,
@@ -179,7 +194,8 @@ impl Local {
             let mut items = Vec::new();
             let mut rv = 0u64;
             let mut push = |bytes: Vec<u8>| {
-                if let Some(o) = crate::cache::Object::parse(&String::from_utf8_lossy(&bytes), None) {
+                if let Some(o) = crate::cache::Object::parse(&String::from_utf8_lossy(&bytes), None)
+                {
                     rv = rv.max(o.rv);
                 }
                 items.push(bytes);
@@ -203,7 +219,9 @@ impl Local {
             let ns = (!t.view.namespace.is_empty()).then_some(t.view.namespace.as_str());
             let all = cache.store().list(&t.component, &t.resource, ns).ok()?;
             for (_, bytes) in all {
-                let Ok(v) = serde_json::from_slice::<Value>(&bytes) else { continue };
+                let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+                    continue;
+                };
                 if selected(&v, &labels, &fields) {
                     push(bytes);
                 }
@@ -214,7 +232,10 @@ impl Local {
     }
 
     fn list_body(ri: &RequestInfo, items: &[Vec<u8>], rv: u64) -> Option<Vec<u8>> {
-        let kind = match items.first().and_then(|b| serde_json::from_slice::<Value>(b).ok()) {
+        let kind = match items
+            .first()
+            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+        {
             Some(v) => v["kind"].as_str().map(str::to_string)?,
             None => kind_of(&ri.resource)?.to_string(),
         };
@@ -251,13 +272,25 @@ impl Local {
                     let name = file.to_string();
                     return match smol::unblock(move || cache.get_raw(&name)).await {
                         Some(b) => json_response(conn, 200, &b).await,
-                        None => status(conn, Status::failure(404, format!("{} is not cached", ri.path))).await,
+                        None => {
+                            status(
+                                conn,
+                                Status::failure(404, format!("{} is not cached", ri.path)),
+                            )
+                            .await
+                        }
                     };
                 }
             }
             return status(
                 conn,
-                Status::failure(400, format!("local proxy does not support request({}), path: {}", ri.verb, ri.path)),
+                Status::failure(
+                    400,
+                    format!(
+                        "local proxy does not support request({}), path: {}",
+                        ri.verb, ri.path
+                    ),
+                ),
             )
             .await;
         }
@@ -265,11 +298,12 @@ impl Local {
             "delete" | "deletecollection" => {
                 return status(
                     conn,
-                    Status::failure(403, "delete request is not supported in local cache").with_details(StatusDetails {
-                        name: ri.name.clone(),
-                        group: ri.api_group.clone(),
-                        kind: ri.resource.clone(),
-                    }),
+                    Status::failure(403, "delete request is not supported in local cache")
+                        .with_details(StatusDetails {
+                            name: ri.name.clone(),
+                            group: ri.api_group.clone(),
+                            kind: ri.resource.clone(),
+                        }),
                 )
                 .await
             }
@@ -284,7 +318,13 @@ impl Local {
                     conn,
                     Status::failure(
                         400,
-                        format!("can not cache for {} {} {}: {}", component.unwrap_or(""), ri.verb, ri.resource, head.target),
+                        format!(
+                            "can not cache for {} {} {}: {}",
+                            component.unwrap_or(""),
+                            ri.verb,
+                            ri.resource,
+                            head.target
+                        ),
                     ),
                 )
                 .await;
@@ -301,7 +341,11 @@ impl Local {
             }
             Shape::List { .. } => {
                 let Some((items, rv)) = self.list_objects(&t).await else {
-                    return status(conn, Status::failure(404, format!("{} is not cached", ri.resource))).await;
+                    return status(
+                        conn,
+                        Status::failure(404, format!("{} is not cached", ri.resource)),
+                    )
+                    .await;
                 };
                 // An empty pod list would make kubelet stop every pod: upstream answers 404.
                 if items.is_empty() && t.component == "kubelet" && ri.resource == "pods" {
@@ -309,7 +353,13 @@ impl Local {
                 }
                 match Self::list_body(ri, &items, rv) {
                     Some(body) => json_response(conn, 200, &body).await,
-                    None => status(conn, Status::failure(404, format!("{} is not cached", ri.resource))).await,
+                    None => {
+                        status(
+                            conn,
+                            Status::failure(404, format!("{} is not cached", ri.resource)),
+                        )
+                        .await
+                    }
                 }
             }
             Shape::Watch { watch_list } => self.watch(conn, head, ri, &t, watch_list).await,
@@ -325,7 +375,11 @@ impl Local {
         target: Option<Target>,
     ) -> bool {
         let Some(body) = read_body(conn, framing).await else {
-            let _ = status(conn, Status::failure(400, "request body unreadable or too large")).await;
+            let _ = status(
+                conn,
+                Status::failure(400, "request body unreadable or too large"),
+            )
+            .await;
             return false;
         };
         if ri.resource == "serviceaccounts" && ri.subresource == "token" {
@@ -346,7 +400,14 @@ impl Local {
         json_response(conn, 201, &body).await
     }
 
-    async fn watch(&self, conn: &mut ClientConn, head: &RequestHead, ri: &RequestInfo, t: &Target, watch_list: bool) -> bool {
+    async fn watch(
+        &self,
+        conn: &mut ClientConn,
+        head: &RequestHead,
+        ri: &RequestInfo,
+        t: &Target,
+        watch_list: bool,
+    ) -> bool {
         let mut rhead = ResponseHead::new(200);
         rhead.headers.push("Content-Type", "application/json");
         rhead.headers.push("Cache-Control", "no-cache, private");
@@ -377,7 +438,10 @@ impl Local {
             return false;
         }
         let query = Query::parse(head.query());
-        let hold = match query.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()) {
+        let hold = match query
+            .get("timeoutSeconds")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             Some(s) => Duration::from_secs(s),
             None => random_between(self.min_request_timeout, self.min_request_timeout * 2),
         };
@@ -454,6 +518,10 @@ mod tests {
         let l = LabelSelector::parse("app in (web,db)").unwrap();
         let f = FieldSelector::parse("spec.nodeName=n1,metadata.namespace=a").unwrap();
         assert!(selected(&pod, &l, &f));
-        assert!(!selected(&pod, &l, &FieldSelector::parse("spec.nodeName=n2").unwrap()));
+        assert!(!selected(
+            &pod,
+            &l,
+            &FieldSelector::parse("spec.nodeName=n2").unwrap()
+        ));
     }
 }

@@ -5,15 +5,22 @@
 //! flushed at once) while the client's side is watched: a client that goes away closes the
 //! upstream request.
 
+mod tee;
 mod tunnel;
 
+pub use tee::Tee;
+
 use smol::io::AsyncWriteExt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use crate::cache::{self, Agents, Cache, Shape, Target};
+use crate::health::Health;
 use crate::http::gzip::GzipDecoder;
+use crate::http::url::Query;
 use crate::http::{BodyReader, BodyWriter, Framing, Headers, RequestHead, ResponseHead};
 use crate::kube::{self, RequestInfo, Status};
+use crate::local::{self, Local};
 use crate::server::{respond_status, ClientConn};
 use crate::upstream::{self, Body, Identity, Negotiated, Response, Upstream, UpstreamError};
 
@@ -108,9 +115,22 @@ impl RequestContext {
     }
 }
 
-/// Routes requests to the cloud.
+/// What an edge-mode hub adds to the plain proxy: the cache, cloud health, offline answers.
+pub struct Edge {
+    /// The cache the responses are teed into.
+    pub cache: Cache,
+    /// Cloud health per server.
+    pub health: Arc<Health>,
+    /// Offline answers.
+    pub local: Local,
+    /// Who is cached (live from yurt-hub-cfg).
+    pub agents: Arc<RwLock<Agents>>,
+}
+
+/// Routes requests to the cloud, or to the cache when the cloud is unreachable.
 pub struct Proxy {
     upstream: Arc<Upstream>,
+    edge: Option<Edge>,
 }
 
 enum Outcome {
@@ -119,9 +139,22 @@ enum Outcome {
 }
 
 impl Proxy {
-    /// A proxy sending everything to `upstream`.
-    pub fn new(upstream: Arc<Upstream>) -> Self {
-        Self { upstream }
+    /// A proxy sending everything to `upstream`; with `edge`, also caching and answering
+    /// offline.
+    pub fn new(upstream: Arc<Upstream>, edge: Option<Edge>) -> Self {
+        Self { upstream, edge }
+    }
+
+    /// The servers to try, in balancing order: only healthy ones in edge mode.
+    fn servers(&self) -> Vec<usize> {
+        let order = self.upstream.order();
+        match &self.edge {
+            Some(e) => order
+                .into_iter()
+                .filter(|&i| e.health.is_healthy(i))
+                .collect(),
+            None => order,
+        }
     }
 
     /// Answers one request completely. Returns whether the connection may carry another.
@@ -158,6 +191,17 @@ impl Proxy {
             None => peer_ip,
         };
         head.headers.set("X-Forwarded-For", xff);
+        let query = Query::parse(head.query());
+        let target = self.edge.as_ref().map(|e| {
+            let agents = e.agents.read().unwrap_or_else(|p| p.into_inner());
+            cache::target(
+                &ctx.info,
+                ctx.component.as_deref(),
+                &agents,
+                &query,
+                head.headers.get_str("accept"),
+            )
+        });
 
         if head.is_upgrade() {
             strip_hop_by_hop(&mut head.headers, true);
@@ -173,6 +217,31 @@ impl Proxy {
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await;
             let _ = conn.writer.flush().await;
+        }
+        if let (Some(edge), Some(target)) = (&self.edge, &target) {
+            edge.health.first_probe_done().await;
+            // kubelet's own lease calls never leave the node: the hub renews the real lease
+            // (reference §2.4, §5).
+            let kubelet_lease =
+                ctx.component.as_deref() == Some("kubelet") && ctx.info.resource == "leases";
+            if kubelet_lease {
+                edge.health.kubelet_lease_seen();
+            }
+            if kubelet_lease || !edge.health.any_healthy() {
+                let keep = edge
+                    .local
+                    .serve(
+                        conn,
+                        &head,
+                        framing,
+                        &ctx.info,
+                        ctx.component.as_deref(),
+                        target.clone(),
+                    )
+                    .await;
+                ctx.log(0, "answered locally");
+                return keep && client_keep_alive;
+            }
         }
         head.headers.remove("expect");
         strip_hop_by_hop(&mut head.headers, false);
@@ -222,11 +291,24 @@ impl Proxy {
             }
         };
         let method = head.method.clone();
-        match self.upstream.send(&head, body, id).await {
+        match self
+            .upstream
+            .send_via(self.servers(), &head, body, id)
+            .await
+        {
             Ok(resp) => {
+                let tee = self.tee_for(&resp, &ctx, &method, target.as_ref());
                 let ok = matches!(
-                    self.relay(conn, resp, &method, &ctx, client_keep_alive, client_http10)
-                        .await,
+                    self.relay(
+                        conn,
+                        resp,
+                        &method,
+                        &ctx,
+                        tee,
+                        client_keep_alive,
+                        client_http10
+                    )
+                    .await,
                     Outcome::KeepAlive
                 );
                 ok && client_keep_alive
@@ -237,6 +319,24 @@ impl Proxy {
             }
             Err(e) => {
                 log::warn!("{e}");
+                if let (Some(edge), Some(Ok(t))) = (&self.edge, &target) {
+                    // A cacheable read still gets an answer when the transport fails.
+                    if matches!(ctx.info.verb.as_str(), "get" | "list") {
+                        ctx.log(0, "transport error: answered locally");
+                        return edge
+                            .local
+                            .serve(
+                                conn,
+                                &head,
+                                Framing::Empty,
+                                &ctx.info,
+                                ctx.component.as_deref(),
+                                Ok(t.clone()),
+                            )
+                            .await
+                            && client_keep_alive;
+                    }
+                }
                 ctx.log(502, "no upstream");
                 let s = Status::failure(502, e.to_string());
                 respond_status(&mut conn.writer, &s, !client_keep_alive)
@@ -247,13 +347,44 @@ impl Proxy {
         }
     }
 
+    /// The cache's copy of a successful response, when there is to be one.
+    fn tee_for(
+        &self,
+        resp: &Response,
+        ctx: &RequestContext,
+        method: &str,
+        target: Option<&Result<Target, &'static str>>,
+    ) -> Option<Tee> {
+        let edge = self.edge.as_ref()?;
+        if !(200..300).contains(&resp.head.status) {
+            return None;
+        }
+        let gzip = resp
+            .head
+            .headers
+            .get_str("content-encoding")
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case("gzip"));
+        if !ctx.info.is_resource_request {
+            let file = local::cached_path_file(&ctx.info.path)?;
+            return (method == "GET" && resp.head.status == 200)
+                .then(|| Tee::raw(&edge.cache, file, gzip));
+        }
+        let t = target?.as_ref().ok()?.clone();
+        Some(match t.shape {
+            Shape::Watch { .. } => Tee::watch(&edge.cache, t, gzip),
+            _ => Tee::body(&edge.cache, t, gzip),
+        })
+    }
+
     /// Streams an upstream response to the client.
+    #[allow(clippy::too_many_arguments)]
     async fn relay(
         &self,
         conn: &mut ClientConn,
         mut resp: Response,
         method: &str,
         ctx: &RequestContext,
+        mut tee: Option<Tee>,
         client_keep_alive: bool,
         client_http10: bool,
     ) -> Outcome {
@@ -344,7 +475,13 @@ impl Proxy {
                 }
                 Some(Ok(n)) => n,
             };
+            if let Some(t) = &mut tee {
+                t.feed(&piece);
+            }
             if n == 0 {
+                if let Some(t) = tee.take() {
+                    t.finish();
+                }
                 if let Some(gz) = &gunzip {
                     if let Err(e) = gz.finish() {
                         log::warn!("upstream gzip body: {e}");

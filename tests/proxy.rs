@@ -44,7 +44,7 @@ fn get_and_list_reach_the_apiserver_with_the_node_identity() {
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["reason"], "NotFound");
 
-    let seen = c.api.requests();
+    let seen = c.api.client_requests();
     assert!(seen
         .iter()
         .all(|r| r.user.as_deref() == Some("system:node:node-1")));
@@ -131,7 +131,7 @@ fn bearer_tokens_pass_through_without_the_node_certificate() {
     );
     assert_eq!(r.status, 200);
 
-    let seen = c.api.requests();
+    let seen = c.api.client_requests();
     assert_eq!(
         seen[0].user.as_deref(),
         Some("system:serviceaccount:default:app")
@@ -167,7 +167,7 @@ fn requests_fail_over_to_the_next_apiserver_and_spread_round_robin() {
         );
     }
     assert!(
-        !c.api.requests().is_empty() && !second.requests().is_empty(),
+        !c.api.client_requests().is_empty() && !second.client_requests().is_empty(),
         "rr uses both servers"
     );
 
@@ -182,7 +182,7 @@ fn requests_fail_over_to_the_next_apiserver_and_spread_round_robin() {
         );
         assert_eq!(r.status, 200, "{}", r.text());
     }
-    assert_eq!(second.requests().len(), 6);
+    assert_eq!(second.client_requests().len(), 6);
 }
 
 #[test]
@@ -198,14 +198,24 @@ fn priority_mode_prefers_the_first_server() {
             200
         );
     }
-    assert_eq!((c.api.requests().len(), second.requests().len()), (4, 0));
+    assert_eq!(
+        (
+            c.api.client_requests().len(),
+            second.client_requests().len()
+        ),
+        (4, 0)
+    );
 }
 
+/// In cloud mode the hub is a plain proxy: with every server down there is nothing to answer
+/// from, and the client gets a 502 Status (edge mode answers from the cache, see offline.rs).
 #[test]
 fn bad_gateway_with_a_status_when_no_server_answers() {
     let c = Cluster::new();
     let second = ApiServer::start(&c.pki);
-    let hub = testapi::Hub::start(BIN, &c.hub_args(&[&c.api, &second]));
+    let mut args = c.hub_args(&[&c.api, &second]);
+    args.push("--working-mode=cloud".into());
+    let hub = testapi::Hub::start(BIN, &args);
     c.api.set_fault(Fault::Refuse);
     second.set_fault(Fault::Refuse);
     std::thread::sleep(Duration::from_millis(100));
@@ -288,7 +298,7 @@ fn negotiation_asks_for_json_and_gzip_and_unpacks_for_clients_without_gzip() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-encoding"), None);
     assert_eq!(r.json()["items"].as_array().unwrap().len(), 60);
-    let up = c.api.requests().pop().unwrap();
+    let up = c.api.client_requests().pop().unwrap();
     assert_eq!(up.header("accept"), Some("application/json"));
     assert_eq!(up.header("accept-encoding"), Some("gzip"));
 
@@ -319,7 +329,7 @@ fn negotiation_asks_for_json_and_gzip_and_unpacks_for_clients_without_gzip() {
     )
     .unwrap();
     assert_eq!(r.text(), "hello\n");
-    let up = c.api.requests().pop().unwrap();
+    let up = c.api.client_requests().pop().unwrap();
     assert_eq!(up.header("accept"), Some("*/*"));
     assert_eq!(up.header("accept-encoding"), None);
 }

@@ -50,6 +50,9 @@ mod tests {
     fn known_instants() {
         assert_eq!(super::format(0, None), "1970-01-01T00:00:00Z");
         assert_eq!(super::format(1_867_219_034, None), "2029-03-03T07:57:14Z");
-        assert_eq!(super::format(951_782_400, Some(5)), "2000-02-29T00:00:00.000005Z");
+        assert_eq!(
+            super::format(951_782_400, Some(5)),
+            "2000-02-29T00:00:00.000005Z"
+        );
     }
 }

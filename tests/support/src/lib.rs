@@ -268,6 +268,18 @@ impl ApiServer {
         self.shared.recorded.lock().unwrap().clone()
     }
 
+    /// The requests received so far, without the hub's own (health probes and the like,
+    /// whose User-Agent starts with `yurthub`).
+    pub fn client_requests(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| {
+                !r.header("user-agent")
+                    .is_some_and(|ua| ua.starts_with("yurthub"))
+            })
+            .collect()
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         self.shared.recorded.lock().unwrap().clear();

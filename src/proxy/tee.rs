@@ -1,0 +1,127 @@
+//! The copy of a response body that goes to the cache: decompressed on its own (the client
+//! may keep the gzip bytes), collected for bodies, split into lines for watches. It never
+//! blocks the client stream: the cache queue drops on overflow.
+
+use crate::cache::{Cache, Target};
+use crate::http::gzip::GzipDecoder;
+
+/// The largest list or object body the cache takes; larger ones are streamed through only.
+const MAX_TEE_BYTES: usize = 64 * 1024 * 1024;
+/// The largest single watch event kept.
+const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+enum Kind {
+    Body(Target),
+    Watch(Target, u64),
+    Raw(String),
+}
+
+/// One response's copy for the cache.
+pub struct Tee {
+    cache: Cache,
+    kind: Kind,
+    gunzip: Option<GzipDecoder>,
+    buf: Vec<u8>,
+    plain: Vec<u8>,
+    broken: bool,
+}
+
+impl Tee {
+    fn new(cache: &Cache, kind: Kind, gzip: bool) -> Self {
+        Self {
+            cache: cache.clone(),
+            kind,
+            gunzip: gzip.then(GzipDecoder::new),
+            buf: Vec::new(),
+            plain: Vec::new(),
+            broken: false,
+        }
+    }
+
+    /// A tee for a whole-body response (get, create, update, patch, list).
+    pub fn body(cache: &Cache, target: Target, gzip: bool) -> Self {
+        Self::new(cache, Kind::Body(target), gzip)
+    }
+
+    /// A tee for a watch stream.
+    pub fn watch(cache: &Cache, target: Target, gzip: bool) -> Self {
+        let stream = cache.new_stream();
+        Self::new(cache, Kind::Watch(target, stream), gzip)
+    }
+
+    /// A tee for a cached non-resource path, stored under `file`.
+    pub fn raw(cache: &Cache, file: &str, gzip: bool) -> Self {
+        Self::new(cache, Kind::Raw(file.to_string()), gzip)
+    }
+
+    /// Takes the next piece of the body as it came from the apiserver.
+    pub fn feed(&mut self, raw: &[u8]) {
+        if self.broken {
+            return;
+        }
+        let data: &[u8] = match &mut self.gunzip {
+            None => raw,
+            Some(gz) => {
+                self.plain.clear();
+                let mut pos = 0;
+                while pos < raw.len() {
+                    match gz.decode(&raw[pos..], &mut self.plain, usize::MAX) {
+                        Ok(used) if used > 0 => pos += used,
+                        Ok(_) => break,
+                        Err(e) => {
+                            log::warn!("cache copy of a gzip body: {e}; not cached");
+                            self.broken = true;
+                            return;
+                        }
+                    }
+                }
+                &self.plain
+            }
+        };
+        self.buf.extend_from_slice(data);
+        match &self.kind {
+            Kind::Body(_) | Kind::Raw(_) => {
+                if self.buf.len() > MAX_TEE_BYTES {
+                    log::info!("response larger than {MAX_TEE_BYTES} bytes: streamed, not cached");
+                    self.broken = true;
+                    self.buf = Vec::new();
+                }
+            }
+            Kind::Watch(target, stream) => {
+                let mut start = 0;
+                while let Some(p) = self.buf[start..].iter().position(|&b| b == b'\n') {
+                    let line = &self.buf[start..start + p];
+                    if !line.trim_ascii().is_empty() {
+                        self.cache.watch_event(target, *stream, line.to_vec());
+                    }
+                    start += p + 1;
+                }
+                self.buf.drain(..start);
+                if self.buf.len() > MAX_EVENT_BYTES {
+                    log::info!("watch event larger than {MAX_EVENT_BYTES} bytes: not cached");
+                    self.broken = true;
+                }
+            }
+        }
+    }
+
+    /// The body ended completely: hand it to the cache.
+    pub fn finish(mut self) {
+        if self.broken || self.gunzip.as_ref().is_some_and(|g| g.finish().is_err()) {
+            return;
+        }
+        match &self.kind {
+            Kind::Body(t) => self.cache.response(t, std::mem::take(&mut self.buf)),
+            Kind::Raw(name) => self.cache.put_raw(name, std::mem::take(&mut self.buf)),
+            Kind::Watch(..) => {}
+        }
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        if let Kind::Watch(_, stream) = self.kind {
+            self.cache.end_watch(stream);
+        }
+    }
+}
