@@ -1,0 +1,421 @@
+//! Edge autonomy end to end: online reads fill the cache at the documented paths; with the
+//! cloud refused or blackholed, the same reads are answered from the cache with upstream
+//! YurtHub's status codes; held watches end when the cloud returns; a fresh process serves
+//! from the cache with the cloud down.
+
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use testapi::client::{self, get, request};
+use testapi::{pod, Cluster, Fault, Hub, NODE};
+
+const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
+const KUBELET: &str = "kubelet/v1.32.0 (linux/arm64) kubernetes/70d3cc9";
+const FAST: &[&str] = &[
+    "--heartbeat-interval-seconds=1",
+    "--heartbeat-timeout-seconds=1",
+    "--heartbeat-healthy-threshold=2",
+];
+
+fn names(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn seed(c: &Cluster) {
+    c.api.create(
+        "/api/v1/nodes",
+        json!({"metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}}}),
+    );
+    for (name, app) in [("web-1", "web"), ("web-2", "web"), ("db-1", "db")] {
+        let mut p = pod(name, NODE);
+        p["metadata"]["labels"] = json!({"app": app});
+        c.api.create("/api/v1/namespaces/default/pods", p);
+    }
+    let mut unscheduled = pod("pending", "");
+    unscheduled["spec"]["nodeName"] = json!("");
+    c.api.create("/api/v1/namespaces/default/pods", unscheduled);
+    c.api.create(
+        "/api/v1/namespaces/default/configmaps",
+        json!({"metadata": {"name": "settings"}, "data": {"a": "1"}}),
+    );
+}
+
+/// The reads a kubelet makes, through the hub; returns them for comparison.
+fn kubelet_reads(addr: std::net::SocketAddr) -> Vec<(u16, Value)> {
+    [
+        "/api/v1/namespaces/default/pods/web-1",
+        "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb",
+        "/api/v1/namespaces/default/pods?labelSelector=app%3Ddb",
+        "/api/v1/nodes/node-1",
+        "/api/v1/namespaces/default/configmaps?fieldSelector=metadata.name%3Dsettings",
+    ]
+    .iter()
+    .map(|p| {
+        let r = get(addr, p, KUBELET);
+        (r.status, r.json())
+    })
+    .collect()
+}
+
+fn comparable(reads: &[(u16, Value)]) -> Vec<(u16, Vec<String>)> {
+    reads
+        .iter()
+        .map(|(s, v)| match v["items"].as_array() {
+            Some(_) => (*s, names(v)),
+            None => (
+                *s,
+                vec![v["metadata"]["name"].as_str().unwrap_or("").to_string()],
+            ),
+        })
+        .collect()
+}
+
+/// Waits until the reads of [`kubelet_reads`] are on disk (the writer applies jobs in order,
+/// so the last one's view file means all are there).
+fn wait_cached(c: &Cluster) {
+    let root = c.cache.path().to_path_buf();
+    wait_until(
+        "the online reads to be cached",
+        Duration::from_secs(10),
+        || {
+            root.join("kubelet/configmaps.v1.core/default/settings")
+                .is_file()
+                && std::fs::read_dir(root.join("_internal/views/kubelet/configmaps.v1.core"))
+                    .is_ok_and(|d| d.count() == 1)
+                && std::fs::read_dir(root.join("_internal/views/kubelet/pods.v1.core"))
+                    .is_ok_and(|d| d.count() == 2)
+        },
+    );
+}
+
+fn go_offline(c: &Cluster, hub: &Hub) {
+    c.api.set_fault(Fault::Refuse);
+    hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
+}
+
+#[test]
+fn online_reads_fill_the_cache_at_the_documented_paths() {
+    let c = Cluster::new();
+    seed(&c);
+    let hub = c.start_hub(BIN, FAST);
+    let reads = kubelet_reads(hub.proxy_addr);
+    assert!(reads.iter().all(|(s, _)| *s == 200), "{reads:?}");
+    let root = c.cache.path();
+    wait_until("cache files", Duration::from_secs(10), || {
+        root.join("kubelet/pods.v1.core/default/web-1").is_file()
+            && root.join("kubelet/nodes.v1.core/node-1").is_file()
+            && root
+                .join("kubelet/configmaps.v1.core/default/settings")
+                .is_file()
+            && root.join("kubelet/pods.v1.core/default/db-1").is_file()
+    });
+    let stored: Value = serde_json::from_slice(
+        &std::fs::read(root.join("kubelet/pods.v1.core/default/web-1")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (stored["kind"].as_str(), stored["apiVersion"].as_str()),
+        (Some("Pod"), Some("v1"))
+    );
+    assert_eq!(stored["spec"]["nodeName"], NODE);
+    // The hub renews the node lease itself and keeps it as kubelet's.
+    wait_until("the renewed lease", Duration::from_secs(10), || {
+        root.join("kubelet/leases.v1.coordination.k8s.io/kube-node-lease/node-1")
+            .is_file()
+    });
+    assert!(c
+        .api
+        .get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/node-1")
+        .is_some());
+    // Not cached: other components, pods without a node. The writer applies jobs in order,
+    // so once the marker object is on disk, everything before it has been decided.
+    get(
+        hub.proxy_addr,
+        "/api/v1/namespaces/default/pods",
+        "curl/8.0",
+    );
+    get(hub.proxy_addr, "/api/v1/namespaces/default/pods", KUBELET);
+    c.api.create(
+        "/api/v1/namespaces/default/configmaps",
+        json!({"metadata": {"name": "marker"}}),
+    );
+    get(
+        hub.proxy_addr,
+        "/api/v1/namespaces/default/configmaps/marker",
+        KUBELET,
+    );
+    wait_until("the marker", Duration::from_secs(10), || {
+        root.join("kubelet/configmaps.v1.core/default/marker")
+            .is_file()
+    });
+    assert!(!root.join("curl").exists());
+    assert!(!root.join("kubelet/pods.v1.core/default/pending").exists());
+    let files = std::fs::read_dir(root.join("kubelet/pods.v1.core/default"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 3);
+}
+
+#[test]
+fn a_refused_cloud_gets_the_same_answers_from_the_cache() {
+    let c = Cluster::new();
+    seed(&c);
+    let hub = c.start_hub(BIN, FAST);
+    let online = kubelet_reads(hub.proxy_addr);
+    wait_cached(&c);
+    go_offline(&c, &hub);
+    let offline = kubelet_reads(hub.proxy_addr);
+    assert_eq!(comparable(&offline), comparable(&online));
+    let list = &offline[1].1;
+    assert_eq!(list["kind"], "PodList");
+    let max_rv = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            i["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .max()
+        .unwrap();
+    assert_eq!(list["metadata"]["resourceVersion"], max_rv.to_string());
+
+    let a = hub.proxy_addr;
+    let missing = get(a, "/api/v1/namespaces/default/pods/nope", KUBELET);
+    assert_eq!(
+        (missing.status, missing.json()["reason"].as_str()),
+        (404, Some("NotFound"))
+    );
+    let del = request(
+        a,
+        "DELETE",
+        "/api/v1/namespaces/default/pods/web-1",
+        &[("User-Agent", KUBELET)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(del.status, 403);
+    assert_eq!(
+        del.json()["message"],
+        "delete request is not supported in local cache"
+    );
+    let body = br#"{"metadata":{"name":"ev1","namespace":"default"},"reason":"Started"}"#;
+    let created = request(
+        a,
+        "POST",
+        "/api/v1/namespaces/default/events",
+        &[
+            ("User-Agent", KUBELET),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    )
+    .unwrap();
+    assert_eq!((created.status, created.body.as_slice()), (201, &body[..]));
+    let patched = request(
+        a,
+        "PATCH",
+        "/api/v1/namespaces/default/pods/web-1/status",
+        &[
+            ("User-Agent", KUBELET),
+            ("Content-Type", "application/merge-patch+json"),
+        ],
+        b"{}",
+    )
+    .unwrap();
+    assert_eq!(patched.status, 200);
+    assert_eq!(patched.json()["metadata"]["name"], "web-1");
+    let uncacheable = get(a, "/api/v1/namespaces/default/pods", "curl/8.0");
+    assert_eq!(uncacheable.status, 400);
+    assert!(uncacheable.json()["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("can not cache for curl"));
+    let token = request(
+        a,
+        "POST",
+        "/api/v1/namespaces/default/serviceaccounts/default/token",
+        &[("User-Agent", KUBELET)],
+        br#"{"spec":{"audiences":["api"]}}"#,
+    )
+    .unwrap();
+    assert_eq!(token.status, 201);
+    assert_eq!(
+        token.json()["status"]["token"]
+            .as_str()
+            .unwrap()
+            .split('.')
+            .count(),
+        3
+    );
+    // kubelet's own lease is always answered here, from the copy the hub renewed.
+    let lease = get(
+        a,
+        "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/node-1",
+        KUBELET,
+    );
+    assert_eq!(lease.status, 200);
+    assert_eq!(lease.json()["spec"]["holderIdentity"], NODE);
+    // An empty pod list for kubelet is a 404, so that it does not stop every pod.
+    let none = get(a, "/api/v1/namespaces/empty/pods", KUBELET);
+    assert_eq!(none.status, 404);
+    // A selector never seen online is evaluated over the cached objects.
+    let fresh = get(
+        a,
+        "/api/v1/namespaces/default/pods?labelSelector=app%20in%20(web,db)",
+        KUBELET,
+    );
+    assert_eq!(names(&fresh.json()), vec!["db-1", "web-1", "web-2"]);
+}
+
+#[test]
+fn two_label_selectors_keep_their_own_answers_offline() {
+    let c = Cluster::new();
+    seed(&c);
+    let hub = c.start_hub(BIN, FAST);
+    let web = "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb";
+    let db = "/api/v1/namespaces/default/pods?labelSelector=app%3Ddb";
+    assert_eq!(
+        names(&get(hub.proxy_addr, web, KUBELET).json()),
+        vec!["web-1", "web-2"]
+    );
+    assert_eq!(
+        names(&get(hub.proxy_addr, db, KUBELET).json()),
+        vec!["db-1"]
+    );
+    let views = c.cache.path().join("_internal/views/kubelet/pods.v1.core");
+    wait_until("both views", Duration::from_secs(10), || {
+        std::fs::read_dir(&views).is_ok_and(|d| d.count() == 2)
+    });
+    go_offline(&c, &hub);
+    assert_eq!(
+        names(&get(hub.proxy_addr, web, KUBELET).json()),
+        vec!["web-1", "web-2"]
+    );
+    assert_eq!(
+        names(&get(hub.proxy_addr, db, KUBELET).json()),
+        vec!["db-1"]
+    );
+}
+
+#[test]
+fn a_blackholed_cloud_is_detected_within_three_heartbeats_and_held_watches_end_when_it_returns() {
+    let c = Cluster::new();
+    seed(&c);
+    let hub = c.start_hub(BIN, FAST);
+    let _ = kubelet_reads(hub.proxy_addr);
+    wait_cached(&c);
+    c.api.set_fault(Fault::Blackhole);
+    c.api.reset_connections();
+    let t = Instant::now();
+    hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
+    let detected = t.elapsed();
+    assert!(
+        detected <= Duration::from_secs(3),
+        "blackhole detected after {detected:?} (heartbeat 1 s)"
+    );
+
+    // Offline: a watch is held open with no events.
+    let mut w = client::open(
+        hub.proxy_addr,
+        "GET",
+        "/api/v1/namespaces/default/pods?watch=true&resourceVersion=0",
+        &[("User-Agent", KUBELET)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(w.status, 200);
+    // The cloud comes back: two good probes later the held watch ends cleanly.
+    c.api.set_fault(Fault::None);
+    w.set_timeout(Duration::from_secs(20));
+    let rest = w.read_to_end().unwrap();
+    assert!(rest.is_empty(), "no events from an offline watch");
+    // And requests go to the cloud again.
+    c.api
+        .create("/api/v1/namespaces/default/pods", pod("after-outage", NODE));
+    wait_until("the cloud answering again", Duration::from_secs(10), || {
+        get(
+            hub.proxy_addr,
+            "/api/v1/namespaces/default/pods/after-outage",
+            KUBELET,
+        )
+        .status
+            == 200
+    });
+}
+
+#[test]
+fn a_fresh_process_with_the_cloud_down_serves_from_the_cache() {
+    let c = Cluster::new();
+    seed(&c);
+    let online = {
+        let hub = c.start_hub(BIN, FAST);
+        let r = kubelet_reads(hub.proxy_addr);
+        wait_cached(&c);
+        r
+    };
+    c.api.set_fault(Fault::Refuse);
+    let hub = c.start_hub(BIN, FAST);
+    let offline = kubelet_reads(hub.proxy_addr);
+    assert_eq!(comparable(&offline), comparable(&online));
+    assert!(Path::new(&c.cache.path().join("kubelet")).is_dir());
+}
+
+#[test]
+fn a_watch_list_is_replayed_from_the_cache_offline() {
+    let c = Cluster::new();
+    seed(&c);
+    let hub = c.start_hub(BIN, FAST);
+    let _ = kubelet_reads(hub.proxy_addr);
+    wait_cached(&c);
+    go_offline(&c, &hub);
+    let mut w = client::open(
+        hub.proxy_addr,
+        "GET",
+        "/api/v1/namespaces/default/pods?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&labelSelector=app%3Dweb&timeoutSeconds=2",
+        &[("User-Agent", KUBELET)],
+        b"",
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    while let Some(line) = w.next_line().unwrap() {
+        let ev: Value = serde_json::from_str(&line).unwrap();
+        seen.push((
+            ev["type"].as_str().unwrap().to_string(),
+            ev["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        ));
+        if ev["type"] == "BOOKMARK" {
+            assert_eq!(
+                ev["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+                "true"
+            );
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("ADDED".into(), "web-1".into()),
+            ("ADDED".into(), "web-2".into()),
+            ("BOOKMARK".into(), String::new())
+        ]
+    );
+}
