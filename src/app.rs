@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::cache::store::Recovery;
 use crate::cache::{Agents, Cache, StoreError};
-use crate::config::{Config, WorkingMode};
+use crate::config::{Config, LiveConfig, WorkingMode};
 use crate::health::{Health, Prober};
 use crate::local::Local;
 use crate::proxy::{Edge, Proxy};
@@ -66,6 +66,7 @@ fn bind(addr: SocketAddr) -> Result<Async<TcpListener>, StartError> {
 pub fn start(config: &Config) -> Result<Running, StartError> {
     let tls = Tls::load(&config.ca_path(), &config.client_cert_path()).map_err(StartError::Tls)?;
     let upstream = Arc::new(Upstream::new(&config.servers, config.lb_mode, tls));
+    let mut live_agents = None;
     let edge = match config.working_mode {
         WorkingMode::Cloud => None,
         WorkingMode::Edge => {
@@ -86,11 +87,13 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
                 Some(cache.clone()),
             );
             runtime::spawn(prober.run()).detach();
+            let agents = Arc::new(RwLock::new(Agents::new(&config.node_name, "")));
+            live_agents = Some(agents.clone());
             Some(Edge {
                 local: Local::new(cache.clone(), health.clone(), config.min_request_timeout),
                 cache,
                 health,
-                agents: Arc::new(RwLock::new(Agents::new(&config.node_name, ""))),
+                agents,
             })
         }
     };
@@ -107,6 +110,18 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             error,
         })?;
     runtime::spawn(server::serve_plain(listener, proxy)).detach();
+    if let Some(agents) = live_agents {
+        let own = SocketAddr::new(
+            if config.bind_proxy_address.is_unspecified() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                config.bind_proxy_address
+            },
+            proxy_addr.port(),
+        );
+        let live = LiveConfig::new(own, &config.namespace, &config.node_name, agents);
+        runtime::spawn(live.run()).detach();
+    }
     log::info!(
         "serving proxy on http://{proxy_addr} for {}",
         config

@@ -13,6 +13,10 @@
 //! assert_eq!(cfg.proxy_port, 10261);
 //! ```
 
+mod live;
+
+pub use live::{LiveConfig, HUB_CONFIGMAP};
+
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -20,7 +20,13 @@ fn setup() -> Setup {
         "kubectl is not installed: these tests need the real kubectl (.ci/run installs it)"
     );
     let c = Cluster::new();
-    let hub = c.start_hub(BIN, &[]);
+    let hub = c.start_hub(
+        BIN,
+        &[
+            "--heartbeat-interval-seconds=1",
+            "--heartbeat-timeout-seconds=1",
+        ],
+    );
     Setup {
         c,
         hub,
@@ -184,4 +190,59 @@ fn kubectl_creates_applies_and_deletes_a_configmap() {
         .api
         .get("/api/v1/namespaces/default/configmaps/settings")
         .is_none());
+}
+
+#[test]
+fn kubectl_is_cached_once_yurt_hub_cfg_names_it_and_reads_work_offline() {
+    let s = setup();
+    s.c.api
+        .create("/api/v1/namespaces/default/pods", pod("app-1", NODE));
+    let cache = s.c.cache.path().to_path_buf();
+    s.ok(&["get", "pods", "-n", "default", "-o", "name"]);
+    assert!(
+        !cache.join("kubectl").exists(),
+        "kubectl is not a cache agent by default"
+    );
+
+    s.c.api.create(
+        "/api/v1/namespaces/kube-system/configmaps",
+        serde_json::json!({"metadata": {"name": "yurt-hub-cfg"}, "data": {"cache_agents": " kubectl , foo"}}),
+    );
+    s.hub
+        .wait_for_log("cache_agents now", Duration::from_secs(10));
+    s.ok(&["get", "pods", "-n", "default", "-o", "name"]);
+    s.ok(&["get", "pod", "app-1", "-n", "default", "-o", "name"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cache.join("kubectl/pods.v1.core/default/app-1").is_file() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kubectl's reads were not cached"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The hub's own reads of yurt-hub-cfg are cached too.
+    assert!(cache
+        .join("yurthub/configmaps.v1.core/kube-system/yurt-hub-cfg")
+        .is_file());
+
+    s.c.api.set_fault(testapi::Fault::Refuse);
+    s.hub
+        .wait_for_log("is now unhealthy", Duration::from_secs(30));
+    assert_eq!(
+        s.ok(&["get", "pods", "-n", "default", "-o", "name"]).trim(),
+        "pod/app-1"
+    );
+    let one = s.ok(&[
+        "get",
+        "pod",
+        "app-1",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.spec.nodeName}",
+    ]);
+    assert_eq!(one, NODE);
+    // The default table output asks for as=Table first; offline it gets the plain list.
+    let table = s.ok(&["get", "pods", "-n", "default"]);
+    assert!(table.contains("app-1"), "{table}");
 }
