@@ -246,13 +246,7 @@ mod tests {
     ) -> Result<Target, &'static str> {
         let ri = RequestInfo::classify(method, target_url).unwrap();
         let q = Query::parse(target_url.split_once('?').map(|x| x.1).unwrap_or(""));
-        target(
-            &ri,
-            crate::kube::component(Some(ua)).as_deref(),
-            agents,
-            &q,
-            None,
-        )
+        target(&ri, crate::kube::component(Some(ua)).as_deref(), agents, &q)
     }
 
     #[test]
