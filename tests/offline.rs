@@ -175,9 +175,28 @@ fn a_refused_cloud_gets_the_same_answers_from_the_cache() {
     seed(&c);
     let hub = c.start_hub(BIN, FAST);
     let online = kubelet_reads(hub.proxy_addr);
+    let version = get(hub.proxy_addr, "/version", "coredns/1.11");
+    assert_eq!(version.status, 200);
     wait_cached(&c);
+    wait_until("/version cached", Duration::from_secs(10), || {
+        c.cache.path().join("version").is_file()
+    });
     go_offline(&c, &hub);
     let offline = kubelet_reads(hub.proxy_addr);
+    // CoreDNS needs /version to start offline (field notes oy#880).
+    let cached_version = get(hub.proxy_addr, "/version", "coredns/1.11");
+    assert_eq!(
+        (cached_version.status, cached_version.json()),
+        (200, version.json())
+    );
+    assert_eq!(
+        get(hub.proxy_addr, "/apis/discovery.k8s.io/v1", "coredns/1.11").status,
+        404
+    );
+    assert_eq!(
+        get(hub.proxy_addr, "/openapi/v2", "coredns/1.11").status,
+        400
+    );
     assert_eq!(comparable(&offline), comparable(&online));
     let list = &offline[1].1;
     assert_eq!(list["kind"], "PodList");
