@@ -127,10 +127,32 @@ pub enum Shape {
     },
 }
 
+/// The tree of PartialObjectMetadata answers, apart from full objects (reference §3.3).
+pub const METADATA_TREE: &str = "partialobjectmetadatas.v1.meta.k8s.io";
+
+/// Whether the first `Accept` clause asks for PartialObjectMetadata(List) of `meta.k8s.io/v1`
+/// (the test upstream applies, reference §2.3 item 4).
+pub fn wants_metadata(accept: Option<&str>) -> bool {
+    let Some(first) = accept.and_then(|a| a.split(',').next()) else {
+        return false;
+    };
+    let params: Vec<(&str, &str)> = first
+        .split(';')
+        .skip(1)
+        .filter_map(|p| p.trim().split_once('='))
+        .collect();
+    let has = |k: &str, f: &dyn Fn(&str) -> bool| params.iter().any(|(pk, v)| *pk == k && f(v));
+    has("as", &|v| {
+        v == "PartialObjectMetadata" || v == "PartialObjectMetadataList"
+    }) && has("g", &|v| v == "meta.k8s.io")
+        && has("v", &|v| v == "v1")
+}
+
 /// Where a cacheable response goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
-    /// The component directory.
+    /// The component directory; `<component>/partialobjectmetadatas.v1.meta.k8s.io` for
+    /// metadata-only answers.
     pub component: String,
     /// `<resource>.<version>.<group>`.
     pub resource: String,
@@ -142,6 +164,8 @@ pub struct Target {
     pub view: ViewKey,
     /// The response shape.
     pub shape: Shape,
+    /// The answers are PartialObjectMetadata, kept in their own tree.
+    pub metadata_only: bool,
 }
 
 impl Target {
@@ -176,6 +200,7 @@ pub fn target(
     component: Option<&str>,
     agents: &Agents,
     query: &crate::http::url::Query,
+    accept: Option<&str>,
 ) -> Result<Target, &'static str> {
     let component = component.ok_or("no User-Agent")?;
     if !agents.allows(component) {
@@ -223,8 +248,14 @@ pub fn target(
             .map_err(|_| "unparsable field selector")?
             .to_string(),
     };
+    let metadata_only = wants_metadata(accept);
     Ok(Target {
-        component: component.to_string(),
+        component: if metadata_only {
+            format!("{component}/{METADATA_TREE}")
+        } else {
+            component.to_string()
+        },
+        metadata_only,
         resource: resource_dir(ri),
         namespace,
         name: ri.name.clone(),
@@ -246,7 +277,13 @@ mod tests {
     ) -> Result<Target, &'static str> {
         let ri = RequestInfo::classify(method, target_url).unwrap();
         let q = Query::parse(target_url.split_once('?').map(|x| x.1).unwrap_or(""));
-        target(&ri, crate::kube::component(Some(ua)).as_deref(), agents, &q)
+        target(
+            &ri,
+            crate::kube::component(Some(ua)).as_deref(),
+            agents,
+            &q,
+            None,
+        )
     }
 
     #[test]
@@ -290,5 +327,13 @@ mod tests {
         let star = Agents::new("n1", "*");
         assert!(t("GET", "/api/v1/pods", "anything/1", &star).is_ok());
         assert!(t("GET", "/api/v1/pods", "", &star).is_err());
+        let ri = RequestInfo::classify("GET", "/api/v1/pods").unwrap();
+        let meta =
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+        let m = target(&ri, Some("kubelet"), &a, &Query::default(), Some(meta)).unwrap();
+        assert_eq!(m.component, "kubelet/partialobjectmetadatas.v1.meta.k8s.io");
+        assert!(!wants_metadata(Some(
+            "application/json;as=Table;g=meta.k8s.io;v=v1"
+        )));
     }
 }

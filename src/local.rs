@@ -231,18 +231,24 @@ impl Local {
         .await
     }
 
-    fn list_body(ri: &RequestInfo, items: &[Vec<u8>], rv: u64) -> Option<Vec<u8>> {
+    fn list_body(ri: &RequestInfo, t: &Target, items: &[Vec<u8>], rv: u64) -> Option<Vec<u8>> {
         let kind = match items
             .first()
             .and_then(|b| serde_json::from_slice::<Value>(b).ok())
         {
             Some(v) => v["kind"].as_str().map(str::to_string)?,
+            None if t.metadata_only => "PartialObjectMetadata".to_string(),
             None => kind_of(&ri.resource)?.to_string(),
+        };
+        let api_version = if t.metadata_only {
+            "meta.k8s.io/v1".to_string()
+        } else {
+            api_version(ri)
         };
         let mut out = format!(
             "{{\"kind\":{},\"apiVersion\":{},\"metadata\":{{\"resourceVersion\":\"{rv}\"}},\"items\":[",
             Value::from(format!("{kind}List")),
-            Value::from(api_version(ri))
+            Value::from(api_version)
         )
         .into_bytes();
         for (i, item) in items.iter().enumerate() {
@@ -351,7 +357,7 @@ impl Local {
                 if items.is_empty() && t.component == "kubelet" && ri.resource == "pods" {
                     return status(conn, Status::failure(404, "no pods cached for kubelet")).await;
                 }
-                match Self::list_body(ri, &items, rv) {
+                match Self::list_body(ri, &t, &items, rv) {
                     Some(body) => json_response(conn, 200, &body).await,
                     None => {
                         status(

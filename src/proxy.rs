@@ -194,7 +194,13 @@ impl Proxy {
         let query = Query::parse(head.query());
         let target = self.edge.as_ref().map(|e| {
             let agents = e.agents.read().unwrap_or_else(|p| p.into_inner());
-            cache::target(&ctx.info, ctx.component.as_deref(), &agents, &query)
+            cache::target(
+                &ctx.info,
+                ctx.component.as_deref(),
+                &agents,
+                &query,
+                head.headers.get_str("accept"),
+            )
         });
 
         if head.is_upgrade() {

@@ -438,3 +438,41 @@ fn a_watch_list_is_replayed_from_the_cache_offline() {
         ]
     );
 }
+
+#[test]
+fn partial_object_metadata_lives_in_its_own_tree_and_is_served_offline() {
+    let c = Cluster::new();
+    seed(&c);
+    let hub = c.start_hub(BIN, FAST);
+    let accept =
+        "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+    let path = "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb";
+    let headers = [("User-Agent", KUBELET), ("Accept", accept)];
+    let online = request(hub.proxy_addr, "GET", path, &headers, b"")
+        .unwrap()
+        .json();
+    assert_eq!(online["kind"], "PartialObjectMetadataList");
+    let file = c
+        .cache
+        .path()
+        .join("kubelet/partialobjectmetadatas.v1.meta.k8s.io/pods.v1.core/default/web-1");
+    wait_until("the metadata tree", Duration::from_secs(10), || {
+        file.is_file()
+    });
+    let stored: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(stored["kind"], "PartialObjectMetadata");
+    assert!(stored.get("spec").is_none());
+    // Full objects are untouched by metadata answers.
+    assert!(!c
+        .cache
+        .path()
+        .join("kubelet/pods.v1.core/default/web-1")
+        .exists());
+    go_offline(&c, &hub);
+    let offline = request(hub.proxy_addr, "GET", path, &headers, b"")
+        .unwrap()
+        .json();
+    assert_eq!(offline["kind"], "PartialObjectMetadataList");
+    assert_eq!(offline["apiVersion"], "meta.k8s.io/v1");
+    assert_eq!(names(&offline), vec!["web-1", "web-2"]);
+}

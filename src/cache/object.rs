@@ -137,13 +137,14 @@ pub struct List {
     pub more: bool,
 }
 
-/// Splits a list body; `None` for anything that is not a `…List` with items.
-pub fn parse_list(body: &[u8]) -> Option<List> {
+/// Splits a list body; `None` for anything that is not a `…List` with items (and, unless
+/// `metadata_only`, for PartialObjectMetadataList; never for a Table).
+pub fn parse_list(body: &[u8], metadata_only: bool) -> Option<List> {
     let text = std::str::from_utf8(body).ok()?;
     let l: ListPeek<'_> = serde_json::from_str(text).ok()?;
     let list_kind = l.kind?;
     let kind = list_kind.strip_suffix("List")?;
-    if kind.is_empty() || kind == "PartialObjectMetadata" || kind == "Table" {
+    if kind.is_empty() || kind == "Table" || (kind == "PartialObjectMetadata") != metadata_only {
         return None;
     }
     let api_version = l.api_version.unwrap_or_default();
@@ -202,12 +203,12 @@ pub fn parse_event(line: &[u8]) -> Option<Event> {
     })
 }
 
-/// Whether a single-object body is something to store (not a Status, Table or metadata view).
-pub fn storable_kind(kind: &str) -> bool {
-    !matches!(
-        kind,
-        "" | "Status" | "Table" | "PartialObjectMetadata" | "PartialObjectMetadataList"
-    ) && !kind.ends_with("List")
+/// Whether a single-object body is something to store (not a Status, a Table or a list; a
+/// PartialObjectMetadata only in the metadata tree).
+pub fn storable_kind(kind: &str, metadata_only: bool) -> bool {
+    !matches!(kind, "" | "Status" | "Table")
+        && !kind.ends_with("List")
+        && (kind == "PartialObjectMetadata") == metadata_only
 }
 
 #[cfg(test)]
@@ -220,7 +221,7 @@ mod tests {
             {"metadata":{"name":"a","namespace":"ns","resourceVersion":"40"},"spec":{"nodeName":"n1"}},
             {"metadata":{"name":"b","namespace":"ns","resourceVersion":"41"},"spec":{}},
             {"metadata":{}}]}"#;
-        let l = parse_list(body).unwrap();
+        let l = parse_list(body, false).unwrap();
         assert_eq!((l.rv, l.more, l.items.len()), (42, true, 2));
         let a = &l.items[0];
         assert!(a.storable() && !l.items[1].storable());
@@ -230,8 +231,12 @@ mod tests {
             (Some("Pod"), Some("v1"))
         );
         assert_eq!(v["spec"]["nodeName"], "n1");
+        let meta = br#"{"kind":"PartialObjectMetadataList","apiVersion":"meta.k8s.io/v1","metadata":{"resourceVersion":"3"},"items":[{"metadata":{"name":"a","namespace":"ns"}}]}"#;
+        assert!(parse_list(meta, false).is_none());
+        assert_eq!(parse_list(meta, true).unwrap().items.len(), 1);
         assert!(parse_list(
-            br#"{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{},"rows":[]}"#
+            br#"{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{},"rows":[]}"#,
+            false
         )
         .is_none());
     }

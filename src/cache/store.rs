@@ -89,7 +89,12 @@ impl ObjectKey {
     /// The file path of the key, relative to the root; fails on parts that are not file names.
     pub fn rel_path(&self) -> Result<PathBuf, StoreError> {
         let mut p = PathBuf::new();
-        for part in [&self.component, &self.resource] {
+        // The component may carry the metadata tree below it: `kubelet/partialobject…`.
+        for part in self
+            .component
+            .split('/')
+            .chain(std::iter::once(self.resource.as_str()))
+        {
             check(part)?;
             p.push(part);
         }
@@ -310,7 +315,9 @@ impl Store {
         resource: &str,
         namespace: Option<&str>,
     ) -> Result<Vec<(ObjectKey, Vec<u8>)>, StoreError> {
-        check(component)?;
+        for part in component.split('/') {
+            check(part)?;
+        }
         check(resource)?;
         let base = self.root.join(component).join(resource);
         let mut out = Vec::new();

@@ -104,11 +104,26 @@ fn load_views(root: &Path) -> HashMap<TypeKey, BTreeMap<String, ViewSnapshot>> {
     let Ok(components) = std::fs::read_dir(&base) else {
         return out;
     };
-    for c in components.flatten() {
-        let Ok(resources) = std::fs::read_dir(c.path()) else {
+    // (component, its directory): metadata trees add one level below a component.
+    let mut dirs: Vec<(String, PathBuf)> = components
+        .flatten()
+        .map(|c| (c.file_name().to_string_lossy().into_owned(), c.path()))
+        .collect();
+    for (component, dir) in dirs.clone() {
+        let tree = dir.join(super::METADATA_TREE);
+        if tree.is_dir() {
+            dirs.push((format!("{component}/{}", super::METADATA_TREE), tree));
+        }
+    }
+    for (component, dir) in dirs {
+        let Ok(resources) = std::fs::read_dir(&dir) else {
             continue;
         };
         for r in resources.flatten() {
+            let resource = r.file_name().to_string_lossy().into_owned();
+            if resource == super::METADATA_TREE {
+                continue;
+            }
             let Ok(files) = std::fs::read_dir(r.path()) else {
                 continue;
             };
@@ -122,12 +137,9 @@ fn load_views(root: &Path) -> HashMap<TypeKey, BTreeMap<String, ViewSnapshot>> {
                     .and_then(|b| serde_json::from_slice::<ViewSnapshot>(&b).ok())
                 {
                     Some(v) => {
-                        out.entry((
-                            c.file_name().to_string_lossy().into_owned(),
-                            r.file_name().to_string_lossy().into_owned(),
-                        ))
-                        .or_default()
-                        .insert(id.to_string(), v);
+                        out.entry((component.clone(), resource.clone()))
+                            .or_default()
+                            .insert(id.to_string(), v);
                     }
                     None => log::warn!("cache: view {} unreadable; ignored", f.path().display()),
                 }
@@ -529,14 +541,14 @@ impl Writer {
             Shape::Object => {
                 let text = String::from_utf8_lossy(body);
                 if let Some(obj) = Object::parse(&text, None) {
-                    if object::storable_kind(&obj.kind) {
+                    if object::storable_kind(&obj.kind, t.metadata_only) {
                         let key = Self::key_of(t, &obj);
                         self.upsert(key, &obj);
                     }
                 }
             }
             Shape::List { paged, continued } => {
-                let Some(list) = parse_list(body) else {
+                let Some(list) = parse_list(body, t.metadata_only) else {
                     return;
                 };
                 let page_key = (t.component.clone(), t.resource.clone(), t.view.id());
@@ -646,6 +658,7 @@ mod tests {
                 field_selector: field.into(),
             },
             shape,
+            metadata_only: false,
         }
     }
 

@@ -474,6 +474,15 @@ fn list(shared: &Shared, req: &Request, rp: &ResourcePath) -> Response {
             metadata["remainingItemCount"] = json!(remaining);
         }
     }
+    if wants_metadata(req) {
+        let body = json!({
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": metadata,
+            "items": items.iter().map(|i| json!({"metadata": i["metadata"]})).collect::<Vec<_>>(),
+        });
+        return json_response(200, &body);
+    }
     let body = json!({
         "kind": format!("{}List", rp.rtype.kind),
         "apiVersion": rp.rtype.api_version(),
@@ -481,6 +490,13 @@ fn list(shared: &Shared, req: &Request, rp: &ResourcePath) -> Response {
         "items": items.into_iter().map(strip_type).collect::<Vec<_>>(),
     });
     json_response(200, &body)
+}
+
+/// Whether the first Accept clause asks for the metadata-only transformation.
+fn wants_metadata(req: &Request) -> bool {
+    req.header("accept")
+        .and_then(|a| a.split(',').next())
+        .is_some_and(|c| c.contains("as=PartialObjectMetadata"))
 }
 
 fn mutate(shared: &Shared, req: &Request, rp: &ResourcePath) -> Response {
@@ -511,7 +527,13 @@ fn mutate(shared: &Shared, req: &Request, rp: &ResourcePath) -> Response {
     let result = {
         let mut store = shared.store.lock().unwrap();
         match (req.method.as_str(), rp.name.is_some()) {
-            ("GET" | "HEAD", true) => store.get(t, ns, &name).map(|v| (200, v)),
+            ("GET" | "HEAD", true) => store.get(t, ns, &name).map(|v| {
+                if wants_metadata(req) {
+                    (200, json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": v["metadata"]}))
+                } else {
+                    (200, v)
+                }
+            }),
             ("POST", false) => body().and_then(|b| store.create(t, ns, b)).map(|v| (201, v)),
             ("PUT", true) => body().and_then(|b| store.update(t, ns, &name, b, status_only)).map(|v| (200, v)),
             ("PATCH", true) => {
