@@ -12,7 +12,7 @@ use crate::health::{Health, Prober};
 use crate::local::Local;
 use crate::proxy::{Edge, Proxy};
 use crate::upstream::{Tls, TlsError, Upstream};
-use crate::{runtime, server};
+use crate::{notify, runtime, server};
 
 /// The program's name and version, as `--version` prints it.
 pub const VERSION: &str = concat!("yurthub ", env!("CARGO_PKG_VERSION"));
@@ -26,6 +26,8 @@ pub const USER_AGENT: &str = concat!("yurthub/v", env!("CARGO_PKG_VERSION"));
 pub enum StartError {
     /// The TLS material for the cloud could not be loaded.
     Tls(TlsError),
+    /// The signal handlers could not be installed.
+    Signals(std::io::Error),
     /// The cache directory could not be opened.
     Cache(StoreError),
     /// A listener could not be bound.
@@ -42,6 +44,7 @@ impl fmt::Display for StartError {
         match self {
             StartError::Tls(e) => write!(f, "loading certificates: {e}"),
             StartError::Cache(e) => write!(f, "opening the cache: {e}"),
+            StartError::Signals(e) => write!(f, "installing signal handlers: {e}"),
             StartError::Bind { addr, error } => write!(f, "binding {addr}: {error}"),
         }
     }
@@ -50,10 +53,20 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 /// A started hub: where it listens.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Running {
     /// The plain-HTTP proxy address.
     pub proxy_addr: SocketAddr,
+    cache: Option<Cache>,
+}
+
+impl Running {
+    /// Waits until every queued cache write is on disk.
+    pub async fn flush(&self) {
+        if let Some(cache) = self.cache.clone() {
+            smol::unblock(move || cache.flush()).await;
+        }
+    }
 }
 
 fn bind(addr: SocketAddr) -> Result<Async<TcpListener>, StartError> {
@@ -97,6 +110,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             })
         }
     };
+    let cache = edge.as_ref().map(|e| e.cache.clone());
     let proxy = Arc::new(Proxy::new(upstream, edge));
     let listener = bind(SocketAddr::new(
         config.bind_proxy_address,
@@ -131,14 +145,27 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             .collect::<Vec<_>>()
             .join(",")
     );
-    Ok(Running { proxy_addr })
+    Ok(Running { proxy_addr, cache })
 }
 
-/// Starts the hub and serves until the process ends.
+/// Starts the hub and serves until SIGTERM or SIGINT, telling systemd (when it started us)
+/// when the hub is ready and when it stops.
 pub fn run(config: &Config) -> Result<(), StartError> {
+    use smol::stream::StreamExt;
     runtime::block_on(async {
-        start(config)?;
-        std::future::pending::<()>().await;
+        let mut signals =
+            async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+                .map_err(StartError::Signals)?;
+        let running = start(config)?;
+        notify::send("READY=1");
+        if let Some(every) = notify::watchdog_interval() {
+            runtime::spawn(notify::watchdog(every)).detach();
+        }
+        if let Some(Ok(signal)) = signals.next().await {
+            log::info!("received {signal:?}: shutting down");
+        }
+        notify::send("STOPPING=1");
+        running.flush().await;
         Ok(())
     })
 }

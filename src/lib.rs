@@ -11,6 +11,7 @@ pub mod health;
 pub mod http;
 pub mod kube;
 pub mod local;
+pub mod notify;
 pub mod proxy;
 pub mod runtime;
 pub mod server;

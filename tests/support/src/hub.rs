@@ -67,8 +67,14 @@ pub struct Hub {
 impl Hub {
     /// Starts `bin` with `args` and waits until it reports its proxy address.
     pub fn start(bin: &str, args: &[String]) -> Hub {
+        Self::start_with_env(bin, args, &[])
+    }
+
+    /// Like [`Hub::start`], with extra environment variables.
+    pub fn start_with_env(bin: &str, args: &[String], env: &[(&str, &str)]) -> Hub {
         let mut child = command(bin)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -128,6 +134,30 @@ impl Hub {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `USR1`, ...) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name} failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit code, or `None` if it runs on.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Kills the process with SIGKILL and reaps it.
