@@ -89,6 +89,28 @@ impl Health {
         }
     }
 
+    /// Waits until server `i` is believed unreachable.
+    pub async fn wait_unhealthy(&self, i: usize) {
+        loop {
+            let listener = self.changed.listen();
+            if !self.is_healthy(i) {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Waits until no server is believed reachable.
+    pub async fn wait_none_healthy(&self) {
+        loop {
+            let listener = self.changed.listen();
+            if !self.any_healthy() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
     /// Records that kubelet just sent a lease request through the hub.
     pub fn kubelet_lease_seen(&self) {
         *self.kubelet_seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
@@ -226,12 +248,18 @@ impl Prober {
                 None => match self
                     .upstream
                     .fetch(server, "GET", &self.lease_path(), None, self.timeout)
-                    .await?
+                    .await
                 {
-                    (200, b) => serde_json::from_slice(&b).map_err(|e| e.to_string())?,
-                    (404, _) => return self.create(server).await,
-                    (code, _) => {
+                    Ok((200, b)) => serde_json::from_slice(&b).map_err(|e| e.to_string())?,
+                    Ok((404, _)) => return self.create(server).await,
+                    Ok((code, _)) => {
                         last_err = format!("reading the lease: status {code}");
+                        continue;
+                    }
+                    Err(e) => {
+                        // A reset connection is retried like a bad status: one transport
+                        // hiccup must not send the whole node offline.
+                        last_err = e;
                         continue;
                     }
                 },
@@ -245,10 +273,16 @@ impl Prober {
             match self
                 .upstream
                 .fetch(server, "PUT", &self.lease_path(), Some(&body), self.timeout)
-                .await?
+                .await
             {
-                (200, b) => return serde_json::from_slice(&b).map_err(|e| e.to_string()),
-                (code, _) => last_err = format!("renewing the lease: status {code}"),
+                Ok((200, b)) => return serde_json::from_slice(&b).map_err(|e| e.to_string()),
+                Ok((code, _)) => last_err = format!("renewing the lease: status {code}"),
+                Err(e) => {
+                    // The renewal may not have happened: read the lease again first.
+                    self.last[server] = None;
+                    last_err = e;
+                    continue;
+                }
             }
         }
         Err(last_err)

@@ -132,14 +132,24 @@ fn random_between(lo: Duration, hi: Duration) -> Duration {
     lo + Duration::from_millis(nanos % span)
 }
 
-async fn json_response(conn: &mut ClientConn, status: u16, body: &[u8]) -> bool {
+async fn json_response(conn: &mut ClientConn, head_only: bool, status: u16, body: &[u8]) -> bool {
     let mut head = ResponseHead::new(status);
     head.headers.push("Content-Type", "application/json");
     head.headers.push("Cache-Control", "no-cache, private");
+    if head_only {
+        // A HEAD answer carries the GET answer's length but no body.
+        head.headers.push("Content-Length", body.len().to_string());
+        let mut out = Vec::new();
+        head.write_to(&mut out);
+        return conn.writer.write_all(&out).await.is_ok() && conn.writer.flush().await.is_ok();
+    }
     respond(&mut conn.writer, head, body).await.is_ok()
 }
 
-async fn status(conn: &mut ClientConn, s: Status) -> bool {
+async fn status(conn: &mut ClientConn, head_only: bool, s: Status) -> bool {
+    if head_only {
+        return json_response(conn, true, s.code, &s.to_json()).await;
+    }
     respond_status(&mut conn.writer, &s, false).await.is_ok()
 }
 
@@ -190,7 +200,11 @@ impl Local {
         let cache = self.cache.clone();
         let t = t.clone();
         smol::unblock(move || {
-            let snapshot = cache.view(&t.component, &t.resource, &t.view);
+            // A view that missed events (queue overflow) is not trusted: the selectors are
+            // evaluated over the cached objects instead.
+            let snapshot = cache
+                .view(&t.component, &t.resource, &t.view)
+                .filter(|_| !cache.is_stale(&t.component, &t.resource, &t.view));
             let mut items = Vec::new();
             let mut rv = 0u64;
             let mut push = |bytes: Vec<u8>| {
@@ -271,16 +285,26 @@ impl Local {
         component: Option<&str>,
         target: Result<Target, &'static str>,
     ) -> bool {
+        let head_only = head.method == "HEAD";
+        // Whatever the answer, the request's body must be consumed, or it would be read as
+        // the next request (kubelet's lease PUTs are answered here even online).
+        if ri.verb != "create"
+            && framing != Framing::Empty
+            && read_body(conn, framing).await.is_none()
+        {
+            return false;
+        }
         if !ri.is_resource_request {
-            if head.method == "GET" {
+            if head.method == "GET" || head_only {
                 if let Some(file) = cached_path_file(&ri.path) {
                     let cache = self.cache.clone();
                     let name = file.to_string();
                     return match smol::unblock(move || cache.get_raw(&name)).await {
-                        Some(b) => json_response(conn, 200, &b).await,
+                        Some(b) => json_response(conn, head_only, 200, &b).await,
                         None => {
                             status(
                                 conn,
+                                head_only,
                                 Status::failure(404, format!("{} is not cached", ri.path)),
                             )
                             .await
@@ -290,6 +314,7 @@ impl Local {
             }
             return status(
                 conn,
+                head_only,
                 Status::failure(
                     400,
                     format!(
@@ -304,6 +329,7 @@ impl Local {
             "delete" | "deletecollection" => {
                 return status(
                     conn,
+                    head_only,
                     Status::failure(403, "delete request is not supported in local cache")
                         .with_details(StatusDetails {
                             name: ri.name.clone(),
@@ -322,6 +348,7 @@ impl Local {
                 log::debug!("offline {} {}: not cacheable: {why}", ri.verb, ri.resource);
                 return status(
                     conn,
+                    head_only,
                     Status::failure(
                         400,
                         format!(
@@ -341,27 +368,34 @@ impl Local {
                 let cache = self.cache.clone();
                 let key = t.object_key(&ri.name);
                 match smol::unblock(move || cache.get(&key)).await {
-                    Some(b) => json_response(conn, 200, &b).await,
-                    None => status(conn, not_found(ri)).await,
+                    Some(b) => json_response(conn, head_only, 200, &b).await,
+                    None => status(conn, head_only, not_found(ri)).await,
                 }
             }
             Shape::List { .. } => {
                 let Some((items, rv)) = self.list_objects(&t).await else {
                     return status(
                         conn,
+                        head_only,
                         Status::failure(404, format!("{} is not cached", ri.resource)),
                     )
                     .await;
                 };
                 // An empty pod list would make kubelet stop every pod: upstream answers 404.
                 if items.is_empty() && t.component == "kubelet" && ri.resource == "pods" {
-                    return status(conn, Status::failure(404, "no pods cached for kubelet")).await;
+                    return status(
+                        conn,
+                        head_only,
+                        Status::failure(404, "no pods cached for kubelet"),
+                    )
+                    .await;
                 }
                 match Self::list_body(ri, &t, &items, rv) {
-                    Some(body) => json_response(conn, 200, &body).await,
+                    Some(body) => json_response(conn, head_only, 200, &body).await,
                     None => {
                         status(
                             conn,
+                            head_only,
                             Status::failure(404, format!("{} is not cached", ri.resource)),
                         )
                         .await
@@ -383,6 +417,7 @@ impl Local {
         let Some(body) = read_body(conn, framing).await else {
             let _ = status(
                 conn,
+                false,
                 Status::failure(400, "request body unreadable or too large"),
             )
             .await;
@@ -395,7 +430,7 @@ impl Local {
             req["apiVersion"] = json!("authentication.k8s.io/v1");
             req["status"] = json!({"token": token, "expirationTimestamp": expires});
             let out = serde_json::to_vec(&req).unwrap_or_default();
-            return json_response(conn, 201, &out).await;
+            return json_response(conn, false, 201, &out).await;
         }
         if ri.resource == "events" {
             if let (Some(t), Some(_)) = (&target, component) {
@@ -403,7 +438,7 @@ impl Local {
                 self.cache.put(&t.component, &t.resource, body.clone());
             }
         }
-        json_response(conn, 201, &body).await
+        json_response(conn, false, 201, &body).await
     }
 
     async fn watch(

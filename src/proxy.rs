@@ -211,7 +211,11 @@ impl Proxy {
 
         // The hub reads the body itself, so it confirms the expectation instead of the
         // apiserver (RFC 9110 §10.1.1 lets an intermediary do so).
-        if head.headers.has_token("expect", "100-continue") && framing != Framing::Empty {
+        // HTTP/1.0 clients do not know 100 Continue (RFC 9110 §10.1.1).
+        if head.headers.has_token("expect", "100-continue")
+            && framing != Framing::Empty
+            && head.minor_version == 1
+        {
             let _ = conn
                 .writer
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -291,11 +295,28 @@ impl Proxy {
             }
         };
         let method = head.method.clone();
-        match self
-            .upstream
-            .send_via(self.servers(), &head, body, id)
-            .await
-        {
+        // A silent (blackholed) link is noticed by the health prober, not by TCP: give up the
+        // wait then, and let reads fall back to the cache below.
+        let sent = smol::future::or(
+            self.upstream.send_via(self.servers(), &head, body, id),
+            async {
+                match &self.edge {
+                    Some(e) => e.health.wait_none_healthy().await,
+                    None => std::future::pending().await,
+                }
+                Err(UpstreamError::NoServer(
+                    "the cloud became unreachable".into(),
+                ))
+            },
+        )
+        .await;
+        if !client_body.is_done() {
+            // Part of the body is still on the wire: the connection cannot carry another request.
+            let s = Status::failure(502, "the request body could not be forwarded");
+            let _ = respond_status(&mut conn.writer, &s, true).await;
+            return false;
+        }
+        match sent {
             Ok(resp) => {
                 let tee = self.tee_for(&resp, &ctx, &method, target.as_ref());
                 let ok = matches!(
@@ -395,7 +416,10 @@ impl Proxy {
             .headers
             .get_str("content-encoding")
             .is_some_and(|e| e.trim().eq_ignore_ascii_case("gzip"));
-        let mut gunzip = (ctx.negotiated.applied && gzip_body && !ctx.negotiated.client_gzip)
+        let mut gunzip = (ctx.negotiated.applied
+            && gzip_body
+            && !ctx.negotiated.client_gzip
+            && up_framing != Framing::Empty)
             .then(GzipDecoder::new);
 
         let mut head = ResponseHead::new(resp.head.status);
@@ -451,10 +475,19 @@ impl Proxy {
                     }
                     out.clear();
                 }
+                let server = resp.server;
                 smol::future::or(
                     async { Some(resp.body.read(&mut resp.conn.reader, &mut piece).await) },
                     async {
-                        conn.reader.closed().await;
+                        // The client leaving, or the server turning unreachable (its watch
+                        // would otherwise hang on a dead link): either ends the relay.
+                        smol::future::or(conn.reader.closed(), async {
+                            match &self.edge {
+                                Some(e) => e.health.wait_unhealthy(server).await,
+                                None => std::future::pending().await,
+                            }
+                        })
+                        .await;
                         None
                     },
                 )
@@ -462,8 +495,9 @@ impl Proxy {
             };
             let n = match next {
                 None => {
-                    // The client left: dropping the upstream connection ends the request there.
-                    ctx.log(resp.head.status, "client went away");
+                    // Dropping the upstream connection ends the request there; closing the
+                    // client's makes it retry (against the cache, if the cloud is gone).
+                    ctx.log(resp.head.status, "client went away or server unreachable");
                     return Outcome::Close;
                 }
                 Some(Err(e)) => {

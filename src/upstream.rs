@@ -381,8 +381,9 @@ async fn exchange<R: AsyncRead + Unpin>(
             .read_response_head(&Limits::default())
             .await
             .map_err(|e| ExchangeError::Server(e.to_string()))?;
-        // An interim 100 Continue is consumed here; 101 is final for upgrades.
-        if resp.status == 100 {
+        // Interim answers (100 Continue, 103 Early Hints) are consumed here; 101 is final
+        // for upgrades.
+        if (100..200).contains(&resp.status) && resp.status != 101 {
             continue;
         }
         return Ok(resp);

@@ -119,7 +119,7 @@ fn kubectl_watch_receives_a_pod_created_after_the_watch_began() {
     wait_line(&rx, "pod/before");
     // The watch is established once the apiserver serves it; create only then.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while s.c.api.open_watches() == 0 {
+    while s.c.api.open_watches_on("pods") == 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "watch never reached the apiserver"

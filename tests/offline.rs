@@ -337,19 +337,52 @@ fn two_label_selectors_keep_their_own_answers_offline() {
 fn a_blackholed_cloud_is_detected_within_three_heartbeats_and_held_watches_end_when_it_returns() {
     let c = Cluster::new();
     seed(&c);
-    let hub = c.start_hub(BIN, FAST);
+    // Default ratios (interval 10 s, probe timeout 2 s, 3 tries), scaled down: a probe of a
+    // blackholed server takes its 3 timed-out tries, and all of it fits in three intervals.
+    let hub = c.start_hub(
+        BIN,
+        &[
+            "--heartbeat-interval-seconds=2",
+            "--heartbeat-timeout-seconds=1",
+            "--heartbeat-healthy-threshold=2",
+        ],
+    );
     let _ = kubelet_reads(hub.proxy_addr);
     wait_cached(&c);
+    let rv = c.api.resource_version();
+    let mut online = client::open(
+        hub.proxy_addr,
+        "GET",
+        &format!("/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}"),
+        &[("User-Agent", KUBELET)],
+        b"",
+    )
+    .unwrap();
+    wait_until("the watch upstream", Duration::from_secs(10), || {
+        c.api.open_watches_on("pods") == 1
+    });
     c.api.set_fault(Fault::Blackhole);
     c.api.reset_connections();
     let t = Instant::now();
     hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
     let detected = t.elapsed();
     assert!(
-        detected <= Duration::from_secs(3),
-        "blackhole detected after {detected:?} (heartbeat 1 s)"
+        detected <= Duration::from_secs(6),
+        "blackhole detected after {detected:?} (three heartbeats are 6 s)"
     );
 
+    // A watch relayed from the now silent server is ended, so its client re-watches here.
+    online.set_timeout(Duration::from_secs(10));
+    match online.read_to_end() {
+        Ok(_) => {}
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the relayed watch hangs on the dead link"
+        ),
+    }
     // Offline: a watch is held open with no events.
     let mut w = client::open(
         hub.proxy_addr,
@@ -475,4 +508,51 @@ fn partial_object_metadata_lives_in_its_own_tree_and_is_served_offline() {
     assert_eq!(offline["kind"], "PartialObjectMetadataList");
     assert_eq!(offline["apiVersion"], "meta.k8s.io/v1");
     assert_eq!(names(&offline), vec!["web-1", "web-2"]);
+}
+
+/// kubelet's lease updates are answered by the hub even online; their bodies must be read, or
+/// the next request on the connection would be parsed from the body.
+#[test]
+fn a_local_answer_consumes_the_request_body_and_keeps_the_connection() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let c = Cluster::new();
+    let hub = c.start_hub(BIN, FAST);
+    let lease = c
+        .cache
+        .path()
+        .join("kubelet/leases.v1.coordination.k8s.io/kube-node-lease/node-1");
+    wait_until("the renewed lease", Duration::from_secs(10), || {
+        lease.is_file()
+    });
+    let mut s = std::net::TcpStream::connect(hub.proxy_addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = br#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"node-1","namespace":"kube-node-lease"},"spec":{"holderIdentity":"node-1"}}"#;
+    let put = format!(
+        "PUT /apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/node-1 HTTP/1.1\r\nHost: x\r\nUser-Agent: {KUBELET}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(put.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    s.write_all(format!("GET /api/v1/namespaces/default/pods/none HTTP/1.1\r\nHost: x\r\nUser-Agent: {KUBELET}\r\n\r\n").as_bytes()).unwrap();
+    let mut r = BufReader::new(s);
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        statuses.push(line.split_whitespace().nth(1).unwrap_or("").to_string());
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        let mut b = vec![0u8; len];
+        r.read_exact(&mut b).unwrap();
+    }
+    assert_eq!(statuses, vec!["200", "404"]);
 }

@@ -263,10 +263,10 @@ fn watch_events_arrive_as_they_happen_and_a_client_leaving_ends_the_upstream_wat
         assert_eq!(ev["type"], "ADDED");
         assert_eq!(ev["object"]["metadata"]["name"], format!("w{i}"));
     }
-    assert_eq!(c.api.open_watches(), 1);
+    assert_eq!(c.api.open_watches_on("pods"), 1);
     drop(w);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while c.api.open_watches() != 0 {
+    while c.api.open_watches_on("pods") != 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "upstream watch still open"

@@ -181,6 +181,8 @@ pub enum Event {
     Bookmark {
         /// `k8s.io/initial-events-end: "true"`.
         initial_end: bool,
+        /// The bookmark's resourceVersion.
+        rv: u64,
     },
     /// ERROR or anything unknown: never stored.
     Other,
@@ -198,6 +200,11 @@ pub fn parse_event(line: &[u8]) -> Option<Event> {
                 .object
                 .get()
                 .contains("\"k8s.io/initial-events-end\":\"true\""),
+            rv: serde_json::from_str::<Peek<'_>>(e.object.get())
+                .ok()
+                .and_then(|p| p.metadata)
+                .map(|m| parse_rv(m.resource_version.as_deref()))
+                .unwrap_or(0),
         },
         _ => Event::Other,
     })
@@ -246,7 +253,13 @@ mod tests {
         let e = parse_event(br#"{"type":"MODIFIED","object":{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"c","namespace":"d","resourceVersion":"7"}}}"#).unwrap();
         assert!(matches!(e, Event::Upsert(o) if o.rv == 7 && o.name == "c"));
         let b = parse_event(br#"{"type":"BOOKMARK","object":{"kind":"Pod","apiVersion":"v1","metadata":{"resourceVersion":"9","annotations":{"k8s.io/initial-events-end":"true"}}}}"#).unwrap();
-        assert!(matches!(b, Event::Bookmark { initial_end: true }));
+        assert!(matches!(
+            b,
+            Event::Bookmark {
+                initial_end: true,
+                rv: 9
+            }
+        ));
         assert!(matches!(
             parse_event(br#"{"type":"ERROR","object":{"kind":"Status","code":410}}"#),
             Some(Event::Other)

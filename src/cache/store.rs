@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub const INTERNAL_DIR: &str = "_internal";
 /// Where unparsable files are moved.
 pub const QUARANTINE_DIR: &str = "_quarantine";
-/// Marks temporary files; a name component never contains it (names cannot start with `.`).
-const TMP_MARK: &str = ".tmp-";
+/// Starts temporary file names; no cached name can (names never start with `.`).
+const TMP_PREFIX: &str = ".tmp-";
 
 /// A cache failure, with the file concerned.
 #[derive(Debug)]
@@ -133,12 +133,20 @@ pub struct Store {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Creates `path` and its missing parents (mode 0700), fsyncing each new directory's parent so
+/// the new entries survive a power loss.
 fn mkdirs(path: &Path) -> Result<(), StoreError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(io_err(path))
+    if path.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        mkdirs(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => fsync_dir(path.parent().unwrap_or(path)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_err(path)(e)),
+    }
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -184,7 +192,7 @@ impl Store {
                 continue;
             }
             let Ok(ft) = entry.file_type() else { continue };
-            if name.contains(TMP_MARK) {
+            if name.starts_with(TMP_PREFIX) {
                 let _ = fs::remove_file(&path);
                 rec.removed_temp_files += 1;
                 log::info!(
@@ -237,12 +245,9 @@ impl Store {
         }
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         mkdirs(&dir)?;
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        // Short and unique whatever the object's name (names may be 253 bytes long).
         let tmp = dir.join(format!(
-            ".{file_name}{TMP_MARK}{}-{}",
+            "{TMP_PREFIX}{}-{}",
             std::process::id(),
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
@@ -274,11 +279,15 @@ impl Store {
         }
     }
 
-    /// Removes the file at `rel`; false when it was not there.
+    /// Removes the file at `rel` durably (the directory is fsynced, so a deleted object does
+    /// not come back after a power loss); false when it was not there.
     pub fn remove_file(&self, rel: &Path) -> Result<bool, StoreError> {
         let path = self.root.join(rel);
         match fs::remove_file(&path) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                fsync_dir(path.parent().unwrap_or(&self.root))?;
+                Ok(true)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(io_err(&path)(e)),
         }
@@ -435,7 +444,9 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("good"), b"{\"ok\":true}").unwrap();
         fs::write(dir.join("truncated"), b"{\"ok\":tr").unwrap();
-        fs::write(dir.join(".good.tmp-1-1"), b"{\"half").unwrap();
+        fs::write(dir.join(".tmp-1-1"), b"{\"half").unwrap();
+        // A real object whose name merely contains the marker stays.
+        fs::write(dir.join("app.tmp-1"), b"{}").unwrap();
         let (s, rec) = Store::open(&root).unwrap();
         assert_eq!(
             rec,
@@ -450,7 +461,7 @@ mod tests {
             .into_iter()
             .map(|(k, _)| k.name)
             .collect();
-        assert_eq!(names, vec!["good"]);
+        assert_eq!(names, vec!["app.tmp-1", "good"]);
         assert_eq!(fs::read_dir(root.join(QUARANTINE_DIR)).unwrap().count(), 1);
         // Garbage written later is caught on read and never served.
         fs::write(dir.join("later"), b"not json").unwrap();

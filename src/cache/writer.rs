@@ -53,6 +53,7 @@ pub struct CacheStats {
 struct Shared {
     views: Mutex<HashMap<TypeKey, BTreeMap<String, ViewSnapshot>>>,
     stale: Mutex<HashSet<(String, String, String)>>,
+    ended: Mutex<HashSet<u64>>,
     stats: CacheStats,
 }
 
@@ -157,6 +158,7 @@ impl Cache {
         let shared = Arc::new(Shared {
             views: Mutex::new(load_views(root)),
             stale: Mutex::default(),
+            ended: Mutex::default(),
             stats: CacheStats::default(),
         });
         shared
@@ -242,9 +244,15 @@ impl Cache {
         );
     }
 
-    /// Tells the writer a watch stream ended.
+    /// Tells the writer a watch stream ended (even when the queue is full).
     pub fn end_watch(&self, stream: u64) {
-        self.submit(Job::EndStream { stream }, None);
+        if self.tx.try_send(Job::EndStream { stream }).is_err() {
+            self.shared
+                .ended
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(stream);
+        }
     }
 
     /// Stores an object under `component`/`resource` at its own namespace and name (the
@@ -367,6 +375,17 @@ impl Writer {
 
     fn apply(&mut self, job: Job) {
         self.shared.stats.jobs.fetch_add(1, Ordering::Relaxed);
+        // Streams whose end could not be queued (a full queue) are forgotten here.
+        let ended: Vec<u64> = self
+            .shared
+            .ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        for s in ended {
+            self.streams.remove(&s);
+        }
         match job {
             Job::Response { target, body } => self.response(&target, &body),
             Job::Event {
@@ -591,8 +610,11 @@ impl Writer {
                     acc.push(obj);
                     return;
                 }
-                let key = Self::key_of(t, &obj);
-                if obj.storable() && self.upsert(key, &obj) {
+                // The RV guard protects the file's contents; the object belongs to this
+                // watch's view whether or not a newer copy is already on disk.
+                if obj.storable() {
+                    let key = Self::key_of(t, &obj);
+                    self.upsert(key, &obj);
                     let member = (obj.namespace.clone(), obj.name.clone());
                     self.with_view(t, |v| v.members.insert(member));
                     self.mark_dirty(t);
@@ -604,9 +626,13 @@ impl Writer {
                 self.remove_if_unreferenced(t, &member);
                 self.mark_dirty(t);
             }
-            Event::Bookmark { initial_end: true } => {
+            Event::Bookmark {
+                initial_end: true,
+                rv,
+            } => {
                 if let Some(Some(items)) = self.streams.insert(stream, None) {
-                    let rv = items.iter().map(|o| o.rv).max().unwrap_or(0);
+                    // The bookmark's RV is the state the initial events describe.
+                    let rv = rv.max(items.iter().map(|o| o.rv).max().unwrap_or(0));
                     self.replace_view(t, items, rv);
                 }
             }

@@ -69,6 +69,15 @@ pub(super) async fn run(
     rhead.reason = resp.head.reason.clone();
     rhead.headers = resp.head.headers.clone();
     if resp.head.status != 101 {
+        // A refusal is relayed de-chunked and ended by the close.
+        for name in [
+            "transfer-encoding",
+            "content-length",
+            "connection",
+            "keep-alive",
+        ] {
+            rhead.headers.remove(name);
+        }
         rhead.headers.set("Connection", "close");
     }
     rhead.write_to(&mut out);

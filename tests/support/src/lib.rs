@@ -28,7 +28,7 @@ use async_io::{Async, Timer};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,7 +81,7 @@ pub(crate) struct Shared {
     pub(crate) bookmark_interval: Mutex<Duration>,
     pub(crate) conns: Mutex<Vec<TcpStream>>,
     pub(crate) body_bytes: AtomicU64,
-    pub(crate) open_watches: AtomicUsize,
+    pub(crate) open_watches: Mutex<HashMap<String, usize>>,
     pub(crate) stopped: AtomicBool,
     pub(crate) listening: AtomicBool,
 }
@@ -123,7 +123,7 @@ impl ApiServer {
             bookmark_interval: Mutex::new(Duration::from_secs(60)),
             conns: Mutex::default(),
             body_bytes: AtomicU64::new(0),
-            open_watches: AtomicUsize::new(0),
+            open_watches: Mutex::default(),
             stopped: AtomicBool::new(false),
             listening: AtomicBool::new(true),
         });
@@ -292,7 +292,18 @@ impl ApiServer {
 
     /// Watches being served right now.
     pub fn open_watches(&self) -> usize {
-        self.shared.open_watches.load(Ordering::Relaxed)
+        self.shared.open_watches.lock().unwrap().values().sum()
+    }
+
+    /// Watches of `resource` (e.g. `pods`) being served right now.
+    pub fn open_watches_on(&self, resource: &str) -> usize {
+        self.shared
+            .open_watches
+            .lock()
+            .unwrap()
+            .get(resource)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The current resourceVersion.

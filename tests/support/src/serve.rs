@@ -593,10 +593,12 @@ fn visible(change: &Change, req: &Request) -> Option<(&'static str, Value)> {
     }
 }
 
-struct WatchGuard<'a>(&'a Shared);
+struct WatchGuard<'a>(&'a Shared, String);
 impl Drop for WatchGuard<'_> {
     fn drop(&mut self) {
-        self.0.open_watches.fetch_sub(1, Ordering::Relaxed);
+        if let Some(n) = self.0.open_watches.lock().unwrap().get_mut(&self.1) {
+            *n -= 1;
+        }
     }
 }
 
@@ -616,8 +618,13 @@ async fn watch(
     if w.write_all(&head_bytes(200, &headers)).await.is_err() || w.flush().await.is_err() {
         return false;
     }
-    shared.open_watches.fetch_add(1, Ordering::Relaxed);
-    let _guard = WatchGuard(shared);
+    *shared
+        .open_watches
+        .lock()
+        .unwrap()
+        .entry(t.resource.clone())
+        .or_default() += 1;
+    let _guard = WatchGuard(shared, t.resource.clone());
     let bookmarks = req.flag("allowWatchBookmarks");
     let timeout = req
         .query("timeoutSeconds")
