@@ -514,7 +514,6 @@ fn partial_object_metadata_lives_in_its_own_tree_and_is_served_offline() {
 /// the next request on the connection would be parsed from the body.
 #[test]
 fn a_local_answer_consumes_the_request_body_and_keeps_the_connection() {
-    use std::io::{BufRead, BufReader, Read, Write};
     let c = Cluster::new();
     let hub = c.start_hub(BIN, FAST);
     let lease = c
@@ -524,35 +523,18 @@ fn a_local_answer_consumes_the_request_body_and_keeps_the_connection() {
     wait_until("the renewed lease", Duration::from_secs(10), || {
         lease.is_file()
     });
-    let mut s = std::net::TcpStream::connect(hub.proxy_addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let tcp = std::net::TcpStream::connect(hub.proxy_addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = client::Session::new(tcp);
     let body = br#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"node-1","namespace":"kube-node-lease"},"spec":{"holderIdentity":"node-1"}}"#;
-    let put = format!(
+    let mut wire = format!(
         "PUT /apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/node-1 HTTP/1.1\r\nHost: x\r\nUser-Agent: {KUBELET}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
-    );
-    s.write_all(put.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    s.write_all(format!("GET /api/v1/namespaces/default/pods/none HTTP/1.1\r\nHost: x\r\nUser-Agent: {KUBELET}\r\n\r\n").as_bytes()).unwrap();
-    let mut r = BufReader::new(s);
-    let mut statuses = Vec::new();
-    for _ in 0..2 {
-        let mut line = String::new();
-        r.read_line(&mut line).unwrap();
-        statuses.push(line.split_whitespace().nth(1).unwrap_or("").to_string());
-        let mut len = 0usize;
-        loop {
-            line.clear();
-            r.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap();
-            }
-        }
-        let mut b = vec![0u8; len];
-        r.read_exact(&mut b).unwrap();
-    }
-    assert_eq!(statuses, vec!["200", "404"]);
+    )
+    .into_bytes();
+    wire.extend_from_slice(body);
+    wire.extend_from_slice(format!("GET /api/v1/namespaces/default/pods/none HTTP/1.1\r\nHost: x\r\nUser-Agent: {KUBELET}\r\n\r\n").as_bytes());
+    s.write_raw(&wire).unwrap();
+    let statuses: Vec<u16> = (0..2).map(|_| s.read_response().unwrap().status).collect();
+    assert_eq!(statuses, vec![200, 404]);
 }

@@ -407,28 +407,12 @@ fn writes_go_through_with_their_bodies() {
 fn keep_alive_carries_many_requests_on_one_connection() {
     let c = Cluster::new();
     let hub = c.start_hub(BIN, &[]);
-    let mut s = TcpStream::connect(hub.proxy_addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+    let tcp = TcpStream::connect(hub.proxy_addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = client::Session::new(tcp);
     for _ in 0..20 {
-        s.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-        assert!(line.starts_with("HTTP/1.1 200"), "{line}");
-        let mut len = 0usize;
-        loop {
-            line.clear();
-            std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                len = v.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0u8; len];
-        reader.read_exact(&mut body).unwrap();
-        assert!(String::from_utf8_lossy(&body).contains("v1.36.2"));
+        let r = s.get("/version", "kubelet/v1.32").unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.text().contains("v1.36.2"));
     }
 }

@@ -52,7 +52,7 @@ pub struct ResponseStream {
     done: bool,
 }
 
-fn read_head(reader: &mut BufReader<TcpStream>) -> io::Result<(u16, Vec<(String, String)>)> {
+fn read_head<R: Read>(reader: &mut BufReader<R>) -> io::Result<(u16, Vec<(String, String)>)> {
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let status = line
@@ -256,30 +256,15 @@ impl<S: Read + Write> Session<S> {
         }
     }
 
-    /// Sends `GET path` and reads the whole response.
-    pub fn get(&mut self, path: &str, user_agent: &str) -> io::Result<HttpResponse> {
-        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: {user_agent}\r\nAccept: application/json\r\n\r\n");
-        self.reader.get_mut().write_all(req.as_bytes())?;
-        self.reader.get_mut().flush()?;
-        let mut line = String::new();
-        self.reader.read_line(&mut line)?;
-        let status = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let mut headers = Vec::new();
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line)?;
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((n, v)) = l.split_once(':') {
-                headers.push((n.trim().to_string(), v.trim().to_string()));
-            }
-        }
+    /// Writes raw bytes (one or several pipelined requests).
+    pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.reader.get_mut().write_all(bytes)?;
+        self.reader.get_mut().flush()
+    }
+
+    /// Reads the next whole response (Content-Length or chunked).
+    pub fn read_response(&mut self) -> io::Result<HttpResponse> {
+        let (status, headers) = read_head(&mut self.reader)?;
         let resp = HttpResponse {
             status,
             headers,
@@ -290,6 +275,7 @@ impl<S: Read + Write> Session<S> {
             .header("transfer-encoding")
             .is_some_and(|t| t.contains("chunked"))
         {
+            let mut line = String::new();
             loop {
                 line.clear();
                 self.reader.read_line(&mut line)?;
@@ -310,6 +296,13 @@ impl<S: Read + Write> Session<S> {
             self.reader.read_exact(&mut body)?;
         }
         Ok(HttpResponse { body, ..resp })
+    }
+
+    /// Sends `GET path` and reads the whole response.
+    pub fn get(&mut self, path: &str, user_agent: &str) -> io::Result<HttpResponse> {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: {user_agent}\r\nAccept: application/json\r\n\r\n");
+        self.write_raw(req.as_bytes())?;
+        self.read_response()
     }
 }
 
