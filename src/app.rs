@@ -3,7 +3,11 @@
 use async_io::Async;
 use std::fmt;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
+
+use crate::admin::{Admin, Readiness};
+use crate::metrics::Metrics;
 
 use crate::cache::store::Recovery;
 use crate::cache::{Agents, Cache, StoreError};
@@ -57,6 +61,8 @@ impl std::error::Error for StartError {}
 pub struct Running {
     /// The plain-HTTP proxy address.
     pub proxy_addr: SocketAddr,
+    /// The admin server address.
+    pub admin_addr: SocketAddr,
     cache: Option<Cache>,
 }
 
@@ -78,6 +84,7 @@ fn bind(addr: SocketAddr) -> Result<Async<TcpListener>, StartError> {
 /// [`runtime::spawn_thread`]).
 pub fn start(config: &Config) -> Result<Running, StartError> {
     let tls = Tls::load(&config.ca_path(), &config.client_cert_path()).map_err(StartError::Tls)?;
+    let client_cert = tls.has_client_cert();
     let upstream = Arc::new(Upstream::new(&config.servers, config.lb_mode, tls));
     let mut live_agents = None;
     let edge = match config.working_mode {
@@ -111,7 +118,35 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         }
     };
     let cache = edge.as_ref().map(|e| e.cache.clone());
-    let proxy = Arc::new(Proxy::new(upstream, edge));
+    let health = edge.as_ref().map(|e| e.health.clone());
+    let metrics = Arc::new(Metrics::default());
+    let live = live_agents.map(|agents| (agents, Arc::new(AtomicBool::new(false))));
+    let readiness = Arc::new(Readiness {
+        client_cert,
+        config_synced: live.as_ref().map(|(_, synced)| synced.clone()),
+        health: health.clone(),
+    });
+    let proxy = Arc::new(
+        Proxy::new(upstream.clone(), edge, metrics.clone())
+            .with_readiness(readiness.clone(), &config.node_name),
+    );
+    let admin = Arc::new(Admin {
+        metrics,
+        readiness,
+        health,
+        cache: cache.clone(),
+        upstream,
+    });
+    let admin_listener = bind(SocketAddr::new(config.bind_address, config.serve_port))?;
+    let admin_addr = admin_listener
+        .get_ref()
+        .local_addr()
+        .map_err(|error| StartError::Bind {
+            addr: SocketAddr::new(config.bind_address, config.serve_port),
+            error,
+        })?;
+    runtime::spawn(server::serve_plain(admin_listener, admin)).detach();
+    log::info!("serving admin on http://{admin_addr}");
     let listener = bind(SocketAddr::new(
         config.bind_proxy_address,
         config.proxy_port,
@@ -124,7 +159,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             error,
         })?;
     runtime::spawn(server::serve_plain(listener, proxy)).detach();
-    if let Some(agents) = live_agents {
+    if let Some((agents, synced)) = live {
         let own = SocketAddr::new(
             if config.bind_proxy_address.is_unspecified() {
                 std::net::Ipv4Addr::LOCALHOST.into()
@@ -133,7 +168,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             },
             proxy_addr.port(),
         );
-        let live = LiveConfig::new(own, &config.namespace, &config.node_name, agents);
+        let live = LiveConfig::new(own, &config.namespace, &config.node_name, agents, synced);
         runtime::spawn(live.run()).detach();
     }
     log::info!(
@@ -145,7 +180,11 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             .collect::<Vec<_>>()
             .join(",")
     );
-    Ok(Running { proxy_addr, cache })
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        cache,
+    })
 }
 
 /// Starts the hub and serves until SIGTERM or SIGINT, telling systemd (when it started us)

@@ -4,6 +4,7 @@
 //! A request enters [`server`], is classified ([`kube::RequestInfo`]), routed ([`proxy`]) to the
 //! cloud ([`upstream`]), and streamed back. [`config`] holds the flags; [`http`] is the wire.
 
+pub mod admin;
 pub mod app;
 pub mod cache;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod health;
 pub mod http;
 pub mod kube;
 pub mod local;
+pub mod metrics;
 pub mod notify;
 pub mod proxy;
 pub mod runtime;

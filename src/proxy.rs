@@ -14,6 +14,7 @@ use smol::io::AsyncWriteExt;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use crate::admin::Readiness;
 use crate::cache::{self, Agents, Cache, Shape, Target};
 use crate::health::Health;
 use crate::http::gzip::GzipDecoder;
@@ -21,6 +22,7 @@ use crate::http::url::Query;
 use crate::http::{BodyReader, BodyWriter, Framing, Headers, RequestHead, ResponseHead};
 use crate::kube::{self, RequestInfo, Status};
 use crate::local::{self, Local};
+use crate::metrics::{Metrics, RequestLabels};
 use crate::server::{respond_status, ClientConn};
 use crate::upstream::{self, Body, Identity, Negotiated, Response, Upstream, UpstreamError};
 
@@ -86,6 +88,8 @@ pub struct RequestContext {
     pub component: Option<String>,
     /// What the client asked for before negotiation.
     pub negotiated: Negotiated,
+    /// The labels of the request metrics (resource requests only).
+    pub labels: Option<RequestLabels>,
     started: Instant,
 }
 
@@ -115,6 +119,12 @@ impl RequestContext {
     }
 }
 
+impl crate::server::Service for Proxy {
+    async fn serve(&self, conn: &mut ClientConn, head: RequestHead) -> bool {
+        self.answer(conn, head).await
+    }
+}
+
 /// What an edge-mode hub adds to the plain proxy: the cache, cloud health, offline answers.
 pub struct Edge {
     /// The cache the responses are teed into.
@@ -131,6 +141,9 @@ pub struct Edge {
 pub struct Proxy {
     upstream: Arc<Upstream>,
     edge: Option<Edge>,
+    metrics: Arc<Metrics>,
+    readiness: Option<Arc<Readiness>>,
+    multiplexer: String,
 }
 
 enum Outcome {
@@ -141,8 +154,26 @@ enum Outcome {
 impl Proxy {
     /// A proxy sending everything to `upstream`; with `edge`, also caching and answering
     /// offline.
-    pub fn new(upstream: Arc<Upstream>, edge: Option<Edge>) -> Self {
-        Self { upstream, edge }
+    pub fn new(upstream: Arc<Upstream>, edge: Option<Edge>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            upstream,
+            edge,
+            metrics,
+            readiness: None,
+            multiplexer: String::new(),
+        }
+    }
+
+    /// Answers 503 to every client but the hub itself until `readiness` holds (reference §1.6).
+    pub fn with_readiness(mut self, readiness: Arc<Readiness>, node: &str) -> Self {
+        self.readiness = Some(readiness);
+        self.multiplexer = format!("multiplexer-proxy-{node}");
+        self
+    }
+
+    /// Whether a request comes from the hub itself, which readiness never holds up.
+    fn is_own(&self, user_agent: Option<&str>) -> bool {
+        user_agent.is_some_and(|ua| ua.starts_with("yurthub") || ua == self.multiplexer)
     }
 
     /// The servers to try, in balancing order: only healthy ones in edge mode.
@@ -158,7 +189,7 @@ impl Proxy {
     }
 
     /// Answers one request completely. Returns whether the connection may carry another.
-    pub async fn serve(&self, conn: &mut ClientConn, mut head: RequestHead) -> bool {
+    pub async fn answer(&self, conn: &mut ClientConn, mut head: RequestHead) -> bool {
         let info = match RequestInfo::classify(&head.method, &head.target) {
             Ok(i) => i,
             Err(e) => {
@@ -178,12 +209,36 @@ impl Proxy {
         };
         let client_keep_alive = head.keep_alive();
         let client_http10 = head.minor_version == 0;
+        let user_agent = head.headers.get_str("user-agent");
+        let labels = info.is_resource_request.then(|| RequestLabels {
+            verb: info.verb.clone(),
+            resource: info.resource.clone(),
+            subresources: info.subresource.clone(),
+            client: user_agent.unwrap_or("").to_lowercase(),
+        });
+        let _in_flight = labels.clone().map(|l| self.metrics.request_started(l));
         let ctx = RequestContext {
-            component: kube::component(head.headers.get_str("user-agent")),
+            component: kube::component(user_agent),
             negotiated: Negotiated::default(),
+            labels,
             info,
             started: Instant::now(),
         };
+        if let Some(r) = &self.readiness {
+            let cached_path =
+                !ctx.info.is_resource_request && local::cached_path_file(&ctx.info.path).is_some();
+            if !cached_path && !self.is_own(head.headers.get_str("user-agent")) {
+                if let Err(why) = r.check() {
+                    let s = Status::failure(503, format!("yurthub is not ready: {why}"));
+                    ctx.log(503, "not ready");
+                    return respond_status(&mut conn.writer, &s, !client_keep_alive)
+                        .await
+                        .is_ok()
+                        && client_keep_alive
+                        && framing == Framing::Empty;
+                }
+            }
+        }
         let id = identity_of(&head);
         let peer_ip = conn.peer.ip().to_string();
         let xff = match head.headers.get_str("x-forwarded-for") {
@@ -511,6 +566,9 @@ impl Proxy {
             };
             if let Some(t) = &mut tee {
                 t.feed(&piece);
+            }
+            if let (Some(l), Some(_)) = (&ctx.labels, &ctx.component) {
+                self.metrics.add_traffic(l, n as u64);
             }
             if n == 0 {
                 if let Some(t) = tee.take() {

@@ -2,7 +2,8 @@
 //! place where an error becomes a `metav1.Status` response.
 //!
 //! A connection is read through one bounded [`Reader`]; each request head is handed to the
-//! [`proxy`](crate::proxy), which answers it completely before the next head is read.
+//! listener's [`Service`] (the [`proxy`](crate::proxy) or the [`admin`](crate::admin) server),
+//! which answers it completely before the next head is read.
 
 use async_io::{Async, Timer};
 use smol::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -13,7 +14,16 @@ use std::time::Duration;
 
 use crate::http::{HeadError, Limits, Reader, RequestHead, ResponseHead};
 use crate::kube::Status;
-use crate::proxy::Proxy;
+
+/// What answers the requests of a listener: the proxy, or the admin server.
+pub trait Service: Send + Sync + 'static {
+    /// Answers one request completely; returns whether the connection may carry another.
+    fn serve<'a>(
+        &'a self,
+        conn: &'a mut ClientConn,
+        head: RequestHead,
+    ) -> impl std::future::Future<Output = bool> + Send + 'a;
+}
 
 /// How long a kept-alive connection may sit without a new request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -105,7 +115,7 @@ async fn next_head(conn: &mut ClientConn) -> Result<Option<RequestHead>, HeadErr
 }
 
 /// Serves requests on one connection until either side ends it.
-pub async fn serve_connection(mut conn: ClientConn, proxy: Arc<Proxy>) {
+pub async fn serve_connection<S: Service>(mut conn: ClientConn, service: Arc<S>) {
     loop {
         let head = match next_head(&mut conn).await {
             Ok(Some(h)) => h,
@@ -125,7 +135,7 @@ pub async fn serve_connection(mut conn: ClientConn, proxy: Arc<Proxy>) {
                 break;
             }
         };
-        if !proxy.serve(&mut conn, head).await {
+        if !service.serve(&mut conn, head).await {
             break;
         }
     }
@@ -133,7 +143,7 @@ pub async fn serve_connection(mut conn: ClientConn, proxy: Arc<Proxy>) {
 }
 
 /// Accepts plain-TCP connections on `listener` forever, one task per connection.
-pub async fn serve_plain(listener: Async<TcpListener>, proxy: Arc<Proxy>) {
+pub async fn serve_plain<S: Service>(listener: Async<TcpListener>, service: Arc<S>) {
     let local = listener
         .get_ref()
         .local_addr()
@@ -144,7 +154,7 @@ pub async fn serve_plain(listener: Async<TcpListener>, proxy: Arc<Proxy>) {
                 let _ = stream.get_ref().set_nodelay(true);
                 let stream: Async<TcpStream> = stream;
                 let conn = ClientConn::new(Box::new(stream), peer, local);
-                crate::runtime::spawn(serve_connection(conn, proxy.clone())).detach();
+                crate::runtime::spawn(serve_connection(conn, service.clone())).detach();
             }
             Err(e) => {
                 // Out of descriptors or similar: back off instead of spinning.

@@ -44,25 +44,22 @@ impl std::fmt::Display for RoundError {
 }
 
 impl LiveConfig {
-    /// Watches yurt-hub-cfg in `namespace` through the proxy at `proxy`, updating `agents`.
+    /// Watches yurt-hub-cfg in `namespace` through the proxy at `proxy`, updating `agents`;
+    /// `synced` turns true once the ConfigMap has been read (a readiness condition).
     pub fn new(
         proxy: SocketAddr,
         namespace: &str,
         node: &str,
         agents: Arc<RwLock<Agents>>,
+        synced: Arc<AtomicBool>,
     ) -> Self {
         Self {
             proxy,
             namespace: namespace.to_string(),
             node: node.to_string(),
             agents,
-            synced: Arc::new(AtomicBool::new(false)),
+            synced,
         }
-    }
-
-    /// Whether the ConfigMap has been read once (a readiness condition).
-    pub fn synced(&self) -> Arc<AtomicBool> {
-        self.synced.clone()
     }
 
     fn apply(&self, cm: Option<&Value>) {

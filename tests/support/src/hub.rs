@@ -62,6 +62,8 @@ pub struct Hub {
     lines: Lines,
     /// The plain proxy address it reported.
     pub proxy_addr: SocketAddr,
+    /// The admin server address it reported.
+    pub admin_addr: SocketAddr,
 }
 
 impl Hub {
@@ -72,6 +74,13 @@ impl Hub {
 
     /// Like [`Hub::start`], with extra environment variables.
     pub fn start_with_env(bin: &str, args: &[String], env: &[(&str, &str)]) -> Hub {
+        let hub = Self::spawn(bin, args, env);
+        hub.wait_ready(Duration::from_secs(30));
+        hub
+    }
+
+    /// Starts the hub and waits for its listeners, not for readiness.
+    pub fn spawn(bin: &str, args: &[String], env: &[(&str, &str)]) -> Hub {
         let mut child = command(bin)
             .args(args)
             .envs(env.iter().copied())
@@ -98,15 +107,40 @@ impl Hub {
             child,
             lines,
             proxy_addr: "0.0.0.0:0".parse().unwrap(),
+            admin_addr: "0.0.0.0:0".parse().unwrap(),
         };
-        let line = hub.wait_for_log("serving proxy on http://", Duration::from_secs(30));
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .expect("address after http://");
-        hub.proxy_addr = addr.parse().expect("a socket address");
+        let addr_after = |hub: &Hub, what: &str| -> SocketAddr {
+            let line = hub.wait_for_log(what, Duration::from_secs(30));
+            line.split("http://")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("no address in {line:?}"))
+        };
+        hub.admin_addr = addr_after(&hub, "serving admin on http://");
+        hub.proxy_addr = addr_after(&hub, "serving proxy on http://");
         hub
+    }
+
+    /// Waits until `/v1/readyz` answers 200.
+    pub fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(r) = crate::client::request(self.admin_addr, "GET", "/v1/readyz", &[], b"") {
+                if r.status == 200 {
+                    return;
+                }
+                if Instant::now() >= deadline {
+                    panic!(
+                        "hub not ready: {}\nlog:\n{}",
+                        r.text(),
+                        self.log().join("\n")
+                    );
+                }
+            }
+            assert!(Instant::now() < deadline, "admin server never answered");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Waits for a log line containing `needle`; panics with the log on timeout.

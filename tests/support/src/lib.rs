@@ -411,6 +411,8 @@ impl Cluster {
             format!("--disk-cache-path={}", self.cache.path().display()),
             "--bind-proxy-address=127.0.0.1".into(),
             "--proxy-port=0".into(),
+            "--bind-address=127.0.0.1".into(),
+            "--serve-port=0".into(),
             "--v=2".into(),
         ]
     }

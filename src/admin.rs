@@ -1,0 +1,166 @@
+//! The admin port (`--bind-address:--serve-port`, 127.0.0.1:10267 by default): `/v1/healthz`,
+//! `/v1/readyz`, and `/metrics` in Prometheus text format (reference §9).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::cache::Cache;
+use crate::health::Health;
+use crate::http::{RequestHead, ResponseHead};
+use crate::metrics::{Exposition, Metrics};
+use crate::server::{respond, ClientConn, Service};
+use crate::upstream::Upstream;
+
+/// What the hub needs before it serves clients other than itself (reference §1.6).
+pub struct Readiness {
+    /// Whether the node identity has a client certificate.
+    pub client_cert: bool,
+    /// Whether yurt-hub-cfg has been read (edge mode).
+    pub config_synced: Option<Arc<AtomicBool>>,
+    /// Whether any server answers; a missing certificate only matters while one does.
+    pub health: Option<Arc<Health>>,
+}
+
+impl Readiness {
+    /// `Ok` when ready, else the reason.
+    pub fn check(&self) -> Result<(), String> {
+        let cloud_reachable = self.health.as_ref().is_none_or(|h| h.any_healthy());
+        if !self.client_cert && cloud_reachable {
+            return Err("certificates not ready: no node client certificate".into());
+        }
+        if self
+            .config_synced
+            .as_ref()
+            .is_some_and(|s| !s.load(Ordering::Relaxed))
+        {
+            return Err("yurt-hub-cfg not synced yet".into());
+        }
+        Ok(())
+    }
+}
+
+/// The admin server.
+pub struct Admin {
+    /// Request metrics.
+    pub metrics: Arc<Metrics>,
+    /// Readiness.
+    pub readiness: Arc<Readiness>,
+    /// Cloud health (edge mode).
+    pub health: Option<Arc<Health>>,
+    /// The cache (edge mode).
+    pub cache: Option<Cache>,
+    /// The upstream side.
+    pub upstream: Arc<Upstream>,
+}
+
+async fn text(conn: &mut ClientConn, status: u16, content_type: &str, body: &str) -> bool {
+    let mut head = ResponseHead::new(status);
+    head.headers.push("Content-Type", content_type);
+    respond(&mut conn.writer, head, body.as_bytes())
+        .await
+        .is_ok()
+}
+
+impl Admin {
+    fn render(&self) -> String {
+        let mut out = Exposition::default();
+        self.metrics.render(&mut out);
+        if let Some(h) = &self.health {
+            out.family(
+                "node_yurthub_server_healthy_status",
+                "gauge",
+                "Whether the hub believes each cloud apiserver reachable (1) or not (0)",
+            );
+            for (i, url) in self.upstream.server_urls().enumerate() {
+                let v = if h.is_healthy(i) { 1.0 } else { 0.0 };
+                out.sample(
+                    "node_yurthub_server_healthy_status",
+                    &[("server", url.authority())],
+                    v,
+                );
+            }
+        }
+        if let Some(c) = &self.cache {
+            let s = c.stats();
+            let counters = [
+                (
+                    "yurthub_cache_writes_total",
+                    "Objects written to the cache",
+                    &s.writes,
+                ),
+                (
+                    "yurthub_cache_write_errors_total",
+                    "Failed cache writes and deletes (a full disk among them)",
+                    &s.write_errors,
+                ),
+                (
+                    "yurthub_cache_queue_overflows_total",
+                    "Responses not cached because the cache queue was full",
+                    &s.overflows,
+                ),
+            ];
+            for (name, help, v) in counters {
+                out.family(name, "counter", help);
+                out.sample::<&str>(name, &[], v.load(Ordering::Relaxed) as f64);
+            }
+            out.family(
+                "yurthub_cache_quarantined_files",
+                "gauge",
+                "Unparsable cache files moved to _quarantine",
+            );
+            out.sample::<&str>(
+                "yurthub_cache_quarantined_files",
+                &[],
+                s.quarantined.load(Ordering::Relaxed) as f64,
+            );
+        }
+        out.family(
+            "yurthub_upstream_idle_connections",
+            "gauge",
+            "Kept-alive connections to the cloud now idle",
+        );
+        out.sample::<&str>(
+            "yurthub_upstream_idle_connections",
+            &[],
+            self.upstream.idle_connections() as f64,
+        );
+        out.family("yurthub_build_info", "gauge", "The hub's version");
+        out.sample(
+            "yurthub_build_info",
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("arch", std::env::consts::ARCH),
+            ],
+            1.0,
+        );
+        out.text().to_string()
+    }
+}
+
+impl Service for Admin {
+    async fn serve(&self, conn: &mut ClientConn, head: RequestHead) -> bool {
+        // Admin requests carry no bodies worth reading; one with a body ends the connection.
+        let keep = head.keep_alive()
+            && matches!(
+                crate::http::Framing::of_request(&head),
+                Ok(crate::http::Framing::Empty)
+            );
+        let get = matches!(head.method.as_str(), "GET" | "HEAD");
+        let ok = match head.path() {
+            "/v1/healthz" if get => text(conn, 200, "text/plain; charset=utf-8", "OK").await,
+            "/v1/readyz" if get => match self.readiness.check() {
+                Ok(()) => text(conn, 200, "text/plain; charset=utf-8", "OK").await,
+                Err(why) => text(conn, 500, "text/plain; charset=utf-8", &why).await,
+            },
+            "/metrics" => {
+                let body = self.render();
+                text(conn, 200, "text/plain; version=0.0.4; charset=utf-8", &body).await
+            }
+            "/v1/healthz" | "/v1/readyz" => {
+                text(conn, 405, "text/plain; charset=utf-8", "method not allowed").await
+            }
+            _ => text(conn, 404, "text/plain; charset=utf-8", "404 page not found").await,
+        };
+        ok && keep
+    }
+}

@@ -1,0 +1,212 @@
+//! The admin port as an operator uses it (seed FAQ items 3 and 4): /v1/healthz, /v1/readyz,
+//! and /metrics, parsed by a real Prometheus text parser.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use testapi::client::{self, get, request};
+use testapi::{pod, Cluster, Hub, NODE};
+
+const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
+const KUBELET: &str = "kubelet/v1.32.0 (linux/arm64) kubernetes/70d3cc9";
+
+fn metrics(hub: &Hub) -> String {
+    let r = get(hub.admin_addr, "/metrics", "curl/8");
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    r.text()
+}
+
+/// The value of the one sample of `name` whose labels include all of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn health_and_readiness_answer_ok_and_unknown_paths_404() {
+    let c = Cluster::new();
+    let hub = c.start_hub(BIN, &[]);
+    let r = get(hub.admin_addr, "/v1/healthz", "curl/8");
+    assert_eq!((r.status, r.text().as_str()), (200, "OK"));
+    let r = get(hub.admin_addr, "/v1/readyz", "curl/8");
+    assert_eq!((r.status, r.text().as_str()), (200, "OK"));
+    assert_eq!(get(hub.admin_addr, "/nope", "curl/8").status, 404);
+    let r = request(hub.admin_addr, "POST", "/v1/healthz", &[], b"").unwrap();
+    assert_eq!(r.status, 405);
+}
+
+#[test]
+fn in_flight_requests_show_each_triplet_one_while_open_zero_after() {
+    let c = Cluster::new();
+    c.api
+        .create("/api/v1/namespaces/default/pods", pod("p1", NODE));
+    let hub = c.start_hub(BIN, &[]);
+    let list = get(hub.proxy_addr, "/api/v1/namespaces/default/pods", KUBELET);
+    let rv = list.json()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let w = client::open(
+        hub.proxy_addr,
+        "GET",
+        &format!("/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}"),
+        &[("User-Agent", KUBELET)],
+        b"",
+    )
+    .unwrap();
+    let client = KUBELET.to_lowercase();
+    let text = metrics(&hub);
+    let list_labels = [
+        ("verb", "list"),
+        ("resource", "pods"),
+        ("client", client.as_str()),
+    ];
+    let watch_labels = [
+        ("verb", "watch"),
+        ("resource", "pods"),
+        ("client", client.as_str()),
+    ];
+    assert_eq!(
+        sample(
+            &text,
+            "node_yurthub_in_flight_requests_collector",
+            &list_labels
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "node_yurthub_in_flight_requests_collector",
+            &watch_labels
+        ),
+        Some(1.0)
+    );
+    drop(w);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = metrics(&hub);
+        if sample(
+            &text,
+            "node_yurthub_in_flight_requests_collector",
+            &watch_labels,
+        ) == Some(0.0)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watch still counts as in flight"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn traffic_counts_the_bytes_the_apiserver_sent() {
+    let c = Cluster::new();
+    for i in 0..3 {
+        c.api.create(
+            "/api/v1/namespaces/default/pods",
+            pod(&format!("p{i}"), NODE),
+        );
+    }
+    let hub = c.start_hub(BIN, &[]);
+    let mut received = 0;
+    for _ in 0..3 {
+        received += get(hub.proxy_addr, "/api/v1/namespaces/default/pods", KUBELET)
+            .body
+            .len();
+    }
+    let text = metrics(&hub);
+    let client = KUBELET.to_lowercase();
+    let bytes = sample(
+        &text,
+        "node_yurthub_proxy_traffic_collector",
+        &[
+            ("verb", "list"),
+            ("resource", "pods"),
+            ("client", client.as_str()),
+        ],
+    );
+    assert_eq!(bytes, Some(received as f64));
+    assert_eq!(
+        sample(&text, "node_yurthub_server_healthy_status", &[]),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn the_exposition_parses_with_prometheus_client() {
+    let c = Cluster::new();
+    let hub = c.start_hub(BIN, &[]);
+    get(hub.proxy_addr, "/api/v1/namespaces/default/pods", KUBELET);
+    get(
+        hub.proxy_addr,
+        "/api/v1/namespaces/default/pods",
+        "weird \"agent\"\\x/1",
+    );
+    let text = metrics(&hub);
+    let script =
+        "import sys\nfrom prometheus_client.parser import text_string_to_metric_families\n\
+        fams = list(text_string_to_metric_families(sys.stdin.read()))\n\
+        print(len(fams), sum(len(f.samples) for f in fams))\n";
+    let mut py = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    py.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client rejected the exposition (pip install prometheus-client): {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts = String::from_utf8_lossy(&out.stdout);
+    let families: usize = counts.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(families >= 8, "{counts}");
+}
+
+#[test]
+fn until_ready_clients_get_503_but_the_hub_itself_is_served() {
+    let c = Cluster::new();
+    std::fs::remove_file(c.root.path().join("pki/yurthub-current.pem")).unwrap();
+    let hub = Hub::spawn(BIN, &c.hub_args(&[&c.api]), &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ready = loop {
+        if let Ok(r) = request(hub.admin_addr, "GET", "/v1/readyz", &[], b"") {
+            break r;
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(ready.status, 500);
+    assert!(
+        ready.text().contains("certificates not ready"),
+        "{}",
+        ready.text()
+    );
+    let r = get(hub.proxy_addr, "/api/v1/namespaces/default/pods", KUBELET);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["reason"], "ServiceUnavailable");
+    let own = get(
+        hub.proxy_addr,
+        "/api/v1/namespaces/default/pods",
+        "yurthub/v0.1.0",
+    );
+    assert_ne!(own.status, 503);
+}
