@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
 use crate::admin::{Admin, Readiness};
+use crate::filter::{Filters, Settings};
 use crate::metrics::Metrics;
 
 use crate::cache::store::Recovery;
@@ -126,9 +127,21 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         config_synced: live.as_ref().map(|(_, synced)| synced.clone()),
         health: health.clone(),
     });
+    let filters = Arc::new(Filters::new(Settings {
+        hub_host: if config.enable_dummy_if {
+            config.dummy_if_ip.to_string()
+        } else {
+            config.bind_proxy_address.to_string()
+        },
+        hub_port: config.proxy_secure_port,
+        nodepool: config.nodepool_name.clone(),
+        enabled: config.enable_resource_filter,
+        disabled: config.disabled_resource_filters.iter().cloned().collect(),
+    }));
     let proxy = Arc::new(
         Proxy::new(upstream.clone(), edge, metrics.clone())
-            .with_readiness(readiness.clone(), &config.node_name),
+            .with_readiness(readiness.clone(), &config.node_name)
+            .with_filters(filters.clone()),
     );
     let admin = Arc::new(Admin {
         metrics,
@@ -168,7 +181,8 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             },
             proxy_addr.port(),
         );
-        let live = LiveConfig::new(own, &config.namespace, &config.node_name, agents, synced);
+        let live = LiveConfig::new(own, &config.namespace, &config.node_name, agents, synced)
+            .with_filters(filters);
         runtime::spawn(live.run()).detach();
     }
     log::info!(

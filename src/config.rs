@@ -67,6 +67,26 @@ const fn switch(name: &'static str, default: &'static str, help: &'static str) -
 }
 
 const FLAGS: &[Flag] = &[
+    switch(
+        "enable-resource-filter",
+        "true",
+        "rewrite responses with the filters (false: none)",
+    ),
+    flag(
+        "disabled-resource-filters",
+        "",
+        "comma-separated filter names to disable (* for all)",
+    ),
+    switch(
+        "enable-dummy-if",
+        "true",
+        "pods reach the hub at --dummy-if-ip (else at --bind-proxy-address)",
+    ),
+    flag(
+        "dummy-if-ip",
+        "169.254.2.1",
+        "the hub's address for pods, inside 169.254.0.0/16",
+    ),
     flag(
         "server-addr",
         "",
@@ -321,6 +341,14 @@ pub struct Config {
     pub kubelet_health_grace_period: Duration,
     /// Offline watches without timeoutSeconds are held a random time in [t, 2t).
     pub min_request_timeout: Duration,
+    /// Whether filters run at all.
+    pub enable_resource_filter: bool,
+    /// Filters turned off.
+    pub disabled_resource_filters: Vec<String>,
+    /// Whether pods reach the hub on the dummy interface's address.
+    pub enable_dummy_if: bool,
+    /// The dummy interface's address.
+    pub dummy_if_ip: IpAddr,
 }
 
 /// What the command line asks for.
@@ -420,6 +448,28 @@ fn read_values(args: impl IntoIterator<Item = String>) -> Result<Values, FlagErr
     Ok(Values(values))
 }
 
+/// The dummy IP: inside 169.254.0.0/16, not in 169.254.31.0/24, not 169.254.1.1
+/// (reference §1.2), or any IPv6 address.
+fn dummy_ip(v: &Values) -> Result<IpAddr, FlagError> {
+    let ip = parse_ip(v, "dummy-if-ip")?;
+    let ok = match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            o[0] == 169 && o[1] == 254 && o[2] != 31 && a != std::net::Ipv4Addr::new(169, 254, 1, 1)
+        }
+        IpAddr::V6(_) => true,
+    };
+    if ok {
+        Ok(ip)
+    } else {
+        Err(FlagError::Invalid {
+            flag: "dummy-if-ip",
+            value: ip.to_string(),
+            expected: "an address in 169.254.0.0/16 outside 169.254.31.0/24, not 169.254.1.1",
+        })
+    }
+}
+
 fn parse_ip(v: &Values, name: &'static str) -> Result<IpAddr, FlagError> {
     v.parse(name, "an IPv4 or IPv6 address")
 }
@@ -499,6 +549,16 @@ impl Config {
                 .max(1),
             kubelet_health_grace_period: v.duration("kubelet-health-grace-period")?,
             min_request_timeout: v.duration("min-request-timeout")?,
+            enable_resource_filter: v.boolean("enable-resource-filter")?,
+            disabled_resource_filters: v
+                .get("disabled-resource-filters")
+                .split(',')
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(str::to_string)
+                .collect(),
+            enable_dummy_if: v.boolean("enable-dummy-if")?,
+            dummy_if_ip: dummy_ip(&v)?,
         })))
     }
 
@@ -626,6 +686,33 @@ mod tests {
             ),
             (&["--server-addr=a", "--nodepool-name=p"], "--node-name"),
             (&["--node-name"], "--node-name"),
+            (
+                &[
+                    "--server-addr=a",
+                    "--node-name=n",
+                    "--nodepool-name=p",
+                    "--dummy-if-ip=169.254.31.5",
+                ],
+                "--dummy-if-ip",
+            ),
+            (
+                &[
+                    "--server-addr=a",
+                    "--node-name=n",
+                    "--nodepool-name=p",
+                    "--dummy-if-ip=10.0.0.1",
+                ],
+                "--dummy-if-ip",
+            ),
+            (
+                &[
+                    "--server-addr=a",
+                    "--node-name=n",
+                    "--nodepool-name=p",
+                    "--enable-dummy-if=maybe",
+                ],
+                "--enable-dummy-if",
+            ),
             (&["stray"], "stray"),
         ];
         for (args, needle) in cases {

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod app;
 pub mod cache;
 pub mod config;
+pub mod filter;
 pub mod health;
 pub mod http;
 pub mod kube;

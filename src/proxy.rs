@@ -5,6 +5,7 @@
 //! flushed at once) while the client's side is watched: a client that goes away closes the
 //! upstream request.
 
+mod filtered;
 mod tee;
 mod tunnel;
 
@@ -16,6 +17,7 @@ use std::time::Instant;
 
 use crate::admin::Readiness;
 use crate::cache::{self, Agents, Cache, Shape, Target};
+use crate::filter::Filters;
 use crate::health::Health;
 use crate::http::gzip::GzipDecoder;
 use crate::http::url::Query;
@@ -142,6 +144,7 @@ pub struct Proxy {
     upstream: Arc<Upstream>,
     edge: Option<Edge>,
     metrics: Arc<Metrics>,
+    filters: Option<Arc<Filters>>,
     readiness: Option<Arc<Readiness>>,
     multiplexer: String,
 }
@@ -159,9 +162,16 @@ impl Proxy {
             upstream,
             edge,
             metrics,
+            filters: None,
             readiness: None,
             multiplexer: String::new(),
         }
+    }
+
+    /// Rewrites the responses `filters` apply to.
+    pub fn with_filters(mut self, filters: Arc<Filters>) -> Self {
+        self.filters = Some(filters);
+        self
     }
 
     /// Answers 503 to every client but the hub itself until `readiness` holds (reference §1.6).
@@ -373,7 +383,27 @@ impl Proxy {
         }
         match sent {
             Ok(resp) => {
-                let tee = self.tee_for(&resp, &ctx, &method, target.as_ref());
+                let chain = self.filters.as_ref().and_then(|f| {
+                    (resp.head.status == 200).then_some(())?;
+                    f.chain(
+                        ctx.component.as_deref()?,
+                        &ctx.info.verb,
+                        &ctx.info.resource,
+                    )
+                });
+                if let Some(chain) = chain {
+                    let tee = self.tee_for(&resp, &ctx, &method, target.as_ref(), Some(false));
+                    let f = filtered::Filtered {
+                        chain,
+                        watch: ctx.info.verb == "watch",
+                        tee,
+                        ctx: &ctx,
+                        client_http10,
+                    };
+                    let ok = matches!(f.relay(self, conn, resp, &method).await, Outcome::KeepAlive);
+                    return ok && client_keep_alive;
+                }
+                let tee = self.tee_for(&resp, &ctx, &method, target.as_ref(), None);
                 let ok = matches!(
                     self.relay(
                         conn,
@@ -430,16 +460,19 @@ impl Proxy {
         ctx: &RequestContext,
         method: &str,
         target: Option<&Result<Target, &'static str>>,
+        gzip: Option<bool>,
     ) -> Option<Tee> {
         let edge = self.edge.as_ref()?;
         if !(200..300).contains(&resp.head.status) {
             return None;
         }
-        let gzip = resp
-            .head
-            .headers
-            .get_str("content-encoding")
-            .is_some_and(|e| e.trim().eq_ignore_ascii_case("gzip"));
+        // The copy is gzip when the wire is, unless the caller feeds decompressed bytes.
+        let gzip = gzip.unwrap_or_else(|| {
+            resp.head
+                .headers
+                .get_str("content-encoding")
+                .is_some_and(|e| e.trim().eq_ignore_ascii_case("gzip"))
+        });
         if !ctx.info.is_resource_request {
             let file = local::cached_path_file(&ctx.info.path)?;
             return (method == "GET" && resp.head.status == 200)

@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::cache::Agents;
+use crate::filter::Filters;
 use crate::http::{BodyReader, Framing, Limits, Reader, RequestHead};
 
 /// The ConfigMap's name.
@@ -23,6 +24,7 @@ pub struct LiveConfig {
     node: String,
     agents: Arc<RwLock<Agents>>,
     synced: Arc<AtomicBool>,
+    filters: Option<Arc<Filters>>,
 }
 
 /// Why one round of list-and-watch ended.
@@ -59,10 +61,28 @@ impl LiveConfig {
             node: node.to_string(),
             agents,
             synced,
+            filters: None,
         }
     }
 
+    /// Also applies the per-filter component lists (data keys named after filters).
+    pub fn with_filters(mut self, filters: Arc<Filters>) -> Self {
+        self.filters = Some(filters);
+        self
+    }
+
     fn apply(&self, cm: Option<&Value>) {
+        if let Some(f) = &self.filters {
+            let data: std::collections::BTreeMap<String, String> = cm
+                .and_then(|c| c["data"].as_object())
+                .map(|d| {
+                    d.iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            f.set_extra_components(&data);
+        }
         let value = cm
             .and_then(|c| c["data"]["cache_agents"].as_str())
             .unwrap_or("");

@@ -1,0 +1,175 @@
+//! The relay of responses a filter rewrites: get/list bodies are read whole (bounded),
+//! filtered and sent with their new length; watch streams are filtered event by event and each
+//! event is flushed at once. The cache's copy is the filtered body.
+
+use smol::io::AsyncWriteExt;
+
+use super::{strip_hop_by_hop, Outcome, RequestContext, Tee};
+use crate::filter::Chain;
+use crate::http::gzip::GzipDecoder;
+use crate::http::{BodyWriter, Framing, ResponseHead};
+use crate::server::ClientConn;
+use crate::upstream::Response;
+
+/// The largest get/list body filtered; a larger one ends the connection.
+const MAX_FILTERED_BYTES: usize = 64 * 1024 * 1024;
+
+pub(super) struct Filtered<'a> {
+    pub chain: Chain,
+    pub watch: bool,
+    pub tee: Option<Tee>,
+    pub ctx: &'a RequestContext,
+    pub client_http10: bool,
+}
+
+fn chunk_into(writer: BodyWriter, data: &[u8], out: &mut Vec<u8>) {
+    writer.encode(data, out);
+}
+
+impl Filtered<'_> {
+    /// Streams `resp` through the chain to the client.
+    pub(super) async fn relay(
+        mut self,
+        proxy: &super::Proxy,
+        conn: &mut ClientConn,
+        mut resp: Response,
+        method: &str,
+    ) -> Outcome {
+        let up_framing = Framing::of_response(&resp.head, method).unwrap_or(Framing::Close);
+        let gzip = resp
+            .head
+            .headers
+            .get_str("content-encoding")
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case("gzip"));
+        let mut gunzip = (gzip && up_framing != Framing::Empty).then(GzipDecoder::new);
+        let mut head = ResponseHead::new(resp.head.status);
+        head.reason = resp.head.reason.clone();
+        head.headers = resp.head.headers.clone();
+        strip_hop_by_hop(&mut head.headers, false);
+        head.headers.remove("content-encoding");
+        head.headers.remove("content-length");
+        let writer = if self.watch && !self.client_http10 {
+            head.headers.set("Transfer-Encoding", "chunked");
+            BodyWriter::Chunked
+        } else {
+            BodyWriter::Raw
+        };
+        let mut out = Vec::new();
+        if self.watch {
+            if self.client_http10 {
+                head.headers.set("Connection", "close");
+            }
+            head.write_to(&mut out);
+            if conn.writer.write_all(&out).await.is_err() || conn.writer.flush().await.is_err() {
+                return Outcome::Close;
+            }
+        }
+        let mut piece = Vec::new();
+        let mut plain = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            piece.clear();
+            let server = resp.server;
+            let next = smol::future::or(
+                async { Some(resp.body.read(&mut resp.conn.reader, &mut piece).await) },
+                async {
+                    smol::future::or(conn.reader.closed(), async {
+                        match &proxy.edge {
+                            Some(e) => e.health.wait_unhealthy(server).await,
+                            None => std::future::pending().await,
+                        }
+                    })
+                    .await;
+                    None
+                },
+            )
+            .await;
+            let n = match next {
+                None | Some(Err(_)) => {
+                    self.ctx.log(resp.head.status, "filtered relay ended early");
+                    return Outcome::Close;
+                }
+                Some(Ok(n)) => n,
+            };
+            if let (Some(l), Some(_)) = (&self.ctx.labels, &self.ctx.component) {
+                proxy.metrics.add_traffic(l, n as u64);
+            }
+            let data: &[u8] = match &mut gunzip {
+                None => &piece,
+                Some(gz) => {
+                    plain.clear();
+                    let mut pos = 0;
+                    while pos < piece.len() {
+                        match gz.decode(&piece[pos..], &mut plain, usize::MAX) {
+                            Ok(used) if used > 0 => pos += used,
+                            Ok(_) => break,
+                            Err(e) => {
+                                log::warn!("upstream gzip body: {e}");
+                                return Outcome::Close;
+                            }
+                        }
+                    }
+                    &plain
+                }
+            };
+            buf.extend_from_slice(data);
+            if self.watch {
+                out.clear();
+                let mut start = 0;
+                while let Some(p) = buf[start..].iter().position(|&b| b == b'\n') {
+                    let line = &buf[start..start + p];
+                    if !line.trim_ascii().is_empty() {
+                        let filtered = self.chain.apply_event(line);
+                        if let Some(t) = &mut self.tee {
+                            t.feed(&filtered);
+                        }
+                        chunk_into(writer, &filtered, &mut out);
+                    }
+                    start += p + 1;
+                }
+                buf.drain(..start);
+                if !out.is_empty()
+                    && (conn.writer.write_all(&out).await.is_err()
+                        || conn.writer.flush().await.is_err())
+                {
+                    return Outcome::Close;
+                }
+            } else if buf.len() > MAX_FILTERED_BYTES {
+                log::warn!("a response to filter is larger than {MAX_FILTERED_BYTES} bytes");
+                return Outcome::Close;
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        out.clear();
+        if self.watch {
+            writer.finish(&mut out);
+        } else {
+            let body = self.chain.apply_body(&buf).unwrap_or(buf);
+            if let Some(t) = &mut self.tee {
+                t.feed(&body);
+            }
+            head.headers.set("Content-Length", body.len().to_string());
+            head.write_to(&mut out);
+            if method != "HEAD" {
+                out.extend_from_slice(&body);
+            }
+        }
+        if conn.writer.write_all(&out).await.is_err() || conn.writer.flush().await.is_err() {
+            return Outcome::Close;
+        }
+        if let Some(t) = self.tee.take() {
+            t.finish();
+        }
+        self.ctx.log(resp.head.status, "filtered");
+        if resp.head.keep_alive() && up_framing != Framing::Close && resp.body.is_done() {
+            proxy.upstream.release(resp.conn);
+        }
+        if self.watch && self.client_http10 {
+            Outcome::Close
+        } else {
+            Outcome::KeepAlive
+        }
+    }
+}
