@@ -62,7 +62,8 @@ async fn text(conn: &mut ClientConn, status: u16, content_type: &str, body: &str
 }
 
 impl Admin {
-    fn render(&self) -> String {
+    /// The /metrics document.
+    pub fn render(&self) -> String {
         let mut out = Exposition::default();
         self.metrics.render(&mut out);
         if let Some(h) = &self.health {

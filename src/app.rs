@@ -57,6 +57,9 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// How long a shutdown lets short requests finish.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A started hub: where it listens.
 #[derive(Clone)]
 pub struct Running {
@@ -65,6 +68,8 @@ pub struct Running {
     /// The admin server address.
     pub admin_addr: SocketAddr,
     cache: Option<Cache>,
+    metrics: Arc<Metrics>,
+    admin: Arc<Admin>,
 }
 
 impl Running {
@@ -72,6 +77,26 @@ impl Running {
     pub async fn flush(&self) {
         if let Some(cache) = self.cache.clone() {
             smol::unblock(move || cache.flush()).await;
+        }
+    }
+
+    /// Stops accepting, ends watches, lets short requests finish (up to 3 s), and stops the
+    /// cache writer after its last write, so the process can exit without a torn file.
+    pub async fn shut_down(&self) {
+        runtime::begin_shutdown();
+        let deadline = std::time::Instant::now() + DRAIN;
+        while self.metrics.in_flight() > 0 && std::time::Instant::now() < deadline {
+            async_io::Timer::after(std::time::Duration::from_millis(20)).await;
+        }
+        if let Some(cache) = self.cache.clone() {
+            smol::unblock(move || cache.shutdown()).await;
+        }
+    }
+
+    /// Logs the state (SIGUSR1): requests in flight, cache counters, server health.
+    pub fn dump_state(&self) {
+        for line in self.admin.render().lines().filter(|l| !l.starts_with('#')) {
+            log::info!("state: {line}");
         }
     }
 }
@@ -144,7 +169,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             .with_filters(filters.clone()),
     );
     let admin = Arc::new(Admin {
-        metrics,
+        metrics: metrics.clone(),
         readiness,
         health,
         cache: cache.clone(),
@@ -158,7 +183,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             addr: SocketAddr::new(config.bind_address, config.serve_port),
             error,
         })?;
-    runtime::spawn(server::serve_plain(admin_listener, admin)).detach();
+    runtime::spawn(server::serve_plain(admin_listener, admin.clone())).detach();
     log::info!("serving admin on http://{admin_addr}");
     let listener = bind(SocketAddr::new(
         config.bind_proxy_address,
@@ -198,6 +223,8 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         proxy_addr,
         admin_addr,
         cache,
+        metrics,
+        admin,
     })
 }
 
@@ -206,19 +233,28 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
 pub fn run(config: &Config) -> Result<(), StartError> {
     use smol::stream::StreamExt;
     runtime::block_on(async {
-        let mut signals =
-            async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-                .map_err(StartError::Signals)?;
+        let mut signals = async_signal::Signals::new([
+            async_signal::Signal::Term,
+            async_signal::Signal::Int,
+            async_signal::Signal::Usr1,
+        ])
+        .map_err(StartError::Signals)?;
         let running = start(config)?;
         notify::send("READY=1");
         if let Some(every) = notify::watchdog_interval() {
             runtime::spawn(notify::watchdog(every)).detach();
         }
-        if let Some(Ok(signal)) = signals.next().await {
+        while let Some(Ok(signal)) = signals.next().await {
+            if signal == async_signal::Signal::Usr1 {
+                running.dump_state();
+                continue;
+            }
             log::info!("received {signal:?}: shutting down");
+            break;
         }
         notify::send("STOPPING=1");
-        running.flush().await;
+        running.shut_down().await;
+        log::info!("stopped");
         Ok(())
     })
 }

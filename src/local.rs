@@ -498,7 +498,9 @@ impl Local {
             },
             smol::future::or(
                 async {
-                    self.health.wait_healthy().await;
+                    // A returning cloud or a shutdown ends the watch cleanly: clients re-watch.
+                    smol::future::or(self.health.wait_healthy(), crate::runtime::shutting_down())
+                        .await;
                     End::CloudBack
                 },
                 async {

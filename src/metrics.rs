@@ -77,6 +77,11 @@ impl Metrics {
         }
     }
 
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight_total.load(Ordering::Relaxed)
+    }
+
     /// Adds bytes received from the cloud for a request.
     pub fn add_traffic(&self, labels: &RequestLabels, bytes: u64) {
         *self

@@ -571,8 +571,14 @@ impl Proxy {
                         // would otherwise hang on a dead link): either ends the relay.
                         smol::future::or(conn.reader.closed(), async {
                             match &self.edge {
-                                Some(e) => e.health.wait_unhealthy(server).await,
-                                None => std::future::pending().await,
+                                Some(e) => {
+                                    smol::future::or(
+                                        e.health.wait_unhealthy(server),
+                                        crate::runtime::shutting_down(),
+                                    )
+                                    .await
+                                }
+                                None => crate::runtime::shutting_down().await,
                             }
                         })
                         .await;

@@ -6,8 +6,28 @@
 
 use smol::Executor;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 static EXECUTOR: Executor<'static> = Executor::new();
+static SHUTTING_DOWN: AtomicBool = AtomicBool::new(false);
+static SHUTDOWN: event_listener::Event = event_listener::Event::new();
+
+/// Starts the shutdown: listeners stop accepting and long-running requests end.
+pub fn begin_shutdown() {
+    SHUTTING_DOWN.store(true, Ordering::SeqCst);
+    SHUTDOWN.notify(usize::MAX);
+}
+
+/// Resolves once [`begin_shutdown`] has been called.
+pub async fn shutting_down() {
+    loop {
+        let listener = SHUTDOWN.listen();
+        if SHUTTING_DOWN.load(Ordering::SeqCst) {
+            return;
+        }
+        listener.await;
+    }
+}
 
 /// Spawns a task; it runs while some thread is inside [`block_on`].
 pub fn spawn<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> smol::Task<T> {

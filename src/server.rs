@@ -149,7 +149,14 @@ pub async fn serve_plain<S: Service>(listener: Async<TcpListener>, service: Arc<
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     loop {
-        match listener.accept().await {
+        let accepted = smol::future::or(async { Some(listener.accept().await) }, async {
+            crate::runtime::shutting_down().await;
+            None
+        })
+        .await;
+        // On shutdown the listener is dropped: new connections are refused at once.
+        let Some(accepted) = accepted else { return };
+        match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.get_ref().set_nodelay(true);
                 let stream: Async<TcpStream> = stream;

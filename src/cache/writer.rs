@@ -51,6 +51,7 @@ pub struct CacheStats {
 }
 
 struct Shared {
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     views: Mutex<HashMap<TypeKey, BTreeMap<String, ViewSnapshot>>>,
     stale: Mutex<HashSet<(String, String, String)>>,
     ended: Mutex<HashSet<u64>>,
@@ -80,6 +81,7 @@ enum Job {
         body: Vec<u8>,
     },
     Flush(SyncSender<()>),
+    Stop,
 }
 
 /// The cache: a handle to the writer thread and the read side.
@@ -156,6 +158,7 @@ impl Cache {
         let (store, recovery) = Store::open(root)?;
         let store = Arc::new(store);
         let shared = Arc::new(Shared {
+            writer: Mutex::new(None),
             views: Mutex::new(load_views(root)),
             stale: Mutex::default(),
             ended: Mutex::default(),
@@ -174,13 +177,14 @@ impl Cache {
             streams: HashMap::new(),
             dirty: HashSet::new(),
         };
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("cache-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|error| StoreError::Io {
                 path: root.to_path_buf(),
                 error,
             })?;
+        *shared.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         Ok((
             Cache {
                 store,
@@ -287,6 +291,21 @@ impl Cache {
         }
     }
 
+    /// Applies everything queued, persists the views and stops the writer thread; later jobs
+    /// are dropped. Blocks until the thread has ended, so no write is cut short by the exit.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Job::Stop);
+        if let Some(handle) = self
+            .shared
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = handle.join();
+        }
+    }
+
     /// The counters.
     pub fn stats(&self) -> &CacheStats {
         &self.shared.stats
@@ -352,12 +371,20 @@ impl Writer {
                     return;
                 }
             };
+            let stop = matches!(job, Job::Stop);
             self.apply(job);
             while let Ok(job) = rx.try_recv() {
+                if matches!(job, Job::Stop) {
+                    self.persist_views();
+                    return;
+                }
                 self.apply(job);
             }
             // A burst of events rewrites each touched view file once.
             self.persist_views();
+            if stop {
+                return;
+            }
         }
     }
 
@@ -421,6 +448,7 @@ impl Writer {
                 self.persist_views();
                 let _ = done.send(());
             }
+            Job::Stop => {}
         }
     }
 

@@ -75,8 +75,14 @@ impl Filtered<'_> {
                 async {
                     smol::future::or(conn.reader.closed(), async {
                         match &proxy.edge {
-                            Some(e) => e.health.wait_unhealthy(server).await,
-                            None => std::future::pending().await,
+                            Some(e) => {
+                                smol::future::or(
+                                    e.health.wait_unhealthy(server),
+                                    crate::runtime::shutting_down(),
+                                )
+                                .await
+                            }
+                            None => crate::runtime::shutting_down().await,
                         }
                     })
                     .await;
