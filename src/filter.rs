@@ -236,7 +236,7 @@ fn master_service(obj: &mut Value, s: &Settings) -> bool {
     if named(obj, "default", "kubernetes") {
         obj["spec"]["clusterIP"] = json!(s.hub_host);
         obj["spec"]["clusterIPs"] = json!([s.hub_host]);
-        if let Some(ports) = obj["spec"]["ports"].as_array_mut() {
+        if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
             for p in ports.iter_mut().filter(|p| p["name"] == "https") {
                 p["port"] = json!(s.hub_port);
             }
@@ -268,9 +268,13 @@ fn in_cluster_config(obj: &mut Value) -> bool {
 
 /// Explicitly set `KUBERNETES_SERVICE_HOST/PORT` in regular containers point at the hub.
 fn service_env_updater(obj: &mut Value, s: &Settings) -> bool {
-    if let Some(containers) = obj["spec"]["containers"].as_array_mut() {
+    // `get_mut`, not indexing: an index on a missing key would add it as null.
+    if let Some(containers) = obj
+        .pointer_mut("/spec/containers")
+        .and_then(Value::as_array_mut)
+    {
         for c in containers {
-            if let Some(env) = c["env"].as_array_mut() {
+            if let Some(env) = c.get_mut("env").and_then(Value::as_array_mut) {
                 for e in env {
                     match e["name"].as_str() {
                         Some("KUBERNETES_SERVICE_HOST") => e["value"] = json!(s.hub_host),
@@ -296,7 +300,7 @@ fn forward_kube_svc_traffic(obj: &mut Value, s: &Settings) -> bool {
     if (family == "IPv6") != v6 {
         return true;
     }
-    if let Some(ports) = obj["ports"].as_array_mut() {
+    if let Some(ports) = obj.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ports.iter_mut().filter(|p| p["name"] == "https") {
             p["port"] = json!(s.hub_port);
         }
@@ -385,6 +389,17 @@ mod tests {
             cm["data"]["config.conf"],
             "apiVersion: v1\nclientConnection:\n#  kubeconfig: /var/lib/kube-proxy/kubeconfig.conf\n  qps: 5\n"
         );
+    }
+
+    #[test]
+    fn filters_never_add_fields_to_objects_they_leave_alone() {
+        let f = filters();
+        let chain = f.chain("kubelet", "list", "pods").unwrap();
+        let mut meta =
+            json!({"kind": "PartialObjectMetadata", "metadata": {"name": "p", "namespace": "d"}});
+        let before = meta.clone();
+        assert!(chain.apply(&mut meta));
+        assert_eq!(meta, before);
     }
 
     #[test]

@@ -453,6 +453,38 @@ impl Proxy {
         }
     }
 
+    /// The next piece of an upstream body, appended to `piece`; `None` when the client left,
+    /// the server turned unreachable (a watch would otherwise hang on a dead link), or the hub
+    /// is shutting down: each ends the relay.
+    async fn next_piece(
+        &self,
+        conn: &mut ClientConn,
+        resp: &mut Response,
+        piece: &mut Vec<u8>,
+    ) -> Option<Result<usize, crate::http::BodyError>> {
+        let server = resp.server;
+        smol::future::or(
+            async { Some(resp.body.read(&mut resp.conn.reader, piece).await) },
+            async {
+                smol::future::or(conn.reader.closed(), async {
+                    match &self.edge {
+                        Some(e) => {
+                            smol::future::or(
+                                e.health.wait_unhealthy(server),
+                                crate::runtime::shutting_down(),
+                            )
+                            .await
+                        }
+                        None => crate::runtime::shutting_down().await,
+                    }
+                })
+                .await;
+                None
+            },
+        )
+        .await
+    }
+
     /// The cache's copy of a successful response, when there is to be one.
     fn tee_for(
         &self,
@@ -563,29 +595,7 @@ impl Proxy {
                     }
                     out.clear();
                 }
-                let server = resp.server;
-                smol::future::or(
-                    async { Some(resp.body.read(&mut resp.conn.reader, &mut piece).await) },
-                    async {
-                        // The client leaving, or the server turning unreachable (its watch
-                        // would otherwise hang on a dead link): either ends the relay.
-                        smol::future::or(conn.reader.closed(), async {
-                            match &self.edge {
-                                Some(e) => {
-                                    smol::future::or(
-                                        e.health.wait_unhealthy(server),
-                                        crate::runtime::shutting_down(),
-                                    )
-                                    .await
-                                }
-                                None => crate::runtime::shutting_down().await,
-                            }
-                        })
-                        .await;
-                        None
-                    },
-                )
-                .await
+                self.next_piece(conn, &mut resp, &mut piece).await
             };
             let n = match next {
                 None => {

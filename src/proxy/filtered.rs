@@ -69,27 +69,7 @@ impl Filtered<'_> {
         let mut buf: Vec<u8> = Vec::new();
         loop {
             piece.clear();
-            let server = resp.server;
-            let next = smol::future::or(
-                async { Some(resp.body.read(&mut resp.conn.reader, &mut piece).await) },
-                async {
-                    smol::future::or(conn.reader.closed(), async {
-                        match &proxy.edge {
-                            Some(e) => {
-                                smol::future::or(
-                                    e.health.wait_unhealthy(server),
-                                    crate::runtime::shutting_down(),
-                                )
-                                .await
-                            }
-                            None => crate::runtime::shutting_down().await,
-                        }
-                    })
-                    .await;
-                    None
-                },
-            )
-            .await;
+            let next = proxy.next_piece(conn, &mut resp, &mut piece).await;
             let n = match next {
                 None | Some(Err(_)) => {
                     self.ctx.log(resp.head.status, "filtered relay ended early");
