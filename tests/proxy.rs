@@ -10,6 +10,7 @@ use testapi::{pod, ApiServer, Cluster, Fault, NODE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
 const KUBELET: &str = "kubelet/v1.32.0 (linux/arm64) kubernetes/70d3cc9";
+const COREDNS: &str = "coredns/1.11.3";
 
 #[test]
 fn get_and_list_reach_the_apiserver_with_the_node_identity() {
@@ -286,12 +287,14 @@ fn negotiation_asks_for_json_and_gzip_and_unpacks_for_clients_without_gzip() {
         );
     }
     let hub = c.start_hub(BIN, &[]);
+    // coredns: a cache agent no filter rewrites configmaps for (kubelet's get inclusterconfig,
+    // and filtered bodies are sent plain).
     let accept = "application/vnd.kubernetes.protobuf,application/json";
     let r = request(
         hub.proxy_addr,
         "GET",
         "/api/v1/namespaces/default/configmaps",
-        &[("User-Agent", KUBELET), ("Accept", accept)],
+        &[("User-Agent", COREDNS), ("Accept", accept)],
         b"",
     )
     .unwrap();
@@ -306,7 +309,7 @@ fn negotiation_asks_for_json_and_gzip_and_unpacks_for_clients_without_gzip() {
         hub.proxy_addr,
         "GET",
         "/api/v1/namespaces/default/configmaps",
-        &[("User-Agent", KUBELET), ("Accept-Encoding", "gzip")],
+        &[("User-Agent", COREDNS), ("Accept-Encoding", "gzip")],
         b"",
     )
     .unwrap();
