@@ -538,3 +538,62 @@ fn a_local_answer_consumes_the_request_body_and_keeps_the_connection() {
     let statuses: Vec<u16> = (0..2).map(|_| s.read_response().unwrap().status).collect();
     assert_eq!(statuses, vec![200, 404]);
 }
+
+/// Seed FAQ items 11 and 13: a component named in `cache_agents` is cached, `*` caches every
+/// component that sends a User-Agent, and removing it stops caching, all without a restart.
+#[test]
+fn cache_agents_in_yurt_hub_cfg_apply_live() {
+    let c = Cluster::new();
+    seed(&c);
+    let hub = c.start_hub(BIN, FAST);
+    let root = c.cache.path().to_path_buf();
+    let read = |ua: &str, name: &str| {
+        assert_eq!(
+            get(
+                hub.proxy_addr,
+                &format!("/api/v1/namespaces/default/pods/{name}"),
+                ua
+            )
+            .status,
+            200
+        );
+    };
+    // kubelet's reads act as markers: the writer applies jobs in order.
+    let marker = |name: &str| {
+        read(KUBELET, name);
+        let f = root.join(format!("kubelet/pods.v1.core/default/{name}"));
+        wait_until("the marker", Duration::from_secs(10), || f.is_file());
+    };
+    read("foo/1.0", "web-1");
+    marker("web-1");
+    assert!(!root.join("foo").exists(), "foo is not a cache agent yet");
+
+    c.api.create(
+        "/api/v1/namespaces/kube-system/configmaps",
+        json!({"metadata": {"name": "yurt-hub-cfg"}, "data": {"cache_agents": "foo"}}),
+    );
+    hub.wait_for_log("cache_agents now \"foo\"", Duration::from_secs(10));
+    read("foo/1.0", "web-1");
+    wait_until("foo cached", Duration::from_secs(10), || {
+        root.join("foo/pods.v1.core/default/web-1").is_file()
+    });
+
+    let path = "/api/v1/namespaces/kube-system/configmaps/yurt-hub-cfg";
+    let mut cm = c.api.get(path).unwrap();
+    cm["data"]["cache_agents"] = json!("*");
+    c.api.update(path, cm);
+    hub.wait_for_log("cache_agents now \"*\"", Duration::from_secs(10));
+    read("anything-else/2.0", "web-2");
+    wait_until("* caches all", Duration::from_secs(10), || {
+        root.join("anything-else/pods.v1.core/default/web-2")
+            .is_file()
+    });
+
+    let mut cm = c.api.get(path).unwrap();
+    cm["data"]["cache_agents"] = json!("");
+    c.api.update(path, cm);
+    hub.wait_for_log("cache_agents now \"\"", Duration::from_secs(10));
+    read("bar/1.0", "web-2");
+    marker("db-1");
+    assert!(!root.join("bar").exists(), "removal stops caching");
+}
