@@ -10,7 +10,9 @@ use testapi::{pod, Cluster, NODE};
 use yurthub::config::{Config, Parsed};
 
 const SAMPLES: usize = 2000;
-const UA: &str = "kubelet/v1.32.0 (linux/amd64) kubernetes/bench";
+/// A cache agent no filter applies to for pods: the plain proxied path (kubelet's pod reads
+/// also pass serviceenvupdater).
+const UA: &str = "coredns/1.11.3";
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -29,6 +31,7 @@ fn main() {
     };
     let hub = yurthub::app::start(&cfg).expect("hub starts");
     yurthub::runtime::spawn_thread();
+    testapi::wait_ready(hub.admin_addr);
 
     let client_pem = c.pki.client_pem("system:node:node-1", &["system:nodes"]);
     let mut direct =

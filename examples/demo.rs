@@ -36,6 +36,7 @@ fn main() {
     };
     let hub = yurthub::app::start(&cfg).expect("the hub starts");
     yurthub::runtime::spawn_thread();
+    testapi::wait_ready(hub.admin_addr);
     let addr = hub.proxy_addr;
 
     let v = get(addr, "/version", KUBELET).json();

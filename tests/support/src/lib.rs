@@ -461,3 +461,18 @@ pub fn kubectl(server: SocketAddr, cache_dir: &std::path::Path) -> std::process:
         .arg("--request-timeout=20s");
     c
 }
+
+/// Waits until the admin server at `admin` reports ready (for hubs started in-process).
+pub fn wait_ready(admin: SocketAddr) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if client::request(admin, "GET", "/v1/readyz", &[], b"").is_ok_and(|r| r.status == 200) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hub never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
