@@ -153,6 +153,16 @@ async fn status(conn: &mut ClientConn, head_only: bool, s: Status) -> bool {
     respond_status(&mut conn.writer, &s, false).await.is_ok()
 }
 
+/// The 404 for something the cache has never seen.
+async fn not_cached(conn: &mut ClientConn, head_only: bool, what: &str) -> bool {
+    status(
+        conn,
+        head_only,
+        Status::failure(404, format!("{what} is not cached")),
+    )
+    .await
+}
+
 fn not_found(ri: &RequestInfo) -> Status {
     let what = if ri.api_group.is_empty() {
         ri.resource.clone()
@@ -301,14 +311,7 @@ impl Local {
                     let name = file.to_string();
                     return match smol::unblock(move || cache.get_raw(&name)).await {
                         Some(b) => json_response(conn, head_only, 200, &b).await,
-                        None => {
-                            status(
-                                conn,
-                                head_only,
-                                Status::failure(404, format!("{} is not cached", ri.path)),
-                            )
-                            .await
-                        }
+                        None => not_cached(conn, head_only, &ri.path).await,
                     };
                 }
             }
@@ -374,12 +377,7 @@ impl Local {
             }
             Shape::List { .. } => {
                 let Some((items, rv)) = self.list_objects(&t).await else {
-                    return status(
-                        conn,
-                        head_only,
-                        Status::failure(404, format!("{} is not cached", ri.resource)),
-                    )
-                    .await;
+                    return not_cached(conn, head_only, &ri.resource).await;
                 };
                 // An empty pod list would make kubelet stop every pod: upstream answers 404.
                 if items.is_empty() && t.component == "kubelet" && ri.resource == "pods" {
@@ -392,14 +390,7 @@ impl Local {
                 }
                 match Self::list_body(ri, &t, &items, rv) {
                     Some(body) => json_response(conn, head_only, 200, &body).await,
-                    None => {
-                        status(
-                            conn,
-                            head_only,
-                            Status::failure(404, format!("{} is not cached", ri.resource)),
-                        )
-                        .await
-                    }
+                    None => not_cached(conn, head_only, &ri.resource).await,
                 }
             }
             Shape::Watch { watch_list } => self.watch(conn, head, ri, &t, watch_list).await,

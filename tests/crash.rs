@@ -62,14 +62,11 @@ fn sigkill_during_a_watch_flood_never_leaves_garbage_in_the_cache() {
                 .as_str()
                 .unwrap_or("0")
                 .to_string();
-            let mut w = client::open(
+            let mut w = client::watch(
                 hub.proxy_addr,
-                "GET",
                 &format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}"),
-                &[("User-Agent", KUBELET)],
-                b"",
-            )
-            .unwrap();
+                KUBELET,
+            );
             // Kill after a random number of events, i.e. at a random point of the writes.
             rng ^= rng << 13;
             rng ^= rng >> 7;

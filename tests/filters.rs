@@ -63,14 +63,11 @@ fn kubelet_sees_the_kubernetes_service_at_the_hub_and_so_does_its_cache() {
         .as_str()
         .unwrap()
         .to_string();
-    let mut w = client::open(
+    let mut w = client::watch(
         hub.proxy_addr,
-        "GET",
         &format!("/api/v1/services?watch=true&resourceVersion={rv}"),
-        &[("User-Agent", KUBELET)],
-        b"",
-    )
-    .unwrap();
+        KUBELET,
+    );
     let mut svc = c
         .api
         .get("/api/v1/namespaces/default/services/kubernetes")

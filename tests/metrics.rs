@@ -57,14 +57,11 @@ fn in_flight_requests_show_each_triplet_one_while_open_zero_after() {
         .as_str()
         .unwrap()
         .to_string();
-    let w = client::open(
+    let w = client::watch(
         hub.proxy_addr,
-        "GET",
         &format!("/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}"),
-        &[("User-Agent", KUBELET)],
-        b"",
-    )
-    .unwrap();
+        KUBELET,
+    );
     let client = KUBELET.to_lowercase();
     let text = metrics(&hub);
     let list_labels = [

@@ -350,14 +350,11 @@ fn a_blackholed_cloud_is_detected_within_three_heartbeats_and_held_watches_end_w
     let _ = kubelet_reads(hub.proxy_addr);
     wait_cached(&c);
     let rv = c.api.resource_version();
-    let mut online = client::open(
+    let mut online = client::watch(
         hub.proxy_addr,
-        "GET",
         &format!("/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}"),
-        &[("User-Agent", KUBELET)],
-        b"",
-    )
-    .unwrap();
+        KUBELET,
+    );
     wait_until("the watch upstream", Duration::from_secs(10), || {
         c.api.open_watches_on("pods") == 1
     });
@@ -384,14 +381,11 @@ fn a_blackholed_cloud_is_detected_within_three_heartbeats_and_held_watches_end_w
         ),
     }
     // Offline: a watch is held open with no events.
-    let mut w = client::open(
+    let mut w = client::watch(
         hub.proxy_addr,
-        "GET",
         "/api/v1/namespaces/default/pods?watch=true&resourceVersion=0",
-        &[("User-Agent", KUBELET)],
-        b"",
-    )
-    .unwrap();
+        KUBELET,
+    );
     assert_eq!(w.status, 200);
     // The cloud comes back: two good probes later the held watch ends cleanly.
     c.api.set_fault(Fault::None);
@@ -437,14 +431,7 @@ fn a_watch_list_is_replayed_from_the_cache_offline() {
     let _ = kubelet_reads(hub.proxy_addr);
     wait_cached(&c);
     go_offline(&c, &hub);
-    let mut w = client::open(
-        hub.proxy_addr,
-        "GET",
-        "/api/v1/namespaces/default/pods?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&labelSelector=app%3Dweb&timeoutSeconds=2",
-        &[("User-Agent", KUBELET)],
-        b"",
-    )
-    .unwrap();
+    let mut w = client::watch(hub.proxy_addr, "/api/v1/namespaces/default/pods?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&labelSelector=app%3Dweb&timeoutSeconds=2", KUBELET);
     let mut seen = Vec::new();
     while let Some(line) = w.next_line().unwrap() {
         let ev: Value = serde_json::from_str(&line).unwrap();

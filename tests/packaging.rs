@@ -60,14 +60,11 @@ fn sigterm_during_twenty_watches_exits_zero_within_five_seconds_leaving_no_temp_
     let rv = c.api.resource_version();
     let watches: Vec<_> = (0..20)
         .map(|_| {
-            testapi::client::open(
+            testapi::client::watch(
                 hub.proxy_addr,
-                "GET",
                 &format!("/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}"),
-                &[("User-Agent", kubelet)],
-                b"",
+                kubelet,
             )
-            .unwrap()
         })
         .collect();
     // Keep the writer busy while the signal arrives.

@@ -245,14 +245,11 @@ fn watch_events_arrive_as_they_happen_and_a_client_leaving_ends_the_upstream_wat
     let c = Cluster::new();
     let hub = c.start_hub(BIN, &[]);
     let rv = c.api.resource_version().to_string();
-    let mut w = client::open(
+    let mut w = client::watch(
         hub.proxy_addr,
-        "GET",
         &format!("/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}"),
-        &[("User-Agent", KUBELET)],
-        b"",
-    )
-    .unwrap();
+        KUBELET,
+    );
     assert_eq!(w.status, 200);
     assert_eq!(w.header("transfer-encoding"), Some("chunked"));
     for i in 0..3 {

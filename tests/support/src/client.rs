@@ -220,6 +220,13 @@ pub fn open(
     Ok(s)
 }
 
+/// Opens a watch (or any streamed GET) as `user_agent`; the events are read with
+/// [`ResponseStream::next_line`].
+pub fn watch(addr: SocketAddr, path: &str, user_agent: &str) -> ResponseStream {
+    open(addr, "GET", path, &[("User-Agent", user_agent)], b"")
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
 /// Sends a request and reads the whole response.
 pub fn request(
     addr: SocketAddr,
