@@ -1,10 +1,12 @@
 //! The admin port (`--bind-address:--serve-port`, 127.0.0.1:10267 by default): `/v1/healthz`,
-//! `/v1/readyz`, and `/metrics` in Prometheus text format (reference §9).
+//! `/v1/readyz`, `/metrics` in Prometheus text format (reference §9), and `POST /v1/token`
+//! to hand the hub a new bootstrap token (reference §7.4).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::cache::Cache;
+use crate::certs::Certs;
 use crate::health::Health;
 use crate::http::{RequestHead, ResponseHead};
 use crate::metrics::{Exposition, Metrics};
@@ -13,8 +15,8 @@ use crate::upstream::Upstream;
 
 /// What the hub needs before it serves clients other than itself (reference §1.6).
 pub struct Readiness {
-    /// Whether the node identity has a client certificate.
-    pub client_cert: bool,
+    /// The hub's certificates.
+    pub certs: Arc<Certs>,
     /// Whether yurt-hub-cfg has been read (edge mode).
     pub config_synced: Option<Arc<AtomicBool>>,
     /// Whether any server answers; a missing certificate only matters while one does.
@@ -25,9 +27,9 @@ impl Readiness {
     /// `Ok` when ready, else the reason.
     pub fn check(&self) -> Result<(), String> {
         let cloud_reachable = self.health.as_ref().is_none_or(|h| h.any_healthy());
-        if !self.client_cert && cloud_reachable {
-            return Err("certificates not ready: no node client certificate".into());
-        }
+        self.certs
+            .check(cloud_reachable)
+            .map_err(|e| format!("certificates not ready: {e}"))?;
         if self
             .config_synced
             .as_ref()
@@ -51,6 +53,8 @@ pub struct Admin {
     pub cache: Option<Cache>,
     /// The upstream side.
     pub upstream: Arc<Upstream>,
+    /// The certificate manager (for `/v1/token`).
+    pub certs: Arc<Certs>,
 }
 
 async fn text(conn: &mut ClientConn, status: u16, content_type: &str, body: &str) -> bool {
@@ -138,6 +142,54 @@ impl Admin {
     }
 }
 
+/// The largest `/v1/token` body read.
+const MAX_TOKEN_BODY: usize = 4096;
+
+impl Admin {
+    /// `POST /v1/token` with `{"jointoken":"<id>.<secret>"}`; the answers are upstream's
+    /// (reference §7.4), as plain text.
+    async fn token(&self, conn: &mut ClientConn, head: &RequestHead) -> bool {
+        let plain = "text/plain; charset=utf-8";
+        let framing = match crate::http::Framing::of_request(head) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = text(conn, 400, plain, &format!("could not decode tokens, {e}")).await;
+                return false;
+            }
+        };
+        let mut body = crate::http::BodyReader::new(framing);
+        let mut data = Vec::new();
+        loop {
+            match body.read(&mut conn.reader, &mut data).await {
+                Ok(0) => break,
+                Ok(_) if data.len() > MAX_TOKEN_BODY => {
+                    let _ = text(conn, 413, plain, "request body too large").await;
+                    return false;
+                }
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        let tokens: std::collections::HashMap<String, String> = match serde_json::from_slice(&data) {
+            Ok(t) => t,
+            Err(e) => return text(conn, 400, plain, &format!("could not decode tokens, {e}")).await,
+        };
+        let Some(token) = tokens.get("jointoken").filter(|t| !t.trim().is_empty()) else {
+            return text(conn, 400, plain, "no join token is set").await;
+        };
+        match self.certs.update_token(token).await {
+            Ok(()) => {
+                log::info!("bootstrap token replaced through /v1/token");
+                text(conn, 200, plain, "update bootstrap token successfully").await
+            }
+            Err(e) => {
+                log::warn!("/v1/token: {e}");
+                text(conn, 500, plain, &format!("could not update bootstrap token, {e}")).await
+            }
+        }
+    }
+}
+
 impl Service for Admin {
     async fn serve(&self, conn: &mut ClientConn, head: RequestHead) -> bool {
         // Admin requests carry no bodies worth reading; one with a body ends the connection.
@@ -157,7 +209,10 @@ impl Service for Admin {
                 let body = self.render();
                 text(conn, 200, "text/plain; version=0.0.4; charset=utf-8", &body).await
             }
-            "/v1/healthz" | "/v1/readyz" => {
+            "/v1/token" if matches!(head.method.as_str(), "POST" | "PUT") => {
+                return self.token(conn, &head).await && head.keep_alive();
+            }
+            "/v1/healthz" | "/v1/readyz" | "/v1/token" => {
                 text(conn, 405, "text/plain; charset=utf-8", "method not allowed").await
             }
             _ => text(conn, 404, "text/plain; charset=utf-8", "404 page not found").await,

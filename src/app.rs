@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 
 use crate::cache::store::Recovery;
 use crate::cache::{Agents, Cache, StoreError};
+use crate::certs::Certs;
 use crate::config::{Config, LiveConfig, WorkingMode};
 use crate::health::{Health, Prober};
 use crate::local::Local;
@@ -67,6 +68,8 @@ pub struct Running {
     pub proxy_addr: SocketAddr,
     /// The admin server address.
     pub admin_addr: SocketAddr,
+    /// The TLS proxy address, once bound (see [`serve_secure`]).
+    pub secure_addr: Option<SocketAddr>,
     cache: Option<Cache>,
     metrics: Arc<Metrics>,
     admin: Arc<Admin>,
@@ -105,13 +108,75 @@ fn bind(addr: SocketAddr) -> Result<Async<TcpListener>, StartError> {
     Async::<TcpListener>::bind(addr).map_err(|error| StartError::Bind { addr, error })
 }
 
+/// How often binding the TLS proxy to a missing dummy address is tried again.
+const REBIND_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The TLS proxy on `<dummy-if-ip>:<proxy-secure-port>` (or `--bind-proxy-address` without
+/// the dummy interface), with the serving certificate that [`Certs`] keeps current. While the
+/// dummy address is not on any interface, binding is retried every minute.
+fn serve_secure(
+    config: &Config,
+    certs: &Certs,
+    proxy: Arc<Proxy>,
+) -> Result<Option<SocketAddr>, StartError> {
+    let ip = if config.enable_dummy_if {
+        config.dummy_if_ip
+    } else {
+        config.bind_proxy_address
+    };
+    let addr = SocketAddr::new(ip, config.proxy_secure_port);
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| StartError::Tls(TlsError::Rejected(e.to_string())))?
+    .with_no_client_auth()
+    .with_cert_resolver(certs.serving_key());
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = Arc::new(tls);
+    let announce = move |l: &Async<TcpListener>| {
+        let bound = l.get_ref().local_addr().unwrap_or(addr);
+        log::info!("serving TLS proxy on https://{bound}");
+        bound
+    };
+    match bind(addr) {
+        Ok(l) => {
+            let bound = announce(&l);
+            runtime::spawn(server::serve_tls(l, tls, proxy)).detach();
+            Ok(Some(bound))
+        }
+        Err(StartError::Bind { error, .. })
+            if error.kind() == std::io::ErrorKind::AddrNotAvailable =>
+        {
+            log::warn!(
+                "TLS proxy: {ip} is on no interface ({error}); pods cannot reach https://{addr} until it is (retrying every {}s)",
+                REBIND_EVERY.as_secs()
+            );
+            runtime::spawn(async move {
+                loop {
+                    async_io::Timer::after(REBIND_EVERY).await;
+                    if let Ok(l) = bind(addr) {
+                        announce(&l);
+                        server::serve_tls(l, tls, proxy).await;
+                        return;
+                    }
+                }
+            })
+            .detach();
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Binds the listeners and spawns the serving tasks on the [`runtime`]; returns at once. The
 /// tasks run while a thread is inside [`runtime::block_on`] (see [`run`] and
 /// [`runtime::spawn_thread`]).
 pub fn start(config: &Config) -> Result<Running, StartError> {
-    let tls = Tls::load(&config.ca_path(), &config.client_cert_path()).map_err(StartError::Tls)?;
-    let client_cert = tls.has_client_cert();
+    let certs = Certs::new(config);
+    let tls = Tls::load(certs.ca_path(), certs.client_path()).map_err(StartError::Tls)?;
     let upstream = Arc::new(Upstream::new(&config.servers, config.lb_mode, tls));
+    runtime::spawn(certs.clone().run(upstream.clone())).detach();
     let mut live_agents = None;
     let edge = match config.working_mode {
         WorkingMode::Cloud => None,
@@ -148,7 +213,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::default());
     let live = live_agents.map(|agents| (agents, Arc::new(AtomicBool::new(false))));
     let readiness = Arc::new(Readiness {
-        client_cert,
+        certs: certs.clone(),
         config_synced: live.as_ref().map(|(_, synced)| synced.clone()),
         health: health.clone(),
     });
@@ -174,6 +239,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         health,
         cache: cache.clone(),
         upstream,
+        certs: certs.clone(),
     });
     let admin_listener = bind(SocketAddr::new(config.bind_address, config.serve_port))?;
     let admin_addr = admin_listener
@@ -196,7 +262,8 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             addr: SocketAddr::new(config.bind_proxy_address, config.proxy_port),
             error,
         })?;
-    runtime::spawn(server::serve_plain(listener, proxy)).detach();
+    runtime::spawn(server::serve_plain(listener, proxy.clone())).detach();
+    let secure_addr = serve_secure(config, &certs, proxy)?;
     if let Some((agents, synced)) = live {
         let own = SocketAddr::new(
             if config.bind_proxy_address.is_unspecified() {
@@ -222,6 +289,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     Ok(Running {
         proxy_addr,
         admin_addr,
+        secure_addr,
         cache,
         metrics,
         admin,

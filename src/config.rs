@@ -67,6 +67,56 @@ const fn switch(name: &'static str, default: &'static str, help: &'static str) -
 }
 
 const FLAGS: &[Flag] = &[
+    flag(
+        "bootstrap-mode",
+        "token",
+        "how the hub gets its client certificate: token (CSR) or kubeletcertificate",
+    ),
+    flag(
+        "bootstrap-file",
+        "",
+        "bootstrap kubeconfig with a token (default <root-dir>/bootstrap-hub.conf)",
+    ),
+    flag(
+        "join-token",
+        "",
+        "bootstrap token <id>.<secret>, for kubeadm-style discovery",
+    ),
+    flag(
+        "discovery-token-ca-cert-hash",
+        "",
+        "comma-separated sha256:<hex> pins of the cluster CA's public key",
+    ),
+    switch(
+        "discovery-token-unsafe-skip-ca-verification",
+        "false",
+        "trust the discovered CA without a pin",
+    ),
+    flag(
+        "hub-cert-organizations",
+        "",
+        "comma-separated extra organizations of the client certificate",
+    ),
+    flag(
+        "csr-signer-name",
+        "kubernetes.io/kube-apiserver-client",
+        "signer of the client CSR (kubernetes.io/kube-apiserver-client-kubelet: O=system:nodes only)",
+    ),
+    flag(
+        "kubelet-client-certificate",
+        "/var/lib/kubelet/pki/kubelet-client-current.pem",
+        "the kubelet's client certificate and key (kubeletcertificate mode)",
+    ),
+    flag(
+        "kubelet-ca-file",
+        "/etc/kubernetes/pki/ca.crt",
+        "the cluster CA (kubeletcertificate mode)",
+    ),
+    flag(
+        "node-ip",
+        "",
+        "the node's IP, added to the serving certificate",
+    ),
     switch(
         "enable-resource-filter",
         "true",
@@ -191,6 +241,13 @@ pub enum FlagError {
     Required(&'static str),
     /// An argument that is not a flag.
     Unexpected(String),
+    /// A flag needs one of others.
+    NeedsOneOf {
+        /// The flag given.
+        flag: &'static str,
+        /// What it needs.
+        needs: &'static str,
+    },
 }
 
 impl fmt::Display for FlagError {
@@ -210,6 +267,7 @@ impl fmt::Display for FlagError {
             FlagError::Unexpected(arg) => {
                 write!(f, "unexpected argument {arg:?}: flags start with --")
             }
+            FlagError::NeedsOneOf { flag, needs } => write!(f, "flag --{flag} needs {needs}"),
         }
     }
 }
@@ -223,6 +281,15 @@ pub enum WorkingMode {
     Edge,
     /// A plain proxy for nodes in the cloud.
     Cloud,
+}
+
+/// Where the hub's client certificate comes from (reference §7.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootstrapMode {
+    /// A CSR authenticated by a bootstrap token, then by the certificate itself.
+    Token,
+    /// The kubelet's client certificate, as it is on disk.
+    KubeletCertificate,
 }
 
 /// How requests are spread over several `--server-addr` entries.
@@ -349,6 +416,30 @@ pub struct Config {
     pub enable_dummy_if: bool,
     /// The dummy interface's address.
     pub dummy_if_ip: IpAddr,
+    /// Where the client certificate comes from.
+    pub bootstrap_mode: BootstrapMode,
+    /// `--bootstrap-file`, when given.
+    pub bootstrap_file: Option<PathBuf>,
+    /// `--join-token`, when given.
+    pub join_token: Option<String>,
+    /// `--discovery-token-ca-cert-hash` pins.
+    pub ca_cert_hashes: Vec<[u8; 32]>,
+    /// `--discovery-token-unsafe-skip-ca-verification`.
+    pub unsafe_skip_ca_verification: bool,
+    /// `--hub-cert-organizations`.
+    pub hub_cert_organizations: Vec<String>,
+    /// `--csr-signer-name`.
+    pub csr_signer_name: String,
+    /// `--kubelet-client-certificate`.
+    pub kubelet_client_certificate: PathBuf,
+    /// `--kubelet-ca-file`.
+    pub kubelet_ca_file: PathBuf,
+    /// `--node-ip`, when given.
+    pub node_ip: Option<IpAddr>,
+}
+
+fn list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|x| !x.is_empty())
 }
 
 /// What the command line asks for.
@@ -519,6 +610,45 @@ impl Config {
                 })
             }
         };
+        let bootstrap_mode = match v.get("bootstrap-mode") {
+            "token" => BootstrapMode::Token,
+            "kubeletcertificate" => BootstrapMode::KubeletCertificate,
+            other => {
+                return Err(FlagError::Invalid {
+                    flag: "bootstrap-mode",
+                    value: other.to_string(),
+                    expected: "token or kubeletcertificate",
+                })
+            }
+        };
+        let join_token = Some(v.get("join-token").trim())
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
+        if let Some(t) = &join_token {
+            if crate::certs::discovery::Token::parse(t).is_err() {
+                return Err(FlagError::Invalid {
+                    flag: "join-token",
+                    value: "<redacted>".into(),
+                    expected: "a bootstrap token [a-z0-9]{6}.[a-z0-9]{16}",
+                });
+            }
+        }
+        let ca_cert_hashes = list(v.get("discovery-token-ca-cert-hash"))
+            .map(|h| {
+                crate::certs::discovery::parse_pin(h).ok_or(FlagError::Invalid {
+                    flag: "discovery-token-ca-cert-hash",
+                    value: h.to_string(),
+                    expected: "sha256:<64 hex digits>",
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let unsafe_skip = v.boolean("discovery-token-unsafe-skip-ca-verification")?;
+        if join_token.is_some() && ca_cert_hashes.is_empty() && !unsafe_skip {
+            return Err(FlagError::NeedsOneOf {
+                flag: "join-token",
+                needs: "--discovery-token-ca-cert-hash or --discovery-token-unsafe-skip-ca-verification",
+            });
+        }
         let port = |name| v.parse::<u16>(name, "a port number 0-65535");
         Ok(Parsed::Run(Box::new(Config {
             servers,
@@ -559,6 +689,23 @@ impl Config {
                 .collect(),
             enable_dummy_if: v.boolean("enable-dummy-if")?,
             dummy_if_ip: dummy_ip(&v)?,
+            bootstrap_mode,
+            bootstrap_file: Some(v.get("bootstrap-file"))
+                .filter(|f| !f.is_empty())
+                .map(PathBuf::from),
+            join_token,
+            ca_cert_hashes,
+            unsafe_skip_ca_verification: unsafe_skip,
+            hub_cert_organizations: list(v.get("hub-cert-organizations"))
+                .map(str::to_string)
+                .collect(),
+            csr_signer_name: v.get("csr-signer-name").to_string(),
+            kubelet_client_certificate: PathBuf::from(v.get("kubelet-client-certificate")),
+            kubelet_ca_file: PathBuf::from(v.get("kubelet-ca-file")),
+            node_ip: match v.get("node-ip") {
+                "" => None,
+                _ => Some(parse_ip(&v, "node-ip")?),
+            },
         })))
     }
 
@@ -570,6 +717,13 @@ impl Config {
     /// The cluster CA.
     pub fn ca_path(&self) -> PathBuf {
         self.root_dir.join("pki").join("ca.crt")
+    }
+
+    /// The bootstrap kubeconfig: `--bootstrap-file`, else `<root-dir>/bootstrap-hub.conf`.
+    pub fn bootstrap_file(&self) -> PathBuf {
+        self.bootstrap_file
+            .clone()
+            .unwrap_or_else(|| self.root_dir.join("bootstrap-hub.conf"))
     }
 }
 

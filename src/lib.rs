@@ -2,11 +2,13 @@
 //! kube-apiserver.
 //!
 //! A request enters [`server`], is classified ([`kube::RequestInfo`]), routed ([`proxy`]) to the
-//! cloud ([`upstream`]), and streamed back. [`config`] holds the flags; [`http`] is the wire.
+//! cloud ([`upstream`]), and streamed back. [`config`] holds the flags; [`http`] is the wire; [`certs`] keeps the
+//! hub's own identity.
 
 pub mod admin;
 pub mod app;
 pub mod cache;
+pub mod certs;
 pub mod config;
 pub mod filter;
 pub mod health;

@@ -234,6 +234,25 @@ impl Proxy {
             info,
             started: Instant::now(),
         };
+        if identity_of(&head) == Identity::Node && !conn.may_use_node_identity() {
+            // Pods reach this listener: they must present their own service-account token
+            // instead of borrowing the node's identity (reference §13.2 item 24).
+            log::info!(
+                "{} {} from {} without a bearer token on {}{}: 401",
+                head.method,
+                head.target,
+                conn.peer,
+                if conn.tls { "https://" } else { "http://" },
+                conn.local
+            );
+            let s = Status::failure(401, "Unauthorized");
+            ctx.log(401, "no token");
+            return respond_status(&mut conn.writer, &s, !client_keep_alive)
+                .await
+                .is_ok()
+                && client_keep_alive
+                && framing == Framing::Empty;
+        }
         if let Some(r) = &self.readiness {
             let cached_path =
                 !ctx.info.is_resource_request && local::cached_path_file(&ctx.info.path).is_some();

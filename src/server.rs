@@ -45,6 +45,8 @@ pub struct ClientConn {
     pub peer: SocketAddr,
     /// The address the client connected to.
     pub local: SocketAddr,
+    /// Whether the connection came in over TLS (the secure proxy port).
+    pub tls: bool,
 }
 
 impl ClientConn {
@@ -56,7 +58,15 @@ impl ClientConn {
             writer: w,
             peer,
             local,
+            tls: false,
         }
+    }
+
+    /// Whether a request without credentials of its own may travel with the node's
+    /// identity: only over plain HTTP to a loopback address (node components), never over
+    /// the TLS port or an address pods can reach (reference §13.2 item 24).
+    pub fn may_use_node_identity(&self) -> bool {
+        !self.tls && self.local.ip().is_loopback()
     }
 }
 
@@ -142,8 +152,51 @@ pub async fn serve_connection<S: Service>(mut conn: ClientConn, service: Arc<S>)
     let _ = conn.writer.close().await;
 }
 
+/// Accepts TLS connections on `listener` until shutdown, one task per connection; the
+/// handshake must finish within the head timeout.
+pub async fn serve_tls<S: Service>(
+    listener: Async<TcpListener>,
+    config: Arc<rustls::ServerConfig>,
+    service: Arc<S>,
+) {
+    let acceptor = futures_rustls::TlsAcceptor::from(config);
+    accept_loop(listener, move |stream, peer, local| {
+        let acceptor = acceptor.clone();
+        let service = service.clone();
+        async move {
+            let handshake = smol::future::or(async { Some(acceptor.accept(stream).await) }, async {
+                Timer::after(HEAD_TIMEOUT).await;
+                None
+            });
+            match handshake.await {
+                Some(Ok(tls)) => {
+                    let mut conn = ClientConn::new(Box::new(tls), peer, local);
+                    conn.tls = true;
+                    serve_connection(conn, service).await;
+                }
+                Some(Err(e)) => log::debug!("TLS handshake with {peer}: {e}"),
+                None => log::debug!("TLS handshake with {peer}: timed out"),
+            }
+        }
+    })
+    .await
+}
+
 /// Accepts plain-TCP connections on `listener` forever, one task per connection.
 pub async fn serve_plain<S: Service>(listener: Async<TcpListener>, service: Arc<S>) {
+    accept_loop(listener, move |stream, peer, local| {
+        let conn = ClientConn::new(Box::new(stream), peer, local);
+        serve_connection(conn, service.clone())
+    })
+    .await
+}
+
+/// Accepts connections until shutdown and spawns `handle` for each.
+async fn accept_loop<F, Fut>(listener: Async<TcpListener>, handle: F)
+where
+    F: Fn(Async<TcpStream>, SocketAddr, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let local = listener
         .get_ref()
         .local_addr()
@@ -159,9 +212,9 @@ pub async fn serve_plain<S: Service>(listener: Async<TcpListener>, service: Arc<
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.get_ref().set_nodelay(true);
-                let stream: Async<TcpStream> = stream;
-                let conn = ClientConn::new(Box::new(stream), peer, local);
-                crate::runtime::spawn(serve_connection(conn, service.clone())).detach();
+                // The address this connection reached (the listener may be a wildcard).
+                let to = stream.get_ref().local_addr().unwrap_or(local);
+                crate::runtime::spawn(handle(stream, peer, to)).detach();
             }
             Err(e) => {
                 // Out of descriptors or similar: back off instead of spinning.

@@ -7,8 +7,8 @@ mod pool;
 mod tls;
 
 pub use negotiate::{negotiate, Negotiated};
-pub use pool::{Connection, UpStream};
-pub use tls::{Tls, TlsError};
+pub use pool::{dial, Connection, UpStream};
+pub use tls::{client_config, insecure_config, read_certs, read_identity, Tls, TlsError};
 
 use smol::io::{AsyncRead, AsyncWriteExt};
 use std::fmt;
@@ -227,7 +227,7 @@ impl Upstream {
                     }
                 };
                 let replayable = !matches!(body, Body::Streamed { .. });
-                match exchange(&mut conn, &for_server(head, url), &mut body).await {
+                match exchange(&mut conn.reader, &for_server(head, url), &mut body).await {
                     Ok(resp_head) => {
                         let framing =
                             Framing::of_response(&resp_head, &head.method).map_err(|e| {
@@ -332,9 +332,31 @@ enum ExchangeError {
     Client(String),
 }
 
+/// Sends one request with a small body on a connection of its own making (see [`dial`]) and
+/// reads the response head; the body is left to the caller.
+pub async fn round_trip(
+    conn: &mut Reader<UpStream>,
+    head: &RequestHead,
+    body: &[u8],
+) -> io::Result<(ResponseHead, BodyReader)> {
+    let mut b = if body.is_empty() {
+        Body::Empty
+    } else {
+        Body::Buffered(body)
+    };
+    let resp = exchange::<&[u8]>(conn, head, &mut b)
+        .await
+        .map_err(|e| match e {
+            ExchangeError::Server(e) | ExchangeError::Client(e) => io::Error::other(e),
+        })?;
+    let framing = Framing::of_response(&resp, &head.method)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok((resp, BodyReader::new(framing)))
+}
+
 /// Writes the request on `conn` and reads the response head.
 async fn exchange<R: AsyncRead + Unpin>(
-    conn: &mut Connection,
+    conn: &mut Reader<UpStream>,
     head: &RequestHead,
     body: &mut Body<'_, R>,
 ) -> Result<ResponseHead, ExchangeError> {
@@ -349,7 +371,7 @@ async fn exchange<R: AsyncRead + Unpin>(
             source,
             writer,
         } => {
-            let stream = conn.reader.get_mut();
+            let stream = conn.get_mut();
             stream.write_all(&out).await.map_err(server)?;
             let mut piece = Vec::new();
             loop {
@@ -370,14 +392,13 @@ async fn exchange<R: AsyncRead + Unpin>(
             out.clear();
         }
     }
-    let stream = conn.reader.get_mut();
+    let stream = conn.get_mut();
     if !out.is_empty() {
         stream.write_all(&out).await.map_err(server)?;
     }
     stream.flush().await.map_err(server)?;
     loop {
         let resp = conn
-            .reader
             .read_response_head(&Limits::default())
             .await
             .map_err(|e| ExchangeError::Server(e.to_string()))?;

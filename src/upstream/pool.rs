@@ -5,7 +5,8 @@ use futures_rustls::TlsConnector;
 use rustls::pki_types::ServerName;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::sync::Mutex;
+use rustls::ClientConfig;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Identity, Tls};
@@ -124,6 +125,19 @@ pub(super) async fn connect(
     id: Identity,
     tls: &Tls,
 ) -> io::Result<Connection> {
+    let stream = dial(url, tls.config(id)).await?;
+    Ok(Connection {
+        reader: Reader::new(stream),
+        server,
+        identity: id,
+        generation: tls.generation(),
+        idle_since: Instant::now(),
+    })
+}
+
+/// Opens a TLS connection to `url` with `config`, trying each address the host resolves to;
+/// connect and handshake are each bounded by the dial timeout.
+pub async fn dial(url: &ServerUrl, config: Arc<ClientConfig>) -> io::Result<UpStream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for addr in resolve(url).await? {
         let tcp = match with_timeout("connect", Async::<TcpStream>::connect(addr)).await {
@@ -139,15 +153,8 @@ pub(super) async fn connect(
             Err(_) => ServerName::try_from(url.host.clone())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
         };
-        let connector = TlsConnector::from(tls.config(id));
-        let stream = with_timeout("TLS handshake", connector.connect(name, tcp)).await?;
-        return Ok(Connection {
-            reader: Reader::new(stream),
-            server,
-            identity: id,
-            generation: tls.generation(),
-            idle_since: Instant::now(),
-        });
+        let connector = TlsConnector::from(config);
+        return with_timeout("TLS handshake", connector.connect(name, tcp)).await;
     }
     Err(last)
 }

@@ -13,6 +13,7 @@
 //! println!("{}", api.url());
 //! ```
 
+mod certificates;
 pub mod client;
 mod hub;
 mod pki;
@@ -20,6 +21,7 @@ mod serve;
 pub mod store;
 pub mod wire;
 
+pub use certificates::{detached_jws, Approval, CsrRecord};
 pub use hub::{command, Hub, TempDir};
 pub use pki::{Pki, User};
 pub use store::{ApiError, ResourceType, Store};
@@ -84,6 +86,8 @@ pub(crate) struct Shared {
     pub(crate) open_watches: Mutex<HashMap<String, usize>>,
     pub(crate) stopped: AtomicBool,
     pub(crate) listening: AtomicBool,
+    pub(crate) signer: Mutex<certificates::Signer>,
+    pub(crate) bootstrap_tokens: Mutex<Vec<(String, String)>>,
 }
 
 impl Shared {
@@ -126,6 +130,8 @@ impl ApiServer {
             open_watches: Mutex::default(),
             stopped: AtomicBool::new(false),
             listening: AtomicBool::new(true),
+            signer: Mutex::default(),
+            bootstrap_tokens: Mutex::default(),
         });
         let s = shared.clone();
         std::thread::Builder::new()
@@ -136,7 +142,68 @@ impl ApiServer {
                 smol::block_on(ex.run(accept_loop(ex2, s, listener)));
             })
             .expect("spawn the fake apiserver thread");
-        ApiServer { shared, addr }
+        let api = ApiServer { shared, addr };
+        api.publish_cluster_info();
+        api
+    }
+
+    /// Writes `kube-public/cluster-info` for the current bootstrap tokens.
+    fn publish_cluster_info(&self) {
+        let tokens = self.shared.bootstrap_tokens.lock().unwrap().clone();
+        let cm = certificates::cluster_info(&self.url(), &self.shared.pki.ca_pem, &tokens);
+        let path = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
+        if self.get(path).is_some() {
+            self.update(path, cm);
+        } else {
+            self.create("/api/v1/namespaces/kube-public/configmaps", cm);
+        }
+    }
+
+    /// Adds a bootstrap token `<id>.<secret>` (user `system:bootstrap:<id>` in
+    /// `system:bootstrappers`) and signs cluster-info for it, as kubeadm's token controller does.
+    pub fn add_bootstrap_token(&self, id: &str, secret: &str) {
+        self.add_token(
+            &format!("{id}.{secret}"),
+            &format!("system:bootstrap:{id}"),
+            &["system:bootstrappers", "system:authenticated"],
+        );
+        self.shared
+            .bootstrap_tokens
+            .lock()
+            .unwrap()
+            .push((id.to_string(), secret.to_string()));
+        self.publish_cluster_info();
+    }
+
+    /// Removes a bootstrap token, as its expiry does: it no longer authenticates and its
+    /// signature leaves cluster-info.
+    pub fn expire_bootstrap_token(&self, id: &str) {
+        let mut tokens = self.shared.bootstrap_tokens.lock().unwrap();
+        if let Some(pos) = tokens.iter().position(|(i, _)| i == id) {
+            let (id, secret) = tokens.remove(pos);
+            self.shared
+                .tokens
+                .lock()
+                .unwrap()
+                .remove(&format!("{id}.{secret}"));
+        }
+        drop(tokens);
+        self.publish_cluster_info();
+    }
+
+    /// How new CSRs are answered (default [`Approval::Auto`]).
+    pub fn set_csr_approval(&self, approval: Approval) {
+        self.shared.signer.lock().unwrap().approval = approval;
+    }
+
+    /// How long the certificates the signer issues are valid (default one year).
+    pub fn set_cert_lifetime(&self, lifetime: Duration) {
+        self.shared.signer.lock().unwrap().lifetime = lifetime;
+    }
+
+    /// The CSRs created so far, decoded.
+    pub fn csrs(&self) -> Vec<CsrRecord> {
+        self.shared.signer.lock().unwrap().seen.clone()
     }
 
     /// `https://127.0.0.1:<port>`.

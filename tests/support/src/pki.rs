@@ -105,6 +105,38 @@ impl Pki {
         format!("{}{}", cert.pem(), key.serialize_pem())
     }
 
+    /// Signs a certificate for the key and parameters of a CSR with the CA; returns its PEM.
+    pub(crate) fn sign_request(
+        &self,
+        csr: &rcgen::CertificateSigningRequestParams,
+    ) -> Result<String, rcgen::Error> {
+        Ok(csr.signed_by(&self.issuer())?.pem())
+    }
+
+    /// A serving certificate for the hub (`system:node:<node>`, for `169.254.2.1` and
+    /// `127.0.0.1`), valid for
+    /// `lifetime`, certificate and key in one PEM.
+    pub fn serving_pem(&self, node: &str, lifetime: Duration) -> String {
+        let key = KeyPair::generate().expect("P-256 key");
+        let mut params = CertificateParams::new(vec!["kubernetes".to_string()]).expect("params");
+        // The addresses a hub with default flags asks for: its dummy and loopback ones.
+        for ip in [[169, 254, 2, 1], [127, 0, 0, 1]] {
+            params.subject_alt_names.push(SanType::IpAddress(ip.into()));
+        }
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("system:node:{node}"));
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "system:nodes");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = SystemTime::now();
+        params.not_before = (now - Duration::from_secs(60)).into();
+        params.not_after = (now + lifetime).into();
+        let cert = params.signed_by(&key, &self.issuer()).expect("serving cert");
+        format!("{}{}", cert.pem(), key.serialize_pem())
+    }
+
     /// A one-year client certificate for `cn` in `groups`.
     pub fn client_pem(&self, cn: &str, groups: &[&str]) -> String {
         self.client_pem_valid_for(cn, groups, Duration::from_secs(365 * 24 * 3600))
@@ -127,8 +159,8 @@ impl Pki {
         self.users.lock().unwrap().get(der).cloned()
     }
 
-    /// Writes what the hub needs under `root_dir`: `pki/ca.crt` and `pki/yurthub-current.pem`
-    /// (a node client certificate for `node`).
+    /// Writes what the hub needs under `root_dir`: `pki/ca.crt`, `pki/yurthub-current.pem`
+    /// (a node client certificate for `node`) and `pki/yurthub-server-current.pem`.
     pub fn write_hub_files(&self, root_dir: &Path, node: &str) {
         let pki = root_dir.join("pki");
         std::fs::create_dir_all(&pki).unwrap();
@@ -138,5 +170,7 @@ impl Pki {
             &["system:nodes", "openyurt:yurthub"],
         );
         std::fs::write(pki.join("yurthub-current.pem"), pem).unwrap();
+        let serving = self.serving_pem(node, Duration::from_secs(365 * 24 * 3600));
+        std::fs::write(pki.join("yurthub-server-current.pem"), serving).unwrap();
     }
 }

@@ -332,7 +332,14 @@ async fn route(
             send(shared, w, &req, resp).await
         }
         _ => {
-            let resp = mutate(shared, &req, &rp);
+            let csr = user
+                .as_ref()
+                .and_then(|u| crate::certificates::handle(shared, &req, &rp, u));
+            let resp = match csr {
+                Some(Ok((code, v))) => json_response(code, &v),
+                Some(Err(e)) => error_response(&e),
+                None => mutate(shared, &req, &rp),
+            };
             send(shared, w, &req, resp).await
         }
     }

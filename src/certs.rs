@@ -1,0 +1,637 @@
+//! The hub's own identity: the node client certificate it presents to the apiservers, the
+//! serving certificate of the TLS proxy, and how both are obtained and kept (reference §7).
+//!
+//! In `token` mode (the default) the hub generates an ECDSA P-256 key, sends a
+//! CertificateSigningRequest and waits for the signed certificate: the first time, and
+//! whenever its certificate is missing, corrupt or expired, authenticated by the bootstrap
+//! token (from `--bootstrap-file`, or discovered with `--join-token`); afterwards by its own
+//! certificate, at a random point between 70 % and 90 % of the lifetime. In
+//! `kubeletcertificate` mode it presents the kubelet's client certificate, reloaded when the
+//! file changes. The serving certificate always comes from a `kubelet-serving` CSR.
+//!
+//! Nothing here stops the hub from serving: while the cloud is unreachable, an expired
+//! certificate only waits for the cloud to come back (upstream's readiness turns false and
+//! even cached answers stop, reference Appendix A item 11; this hub does not copy that).
+
+pub mod client;
+pub mod csr;
+pub mod discovery;
+pub mod kubeconfig;
+pub mod store;
+pub mod x509;
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::fmt;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use crate::config::{BootstrapMode, Config, ServerUrl};
+use crate::upstream::{client_config, read_certs, read_identity, Tls, TlsError, Upstream};
+use client::ApiClient;
+use csr::Template;
+use discovery::{Token, Trust};
+use kubeconfig::Kubeconfig;
+use store::{Loaded, PemStore, Stamp};
+use x509::Certificate;
+
+/// Why a certificate could not be obtained.
+#[derive(Debug)]
+pub enum CertError {
+    /// No apiserver answered.
+    Unreachable(String),
+    /// The apiserver refused, denied, or did not sign in time.
+    Refused(String),
+    /// Token discovery failed (cluster-info missing, badly signed, or the CA not trusted).
+    Discovery(String),
+    /// The bootstrap token is malformed.
+    BadToken(String),
+    /// There is neither a valid certificate nor a bootstrap token.
+    NoBootstrap(String),
+    /// A key or CSR could not be made.
+    Key(String),
+    /// TLS material was rejected.
+    Tls(TlsError),
+    /// A file could not be written or read.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        error: std::io::Error,
+    },
+}
+
+impl fmt::Display for CertError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertError::Unreachable(e) => write!(f, "apiserver unreachable: {e}"),
+            CertError::Refused(e) => write!(f, "{e}"),
+            CertError::Discovery(e) => write!(f, "token discovery: {e}"),
+            CertError::BadToken(e) => write!(f, "bad bootstrap token: {e}"),
+            CertError::NoBootstrap(e) => write!(f, "{e}"),
+            CertError::Key(e) => write!(f, "making the key or CSR: {e}"),
+            CertError::Tls(e) => write!(f, "{e}"),
+            CertError::File { path, error } => write!(f, "{}: {error}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for CertError {}
+
+/// The serving certificate of the TLS proxy, swapped in place when it is renewed.
+#[derive(Debug, Default)]
+pub struct ServingKey(RwLock<Option<Arc<CertifiedKey>>>);
+
+impl ServingKey {
+    fn set(&self, loaded: &Loaded) -> Result<(), String> {
+        let key = rustls::crypto::ring::sign::any_supported_type(&loaded.key)
+            .map_err(|e| format!("serving key: {e}"))?;
+        let ck = CertifiedKey::new(loaded.certs.clone(), key);
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(ck));
+        Ok(())
+    }
+
+    /// Whether a certificate is loaded.
+    pub fn is_set(&self) -> bool {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+}
+
+impl ResolvesServerCert for ServingKey {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A certificate in use.
+struct Held {
+    info: Certificate,
+    stamp: Stamp,
+    rotate_at: SystemTime,
+}
+
+/// A random point between 70 % and 90 % of the validity (client-go's rotation deadline).
+fn jittered_deadline(info: &Certificate) -> SystemTime {
+    let mut b = [0u8; 4];
+    let r = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map(|()| f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX))
+        .unwrap_or(0.5);
+    info.at_fraction(0.7 + 0.2 * r)
+}
+
+/// Back-off between failed attempts: 2 s doubling to 32 s, then every 32 s (upstream's).
+struct Backoff(u32);
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let d = Duration::from_secs(2u64 << self.0.min(4));
+        self.0 = self.0.saturating_add(1);
+        d
+    }
+}
+
+/// How often the files are checked for replacement by someone else.
+const RELOAD_CHECK: Duration = Duration::from_secs(10);
+/// How long one CSR may wait for approval (upstream: 15 minutes).
+const APPROVAL_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// The certificate manager.
+pub struct Certs {
+    mode: BootstrapMode,
+    node: String,
+    servers: Vec<ServerUrl>,
+    pki_dir: PathBuf,
+    root_dir: PathBuf,
+    client_path: PathBuf,
+    ca_path: PathBuf,
+    bootstrap_file: PathBuf,
+    join_token: Option<String>,
+    pins: Vec<[u8; 32]>,
+    unsafe_skip: bool,
+    organizations: Vec<String>,
+    signer: String,
+    serving_ips: Vec<IpAddr>,
+    client: RwLock<Option<Held>>,
+    serving: RwLock<Option<Held>>,
+    serving_key: Arc<ServingKey>,
+    cluster_ip: Mutex<Option<IpAddr>>,
+    wake: event_listener::Event,
+    woken: AtomicBool,
+}
+
+fn file_err(path: &Path, error: std::io::Error) -> CertError {
+    CertError::File {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+/// Writes `data` to `path` atomically with `mode` permissions.
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CertError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| file_err(path, e))
+}
+
+fn secs(t: SystemTime) -> String {
+    crate::kube::time::format(
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        None,
+    )
+}
+
+impl Certs {
+    /// The manager for `config`, with whatever certificates are on disk already loaded (no
+    /// network yet).
+    pub fn new(config: &Config) -> Arc<Certs> {
+        let pki_dir = config.root_dir.join("pki");
+        let (client_path, ca_path) = match config.bootstrap_mode {
+            BootstrapMode::Token => (pki_dir.join("yurthub-current.pem"), pki_dir.join("ca.crt")),
+            BootstrapMode::KubeletCertificate => (
+                config.kubelet_client_certificate.clone(),
+                config.kubelet_ca_file.clone(),
+            ),
+        };
+        let mut serving_ips = Vec::new();
+        if config.enable_dummy_if {
+            serving_ips.push(config.dummy_if_ip);
+        }
+        serving_ips.extend([config.bind_address, config.bind_proxy_address]);
+        serving_ips.extend(config.node_ip);
+        serving_ips.retain(|ip| !ip.is_unspecified());
+        let mut unique = Vec::new();
+        for ip in serving_ips {
+            if !unique.contains(&ip) {
+                unique.push(ip);
+            }
+        }
+        let certs = Certs {
+            mode: config.bootstrap_mode,
+            node: config.node_name.clone(),
+            servers: config.servers.clone(),
+            root_dir: config.root_dir.clone(),
+            client_path,
+            ca_path,
+            bootstrap_file: config.bootstrap_file(),
+            join_token: config.join_token.clone(),
+            pins: config.ca_cert_hashes.clone(),
+            unsafe_skip: config.unsafe_skip_ca_verification,
+            organizations: config.hub_cert_organizations.clone(),
+            signer: config.csr_signer_name.clone(),
+            serving_ips: unique,
+            client: RwLock::new(None),
+            serving: RwLock::new(None),
+            serving_key: Arc::default(),
+            cluster_ip: Mutex::new(None),
+            wake: event_listener::Event::new(),
+            woken: AtomicBool::new(false),
+            pki_dir,
+        };
+        certs.reload(None);
+        Arc::new(certs)
+    }
+
+    /// The cluster CA file the upstream connections trust.
+    pub fn ca_path(&self) -> &Path {
+        &self.ca_path
+    }
+
+    /// The node's certificate and key file.
+    pub fn client_path(&self) -> &Path {
+        &self.client_path
+    }
+
+    /// The TLS proxy's certificate.
+    pub fn serving_key(&self) -> Arc<ServingKey> {
+        self.serving_key.clone()
+    }
+
+    fn serving_path(&self) -> PathBuf {
+        self.pki_dir.join("yurthub-server-current.pem")
+    }
+
+    /// `Ok` when the hub may serve, else what is missing (for `/v1/readyz`). Without any
+    /// client certificate the hub is never ready (a node that never joined has nothing to
+    /// serve); an expired one, or a missing serving certificate, matter only while the cloud
+    /// is reachable, since then they can be renewed.
+    pub fn check(&self, cloud_reachable: bool) -> Result<(), String> {
+        match &*self.client.read().unwrap_or_else(|e| e.into_inner()) {
+            None => return Err("no node client certificate".into()),
+            Some(h) if cloud_reachable && SystemTime::now() >= h.info.not_after => {
+                return Err(format!(
+                    "node client certificate expired at {}",
+                    secs(h.info.not_after)
+                ))
+            }
+            Some(_) => {}
+        }
+        if cloud_reachable && !self.serving_key.is_set() {
+            return Err("no serving certificate".into());
+        }
+        Ok(())
+    }
+
+    /// Loads the files that changed since they were last loaded; tells `upstream` about a new
+    /// client certificate.
+    fn reload(&self, upstream: Option<&Upstream>) {
+        let client_changed = self.reload_one(&self.client_path, &self.client, "node client", |_| Ok(()));
+        if client_changed {
+            if let Some(up) = upstream {
+                match Tls::load(&self.ca_path, &self.client_path) {
+                    Ok(tls) => up.set_tls(tls),
+                    Err(e) => log::warn!("reloading TLS for the cloud: {e}"),
+                }
+            }
+        }
+        let key = self.serving_key.clone();
+        self.reload_one(&self.serving_path(), &self.serving, "serving", |l| key.set(l));
+    }
+
+    /// Reloads one certificate if its file changed; returns whether it did.
+    fn reload_one(
+        &self,
+        path: &Path,
+        slot: &RwLock<Option<Held>>,
+        what: &str,
+        apply: impl FnOnce(&Loaded) -> Result<(), String>,
+    ) -> bool {
+        let now_stamp = store::stamp(path);
+        let same = slot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|h| h.stamp.clone())
+            == now_stamp;
+        if same {
+            return false;
+        }
+        let held = match store::load(path).and_then(|l| apply(&l).map(|()| l)) {
+            Ok(l) => {
+                let rotate_at = jittered_deadline(&l.info);
+                log::info!(
+                    "{what} certificate {} (CN={}) valid until {}, renewal from {}",
+                    path.display(),
+                    l.info.common_name,
+                    secs(l.info.not_after),
+                    secs(rotate_at)
+                );
+                Some(Held {
+                    info: l.info,
+                    stamp: l.stamp,
+                    rotate_at,
+                })
+            }
+            Err(e) => {
+                if now_stamp.is_some() {
+                    log::warn!("{what} certificate unusable: {e}; a new one will be requested");
+                }
+                None
+            }
+        };
+        *slot.write().unwrap_or_else(|e| e.into_inner()) = held;
+        true
+    }
+
+    fn client_template(&self) -> Template {
+        let mut orgs: Vec<String> = if self.signer == "kubernetes.io/kube-apiserver-client-kubelet" {
+            vec!["system:nodes".into()]
+        } else {
+            vec!["openyurt:yurthub".into(), "system:nodes".into()]
+        };
+        for o in &self.organizations {
+            if !orgs.contains(o) {
+                orgs.push(o.clone());
+            }
+        }
+        Template {
+            signer: self.signer.clone(),
+            common_name: format!("system:node:{}", self.node),
+            organizations: orgs,
+            dns_names: Vec::new(),
+            ip_addresses: Vec::new(),
+            usages: &["digital signature", "key encipherment", "client auth"],
+        }
+    }
+
+    fn serving_template(&self) -> Template {
+        let mut ips: Vec<IpAddr> = Vec::new();
+        if let Some(ip) = *self.cluster_ip.lock().unwrap_or_else(|e| e.into_inner()) {
+            ips.push(ip);
+        }
+        for ip in &self.serving_ips {
+            if !ips.contains(ip) {
+                ips.push(*ip);
+            }
+        }
+        Template {
+            signer: "kubernetes.io/kubelet-serving".into(),
+            common_name: format!("system:node:{}", self.node),
+            organizations: vec!["system:nodes".into()],
+            dns_names: [
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ip_addresses: ips,
+            usages: &["digital signature", "key encipherment", "server auth"],
+        }
+    }
+
+    /// When the client certificate is due for renewal (now when missing, expired or not
+    /// what the template asks for).
+    fn client_due(&self, now: SystemTime) -> SystemTime {
+        let t = self.client_template();
+        match &*self.client.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(h)
+                if h.info.common_name == t.common_name
+                    && same_set(&h.info.organizations, &t.organizations) =>
+            {
+                h.rotate_at
+            }
+            _ => now,
+        }
+    }
+
+    fn serving_due(&self, now: SystemTime) -> SystemTime {
+        let t = self.serving_template();
+        match &*self.serving.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(h)
+                if h.info.common_name == t.common_name
+                    && t.ip_addresses.iter().all(|ip| h.info.ip_addresses.contains(ip)) =>
+            {
+                h.rotate_at
+            }
+            _ => now,
+        }
+    }
+
+    fn client_valid(&self, now: SystemTime) -> bool {
+        self.client
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|h| h.info.valid_at(now))
+    }
+
+    fn ca_pem(&self) -> Option<Vec<u8>> {
+        std::fs::read(&self.ca_path).ok().filter(|b| read_certs(&self.ca_path).is_ok() && !b.is_empty())
+    }
+
+    /// A client authenticated by the node certificate.
+    fn node_client(&self) -> Result<ApiClient, CertError> {
+        let ca = read_certs(&self.ca_path).map_err(CertError::Tls)?;
+        let identity = read_identity(&self.client_path).map_err(CertError::Tls)?;
+        let config = client_config(&ca, Some(identity)).map_err(CertError::Tls)?;
+        Ok(ApiClient::new(self.servers.clone(), config, None))
+    }
+
+    /// A client authenticated by the bootstrap token; discovers the cluster with
+    /// `--join-token` first when there is no bootstrap kubeconfig yet.
+    async fn bootstrap_client(&self) -> Result<ApiClient, CertError> {
+        if !self.bootstrap_file.exists() {
+            match &self.join_token {
+                Some(t) => self.write_bootstrap(&Token::parse(t)?).await?,
+                None => {
+                    return Err(CertError::NoBootstrap(format!(
+                        "no valid client certificate and no bootstrap kubeconfig at {}: give --join-token, or POST a token to /v1/token",
+                        self.bootstrap_file.display()
+                    )))
+                }
+            }
+        }
+        let text = std::fs::read_to_string(&self.bootstrap_file)
+            .map_err(|e| file_err(&self.bootstrap_file, e))?;
+        let k = Kubeconfig::parse(&text).map_err(|e| {
+            CertError::NoBootstrap(format!("{}: {e}", self.bootstrap_file.display()))
+        })?;
+        let token = k.token.clone().ok_or_else(|| {
+            CertError::NoBootstrap(format!("{}: no token", self.bootstrap_file.display()))
+        })?;
+        if self.ca_pem().is_none() {
+            let ca = match (&k.ca_data, &k.ca_file) {
+                (Some(d), _) => d.clone(),
+                (None, Some(f)) => std::fs::read(f).map_err(|e| file_err(Path::new(f), e))?,
+                (None, None) => {
+                    return Err(CertError::NoBootstrap(format!(
+                        "{}: no certificate authority",
+                        self.bootstrap_file.display()
+                    )))
+                }
+            };
+            write_file(&self.ca_path, &ca, 0o644)?;
+        }
+        let ca = read_certs(&self.ca_path).map_err(CertError::Tls)?;
+        let config = client_config(&ca, None).map_err(CertError::Tls)?;
+        Ok(ApiClient::new(self.servers.clone(), config, Some(token)))
+    }
+
+    /// Discovers the cluster with `token` and writes the bootstrap kubeconfig (and the CA
+    /// when there is none yet).
+    async fn write_bootstrap(&self, token: &Token) -> Result<(), CertError> {
+        let trust = Trust {
+            known_ca: self.ca_pem(),
+            pins: &self.pins,
+            unsafe_skip: self.unsafe_skip,
+        };
+        let found = discovery::discover(&self.servers, token, &trust).await?;
+        if trust.known_ca.is_none() {
+            write_file(&self.ca_path, &found.ca_pem, 0o644)?;
+        }
+        let yaml = Kubeconfig::bootstrap_yaml(&found.server, &found.ca_pem, &token.expose());
+        write_file(&self.bootstrap_file, yaml.as_bytes(), 0o600)?;
+        log::info!(
+            "bootstrap token {:?} verified against cluster-info of {}; wrote {}",
+            token,
+            found.server,
+            self.bootstrap_file.display()
+        );
+        Ok(())
+    }
+
+    /// `POST /v1/token`: discovers with the new token, rewrites the bootstrap kubeconfig, and
+    /// makes the next attempt (now) use it. A no-op in `kubeletcertificate` mode.
+    pub async fn update_token(&self, token: &str) -> Result<(), CertError> {
+        if self.mode == BootstrapMode::KubeletCertificate {
+            return Ok(());
+        }
+        self.write_bootstrap(&Token::parse(token)?).await?;
+        self.woken.store(true, Ordering::Relaxed);
+        self.wake.notify(usize::MAX);
+        Ok(())
+    }
+
+    async fn renew_client(&self, upstream: &Upstream) -> Result<(), CertError> {
+        let now = SystemTime::now();
+        let api = if self.client_valid(now) {
+            self.node_client()?
+        } else {
+            log::info!("no valid node client certificate: requesting one with the bootstrap token");
+            self.bootstrap_client().await?
+        };
+        let issued = csr::obtain(&api, &self.client_template(), APPROVAL_WAIT).await?;
+        let store = PemStore::new(self.pki_dir.clone(), "yurthub");
+        let path = store
+            .save(&issued.chain_pem, &issued.key_pem)
+            .map_err(|e| file_err(&self.pki_dir, e))?;
+        log::info!("CSR {} signed: stored {}", issued.csr_name, path.display());
+        let conf = self.root_dir.join("yurthub.conf");
+        if !conf.exists() {
+            if let (Some(ca), Some(server)) = (self.ca_pem(), self.servers.first()) {
+                let yaml = Kubeconfig::client_yaml(
+                    &format!("https://{}", server.authority()),
+                    &ca,
+                    &self.client_path.display().to_string(),
+                );
+                write_file(&conf, yaml.as_bytes(), 0o600)?;
+            }
+        }
+        self.reload(Some(upstream));
+        Ok(())
+    }
+
+    async fn renew_serving(&self) -> Result<(), CertError> {
+        let api = self.node_client()?;
+        let known = self.cluster_ip.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        if !known {
+            // The ClusterIP of default/kubernetes is what pods resolve "kubernetes" to.
+            match api.request("GET", "/api/v1/namespaces/default/services/kubernetes", None).await {
+                Ok((200, body)) => {
+                    let ip = serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["spec"]["clusterIP"].as_str()?.parse().ok());
+                    *self.cluster_ip.lock().unwrap_or_else(|e| e.into_inner()) = ip;
+                }
+                Ok((status, _)) => log::debug!("default/kubernetes service: {status}"),
+                Err(e) => log::debug!("default/kubernetes service: {e}"),
+            }
+        }
+        let issued = csr::obtain(&api, &self.serving_template(), APPROVAL_WAIT).await?;
+        let store = PemStore::new(self.pki_dir.clone(), "yurthub-server");
+        let path = store
+            .save(&issued.chain_pem, &issued.key_pem)
+            .map_err(|e| file_err(&self.pki_dir, e))?;
+        log::info!("CSR {} signed: stored {}", issued.csr_name, path.display());
+        self.reload(None);
+        Ok(())
+    }
+
+    /// Keeps both certificates: renews them when due, retries with back-off, and picks up
+    /// files replaced on disk. Runs forever.
+    pub async fn run(self: Arc<Self>, upstream: Arc<Upstream>) {
+        let mut backoff = Backoff(0);
+        loop {
+            let wake = self.wake.listen();
+            if self.woken.swap(false, Ordering::Relaxed) {
+                backoff = Backoff(0);
+            }
+            self.reload(Some(&upstream));
+            let now = SystemTime::now();
+            let mut failed = None;
+            if self.mode == BootstrapMode::Token && self.client_due(now) <= now {
+                if let Err(e) = self.renew_client(&upstream).await {
+                    failed = Some(format!("node client certificate not obtained: {e}"));
+                }
+            }
+            let now = SystemTime::now();
+            if failed.is_none() && self.client_valid(now) && self.serving_due(now) <= now {
+                if let Err(e) = self.renew_serving().await {
+                    failed = Some(format!("serving certificate not obtained: {e}"));
+                }
+            }
+            let now = SystemTime::now();
+            let next = if let Some(why) = failed {
+                let d = backoff.next();
+                log::warn!("{why}; next attempt in {}s", d.as_secs());
+                now + d
+            } else {
+                backoff = Backoff(0);
+                let mut next = now + RELOAD_CHECK;
+                if self.mode == BootstrapMode::Token {
+                    next = next.min(self.client_due(now));
+                }
+                if self.client_valid(now) {
+                    next = next.min(self.serving_due(now));
+                }
+                next
+            };
+            let wait = next.duration_since(now).unwrap_or_default();
+            smol::future::or(
+                async {
+                    async_io::Timer::after(wait).await;
+                },
+                wake,
+            )
+            .await;
+        }
+    }
+}
+
+fn same_set(a: &[String], b: &[String]) -> bool {
+    a.len() == b.len() && b.iter().all(|x| a.contains(x))
+}

@@ -1,0 +1,248 @@
+//! A new key, its `certificates.k8s.io/v1` CertificateSigningRequest, and the wait for the
+//! cluster to approve and sign it.
+
+use base64::Engine;
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData, SanType};
+use serde_json::{json, Value};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::client::ApiClient;
+use super::x509::Certificate;
+use super::CertError;
+
+const CSRS: &str = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+
+/// What a certificate is asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    /// `spec.signerName`.
+    pub signer: String,
+    /// Subject CN.
+    pub common_name: String,
+    /// Subject O values, in order.
+    pub organizations: Vec<String>,
+    /// DNS alternative names.
+    pub dns_names: Vec<String>,
+    /// IP alternative names.
+    pub ip_addresses: Vec<IpAddr>,
+    /// `spec.usages`.
+    pub usages: &'static [&'static str],
+}
+
+/// A signed certificate and its key.
+pub struct Issued {
+    /// The certificate chain, PEM.
+    pub chain_pem: String,
+    /// The private key, PKCS#8 PEM.
+    pub key_pem: String,
+    /// The CSR's name, for the log.
+    pub csr_name: String,
+}
+
+fn csr_pem(template: &Template, key: &KeyPair) -> Result<String, CertError> {
+    let gen = |e: rcgen::Error| CertError::Key(e.to_string());
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, template.common_name.as_str());
+    for o in &template.organizations {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, o.as_str());
+    }
+    for d in &template.dns_names {
+        params
+            .subject_alt_names
+            .push(SanType::DnsName(d.as_str().try_into().map_err(gen)?));
+    }
+    for ip in &template.ip_addresses {
+        params.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    params.serialize_request(key).map_err(gen)?.pem().map_err(gen)
+}
+
+/// What a CSR object says about its fate.
+enum Fate {
+    Pending,
+    Issued(String),
+    Refused(String),
+}
+
+fn fate(csr: &Value) -> Fate {
+    for c in csr["status"]["conditions"].as_array().into_iter().flatten() {
+        let kind = c["type"].as_str().unwrap_or("");
+        if (kind == "Denied" || kind == "Failed") && c["status"] != "False" {
+            return Fate::Refused(format!(
+                "{kind}: {}: {}",
+                c["reason"].as_str().unwrap_or(""),
+                c["message"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    match csr["status"]["certificate"].as_str() {
+        Some(c) if !c.is_empty() => Fate::Issued(c.to_string()),
+        _ => Fate::Pending,
+    }
+}
+
+fn status_error(what: &str, status: u16, body: &[u8]) -> CertError {
+    let message = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
+    CertError::Refused(format!("{what}: {status} {message}"))
+}
+
+/// Creates a key and a CSR for `template`, and waits up to `wait` for the signed
+/// certificate (upstream waits 15 minutes for an approval).
+pub async fn obtain(
+    client: &ApiClient,
+    template: &Template,
+    wait: Duration,
+) -> Result<Issued, CertError> {
+    let key = KeyPair::generate().map_err(|e| CertError::Key(e.to_string()))?;
+    let pem = csr_pem(template, &key)?;
+    let body = json!({
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": {"generateName": "csr-"},
+        "spec": {
+            "request": base64::engine::general_purpose::STANDARD.encode(pem),
+            "signerName": template.signer,
+            "usages": template.usages,
+        }
+    });
+    let body = serde_json::to_vec(&body).map_err(|e| CertError::Key(e.to_string()))?;
+    let (status, answer) = client.request("POST", CSRS, Some(&body)).await?;
+    if status != 201 {
+        return Err(status_error("creating the CSR", status, &answer));
+    }
+    let created: Value = serde_json::from_slice(&answer)
+        .map_err(|e| CertError::Refused(format!("the created CSR is not JSON: {e}")))?;
+    let name = created["metadata"]["name"].as_str().unwrap_or("").to_string();
+    if name.is_empty() {
+        return Err(CertError::Refused("the created CSR has no name".into()));
+    }
+    log::info!(
+        "created CSR {name} (signer {}, subject CN={})",
+        template.signer,
+        template.common_name
+    );
+    let deadline = Instant::now() + wait;
+    let mut csr = created;
+    loop {
+        match fate(&csr) {
+            Fate::Issued(b64) => {
+                let chain = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| {
+                        CertError::Refused(format!("CSR {name}: the certificate is not base64 PEM"))
+                    })?;
+                check_issued(&chain, &key, &name)?;
+                return Ok(Issued {
+                    chain_pem: chain,
+                    key_pem: key.serialize_pem(),
+                    csr_name: name,
+                });
+            }
+            Fate::Refused(why) => {
+                return Err(CertError::Refused(format!("CSR {name} {why}")));
+            }
+            Fate::Pending => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(CertError::Refused(format!(
+                "CSR {name} was not approved within {wait:?}"
+            )));
+        }
+        // Watch the CSR until it changes (or a minute passes), then read it again.
+        let rv = csr["metadata"]["resourceVersion"].as_str().unwrap_or("");
+        let secs = left.as_secs().clamp(1, 60);
+        let watch = format!(
+            "{CSRS}?fieldSelector=metadata.name%3D{name}&resourceVersion={rv}&timeoutSeconds={secs}&watch=true"
+        );
+        let _ = client
+            .stream("GET", &watch, None, Duration::from_secs(secs + 5), |seen| {
+                seen.contains(&b'\n') || seen.ends_with(b"}")
+            })
+            .await;
+        let (status, body) = client.request("GET", &format!("{CSRS}/{name}"), None).await?;
+        if status != 200 {
+            return Err(status_error(&format!("reading CSR {name}"), status, &body));
+        }
+        csr = serde_json::from_slice(&body)
+            .map_err(|e| CertError::Refused(format!("CSR {name} is not JSON: {e}")))?;
+    }
+}
+
+/// The certificate must be for our key and valid now.
+fn check_issued(chain: &str, key: &KeyPair, name: &str) -> Result<(), CertError> {
+    use rustls::pki_types::pem::PemObject;
+    let leaf = rustls::pki_types::CertificateDer::pem_slice_iter(chain.as_bytes())
+        .next()
+        .and_then(Result::ok)
+        .ok_or_else(|| CertError::Refused(format!("CSR {name}: no certificate in the answer")))?;
+    let info = Certificate::parse(&leaf)
+        .map_err(|e| CertError::Refused(format!("CSR {name}: {e}")))?;
+    if info.spki != key.subject_public_key_info() {
+        return Err(CertError::Refused(format!(
+            "CSR {name}: the certificate is not for the requested key"
+        )));
+    }
+    if !info.valid_at(std::time::SystemTime::now()) {
+        return Err(CertError::Refused(format!(
+            "CSR {name}: the certificate is not valid now (clock skew?)"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fates() {
+        assert!(matches!(fate(&json!({"status": {}})), Fate::Pending));
+        assert!(matches!(
+            fate(&json!({"status": {"conditions": [{"type": "Approved", "status": "True"}]}})),
+            Fate::Pending
+        ));
+        assert!(matches!(
+            fate(&json!({"status": {"conditions": [{"type": "Approved", "status": "True"}], "certificate": "QQ=="}})),
+            Fate::Issued(c) if c == "QQ=="
+        ));
+        assert!(matches!(
+            fate(&json!({"status": {"conditions": [{"type": "Denied", "status": "True", "reason": "R", "message": "M"}]}})),
+            Fate::Refused(w) if w == "Denied: R: M"
+        ));
+    }
+
+    #[test]
+    fn the_request_carries_the_subject() {
+        let key = KeyPair::generate().unwrap();
+        let t = Template {
+            signer: "kubernetes.io/kubelet-serving".into(),
+            common_name: "system:node:n1".into(),
+            organizations: vec!["system:nodes".into()],
+            dns_names: vec!["kubernetes".into()],
+            ip_addresses: vec![IpAddr::from([169, 254, 2, 1])],
+            usages: &["digital signature"],
+        };
+        let pem = csr_pem(&t, &key).unwrap();
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(pem.lines().filter(|l| !l.starts_with("-----")).collect::<String>())
+            .unwrap();
+        let contains = |needle: &[u8]| der.windows(needle.len()).any(|w| w == needle);
+        assert!(contains(b"system:node:n1"));
+        assert!(contains(b"system:nodes"));
+        assert!(contains(&[169, 254, 2, 1]));
+        assert!(!contains(b"rcgen"));
+    }
+}

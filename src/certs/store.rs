@@ -1,0 +1,181 @@
+//! Certificate files as client-go's file store lays them out: `<prefix>-<YYYY-MM-DD-HH-MM-SS>.pem`
+//! (chain and key, 0600) and the symlink `<prefix>-current.pem` switched atomically.
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::x509::Certificate;
+use crate::upstream::read_identity;
+
+/// A certificate with its key, as loaded from a PEM file.
+pub struct Loaded {
+    /// What the hub reads from the leaf certificate.
+    pub info: Certificate,
+    /// The chain.
+    pub certs: Vec<CertificateDer<'static>>,
+    /// The key.
+    pub key: PrivateKeyDer<'static>,
+    /// The file the link resolved to and its modification time, to notice a replacement.
+    pub stamp: Stamp,
+}
+
+/// Which file a path resolved to, and when it was last written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stamp(PathBuf, Option<SystemTime>);
+
+/// The stamp of `path` now (`None` when it does not exist).
+pub fn stamp(path: &Path) -> Option<Stamp> {
+    let target = std::fs::canonicalize(path).ok()?;
+    let modified = std::fs::metadata(&target).and_then(|m| m.modified()).ok();
+    Some(Stamp(target, modified))
+}
+
+/// Loads a chain and key from one PEM file; `Err` says why it is unusable.
+pub fn load(path: &Path) -> Result<Loaded, String> {
+    let stamp = stamp(path).ok_or_else(|| format!("{}: no such file", path.display()))?;
+    let (certs, key) = read_identity(path).map_err(|e| e.to_string())?;
+    let info = Certificate::parse(&certs[0]).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Loaded {
+        info,
+        certs,
+        key,
+        stamp,
+    })
+}
+
+/// The file store of one kind of certificate in a directory.
+pub struct PemStore {
+    dir: PathBuf,
+    prefix: &'static str,
+}
+
+fn timestamp(now: SystemTime) -> String {
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    crate::kube::time::format(secs, None)
+        .trim_end_matches('Z')
+        .replace([':', 'T'], "-")
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl PemStore {
+    /// `<dir>/<prefix>-*.pem`.
+    pub fn new(dir: PathBuf, prefix: &'static str) -> Self {
+        Self { dir, prefix }
+    }
+
+    /// `<dir>/<prefix>-current.pem`.
+    pub fn current(&self) -> PathBuf {
+        self.dir.join(format!("{}-current.pem", self.prefix))
+    }
+
+    /// Writes a new pair and points the current link at it; keeps the previous file (a
+    /// client may still be reading it) and removes older ones.
+    pub fn save(&self, chain_pem: &str, key_pem: &str) -> io::Result<PathBuf> {
+        std::fs::create_dir_all(&self.dir)?;
+        let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700));
+        let name = format!("{}-{}.pem", self.prefix, timestamp(SystemTime::now()));
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(chain_pem.as_bytes())?;
+            if !chain_pem.ends_with('\n') {
+                f.write_all(b"\n")?;
+            }
+            f.write_all(key_pem.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        let link_tmp = self.dir.join(format!(".{}-current.pem.tmp", self.prefix));
+        let _ = std::fs::remove_file(&link_tmp);
+        std::os::unix::fs::symlink(&name, &link_tmp)?;
+        std::fs::rename(&link_tmp, self.current())?;
+        sync_dir(&self.dir)?;
+        self.prune(&path);
+        Ok(path)
+    }
+
+    /// Removes the store's files but the newest two.
+    fn prune(&self, newest: &Path) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let prefix = format!("{}-", self.prefix);
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n.starts_with(&prefix)
+                        && n.ends_with(".pem")
+                        && !n.ends_with("-current.pem")
+                        // yurthub-server-* files are not yurthub-* timestamps.
+                        && n[prefix.len()..].starts_with(|c: char| c.is_ascii_digit())
+                })
+            })
+            .collect();
+        files.sort();
+        let keep = files.len().saturating_sub(2);
+        for old in &files[..keep] {
+            if old != newest {
+                let _ = std::fs::remove_file(old);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_like_client_go() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_954_506);
+        assert_eq!(timestamp(t), "2026-11-29-12-15-06");
+    }
+
+    #[test]
+    fn save_switches_the_link_and_prunes() {
+        let dir = std::env::temp_dir().join(format!("yurthub-pemstore-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let client = PemStore::new(dir.clone(), "yurthub");
+        let server = PemStore::new(dir.clone(), "yurthub-server");
+        let first = client.save("CERT1\n", "KEY1\n").unwrap();
+        server.save("S", "K").unwrap();
+        assert_eq!(std::fs::read_to_string(client.current()).unwrap(), "CERT1\nKEY1\n");
+        assert_eq!(std::fs::read_to_string(server.current()).unwrap(), "S\nK");
+        let mode = std::fs::metadata(&first).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Two older client files: only the newest two client files survive (both saves
+        // fell in the same second here, so they share a name); the server's are untouched.
+        for name in ["yurthub-2020-01-01-00-00-00.pem", "yurthub-2020-01-02-00-00-00.pem"] {
+            std::fs::write(dir.join(name), "old").unwrap();
+        }
+        client.save("CERT2\n", "KEY2\n").unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 5, "{names:?}");
+        assert!(!names.contains(&"yurthub-2020-01-01-00-00-00.pem".to_string()), "{names:?}");
+        assert!(names.contains(&"yurthub-2020-01-02-00-00-00.pem".to_string()), "{names:?}");
+        assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+        assert_eq!(std::fs::read_to_string(client.current()).unwrap(), "CERT2\nKEY2\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

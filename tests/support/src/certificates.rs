@@ -1,0 +1,348 @@
+//! The certificates side of the fake apiserver: bootstrap tokens, the `kube-public/cluster-info`
+//! ConfigMap with its detached JWS per token, and a CSR approver and signer.
+//!
+//! Approval follows the approvers a real OpenYurt cluster runs (reference §7.2, §7.3:
+//! yurt-manager's `csrapprover`; and kube-controller-manager's for
+//! `kubernetes.io/kube-apiserver-client-kubelet` requests of bootstrappers and of the node
+//! itself); anything else stays pending, as it would in a cluster without a matching approver.
+
+use base64::Engine;
+use rcgen::{CertificateSigningRequestParams, ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
+use serde_json::{json, Value};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use crate::store::{now_rfc3339, ApiError};
+use crate::{Pki, User};
+
+/// How the cluster answers new CSRs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Approval {
+    /// Approve what the cluster's approvers would approve; leave the rest pending.
+    Auto,
+    /// Leave every CSR pending (approve with `kubectl certificate approve`).
+    Manual,
+    /// Deny every CSR.
+    Deny,
+}
+
+/// The approver and signer settings.
+#[derive(Clone, Debug)]
+pub(crate) struct Signer {
+    pub(crate) approval: Approval,
+    pub(crate) lifetime: Duration,
+    pub(crate) seen: Vec<CsrRecord>,
+}
+
+impl Default for Signer {
+    fn default() -> Self {
+        Signer {
+            approval: Approval::Auto,
+            lifetime: Duration::from_secs(365 * 24 * 3600),
+            seen: Vec::new(),
+        }
+    }
+}
+
+/// A CSR as the apiserver received it, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CsrRecord {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.signerName`.
+    pub signer_name: String,
+    /// `spec.usages`.
+    pub usages: Vec<String>,
+    /// Who created it.
+    pub username: String,
+    /// The subject's common name.
+    pub common_name: String,
+    /// The subject's organizations, in order.
+    pub organizations: Vec<String>,
+    /// DNS subject alternative names.
+    pub dns_names: Vec<String>,
+    /// IP subject alternative names.
+    pub ip_addresses: Vec<IpAddr>,
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(422, "Invalid", message)
+}
+
+/// Decodes `spec.request` and checks what kube-apiserver checks on create.
+pub(crate) fn decode(obj: &Value) -> Result<(CertificateSigningRequestParams, CsrRecord), ApiError> {
+    let spec = &obj["spec"];
+    let pem = spec["request"]
+        .as_str()
+        .and_then(|s| b64().decode(s).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| invalid("spec.request: Invalid value: not base64-encoded PEM"))?;
+    let params = CertificateSigningRequestParams::from_pem(&pem).map_err(|e| {
+        invalid(format!(
+            "spec.request: Invalid value: []byte{{...}}: {e}"
+        ))
+    })?;
+    let signer_name = spec["signerName"].as_str().unwrap_or("").to_string();
+    if signer_name.is_empty() {
+        return Err(invalid("spec.signerName: Required value"));
+    }
+    let mut record = CsrRecord {
+        name: obj["metadata"]["name"].as_str().unwrap_or("").to_string(),
+        signer_name,
+        usages: spec["usages"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|u| u.as_str().map(str::to_string)).collect())
+            .unwrap_or_default(),
+        username: spec["username"].as_str().unwrap_or("").to_string(),
+        common_name: String::new(),
+        organizations: Vec::new(),
+        dns_names: Vec::new(),
+        ip_addresses: Vec::new(),
+    };
+    for (ty, value) in params.params.distinguished_name.iter() {
+        let text = match value {
+            rcgen::DnValue::Utf8String(s) => s.clone(),
+            rcgen::DnValue::PrintableString(s) => s.to_string(),
+            other => format!("{other:?}"),
+        };
+        match ty {
+            rcgen::DnType::CommonName => record.common_name = text,
+            rcgen::DnType::OrganizationName => record.organizations.push(text),
+            _ => {}
+        }
+    }
+    for san in &params.params.subject_alt_names {
+        match san {
+            SanType::DnsName(n) => record.dns_names.push(n.to_string()),
+            SanType::IpAddress(ip) => record.ip_addresses.push(*ip),
+            _ => {}
+        }
+    }
+    Ok((params, record))
+}
+
+fn same_set(have: &[String], want: &[&str]) -> bool {
+    have.len() == want.len() && want.iter().all(|w| have.iter().any(|h| h == w))
+}
+
+/// Whether one of the cluster's approvers approves `r` created by `user`.
+fn approvable(r: &CsrRecord, user: &User) -> Option<&'static str> {
+    let node_cn = r.common_name.starts_with("system:node:");
+    match r.signer_name.as_str() {
+        // yurt-manager csrapprover: the hub's client certificate.
+        "kubernetes.io/kube-apiserver-client"
+            if node_cn
+                && r.organizations.len() >= 2
+                && r.organizations.iter().all(|o| {
+                    o == "openyurt:yurthub" || o == "system:nodes" || o.starts_with("openyurt:tenant:")
+                })
+                && same_set(&r.usages, &["digital signature", "key encipherment", "client auth"]) =>
+        {
+            Some("Auto approving yurthub client certificate")
+        }
+        // yurt-manager csrapprover: the hub's serving certificate.
+        "kubernetes.io/kubelet-serving"
+            if node_cn
+                && r.organizations == ["system:nodes"]
+                && (!r.dns_names.is_empty() || !r.ip_addresses.is_empty())
+                && same_set(&r.usages, &["digital signature", "key encipherment", "server auth"]) =>
+        {
+            Some("Auto approving yurt TLS server certificate")
+        }
+        // kube-controller-manager: node client certificates of bootstrappers and self-renewals.
+        "kubernetes.io/kube-apiserver-client-kubelet"
+            if node_cn
+                && r.organizations == ["system:nodes"]
+                && (same_set(&r.usages, &["digital signature", "client auth"])
+                    || same_set(&r.usages, &["digital signature", "key encipherment", "client auth"]))
+                && (user.groups.iter().any(|g| g == "system:bootstrappers")
+                    || user.name == r.common_name) =>
+        {
+            Some("Auto approving kubelet client certificate after SubjectAccessReview.")
+        }
+        _ => None,
+    }
+}
+
+fn condition(kind: &str, reason: &str, message: &str) -> Value {
+    let now = now_rfc3339();
+    json!({"type": kind, "status": "True", "reason": reason, "message": message,
+           "lastUpdateTime": now, "lastTransitionTime": now})
+}
+
+/// Fills what kube-apiserver fills on create: the requesting user.
+pub(crate) fn on_create(obj: &mut Value, user: &User) {
+    obj["spec"]["username"] = json!(user.name);
+    let mut groups = user.groups.clone();
+    if !groups.iter().any(|g| g == "system:authenticated") {
+        groups.push("system:authenticated".into());
+    }
+    obj["spec"]["groups"] = json!(groups);
+    obj["status"] = json!({});
+}
+
+/// The status the approver gives a new CSR (none: it stays pending).
+pub(crate) fn decide(signer: &Signer, record: &CsrRecord, user: &User) -> Option<Value> {
+    match signer.approval {
+        Approval::Manual => None,
+        Approval::Deny => Some(json!({"conditions": [condition("Denied", "TestDenied", "denied by the test cluster's policy")]})),
+        Approval::Auto => approvable(record, user)
+            .map(|m| json!({"conditions": [condition("Approved", "AutoApproved", m)]})),
+    }
+}
+
+/// Whether `status` carries an `Approved` condition and no `Denied` one.
+pub(crate) fn is_approved(status: &Value) -> bool {
+    let conds = status["conditions"].as_array().cloned().unwrap_or_default();
+    let has = |t: &str| conds.iter().any(|c| c["type"] == t && c["status"] == "True");
+    has("Approved") && !has("Denied") && !has("Failed")
+}
+
+/// Issues the certificate an approved CSR asked for; returns `status.certificate`.
+pub(crate) fn sign(
+    pki: &Pki,
+    lifetime: Duration,
+    mut params: CertificateSigningRequestParams,
+    record: &CsrRecord,
+) -> Result<String, String> {
+    let p = &mut params.params;
+    let now = SystemTime::now();
+    p.not_before = (now - Duration::from_secs(1)).into();
+    p.not_after = (now + lifetime).into();
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    if record.usages.iter().any(|u| u == "key encipherment") {
+        p.key_usages.push(KeyUsagePurpose::KeyEncipherment);
+    }
+    p.extended_key_usages = Vec::new();
+    if record.usages.iter().any(|u| u == "client auth") {
+        p.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
+    }
+    if record.usages.iter().any(|u| u == "server auth") {
+        p.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+    }
+    p.is_ca = rcgen::IsCa::ExplicitNoCa;
+    let pem = pki.sign_request(&params).map_err(|e| e.to_string())?;
+    let groups: Vec<&str> = record.organizations.iter().map(String::as_str).collect();
+    pki.register(&pem, &record.common_name, &groups);
+    Ok(b64().encode(pem))
+}
+
+/// The `kube-public/cluster-info` ConfigMap kubeadm publishes: the cluster's address and CA as
+/// a kubeconfig, and one detached JWS per bootstrap token.
+pub(crate) fn cluster_info(server: &str, ca_pem: &str, tokens: &[(String, String)]) -> Value {
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: \"\"\n  cluster:\n    server: {server}\n    certificate-authority-data: {}\ncontexts: null\nusers: null\ncurrent-context: \"\"\npreferences: {{}}\n",
+        b64().encode(ca_pem)
+    );
+    let mut data = serde_json::Map::new();
+    for (id, secret) in tokens {
+        data.insert(
+            format!("jws-kubeconfig-{id}"),
+            json!(detached_jws(&kubeconfig, id, secret)),
+        );
+    }
+    data.insert("kubeconfig".into(), json!(kubeconfig));
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"name": "cluster-info", "namespace": "kube-public"}, "data": data})
+}
+
+/// `header..signature`: HS256 keyed by the token secret over `payload`, as
+/// `k8s.io/cluster-bootstrap/token/jws` computes it.
+pub fn detached_jws(payload: &str, token_id: &str, secret: &str) -> String {
+    let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = url.encode(format!(r#"{{"alg":"HS256","kid":"{token_id}"}}"#));
+    let input = format!("{header}.{}", url.encode(payload));
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let sig = ring::hmac::sign(&key, input.as_bytes());
+    format!("{header}..{}", url.encode(sig.as_ref()))
+}
+
+/// Creates a CSR (`POST`) or changes its approval (`PUT .../approval`), approving and signing
+/// as the cluster would. `None`: not such a request.
+pub(crate) fn handle(
+    shared: &crate::Shared,
+    req: &crate::wire::Request,
+    rp: &crate::serve::ResourcePath,
+    user: &User,
+) -> Option<Result<(u16, Value), ApiError>> {
+    if rp.rtype.resource != "certificatesigningrequests" {
+        return None;
+    }
+    let body = || -> Result<Value, ApiError> {
+        serde_json::from_slice(&req.body).map_err(|e| {
+            ApiError::new(400, "BadRequest", format!("error decoding request body: {e}"))
+        })
+    };
+    let t = &rp.rtype;
+    match (req.method.as_str(), rp.name.as_deref(), rp.sub.as_deref()) {
+        ("POST", None, None) => Some((|| {
+            let mut obj = body()?;
+            on_create(&mut obj, user);
+            let (params, _) = decode(&obj)?;
+            let created = shared.store.lock().unwrap().create(t, "", obj)?;
+            let (_, record) = decode(&created)?;
+            let mut signer = shared.signer.lock().unwrap();
+            signer.seen.push(record.clone());
+            let Some(status) = decide(&signer, &record, user) else {
+                return Ok((201, created));
+            };
+            let (approval, lifetime) = (status, signer.lifetime);
+            drop(signer);
+            settle(shared, &record.name, approval, Some(params), lifetime)?;
+            Ok((201, created))
+        })()),
+        ("PUT", Some(name), Some("approval")) => Some((|| {
+            let obj = body()?;
+            let lifetime = shared.signer.lock().unwrap().lifetime;
+            let conditions = json!({"conditions": obj["status"]["conditions"].clone()});
+            let updated = settle(shared, name, conditions, None, lifetime)?;
+            Ok((200, updated))
+        })()),
+        _ => None,
+    }
+}
+
+/// Writes an approval decision and, for an approval, the signed certificate.
+fn settle(
+    shared: &crate::Shared,
+    name: &str,
+    mut status: Value,
+    params: Option<CertificateSigningRequestParams>,
+    lifetime: Duration,
+) -> Result<Value, ApiError> {
+    let t = crate::store::builtin_types()
+        .into_iter()
+        .find(|t| t.resource == "certificatesigningrequests")
+        .expect("a built-in type");
+    let mut store = shared.store.lock().unwrap();
+    let current = store.get(&t, "", name)?;
+    let (parsed, record) = decode(&current)?;
+    let approved = is_approved(&status);
+    let mut obj = current.clone();
+    obj["status"] = status.clone();
+    obj["metadata"]["resourceVersion"] = json!("");
+    let mut updated = store.update(&t, "", name, obj, true)?;
+    if approved {
+        // The signer controller acts on the approved object, as a separate write.
+        match sign(&shared.pki, lifetime, params.unwrap_or(parsed), &record) {
+            Ok(cert) => status["certificate"] = json!(cert),
+            Err(e) => {
+                status["conditions"]
+                    .as_array_mut()
+                    .expect("conditions set above")
+                    .push(condition("Failed", "SignerValidationFailure", &e));
+            }
+        }
+        let mut obj = updated.clone();
+        obj["status"] = status;
+        obj["metadata"]["resourceVersion"] = json!("");
+        updated = store.update(&t, "", name, obj, true)?;
+    }
+    drop(store);
+    shared.notify();
+    Ok(updated)
+}
