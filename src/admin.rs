@@ -170,9 +170,12 @@ impl Admin {
                 Err(_) => return false,
             }
         }
-        let tokens: std::collections::HashMap<String, String> = match serde_json::from_slice(&data) {
+        let tokens: std::collections::HashMap<String, String> = match serde_json::from_slice(&data)
+        {
             Ok(t) => t,
-            Err(e) => return text(conn, 400, plain, &format!("could not decode tokens, {e}")).await,
+            Err(e) => {
+                return text(conn, 400, plain, &format!("could not decode tokens, {e}")).await
+            }
         };
         let Some(token) = tokens.get("jointoken").filter(|t| !t.trim().is_empty()) else {
             return text(conn, 400, plain, "no join token is set").await;
@@ -184,7 +187,13 @@ impl Admin {
             }
             Err(e) => {
                 log::warn!("/v1/token: {e}");
-                text(conn, 500, plain, &format!("could not update bootstrap token, {e}")).await
+                text(
+                    conn,
+                    500,
+                    plain,
+                    &format!("could not update bootstrap token, {e}"),
+                )
+                .await
             }
         }
     }

@@ -197,7 +197,12 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
                 upstream.clone(),
                 Some(cache.clone()),
             );
-            runtime::spawn(prober.run()).detach();
+            let gate = certs.clone();
+            runtime::spawn(async move {
+                gate.wait_client().await;
+                prober.run().await;
+            })
+            .detach();
             let agents = Arc::new(RwLock::new(Agents::new(&config.node_name, "")));
             live_agents = Some(agents.clone());
             Some(Edge {

@@ -17,6 +17,7 @@ pub mod client;
 pub mod csr;
 pub mod discovery;
 pub mod kubeconfig;
+pub mod pkcs10;
 pub mod store;
 pub mod x509;
 
@@ -162,6 +163,7 @@ pub struct Certs {
     cluster_ip: Mutex<Option<IpAddr>>,
     wake: event_listener::Event,
     woken: AtomicBool,
+    loaded: event_listener::Event,
 }
 
 fn file_err(path: &Path, error: std::io::Error) -> CertError {
@@ -248,6 +250,7 @@ impl Certs {
             cluster_ip: Mutex::new(None),
             wake: event_listener::Event::new(),
             woken: AtomicBool::new(false),
+            loaded: event_listener::Event::new(),
             pki_dir,
         };
         certs.reload(None);
@@ -297,7 +300,8 @@ impl Certs {
     /// Loads the files that changed since they were last loaded; tells `upstream` about a new
     /// client certificate.
     fn reload(&self, upstream: Option<&Upstream>) {
-        let client_changed = self.reload_one(&self.client_path, &self.client, "node client", |_| Ok(()));
+        let client_changed =
+            self.reload_one(&self.client_path, &self.client, "node client", |_| Ok(()));
         if client_changed {
             if let Some(up) = upstream {
                 match Tls::load(&self.ca_path, &self.client_path) {
@@ -307,7 +311,9 @@ impl Certs {
             }
         }
         let key = self.serving_key.clone();
-        self.reload_one(&self.serving_path(), &self.serving, "serving", |l| key.set(l));
+        self.reload_one(&self.serving_path(), &self.serving, "serving", |l| {
+            key.set(l)
+        });
     }
 
     /// Reloads one certificate if its file changed; returns whether it did.
@@ -352,11 +358,31 @@ impl Certs {
             }
         };
         *slot.write().unwrap_or_else(|e| e.into_inner()) = held;
+        self.loaded.notify(usize::MAX);
         true
     }
 
+    /// Returns once a client certificate is loaded (at once when one was on disk). The
+    /// health prober waits for it: before the first certificate the cloud cannot be asked,
+    /// which says nothing about whether it is reachable (upstream waits the same way).
+    pub async fn wait_client(&self) {
+        loop {
+            let listener = self.loaded.listen();
+            if self
+                .client
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some()
+            {
+                return;
+            }
+            listener.await;
+        }
+    }
+
     fn client_template(&self) -> Template {
-        let mut orgs: Vec<String> = if self.signer == "kubernetes.io/kube-apiserver-client-kubelet" {
+        let mut orgs: Vec<String> = if self.signer == "kubernetes.io/kube-apiserver-client-kubelet"
+        {
             vec!["system:nodes".into()]
         } else {
             vec!["openyurt:yurthub".into(), "system:nodes".into()]
@@ -423,7 +449,9 @@ impl Certs {
         match &*self.serving.read().unwrap_or_else(|e| e.into_inner()) {
             Some(h)
                 if h.info.common_name == t.common_name
-                    && t.ip_addresses.iter().all(|ip| h.info.ip_addresses.contains(ip)) =>
+                    && t.ip_addresses
+                        .iter()
+                        .all(|ip| h.info.ip_addresses.contains(ip)) =>
             {
                 h.rotate_at
             }
@@ -440,7 +468,9 @@ impl Certs {
     }
 
     fn ca_pem(&self) -> Option<Vec<u8>> {
-        std::fs::read(&self.ca_path).ok().filter(|b| read_certs(&self.ca_path).is_ok() && !b.is_empty())
+        std::fs::read(&self.ca_path)
+            .ok()
+            .filter(|b| read_certs(&self.ca_path).is_ok() && !b.is_empty())
     }
 
     /// A client authenticated by the node certificate.
@@ -557,10 +587,21 @@ impl Certs {
 
     async fn renew_serving(&self) -> Result<(), CertError> {
         let api = self.node_client()?;
-        let known = self.cluster_ip.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        let known = self
+            .cluster_ip
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
         if !known {
             // The ClusterIP of default/kubernetes is what pods resolve "kubernetes" to.
-            match api.request("GET", "/api/v1/namespaces/default/services/kubernetes", None).await {
+            match api
+                .request(
+                    "GET",
+                    "/api/v1/namespaces/default/services/kubernetes",
+                    None,
+                )
+                .await
+            {
                 Ok((200, body)) => {
                     let ip = serde_json::from_slice::<serde_json::Value>(&body)
                         .ok()

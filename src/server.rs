@@ -164,10 +164,11 @@ pub async fn serve_tls<S: Service>(
         let acceptor = acceptor.clone();
         let service = service.clone();
         async move {
-            let handshake = smol::future::or(async { Some(acceptor.accept(stream).await) }, async {
-                Timer::after(HEAD_TIMEOUT).await;
-                None
-            });
+            let handshake =
+                smol::future::or(async { Some(acceptor.accept(stream).await) }, async {
+                    Timer::after(HEAD_TIMEOUT).await;
+                    None
+                });
             match handshake.await {
                 Some(Ok(tls)) => {
                     let mut conn = ClientConn::new(Box::new(tls), peer, local);

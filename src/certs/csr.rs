@@ -2,12 +2,12 @@
 //! cluster to approve and sign it.
 
 use base64::Engine;
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData, SanType};
 use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::client::ApiClient;
+use super::pkcs10::{KeyPair, Subject};
 use super::x509::Certificate;
 use super::CertError;
 
@@ -41,26 +41,13 @@ pub struct Issued {
 }
 
 fn csr_pem(template: &Template, key: &KeyPair) -> Result<String, CertError> {
-    let gen = |e: rcgen::Error| CertError::Key(e.to_string());
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, template.common_name.as_str());
-    for o in &template.organizations {
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, o.as_str());
-    }
-    for d in &template.dns_names {
-        params
-            .subject_alt_names
-            .push(SanType::DnsName(d.as_str().try_into().map_err(gen)?));
-    }
-    for ip in &template.ip_addresses {
-        params.subject_alt_names.push(SanType::IpAddress(*ip));
-    }
-    params.serialize_request(key).map_err(gen)?.pem().map_err(gen)
+    key.request_pem(&Subject {
+        common_name: template.common_name.clone(),
+        organizations: template.organizations.clone(),
+        dns_names: template.dns_names.clone(),
+        ip_addresses: template.ip_addresses.clone(),
+    })
+    .map_err(CertError::Key)
 }
 
 /// What a CSR object says about its fate.
@@ -102,7 +89,7 @@ pub async fn obtain(
     template: &Template,
     wait: Duration,
 ) -> Result<Issued, CertError> {
-    let key = KeyPair::generate().map_err(|e| CertError::Key(e.to_string()))?;
+    let key = KeyPair::generate().map_err(CertError::Key)?;
     let pem = csr_pem(template, &key)?;
     let body = json!({
         "apiVersion": "certificates.k8s.io/v1",
@@ -121,7 +108,10 @@ pub async fn obtain(
     }
     let created: Value = serde_json::from_slice(&answer)
         .map_err(|e| CertError::Refused(format!("the created CSR is not JSON: {e}")))?;
-    let name = created["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let name = created["metadata"]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     if name.is_empty() {
         return Err(CertError::Refused("the created CSR has no name".into()));
     }
@@ -145,7 +135,7 @@ pub async fn obtain(
                 check_issued(&chain, &key, &name)?;
                 return Ok(Issued {
                     chain_pem: chain,
-                    key_pem: key.serialize_pem(),
+                    key_pem: key.private_key_pem(),
                     csr_name: name,
                 });
             }
@@ -166,12 +156,18 @@ pub async fn obtain(
         let watch = format!(
             "{CSRS}?fieldSelector=metadata.name%3D{name}&resourceVersion={rv}&timeoutSeconds={secs}&watch=true"
         );
-        let _ = client
+        let watched = client
             .stream("GET", &watch, None, Duration::from_secs(secs + 5), |seen| {
                 seen.contains(&b'\n') || seen.ends_with(b"}")
             })
             .await;
-        let (status, body) = client.request("GET", &format!("{CSRS}/{name}"), None).await?;
+        log::debug!(
+            "CSR {name}: watch ended: {:?}",
+            watched.map(|(s, b)| (s, b.len()))
+        );
+        let (status, body) = client
+            .request("GET", &format!("{CSRS}/{name}"), None)
+            .await?;
         if status != 200 {
             return Err(status_error(&format!("reading CSR {name}"), status, &body));
         }
@@ -187,9 +183,9 @@ fn check_issued(chain: &str, key: &KeyPair, name: &str) -> Result<(), CertError>
         .next()
         .and_then(Result::ok)
         .ok_or_else(|| CertError::Refused(format!("CSR {name}: no certificate in the answer")))?;
-    let info = Certificate::parse(&leaf)
-        .map_err(|e| CertError::Refused(format!("CSR {name}: {e}")))?;
-    if info.spki != key.subject_public_key_info() {
+    let info =
+        Certificate::parse(&leaf).map_err(|e| CertError::Refused(format!("CSR {name}: {e}")))?;
+    if info.spki != key.spki() {
         return Err(CertError::Refused(format!(
             "CSR {name}: the certificate is not for the requested key"
         )));
@@ -237,12 +233,15 @@ mod tests {
         let pem = csr_pem(&t, &key).unwrap();
         assert!(pem.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
         let der = base64::engine::general_purpose::STANDARD
-            .decode(pem.lines().filter(|l| !l.starts_with("-----")).collect::<String>())
+            .decode(
+                pem.lines()
+                    .filter(|l| !l.starts_with("-----"))
+                    .collect::<String>(),
+            )
             .unwrap();
         let contains = |needle: &[u8]| der.windows(needle.len()).any(|w| w == needle);
         assert!(contains(b"system:node:n1"));
         assert!(contains(b"system:nodes"));
         assert!(contains(&[169, 254, 2, 1]));
-        assert!(!contains(b"rcgen"));
     }
 }

@@ -33,7 +33,9 @@ impl Token {
     /// Checks the token's form.
     pub fn parse(s: &str) -> Result<Token, CertError> {
         let ok = |p: &str, n: usize| {
-            p.len() == n && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            p.len() == n
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         };
         match s.trim().split_once('.') {
             Some((id, secret)) if ok(id, 6) && ok(secret, 16) => Ok(Token {
@@ -215,12 +217,21 @@ mod tests {
     #[test]
     fn tokens_and_pins() {
         assert!(Token::parse("abcdef.0123456789abcdef").is_ok());
-        for bad in ["", "abcdef", "abcde.0123456789abcdef", "ABCDEF.0123456789abcdef", "abcdef.0123456789abcde!"] {
+        for bad in [
+            "",
+            "abcdef",
+            "abcde.0123456789abcdef",
+            "ABCDEF.0123456789abcdef",
+            "abcdef.0123456789abcde!",
+        ] {
             assert!(Token::parse(bad).is_err(), "{bad}");
         }
         let t = Token::parse("abcdef.0123456789abcdef").unwrap();
         assert_eq!(format!("{t:?}"), "abcdef.<secret>");
-        assert_eq!(parse_pin(&format!("sha256:{}", "0a".repeat(32))), Some([10; 32]));
+        assert_eq!(
+            parse_pin(&format!("sha256:{}", "0a".repeat(32))),
+            Some([10; 32])
+        );
         assert_eq!(parse_pin("sha256:0a"), None);
         assert_eq!(parse_pin(&format!("md5:{}", "0a".repeat(32))), None);
     }

@@ -105,7 +105,9 @@ fn key_value(text: &str) -> Option<(&str, &str)> {
         let after = rest[end + 1..].strip_prefix(':')?;
         return Some((&rest[..end], after));
     }
-    let pos = text.find(": ").or_else(|| text.ends_with(':').then(|| text.len() - 1))?;
+    let pos = text
+        .find(": ")
+        .or_else(|| text.ends_with(':').then(|| text.len() - 1))?;
     Some((&text[..pos], &text[pos + 1..]))
 }
 
@@ -182,7 +184,9 @@ impl<'a> Parser<'a> {
                     _ => self.node(indent + 1)?,
                 }
             } else if value == "|" || value.starts_with("|-") || value == ">" {
-                return Err(err(format!("line {number}: block scalars are not supported")));
+                return Err(err(format!(
+                    "line {number}: block scalars are not supported"
+                )));
             } else {
                 scalar(value, number)?
             };
@@ -201,7 +205,10 @@ pub fn parse_yaml(text: &str) -> Result<Value, KubeconfigError> {
     let mut lines = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         if raw.contains('\t') && raw.trim_start().len() < raw.len() && raw.starts_with('\t') {
-            return Err(err(format!("line {}: tabs are not allowed for indentation", i + 1)));
+            return Err(err(format!(
+                "line {}: tabs are not allowed for indentation",
+                i + 1
+            )));
         }
         let body = uncomment(raw);
         let t = body.trim_start();
@@ -301,12 +308,25 @@ mod tests {
 
     #[test]
     fn written_files_read_back() {
-        let b = Kubeconfig::parse(&Kubeconfig::bootstrap_yaml("https://a:6443", b"CA", "abcdef.0123456789abcdef")).unwrap();
+        let b = Kubeconfig::parse(&Kubeconfig::bootstrap_yaml(
+            "https://a:6443",
+            b"CA",
+            "abcdef.0123456789abcdef",
+        ))
+        .unwrap();
         assert_eq!(b.server, "https://a:6443");
         assert_eq!(b.ca_data.as_deref(), Some(&b"CA"[..]));
         assert_eq!(b.token.as_deref(), Some("abcdef.0123456789abcdef"));
-        let c = Kubeconfig::parse(&Kubeconfig::client_yaml("https://a:6443", b"CA", "/p/yurthub-current.pem")).unwrap();
-        assert_eq!(c.client_certificate.as_deref(), Some("/p/yurthub-current.pem"));
+        let c = Kubeconfig::parse(&Kubeconfig::client_yaml(
+            "https://a:6443",
+            b"CA",
+            "/p/yurthub-current.pem",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.client_certificate.as_deref(),
+            Some("/p/yurthub-current.pem")
+        );
         assert_eq!(c.token, None);
     }
 
@@ -322,9 +342,18 @@ mod tests {
 
     #[test]
     fn json_and_bad_input() {
-        let k = Kubeconfig::parse(r#"{"clusters":[{"name":"c","cluster":{"server":"https://j"}}]}"#).unwrap();
+        let k =
+            Kubeconfig::parse(r#"{"clusters":[{"name":"c","cluster":{"server":"https://j"}}]}"#)
+                .unwrap();
         assert_eq!(k.server, "https://j");
-        for bad in ["", "clusters: []\n", "clusters:\n- cluster:\n    server: \"open\n", "a: 1\n  b: 2\n", "just text\n", "clusters:\n- cluster:\n    certificate-authority-data: '%%%'\n    server: s\n"] {
+        for bad in [
+            "",
+            "clusters: []\n",
+            "clusters:\n- cluster:\n    server: \"open\n",
+            "a: 1\n  b: 2\n",
+            "just text\n",
+            "clusters:\n- cluster:\n    certificate-authority-data: '%%%'\n    server: s\n",
+        ] {
             assert!(Kubeconfig::parse(bad).is_err(), "{bad:?}");
         }
     }

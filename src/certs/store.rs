@@ -156,13 +156,19 @@ mod tests {
         let server = PemStore::new(dir.clone(), "yurthub-server");
         let first = client.save("CERT1\n", "KEY1\n").unwrap();
         server.save("S", "K").unwrap();
-        assert_eq!(std::fs::read_to_string(client.current()).unwrap(), "CERT1\nKEY1\n");
+        assert_eq!(
+            std::fs::read_to_string(client.current()).unwrap(),
+            "CERT1\nKEY1\n"
+        );
         assert_eq!(std::fs::read_to_string(server.current()).unwrap(), "S\nK");
         let mode = std::fs::metadata(&first).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         // Two older client files: only the newest two client files survive (both saves
         // fell in the same second here, so they share a name); the server's are untouched.
-        for name in ["yurthub-2020-01-01-00-00-00.pem", "yurthub-2020-01-02-00-00-00.pem"] {
+        for name in [
+            "yurthub-2020-01-01-00-00-00.pem",
+            "yurthub-2020-01-02-00-00-00.pem",
+        ] {
             std::fs::write(dir.join(name), "old").unwrap();
         }
         client.save("CERT2\n", "KEY2\n").unwrap();
@@ -172,10 +178,19 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names.len(), 5, "{names:?}");
-        assert!(!names.contains(&"yurthub-2020-01-01-00-00-00.pem".to_string()), "{names:?}");
-        assert!(names.contains(&"yurthub-2020-01-02-00-00-00.pem".to_string()), "{names:?}");
+        assert!(
+            !names.contains(&"yurthub-2020-01-01-00-00-00.pem".to_string()),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"yurthub-2020-01-02-00-00-00.pem".to_string()),
+            "{names:?}"
+        );
         assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
-        assert_eq!(std::fs::read_to_string(client.current()).unwrap(), "CERT2\nKEY2\n");
+        assert_eq!(
+            std::fs::read_to_string(client.current()).unwrap(),
+            "CERT2\nKEY2\n"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

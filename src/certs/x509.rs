@@ -42,11 +42,12 @@ pub struct Certificate {
     pub spki: Vec<u8>,
 }
 
-struct Der<'a>(&'a [u8]);
+/// A cursor over DER elements.
+pub(super) struct Der<'a>(pub(super) &'a [u8]);
 
 impl<'a> Der<'a> {
     /// The next element: (tag, contents).
-    fn next(&mut self) -> Result<(u8, &'a [u8]), ParseError> {
+    pub(super) fn next(&mut self) -> Result<(u8, &'a [u8]), ParseError> {
         let (&tag, rest) = self.0.split_first().ok_or(ParseError("truncated"))?;
         let (&first, mut rest) = rest.split_first().ok_or(ParseError("truncated"))?;
         let len = if first < 0x80 {
@@ -56,7 +57,9 @@ impl<'a> Der<'a> {
             if n == 0 || n > 4 || rest.len() < n {
                 return Err(ParseError("bad length"));
             }
-            let len = rest[..n].iter().fold(0usize, |a, &b| (a << 8) | usize::from(b));
+            let len = rest[..n]
+                .iter()
+                .fold(0usize, |a, &b| (a << 8) | usize::from(b));
             rest = &rest[n..];
             len
         };
@@ -69,7 +72,7 @@ impl<'a> Der<'a> {
     }
 
     /// The next element, which must have `tag`.
-    fn expect(&mut self, tag: u8, what: &'static str) -> Result<&'a [u8], ParseError> {
+    pub(super) fn expect(&mut self, tag: u8, what: &'static str) -> Result<&'a [u8], ParseError> {
         match self.next()? {
             (t, c) if t == tag => Ok(c),
             _ => Err(ParseError(what)),
@@ -77,7 +80,7 @@ impl<'a> Der<'a> {
     }
 
     /// The next element with its header, as raw DER.
-    fn raw(&mut self) -> Result<&'a [u8], ParseError> {
+    pub(super) fn raw(&mut self) -> Result<&'a [u8], ParseError> {
         let before = self.0;
         self.next()?;
         Ok(&before[..before.len() - self.0.len()])
@@ -260,13 +263,21 @@ mod tests {
         // every length: never a panic, always an error.
         let pem = "MIIB1DCCAXqgAwIBAgIUMK1qU8A5lskTtNiymARlOhuxzOkwCgYIKoZIzj0EAwIwMTEVMBMGA1UECgwMc3lzdGVtOm5vZGVzMRgwFgYDVQQDDA90ZXN0LWNsdXN0ZXItY2EwHhcNMjYxMTI5MTIxNTA2WhcNMzYxMTI2MTIxNTA2WjAxMRUwEwYDVQQKDAxzeXN0ZW06bm9kZXMxGDAWBgNVBAMMD3Rlc3QtY2x1c3Rlci1jYTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABAhvQ5xcdaX+4AMKeWeLlPffqNDTZ8h6x+pankXFhcdsDa4DWWXUWgc6ibZc7KAJb+8L/FZnBvpV80VV+Mh2W+ijcDBuMB0GA1UdDgQWBBQcJQJO+NdXnr6UKajUIKkGWA0X0jAfBgNVHSMEGDAWgBQcJQJO+NdXnr6UKajUIKkGWA0X0jAPBgNVHRMBAf8EBTADAQH/MBsGA1UdEQQUMBKHBH8AAAGCCmt1YmVybmV0ZXMwCgYIKoZIzj0EAwIDSAAwRQIgPmgcebQ1544rC7gleWf+h8wdODLFw3C5U5XmifTAO+UCIQDpGMv1GXXDP0j56B9GLq/qx6ambUKIB7z1sRV5EDJVEQ==";
         use base64::Engine;
-        let der = base64::engine::general_purpose::STANDARD.decode(pem).unwrap();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(pem)
+            .unwrap();
         let c = Certificate::parse(&der).unwrap();
         assert_eq!(c.common_name, "test-cluster-ca");
         assert_eq!(c.organizations, vec!["system:nodes".to_string()]);
         let secs = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_secs();
-        assert_eq!(crate::kube::time::format(secs(c.not_before), None), "2026-11-29T12:15:06Z");
-        assert_eq!(crate::kube::time::format(secs(c.not_after), None), "2036-11-26T12:15:06Z");
+        assert_eq!(
+            crate::kube::time::format(secs(c.not_before), None),
+            "2026-11-29T12:15:06Z"
+        );
+        assert_eq!(
+            crate::kube::time::format(secs(c.not_after), None),
+            "2036-11-26T12:15:06Z"
+        );
         assert_eq!(c.ip_addresses, vec![IpAddr::from([127, 0, 0, 1])]);
         assert!(c.spki.starts_with(&[0x30, 0x59]));
         for n in 0..der.len() {

@@ -3,9 +3,9 @@
 use async_io::{Async, Timer};
 use futures_rustls::TlsConnector;
 use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use rustls::ClientConfig;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -7,10 +7,11 @@
 //! itself); anything else stays pending, as it would in a cluster without a matching approver.
 
 use base64::Engine;
-use rcgen::{CertificateSigningRequestParams, ExtendedKeyUsagePurpose, KeyUsagePurpose, SanType};
 use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::prelude::FromDer;
 
 use crate::store::{now_rfc3339, ApiError};
 use crate::{Pki, User};
@@ -73,23 +74,44 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(422, "Invalid", message)
 }
 
-/// Decodes `spec.request` and checks what kube-apiserver checks on create.
-pub(crate) fn decode(obj: &Value) -> Result<(CertificateSigningRequestParams, CsrRecord), ApiError> {
+/// A CSR's DER, decoded.
+pub(crate) struct Parsed {
+    der: Vec<u8>,
+}
+
+impl Parsed {
+    fn request(&self) -> x509_parser::certification_request::X509CertificationRequest<'_> {
+        x509_parser::certification_request::X509CertificationRequest::from_der(&self.der)
+            .expect("checked in decode")
+            .1
+    }
+}
+
+/// Decodes `spec.request` and checks what kube-apiserver checks on create: PEM, a valid
+/// PKCS#10 request whose signature verifies, and a signer name.
+pub(crate) fn decode(obj: &Value) -> Result<(Parsed, CsrRecord), ApiError> {
+    use rustls::pki_types::pem::PemObject;
     let spec = &obj["spec"];
     let pem = spec["request"]
         .as_str()
         .and_then(|s| b64().decode(s).ok())
-        .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| invalid("spec.request: Invalid value: not base64-encoded PEM"))?;
-    let params = CertificateSigningRequestParams::from_pem(&pem).map_err(|e| {
-        invalid(format!(
-            "spec.request: Invalid value: []byte{{...}}: {e}"
-        ))
-    })?;
+    let der = rustls::pki_types::CertificateSigningRequestDer::from_pem_slice(&pem)
+        .map_err(|e| invalid(format!("spec.request: Invalid value: []byte{{...}}: {e}")))?
+        .as_ref()
+        .to_vec();
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+        .map_err(|e| invalid(format!("spec.request: Invalid value: []byte{{...}}: {e}")))?;
+    csr.verify_signature()
+        .map_err(|e| invalid(format!("spec.request: Invalid value: signature: {e}")))?;
     let signer_name = spec["signerName"].as_str().unwrap_or("").to_string();
     if signer_name.is_empty() {
         return Err(invalid("spec.signerName: Required value"));
     }
+    let info = &csr.certification_request_info;
+    let text = |a: &x509_parser::x509::AttributeTypeAndValue<'_>| {
+        a.as_str().unwrap_or("").to_string()
+    };
     let mut record = CsrRecord {
         name: obj["metadata"]["name"].as_str().unwrap_or("").to_string(),
         signer_name,
@@ -98,31 +120,27 @@ pub(crate) fn decode(obj: &Value) -> Result<(CertificateSigningRequestParams, Cs
             .map(|a| a.iter().filter_map(|u| u.as_str().map(str::to_string)).collect())
             .unwrap_or_default(),
         username: spec["username"].as_str().unwrap_or("").to_string(),
-        common_name: String::new(),
-        organizations: Vec::new(),
+        common_name: info.subject.iter_common_name().next().map(text).unwrap_or_default(),
+        organizations: info.subject.iter_organization().map(text).collect(),
         dns_names: Vec::new(),
         ip_addresses: Vec::new(),
     };
-    for (ty, value) in params.params.distinguished_name.iter() {
-        let text = match value {
-            rcgen::DnValue::Utf8String(s) => s.clone(),
-            rcgen::DnValue::PrintableString(s) => s.to_string(),
-            other => format!("{other:?}"),
-        };
-        match ty {
-            rcgen::DnType::CommonName => record.common_name = text,
-            rcgen::DnType::OrganizationName => record.organizations.push(text),
-            _ => {}
+    for ext in csr.requested_extensions().into_iter().flatten() {
+        if let ParsedExtension::SubjectAlternativeName(san) = ext {
+            for name in &san.general_names {
+                match name {
+                    GeneralName::DNSName(d) => record.dns_names.push(d.to_string()),
+                    GeneralName::IPAddress(b) => match b.len() {
+                        4 => record.ip_addresses.push(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap())),
+                        16 => record.ip_addresses.push(IpAddr::from(<[u8; 16]>::try_from(*b).unwrap())),
+                        _ => return Err(invalid("spec.request: Invalid value: bad IP address")),
+                    },
+                    _ => {}
+                }
+            }
         }
     }
-    for san in &params.params.subject_alt_names {
-        match san {
-            SanType::DnsName(n) => record.dns_names.push(n.to_string()),
-            SanType::IpAddress(ip) => record.ip_addresses.push(*ip),
-            _ => {}
-        }
-    }
-    Ok((params, record))
+    Ok((Parsed { der }, record))
 }
 
 fn same_set(have: &[String], want: &[&str]) -> bool {
@@ -202,30 +220,104 @@ pub(crate) fn is_approved(status: &Value) -> bool {
     has("Approved") && !has("Denied") && !has("Failed")
 }
 
-/// Issues the certificate an approved CSR asked for; returns `status.certificate`.
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let n = content.len();
+    if n < 0x80 {
+        out.push(n as u8);
+    } else if n < 0x100 {
+        out.extend([0x81, n as u8]);
+    } else {
+        out.extend([0x82, (n >> 8) as u8, n as u8]);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+fn seq(parts: &[&[u8]]) -> Vec<u8> {
+    tlv(0x30, &parts.concat())
+}
+
+fn utc_time(t: SystemTime) -> Vec<u8> {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+    let rfc = crate::store::rfc3339(secs); // 2026-11-29T09:30:00Z
+    let digits: String = rfc.chars().filter(|c| c.is_ascii_digit()).collect();
+    tlv(0x17, format!("{}Z", &digits[2..14]).as_bytes())
+}
+
+const ECDSA_SHA256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+
+/// Issues the certificate an approved CSR asked for, as kube-controller-manager's signer
+/// does: the request's subject and key, alternative names, key usages from `spec.usages`,
+/// not a CA. Returns `status.certificate`.
 pub(crate) fn sign(
     pki: &Pki,
     lifetime: Duration,
-    mut params: CertificateSigningRequestParams,
+    parsed: &Parsed,
     record: &CsrRecord,
 ) -> Result<String, String> {
-    let p = &mut params.params;
+    let csr = parsed.request();
+    let info = &csr.certification_request_info;
     let now = SystemTime::now();
-    p.not_before = (now - Duration::from_secs(1)).into();
-    p.not_after = (now + lifetime).into();
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    if record.usages.iter().any(|u| u == "key encipherment") {
-        p.key_usages.push(KeyUsagePurpose::KeyEncipherment);
-    }
-    p.extended_key_usages = Vec::new();
-    if record.usages.iter().any(|u| u == "client auth") {
-        p.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth);
-    }
+    let mut serial = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial)
+        .map_err(|e| e.to_string())?;
+    serial[0] &= 0x7f;
+    serial[0] |= 0x40;
+    // keyUsage: digitalSignature (bit 0), keyEncipherment (bit 2).
+    let ku = if record.usages.iter().any(|u| u == "key encipherment") {
+        [0x05, 0xa0]
+    } else {
+        [0x07, 0x80]
+    };
+    let mut ekus = Vec::new();
     if record.usages.iter().any(|u| u == "server auth") {
-        p.extended_key_usages.push(ExtendedKeyUsagePurpose::ServerAuth);
+        ekus.extend(tlv(0x06, &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01]));
     }
-    p.is_ca = rcgen::IsCa::ExplicitNoCa;
-    let pem = pki.sign_request(&params).map_err(|e| e.to_string())?;
+    if record.usages.iter().any(|u| u == "client auth") {
+        ekus.extend(tlv(0x06, &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02]));
+    }
+    let critical = tlv(0x01, &[0xff]);
+    let mut exts = vec![
+        seq(&[&tlv(0x06, &[0x55, 0x1d, 0x0f]), &critical, &tlv(0x04, &tlv(0x03, &ku))]),
+        seq(&[&tlv(0x06, &[0x55, 0x1d, 0x25]), &tlv(0x04, &tlv(0x30, &ekus))]),
+        seq(&[&tlv(0x06, &[0x55, 0x1d, 0x13]), &critical, &tlv(0x04, &seq(&[]))]),
+    ];
+    let mut names = Vec::new();
+    for d in &record.dns_names {
+        names.extend(tlv(0x82, d.as_bytes()));
+    }
+    for ip in &record.ip_addresses {
+        match ip {
+            IpAddr::V4(a) => names.extend(tlv(0x87, &a.octets())),
+            IpAddr::V6(a) => names.extend(tlv(0x87, &a.octets())),
+        }
+    }
+    if !names.is_empty() {
+        exts.push(seq(&[&tlv(0x06, &[0x55, 0x1d, 0x11]), &tlv(0x04, &tlv(0x30, &names))]));
+    }
+    let exts: Vec<&[u8]> = exts.iter().map(Vec::as_slice).collect();
+    let tbs = seq(&[
+        &tlv(0xa0, &tlv(0x02, &[2])),
+        &tlv(0x02, &serial),
+        &seq(&[ECDSA_SHA256]),
+        &pki.ca_subject_der(),
+        &seq(&[&utc_time(now - Duration::from_secs(1)), &utc_time(now + lifetime)]),
+        info.subject.as_raw(),
+        info.subject_pki.raw,
+        &tlv(0xa3, &seq(&exts)),
+    ]);
+    let sig = pki.ca_sign(&tbs);
+    let mut bits = vec![0u8];
+    bits.extend(sig);
+    let der = seq(&[&tbs, &seq(&[ECDSA_SHA256]), &tlv(0x03, &bits)]);
+    let body = b64().encode(&der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
     let groups: Vec<&str> = record.organizations.iter().map(String::as_str).collect();
     pki.register(&pem, &record.common_name, &groups);
     Ok(b64().encode(pem))
@@ -311,7 +403,7 @@ fn settle(
     shared: &crate::Shared,
     name: &str,
     mut status: Value,
-    params: Option<CertificateSigningRequestParams>,
+    params: Option<Parsed>,
     lifetime: Duration,
 ) -> Result<Value, ApiError> {
     let t = crate::store::builtin_types()
@@ -328,7 +420,7 @@ fn settle(
     let mut updated = store.update(&t, "", name, obj, true)?;
     if approved {
         // The signer controller acts on the approved object, as a separate write.
-        match sign(&shared.pki, lifetime, params.unwrap_or(parsed), &record) {
+        match sign(&shared.pki, lifetime, params.as_ref().unwrap_or(&parsed), &record) {
             Ok(cert) => status["certificate"] = json!(cert),
             Err(e) => {
                 status["conditions"]

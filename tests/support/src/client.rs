@@ -313,11 +313,27 @@ impl<S: Read + Write> Session<S> {
     }
 }
 
+/// A blocking TLS connection to `addr` verified by `ca_pem`, presenting no certificate.
+pub fn tls_connect_anonymous(
+    addr: SocketAddr,
+    ca_pem: &str,
+) -> io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    tls_connect_with(addr, ca_pem, None)
+}
+
 /// A blocking TLS connection to the test apiserver presenting `client_pem` (cert and key).
 pub fn tls_connect(
     addr: SocketAddr,
     ca_pem: &str,
     client_pem: &str,
+) -> io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+    tls_connect_with(addr, ca_pem, Some(client_pem))
+}
+
+fn tls_connect_with(
+    addr: SocketAddr,
+    ca_pem: &str,
+    client_pem: Option<&str>,
 ) -> io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -325,18 +341,25 @@ pub fn tls_connect(
     roots
         .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(io::Error::other)?)
         .map_err(io::Error::other)?;
-    let certs = CertificateDer::pem_slice_iter(client_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(io::Error::other)?;
-    let key = PrivateKeyDer::from_pem_slice(client_pem.as_bytes()).map_err(io::Error::other)?;
-    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(io::Error::other)?
-    .with_root_certificates(roots)
-    .with_client_auth_cert(certs, key)
-    .map_err(io::Error::other)?;
+    .with_root_certificates(roots);
+    let mut cfg = match client_pem {
+        Some(pem) => {
+            let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(io::Error::other)?;
+            let key = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(io::Error::other)?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(io::Error::other)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let conn = rustls::ClientConnection::new(
         std::sync::Arc::new(cfg),
         ServerName::IpAddress(addr.ip().into()),

@@ -122,6 +122,16 @@ impl Hub {
         hub
     }
 
+    /// The TLS proxy's address, once the hub has reported it.
+    pub fn secure_addr(&self) -> SocketAddr {
+        let line = self.wait_for_log("serving TLS proxy on https://", Duration::from_secs(30));
+        line.split("https://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    }
+
     /// Waits until `/v1/readyz` answers 200.
     pub fn wait_ready(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;

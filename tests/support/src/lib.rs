@@ -451,6 +451,10 @@ pub struct Cluster {
 
 /// The node name every fixture uses.
 pub const NODE: &str = "node-1";
+/// The id of the bootstrap token of [`Cluster::unjoined`].
+pub const BOOTSTRAP_ID: &str = "abcdef";
+/// Its secret.
+pub const BOOTSTRAP_SECRET: &str = "0123456789abcdef";
 
 impl Cluster {
     /// A CA, an apiserver, and the hub's files.
@@ -463,6 +467,20 @@ impl Cluster {
             pki,
             api,
             root,
+            cache: TempDir::new("cache"),
+        }
+    }
+
+    /// A CA and an apiserver with the bootstrap token `abcdef.0123456789abcdef`, and an empty
+    /// root directory: a node that has not joined yet.
+    pub fn unjoined() -> Cluster {
+        let pki = Pki::new();
+        let api = ApiServer::start(&pki);
+        api.add_bootstrap_token(BOOTSTRAP_ID, BOOTSTRAP_SECRET);
+        Cluster {
+            pki,
+            api,
+            root: TempDir::new("root"),
             cache: TempDir::new("cache"),
         }
     }

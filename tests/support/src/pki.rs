@@ -105,12 +105,19 @@ impl Pki {
         format!("{}{}", cert.pem(), key.serialize_pem())
     }
 
-    /// Signs a certificate for the key and parameters of a CSR with the CA; returns its PEM.
-    pub(crate) fn sign_request(
-        &self,
-        csr: &rcgen::CertificateSigningRequestParams,
-    ) -> Result<String, rcgen::Error> {
-        Ok(csr.signed_by(&self.issuer())?.pem())
+    /// The CA's subject, DER (the issuer of what it signs).
+    pub(crate) fn ca_subject_der(&self) -> Vec<u8> {
+        use x509_parser::prelude::FromDer;
+        let der = pem_to_der(&self.ca_pem);
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der)
+            .expect("rcgen wrote a parsable CA");
+        cert.tbs_certificate.subject.as_raw().to_vec()
+    }
+
+    /// An ECDSA-SHA256 signature by the CA key over `message`.
+    pub(crate) fn ca_sign(&self, message: &[u8]) -> Vec<u8> {
+        use rcgen::SigningKey;
+        self.ca_key.sign(message).expect("the CA key signs")
     }
 
     /// A serving certificate for the hub (`system:node:<node>`, for `169.254.2.1` and
@@ -134,6 +141,31 @@ impl Pki {
         params.not_before = (now - Duration::from_secs(60)).into();
         params.not_after = (now + lifetime).into();
         let cert = params.signed_by(&key, &self.issuer()).expect("serving cert");
+        format!("{}{}", cert.pem(), key.serialize_pem())
+    }
+
+    /// `sha256:<hex>` of the CA's public key, as `--discovery-token-ca-cert-hash` takes it.
+    pub fn ca_pin(&self) -> String {
+        use rcgen::PublicKeyData;
+        let d = ring::digest::digest(&ring::digest::SHA256, &self.ca_key.subject_public_key_info());
+        let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!("sha256:{hex}")
+    }
+
+    /// A client certificate for `cn` in `groups` that expired an hour ago.
+    pub fn expired_client_pem(&self, cn: &str, groups: &[&str]) -> String {
+        let key = KeyPair::generate().expect("P-256 key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        for g in groups {
+            params.distinguished_name.push(DnType::OrganizationName, *g);
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = SystemTime::now();
+        params.not_before = (now - Duration::from_secs(7200)).into();
+        params.not_after = (now - Duration::from_secs(3600)).into();
+        let cert = params.signed_by(&key, &self.issuer()).expect("client cert");
+        self.register(&cert.pem(), cn, groups);
         format!("{}{}", cert.pem(), key.serialize_pem())
     }
 

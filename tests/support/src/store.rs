@@ -177,10 +177,16 @@ pub struct Store {
 
 /// RFC 3339 UTC time, seconds precision.
 pub fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    rfc3339(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    )
+}
+
+/// `secs` since the epoch in RFC 3339, seconds precision.
+pub fn rfc3339(secs: u64) -> String {
     let (days, rem) = (secs / 86400, secs % 86400);
     // Civil-from-days (Howard Hinnant).
     let z = days as i64 + 719_468;

@@ -1,0 +1,541 @@
+//! The hub's own identity: token bootstrap from an empty root directory, rotation under
+//! load, recovery with `POST /v1/token`, denied CSRs, the kubelet's certificate, and who
+//! may use the node identity (the TLS proxy needs a token).
+
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use testapi::client::{get, request, tls_connect_anonymous, Session};
+use testapi::{
+    kubectl_available, Approval, Cluster, CsrRecord, Hub, TempDir, BOOTSTRAP_ID, BOOTSTRAP_SECRET,
+    NODE,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
+const KUBELET: &str = "kubelet/v1.36.2 (linux/arm64) kubernetes/98b3519";
+const PODS: &str = "/api/v1/namespaces/default/pods";
+
+fn args(c: &Cluster, extra: &[&str]) -> Vec<String> {
+    let mut a = c.hub_args(&[&c.api]);
+    a.extend(
+        [
+            "--enable-dummy-if=false",
+            "--proxy-secure-port=0",
+            "--heartbeat-interval-seconds=1",
+            "--heartbeat-timeout-seconds=1",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn join_args(c: &Cluster, extra: &[&str]) -> Vec<String> {
+    let token = format!("--join-token={BOOTSTRAP_ID}.{BOOTSTRAP_SECRET}");
+    let pin = format!("--discovery-token-ca-cert-hash={}", c.pki.ca_pin());
+    let mut all = vec![token.as_str(), pin.as_str()];
+    all.extend_from_slice(extra);
+    args(c, &all)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn link_target(p: &Path) -> String {
+    std::fs::read_link(p)
+        .unwrap_or_else(|e| panic!("{} is no symlink: {e}", p.display()))
+        .display()
+        .to_string()
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn set(v: &[String]) -> Vec<String> {
+    let mut v = v.to_vec();
+    v.sort();
+    v
+}
+
+fn client_csrs(c: &Cluster) -> Vec<CsrRecord> {
+    c.api
+        .csrs()
+        .into_iter()
+        .filter(|r| r.signer_name == "kubernetes.io/kube-apiserver-client")
+        .collect()
+}
+
+#[test]
+fn an_empty_root_dir_and_a_join_token_give_both_certificates() {
+    let c = Cluster::unjoined();
+    let hub = Hub::start(BIN, &join_args(&c, &["--node-ip=192.0.2.10"]));
+    let root = c.root.path();
+
+    // Discovery wrote the bootstrap kubeconfig and the CA; the CSRs gave both certificates.
+    assert_eq!(
+        std::fs::read_to_string(root.join("pki/ca.crt")).unwrap(),
+        c.pki.ca_pem
+    );
+    let bootstrap = std::fs::read_to_string(root.join("bootstrap-hub.conf")).unwrap();
+    assert!(bootstrap.contains(&format!("token: {BOOTSTRAP_ID}.{BOOTSTRAP_SECRET}")));
+    assert!(bootstrap.contains(&c.api.url()));
+    assert_eq!(mode(&root.join("bootstrap-hub.conf")), 0o600);
+    let conf = std::fs::read_to_string(root.join("yurthub.conf")).unwrap();
+    assert!(conf.contains(&format!(
+        "client-certificate: {}",
+        root.join("pki/yurthub-current.pem").display()
+    )));
+    for (link, prefix) in [
+        ("pki/yurthub-current.pem", "yurthub-2"),
+        ("pki/yurthub-server-current.pem", "yurthub-server-2"),
+    ] {
+        let target = link_target(&root.join(link));
+        assert!(target.starts_with(prefix), "{link} -> {target}");
+        assert_eq!(mode(&root.join("pki").join(&target)), 0o600, "{target}");
+    }
+    assert!(
+        !hub.log().join("\n").contains(BOOTSTRAP_SECRET),
+        "the token secret was logged"
+    );
+
+    // The CSRs, field by field.
+    let csrs = c.api.csrs();
+    assert_eq!(csrs.len(), 2, "{csrs:#?}");
+    let client = &csrs[0];
+    assert_eq!(client.signer_name, "kubernetes.io/kube-apiserver-client");
+    assert_eq!(client.common_name, format!("system:node:{NODE}"));
+    assert_eq!(client.organizations, ["openyurt:yurthub", "system:nodes"]);
+    assert_eq!(
+        set(&client.usages),
+        ["client auth", "digital signature", "key encipherment"]
+    );
+    assert!(client.dns_names.is_empty() && client.ip_addresses.is_empty());
+    assert_eq!(client.username, format!("system:bootstrap:{BOOTSTRAP_ID}"));
+    let serving = &csrs[1];
+    assert_eq!(serving.signer_name, "kubernetes.io/kubelet-serving");
+    assert_eq!(serving.common_name, format!("system:node:{NODE}"));
+    assert_eq!(serving.organizations, ["system:nodes"]);
+    assert_eq!(
+        set(&serving.usages),
+        ["digital signature", "key encipherment", "server auth"]
+    );
+    assert_eq!(
+        serving.dns_names,
+        [
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local"
+        ]
+    );
+    let ips: Vec<IpAddr> = ["127.0.0.1", "192.0.2.10"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(serving.ip_addresses, ips);
+    assert_eq!(serving.username, format!("system:node:{NODE}"));
+
+    // The new identity works upstream, and the TLS proxy presents the serving certificate.
+    c.api.clear_requests();
+    let r = get(hub.proxy_addr, PODS, KUBELET);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = c.api.client_requests();
+    assert_eq!(
+        seen.last().unwrap().user.as_deref(),
+        Some("system:node:node-1")
+    );
+    let tls = tls_connect_anonymous(hub.secure_addr(), &c.pki.ca_pem).unwrap();
+    let mut s = Session::new(tls);
+    let r = s.get(PODS, KUBELET).unwrap();
+    assert_eq!(r.status, 401, "token-less over TLS: {}", r.text());
+}
+
+#[test]
+fn thirty_second_certificates_rotate_without_a_failed_request() {
+    let c = Cluster::unjoined();
+    c.api.set_cert_lifetime(Duration::from_secs(30));
+    let hub = Hub::start(BIN, &join_args(&c, &[]));
+    let link = c.root.path().join("pki/yurthub-current.pem");
+    let first = link_target(&link);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let proxy = hub.proxy_addr;
+    let looper = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        std::thread::spawn(move || {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match request(proxy, "GET", PODS, &[("User-Agent", KUBELET)], b"") {
+                    Ok(r) if r.status == 200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        if errors.len() < 5 {
+                            errors.push(format!("{:?}", other.map(|r| (r.status, r.text()))));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            errors
+        })
+    };
+    // Three rotations: the first certificate and three more, each at 70-90 % of 30 s.
+    let mut targets = vec![first];
+    wait_until("three rotations", Duration::from_secs(150), || {
+        let t = link_target(&link);
+        if targets.last() != Some(&t) {
+            targets.push(t);
+        }
+        client_csrs(&c).len() >= 4 && targets.len() >= 4
+    });
+    // Past the third certificate's own first seconds, so requests use it.
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let errors = looper.join().unwrap();
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed requests: {errors:?}"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 100);
+    // After the first, every renewal was made with the certificate itself, not the token.
+    let csrs = client_csrs(&c);
+    assert_eq!(csrs[0].username, format!("system:bootstrap:{BOOTSTRAP_ID}"));
+    for r in &csrs[1..] {
+        assert_eq!(r.username, format!("system:node:{NODE}"), "{r:?}");
+    }
+    // The serving certificate rotated too, and the newest keeps serving.
+    let serving: Vec<_> = c
+        .api
+        .csrs()
+        .into_iter()
+        .filter(|r| r.signer_name == "kubernetes.io/kubelet-serving")
+        .collect();
+    assert!(serving.len() >= 3, "{serving:#?}");
+    let names: std::collections::HashSet<_> = targets.iter().collect();
+    assert_eq!(
+        names.len(),
+        targets.len(),
+        "each rotation has its own file: {targets:?}"
+    );
+}
+
+fn post_token(hub: &Hub, body: &str) -> (u16, String) {
+    let r = request(
+        hub.admin_addr,
+        "POST",
+        "/v1/token",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .unwrap();
+    (r.status, r.text())
+}
+
+#[test]
+fn expired_certificate_and_token_recover_with_post_v1_token() {
+    let c = Cluster::new();
+    let root = c.root.path();
+    let expired = c.pki.expired_client_pem(
+        &format!("system:node:{NODE}"),
+        &["openyurt:yurthub", "system:nodes"],
+    );
+    std::fs::write(root.join("pki/yurthub-current.pem"), expired).unwrap();
+    // The bootstrap kubeconfig holds a token the cluster no longer knows.
+    let stale = bootstrap_conf(&c, "zzzzzz.zzzzzzzzzzzzzzzz");
+    std::fs::write(root.join("bootstrap-hub.conf"), stale).unwrap();
+    let hub = Hub::spawn(BIN, &args(&c, &[]), &[]);
+    hub.wait_for_log(
+        "node client certificate not obtained",
+        Duration::from_secs(30),
+    );
+    assert!(
+        c.api.csrs().is_empty(),
+        "the stale token must not create CSRs"
+    );
+
+    // Bad input.
+    let (status, text) = post_token(&hub, "{not json");
+    assert_eq!(status, 400);
+    assert!(text.starts_with("could not decode tokens, "), "{text}");
+    assert_eq!(
+        post_token(&hub, r#"{"jointoken":""}"#),
+        (400, "no join token is set".into())
+    );
+    assert_eq!(
+        post_token(&hub, r#"{"other":"x"}"#),
+        (400, "no join token is set".into())
+    );
+    let (status, text) = post_token(&hub, r#"{"jointoken":"yyyyyy.yyyyyyyyyyyyyyyy"}"#);
+    assert_eq!(status, 500);
+    assert!(
+        text.starts_with("could not update bootstrap token, ") && text.contains("yyyyyy"),
+        "{text}"
+    );
+    let r = request(hub.admin_addr, "GET", "/v1/token", &[], b"").unwrap();
+    assert_eq!(r.status, 405);
+
+    // A new token: the hub rewrites the bootstrap kubeconfig and gets a certificate.
+    c.api.add_bootstrap_token("newtok", "fedcba9876543210");
+    assert_eq!(
+        post_token(&hub, r#"{"jointoken":"newtok.fedcba9876543210"}"#),
+        (200, "update bootstrap token successfully".into())
+    );
+    let conf = std::fs::read_to_string(root.join("bootstrap-hub.conf")).unwrap();
+    assert!(conf.contains("token: newtok.fedcba9876543210"), "{conf}");
+    wait_until(
+        "a certificate from the new token",
+        Duration::from_secs(30),
+        || std::fs::read_link(root.join("pki/yurthub-current.pem")).is_ok(),
+    );
+    hub.wait_ready(Duration::from_secs(30));
+    let csrs = client_csrs(&c);
+    assert_eq!(csrs.len(), 1, "{csrs:#?}");
+    assert_eq!(csrs[0].username, "system:bootstrap:newtok");
+    wait_until(
+        "requests with the new certificate",
+        Duration::from_secs(30),
+        || {
+            c.api.clear_requests();
+            get(hub.proxy_addr, PODS, KUBELET).status == 200
+                && c.api.client_requests().last().and_then(|r| r.user.clone())
+                    == Some(format!("system:node:{NODE}"))
+        },
+    );
+}
+
+/// A bootstrap kubeconfig for `token`, as an operator would write it.
+fn bootstrap_conf(c: &Cluster, token: &str) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&c.pki.ca_pem);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    certificate-authority-data: {b64}\n    server: {}\n  name: kubernetes\ncontexts:\n- context:\n    cluster: kubernetes\n    user: token-bootstrap-client\n  name: default\ncurrent-context: default\nusers:\n- name: token-bootstrap-client\n  user:\n    token: {token}\n",
+        c.api.url()
+    )
+}
+
+#[test]
+fn a_denied_csr_is_retried_with_backoff_not_in_a_loop() {
+    let c = Cluster::unjoined();
+    c.api.set_csr_approval(Approval::Deny);
+    let hub = Hub::spawn(BIN, &join_args(&c, &[]), &[]);
+    wait_until("a second, denied CSR", Duration::from_secs(30), || {
+        client_csrs(&c).len() >= 2
+    });
+    let line = hub.wait_for_log("Denied: TestDenied", Duration::from_secs(5));
+    assert!(line.contains("next attempt in"), "{line}");
+    let r = request(hub.admin_addr, "GET", "/v1/readyz", &[], b"").unwrap();
+    assert_eq!(r.status, 500);
+    assert!(
+        r.text().contains("no node client certificate"),
+        "{}",
+        r.text()
+    );
+    // Back-off, not a loop: 2 s, then 4 s between attempts.
+    let started = Instant::now();
+    c.api.set_csr_approval(Approval::Auto);
+    hub.wait_ready(Duration::from_secs(30));
+    let attempts = client_csrs(&c).len();
+    assert!(
+        attempts <= 4,
+        "{attempts} client CSRs in {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_kubelets_certificate_is_used_and_reloaded_when_replaced() {
+    let c = Cluster::new();
+    let dir = TempDir::new("kubelet-pki");
+    let cert = dir.path().join("kubelet-client-current.pem");
+    let ca = dir.path().join("ca.crt");
+    std::fs::write(&ca, &c.pki.ca_pem).unwrap();
+    let groups = ["system:nodes"];
+    std::fs::write(
+        &cert,
+        c.pki.client_pem(&format!("system:node:{NODE}"), &groups),
+    )
+    .unwrap();
+    // Without the hub's own client certificate: it must not be needed in this mode.
+    std::fs::remove_file(c.root.path().join("pki/yurthub-current.pem")).unwrap();
+    let hub = Hub::start(
+        BIN,
+        &args(
+            &c,
+            &[
+                "--bootstrap-mode=kubeletcertificate",
+                &format!("--kubelet-client-certificate={}", cert.display()),
+                &format!("--kubelet-ca-file={}", ca.display()),
+            ],
+        ),
+    );
+    c.api.clear_requests();
+    assert_eq!(get(hub.proxy_addr, PODS, KUBELET).status, 200);
+    assert_eq!(
+        c.api.client_requests().last().unwrap().user.as_deref(),
+        Some("system:node:node-1")
+    );
+    // The kubelet rotates its certificate: the hub follows (the test apiserver tells the
+    // two apart by a different user name for the new one).
+    let new = c.pki.client_pem(&format!("system:node:{NODE}"), &groups);
+    c.pki.register(&new, "kubelet-rotated", &groups);
+    let tmp = dir.path().join("new.pem");
+    std::fs::write(&tmp, new).unwrap();
+    std::fs::rename(&tmp, &cert).unwrap();
+    wait_until("the replaced certificate", Duration::from_secs(30), || {
+        c.api.clear_requests();
+        get(hub.proxy_addr, PODS, KUBELET).status == 200
+            && c.api.client_requests().last().and_then(|r| r.user.clone())
+                == Some("kubelet-rotated".into())
+    });
+    assert_eq!(
+        client_csrs(&c).len(),
+        0,
+        "no CSR in kubeletcertificate mode"
+    );
+    let (status, _) = post_token(&hub, r#"{"jointoken":"abcdef.0123456789abcdef"}"#);
+    assert_eq!(status, 200, "/v1/token is a no-op here");
+}
+
+#[test]
+fn kubectl_over_the_tls_proxy_needs_a_token_loopback_http_does_not() {
+    assert!(kubectl_available(), "these tests need the real kubectl");
+    let c = Cluster::new();
+    c.api.add_token(
+        "sa-token-1",
+        "system:serviceaccount:default:app",
+        &["system:serviceaccounts"],
+    );
+    c.api.create(PODS, testapi::pod("web-1", NODE));
+    let hub = Hub::start(BIN, &args(&c, &[]));
+    let secure = hub.secure_addr();
+    let kdir = TempDir::new("kubectl");
+    let ca = kdir.path().join("ca.crt");
+    std::fs::write(&ca, &c.pki.ca_pem).unwrap();
+    let kubectl_cmd = |server: &str| {
+        let mut cmd = std::process::Command::new("kubectl");
+        cmd.env("KUBECONFIG", "/dev/null")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .arg(format!("--server={server}"))
+            .arg(format!(
+                "--cache-dir={}",
+                kdir.path().join("cache").display()
+            ))
+            .arg("--request-timeout=20s");
+        if server.starts_with("https") {
+            cmd.arg(format!("--certificate-authority={}", ca.display()));
+        }
+        cmd
+    };
+    let get_pods = |mut cmd: std::process::Command| {
+        cmd.args(["get", "pods", "-n", "default", "-o", "name"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let kubectl = |server: String, token: Option<&str>| {
+        let mut cmd = kubectl_cmd(&server);
+        if let Some(t) = token {
+            cmd.arg(format!("--token={t}"));
+        }
+        get_pods(cmd)
+    };
+    let kubectl_basic = |server: String| {
+        let mut cmd = kubectl_cmd(&server);
+        cmd.args(["--username=admin", "--password=secret"]);
+        get_pods(cmd)
+    };
+    c.api.clear_requests();
+    let out = kubectl(format!("https://{secure}"), Some("sa-token-1"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "pod/web-1");
+    assert!(c
+        .api
+        .client_requests()
+        .iter()
+        .any(|r| r.target.starts_with(PODS)
+            && r.user.as_deref() == Some("system:serviceaccount:default:app")));
+
+    // Without a token: kubectl would prompt for a user name over https, so the request goes
+    // raw; and kubectl with only a user name and password (no bearer token) is refused too.
+    let tls = tls_connect_anonymous(secure, &c.pki.ca_pem).unwrap();
+    let r = Session::new(tls).get(PODS, "kubectl/v1.36.2").unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["reason"], "Unauthorized");
+    let out = kubectl_basic(format!("https://{secure}"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Unauthorized"), "{err}");
+
+    let out = kubectl(format!("http://{}", hub.proxy_addr), None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "pod/web-1");
+}
+
+#[test]
+fn token_less_requests_to_a_non_loopback_address_get_401() {
+    // The plain proxy bound to every address: reached through a non-loopback address, a
+    // request without a token must not travel as the node.
+    let Some(ip) = non_loopback_ip() else {
+        eprintln!("no non-loopback IPv4 address on this machine; nothing to test");
+        return;
+    };
+    let c = Cluster::new();
+    let mut a = args(&c, &[]);
+    a.retain(|f| !f.starts_with("--bind-proxy-address"));
+    a.push("--bind-proxy-address=0.0.0.0".into());
+    let hub = Hub::start(BIN, &a);
+    let port = hub.proxy_addr.port();
+    let r = get(std::net::SocketAddr::new(ip, port), PODS, KUBELET);
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["reason"], "Unauthorized");
+    let local = get(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        PODS,
+        KUBELET,
+    );
+    assert_eq!(local.status, 200);
+    c.api
+        .add_token("sa-token-2", "system:serviceaccount:default:app", &[]);
+    let with_token = request(
+        std::net::SocketAddr::new(ip, port),
+        "GET",
+        PODS,
+        &[
+            ("User-Agent", KUBELET),
+            ("Authorization", "Bearer sa-token-2"),
+        ],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(with_token.status, 200);
+}
+
+/// An address of this machine other than loopback (the source of a UDP socket "connected"
+/// to a documentation address; no packet is sent).
+fn non_loopback_ip() -> Option<IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
