@@ -198,11 +198,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
                 Some(cache.clone()),
             );
             let gate = certs.clone();
-            runtime::spawn(async move {
-                gate.wait_client().await;
-                prober.run().await;
-            })
-            .detach();
+            runtime::spawn(async move { prober.run(gate.wait_client()).await }).detach();
             let agents = Arc::new(RwLock::new(Agents::new(&config.node_name, "")));
             live_agents = Some(agents.clone());
             Some(Edge {

@@ -318,8 +318,16 @@ impl Prober {
     }
 
     /// Probes every server once (success makes it healthy at once), then every interval,
-    /// forever.
-    pub async fn run(mut self) {
+    /// forever; starts only once `gate` resolves (the first client certificate: without it
+    /// the cloud cannot be asked, which says nothing about whether it is reachable).
+    pub async fn run(mut self, gate: impl std::future::Future<Output = ()>) {
+        let mut gate = std::pin::pin!(gate);
+        if smol::future::poll_once(gate.as_mut()).await.is_none() {
+            // Requests are not held up for a probe that cannot happen yet; readiness keeps
+            // clients other than the hub out meanwhile.
+            self.health.mark_probed();
+            gate.await;
+        }
         // Servers are probed side by side, so one blackholed server does not hold up the rest.
         let probes: Vec<_> = (0..self.last.len())
             .map(|i| {
