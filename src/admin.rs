@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::cache::Cache;
 use crate::certs::Certs;
+use crate::filter::Topology;
 use crate::health::Health;
 use crate::http::{RequestHead, ResponseHead};
 use crate::metrics::{Exposition, Metrics};
@@ -21,6 +22,8 @@ pub struct Readiness {
     pub config_synced: Option<Arc<AtomicBool>>,
     /// Whether any server answers; a missing certificate only matters while one does.
     pub health: Option<Arc<Health>>,
+    /// servicetopology's inputs, when that filter runs.
+    pub topology: Option<Arc<Topology>>,
 }
 
 impl Readiness {
@@ -36,6 +39,9 @@ impl Readiness {
             .is_some_and(|s| !s.load(Ordering::Relaxed))
         {
             return Err("yurt-hub-cfg not synced yet".into());
+        }
+        if let Some(t) = &self.topology {
+            t.ready()?;
         }
         Ok(())
     }
@@ -129,6 +135,19 @@ impl Admin {
             &[],
             self.upstream.idle_connections() as f64,
         );
+        if let Some(t) = &self.readiness.topology {
+            out.family(
+                "yurthub_filter_fail_open",
+                "gauge",
+                "Whether a filter passes responses unchanged because its inputs never synced",
+            );
+            let v = if t.failing_open() { 1.0 } else { 0.0 };
+            out.sample(
+                "yurthub_filter_fail_open",
+                &[("filter", "servicetopology")],
+                v,
+            );
+        }
         out.family("yurthub_build_info", "gauge", "The hub's version");
         out.sample(
             "yurthub_build_info",

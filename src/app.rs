@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
 use crate::admin::{Admin, Readiness};
-use crate::filter::{Filters, Settings};
+use crate::filter::{Filters, Settings, Topology};
 use crate::metrics::Metrics;
 
 use crate::cache::store::Recovery;
@@ -213,12 +213,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let health = edge.as_ref().map(|e| e.health.clone());
     let metrics = Arc::new(Metrics::default());
     let live = live_agents.map(|agents| (agents, Arc::new(AtomicBool::new(false))));
-    let readiness = Arc::new(Readiness {
-        certs: certs.clone(),
-        config_synced: live.as_ref().map(|(_, synced)| synced.clone()),
-        health: health.clone(),
-    });
-    let filters = Arc::new(Filters::new(Settings {
+    let mut filters = Filters::new(Settings {
         hub_host: if config.enable_dummy_if {
             config.dummy_if_ip.to_string()
         } else {
@@ -228,7 +223,24 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         nodepool: config.nodepool_name.clone(),
         enabled: config.enable_resource_filter,
         disabled: config.disabled_resource_filters.iter().cloned().collect(),
-    }));
+    });
+    let topology = filters.enabled("servicetopology").then(|| {
+        Topology::new(
+            &config.node_name,
+            &config.nodepool_name,
+            config.filter_sync_timeout,
+        )
+    });
+    if let Some(t) = &topology {
+        filters = filters.with_topology(t.clone());
+    }
+    let filters = Arc::new(filters);
+    let readiness = Arc::new(Readiness {
+        certs: certs.clone(),
+        config_synced: live.as_ref().map(|(_, synced)| synced.clone()),
+        health: health.clone(),
+        topology: topology.clone(),
+    });
     let proxy = Arc::new(
         Proxy::new(upstream.clone(), edge, metrics.clone())
             .with_readiness(readiness.clone(), &config.node_name)
@@ -265,15 +277,19 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         })?;
     runtime::spawn(server::serve_plain(listener, proxy.clone())).detach();
     let secure_addr = serve_secure(config, &certs, proxy)?;
+    // The hub reads what it needs through its own proxy, so it is cached like the rest.
+    let own = SocketAddr::new(
+        if config.bind_proxy_address.is_unspecified() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            config.bind_proxy_address
+        },
+        proxy_addr.port(),
+    );
+    if let Some(t) = topology {
+        runtime::spawn(t.run(own)).detach();
+    }
     if let Some((agents, synced)) = live {
-        let own = SocketAddr::new(
-            if config.bind_proxy_address.is_unspecified() {
-                std::net::Ipv4Addr::LOCALHOST.into()
-            } else {
-                config.bind_proxy_address
-            },
-            proxy_addr.port(),
-        );
         let live = LiveConfig::new(own, &config.namespace, &config.node_name, agents, synced)
             .with_filters(filters);
         runtime::spawn(live.run()).detach();

@@ -58,6 +58,8 @@ pub enum CertError {
     Key(String),
     /// TLS material was rejected.
     Tls(TlsError),
+    /// A new bootstrap token arrived while a CSR waited (the attempt starts over).
+    Superseded,
     /// A file could not be written or read.
     File {
         /// The file.
@@ -77,6 +79,7 @@ impl fmt::Display for CertError {
             CertError::NoBootstrap(e) => write!(f, "{e}"),
             CertError::Key(e) => write!(f, "making the key or CSR: {e}"),
             CertError::Tls(e) => write!(f, "{e}"),
+            CertError::Superseded => write!(f, "superseded by a new bootstrap token"),
             CertError::File { path, error } => write!(f, "{}: {error}", path.display()),
         }
     }
@@ -138,6 +141,8 @@ impl Backoff {
 
 /// How often the files are checked for replacement by someone else.
 const RELOAD_CHECK: Duration = Duration::from_secs(10);
+/// How often an unknown ClusterIP of default/kubernetes is asked for again.
+const CLUSTER_IP_RETRY: Duration = Duration::from_secs(60);
 /// How long one CSR may wait for approval (upstream: 15 minutes).
 const APPROVAL_WAIT: Duration = Duration::from_secs(15 * 60);
 
@@ -278,23 +283,18 @@ impl Certs {
 
     /// `Ok` when the hub may serve, else what is missing (for `/v1/readyz`). Without any
     /// client certificate the hub is never ready (a node that never joined has nothing to
-    /// serve); an expired one, or a missing serving certificate, matter only while the cloud
-    /// is reachable, since then they can be renewed.
+    /// serve); an expired one matters only while the cloud is reachable, since only then can
+    /// it be renewed. The serving certificate is not a condition: clusters without OpenYurt's
+    /// approver never sign it, and the TLS port simply refuses handshakes until it exists.
     pub fn check(&self, cloud_reachable: bool) -> Result<(), String> {
         match &*self.client.read().unwrap_or_else(|e| e.into_inner()) {
-            None => return Err("no node client certificate".into()),
-            Some(h) if cloud_reachable && SystemTime::now() >= h.info.not_after => {
-                return Err(format!(
-                    "node client certificate expired at {}",
-                    secs(h.info.not_after)
-                ))
-            }
-            Some(_) => {}
+            None => Err("no node client certificate".into()),
+            Some(h) if cloud_reachable && SystemTime::now() >= h.info.not_after => Err(format!(
+                "node client certificate expired at {}",
+                secs(h.info.not_after)
+            )),
+            Some(_) => Ok(()),
         }
-        if cloud_reachable && !self.serving_key.is_set() {
-            return Err("no serving certificate".into());
-        }
-        Ok(())
     }
 
     /// Loads the files that changed since they were last loaded; tells `upstream` about a new
@@ -464,7 +464,8 @@ impl Certs {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .is_some_and(|h| h.info.valid_at(now))
+            // Not-after only, as client-go: a node whose clock lags at boot keeps its certificate.
+            .is_some_and(|h| now < h.info.not_after)
     }
 
     fn ca_pem(&self) -> Option<Vec<u8>> {
@@ -585,92 +586,143 @@ impl Certs {
         Ok(())
     }
 
-    async fn renew_serving(&self) -> Result<(), CertError> {
-        let api = self.node_client()?;
-        let known = self
-            .cluster_ip
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some();
-        if !known {
-            // The ClusterIP of default/kubernetes is what pods resolve "kubernetes" to.
-            match api
-                .request(
-                    "GET",
-                    "/api/v1/namespaces/default/services/kubernetes",
-                    None,
-                )
-                .await
-            {
-                Ok((200, body)) => {
-                    let ip = serde_json::from_slice::<serde_json::Value>(&body)
-                        .ok()
-                        .and_then(|v| v["spec"]["clusterIP"].as_str()?.parse().ok());
-                    *self.cluster_ip.lock().unwrap_or_else(|e| e.into_inner()) = ip;
-                }
-                Ok((status, _)) => log::debug!("default/kubernetes service: {status}"),
-                Err(e) => log::debug!("default/kubernetes service: {e}"),
+    /// The ClusterIP of default/kubernetes, what pods resolve "kubernetes" to, for the
+    /// serving certificate; tried until known.
+    async fn learn_cluster_ip(&self) {
+        let Ok(api) = self.node_client() else { return };
+        match api
+            .request(
+                "GET",
+                "/api/v1/namespaces/default/services/kubernetes",
+                None,
+            )
+            .await
+        {
+            Ok((200, body)) => {
+                let ip = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["spec"]["clusterIP"].as_str()?.parse().ok());
+                *self.cluster_ip.lock().unwrap_or_else(|e| e.into_inner()) = ip;
             }
+            Ok((status, _)) => log::debug!("default/kubernetes service: {status}"),
+            Err(e) => log::debug!("default/kubernetes service: {e}"),
         }
+    }
+
+    async fn renew_serving(&self, upstream: &Upstream) -> Result<(), CertError> {
+        let api = self.node_client()?;
         let issued = csr::obtain(&api, &self.serving_template(), APPROVAL_WAIT).await?;
         let store = PemStore::new(self.pki_dir.clone(), "yurthub-server");
         let path = store
             .save(&issued.chain_pem, &issued.key_pem)
             .map_err(|e| file_err(&self.pki_dir, e))?;
         log::info!("CSR {} signed: stored {}", issued.csr_name, path.display());
-        self.reload(None);
+        self.reload(Some(upstream));
         Ok(())
     }
 
     /// Keeps both certificates: renews them when due, retries with back-off, and picks up
-    /// files replaced on disk. Runs forever.
+    /// files replaced on disk. The two certificates have loops of their own, so a CSR waiting
+    /// for approval holds up only its own kind. Runs forever.
     pub async fn run(self: Arc<Self>, upstream: Arc<Upstream>) {
+        smol::future::zip(self.client_loop(&upstream), self.serving_loop(&upstream)).await;
+    }
+
+    async fn client_loop(&self, upstream: &Upstream) {
         let mut backoff = Backoff(0);
         loop {
             let wake = self.wake.listen();
             if self.woken.swap(false, Ordering::Relaxed) {
                 backoff = Backoff(0);
             }
-            self.reload(Some(&upstream));
+            self.reload(Some(upstream));
             let now = SystemTime::now();
-            let mut failed = None;
-            if self.mode == BootstrapMode::Token && self.client_due(now) <= now {
-                if let Err(e) = self.renew_client(&upstream).await {
-                    failed = Some(format!("node client certificate not obtained: {e}"));
-                }
-            }
-            let now = SystemTime::now();
-            if failed.is_none() && self.client_valid(now) && self.serving_due(now) <= now {
-                if let Err(e) = self.renew_serving().await {
-                    failed = Some(format!("serving certificate not obtained: {e}"));
-                }
-            }
-            let now = SystemTime::now();
-            let next = if let Some(why) = failed {
-                let d = backoff.next();
-                log::warn!("{why}; next attempt in {}s", d.as_secs());
-                now + d
-            } else {
-                backoff = Backoff(0);
-                let mut next = now + RELOAD_CHECK;
-                if self.mode == BootstrapMode::Token {
+            let mut next = now + RELOAD_CHECK;
+            if self.mode == BootstrapMode::Token {
+                if self.client_due(now) <= now {
+                    // A new token (`/v1/token`) abandons a CSR still waiting for approval.
+                    let cancel = self.wake.listen();
+                    let renewed = smol::future::or(self.renew_client(upstream), async {
+                        cancel.await;
+                        Err(CertError::Superseded)
+                    })
+                    .await;
+                    match renewed {
+                        Ok(()) => {
+                            backoff = Backoff(0);
+                            continue;
+                        }
+                        Err(CertError::Superseded) => continue,
+                        Err(e) => {
+                            let d = backoff.next();
+                            log::warn!(
+                                "node client certificate not obtained: {e}; next attempt in {}s",
+                                d.as_secs()
+                            );
+                            next = now + d;
+                        }
+                    }
+                } else {
                     next = next.min(self.client_due(now));
                 }
-                if self.client_valid(now) {
-                    next = next.min(self.serving_due(now));
-                }
-                next
-            };
-            let wait = next.duration_since(now).unwrap_or_default();
-            smol::future::or(
-                async {
-                    async_io::Timer::after(wait).await;
-                },
-                wake,
-            )
-            .await;
+            }
+            wait_until(next, wake).await;
         }
     }
+
+    async fn serving_loop(&self, upstream: &Upstream) {
+        let mut backoff = Backoff(0);
+        let mut cluster_ip_tried: Option<std::time::Instant> = None;
+        loop {
+            // A new client certificate may let a waiting serving certificate go ahead.
+            let wake = self.loaded.listen();
+            self.reload(Some(upstream));
+            let now = SystemTime::now();
+            let mut next = now + RELOAD_CHECK;
+            if self.client_valid(now) {
+                let unknown = self
+                    .cluster_ip
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_none();
+                if unknown && cluster_ip_tried.is_none_or(|t| t.elapsed() >= CLUSTER_IP_RETRY) {
+                    cluster_ip_tried = Some(std::time::Instant::now());
+                    self.learn_cluster_ip().await;
+                }
+                if self.serving_due(now) <= now {
+                    match self.renew_serving(upstream).await {
+                        Ok(()) => {
+                            backoff = Backoff(0);
+                            continue;
+                        }
+                        Err(e) => {
+                            let d = backoff.next();
+                            log::warn!(
+                                "serving certificate not obtained: {e}; next attempt in {}s",
+                                d.as_secs()
+                            );
+                            next = now + d;
+                        }
+                    }
+                } else {
+                    next = next.min(self.serving_due(now));
+                }
+            }
+            wait_until(next, wake).await;
+        }
+    }
+}
+
+/// Sleeps until `at`, or until `wake` fires.
+async fn wait_until(at: SystemTime, wake: event_listener::EventListener) {
+    let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+    smol::future::or(
+        async {
+            async_io::Timer::after(wait).await;
+        },
+        wake,
+    )
+    .await;
 }
 
 fn same_set(a: &[String], b: &[String]) -> bool {

@@ -13,6 +13,7 @@
 //! assert_eq!(cfg.proxy_port, 10261);
 //! ```
 
+pub mod informer;
 mod live;
 
 pub use live::{LiveConfig, HUB_CONFIGMAP};
@@ -215,6 +216,11 @@ const FLAGS: &[Flag] = &[
         "min-request-timeout",
         "30m",
         "offline watches without timeoutSeconds last [t, 2t)",
+    ),
+    flag(
+        "filter-sync-timeout",
+        "30s",
+        "servicetopology passes slices unfiltered if its inputs are not synced by then",
     ),
     flag("v", "0", "log verbosity: 0-1 info, 2-4 debug, 5+ trace"),
     switch("version", "false", "print the version and exit"),
@@ -436,6 +442,8 @@ pub struct Config {
     pub kubelet_ca_file: PathBuf,
     /// `--node-ip`, when given.
     pub node_ip: Option<IpAddr>,
+    /// `--filter-sync-timeout`.
+    pub filter_sync_timeout: Duration,
 }
 
 fn list(s: &str) -> impl Iterator<Item = &str> {
@@ -702,6 +710,7 @@ impl Config {
             csr_signer_name: v.get("csr-signer-name").to_string(),
             kubelet_client_certificate: PathBuf::from(v.get("kubelet-client-certificate")),
             kubelet_ca_file: PathBuf::from(v.get("kubelet-ca-file")),
+            filter_sync_timeout: v.duration("filter-sync-timeout")?,
             node_ip: match v.get("node-ip") {
                 "" => None,
                 _ => Some(parse_ip(&v, "node-ip")?),

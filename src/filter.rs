@@ -14,9 +14,13 @@
 //! assert_eq!(svc["spec"]["ports"][0]["port"], 10268);
 //! ```
 
+mod topology;
+
+pub use topology::Topology;
+
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 /// The filters, in the order they run (upstream's order is a set's, i.e. random: A6).
 pub const ORDER: &[&str] = &[
@@ -62,6 +66,12 @@ const DEFAULTS: &[(&str, &[&str], &str, &[&str])] = &[
         &["list", "watch"],
     ),
     (
+        "servicetopology",
+        &["kube-proxy", "coredns", "nginx-ingress-controller"],
+        "endpointslices",
+        &["list", "watch"],
+    ),
+    (
         "serviceenvupdater",
         &["kubelet"],
         "pods",
@@ -100,6 +110,7 @@ impl Default for Settings {
 pub struct Filters {
     settings: Settings,
     extra: RwLock<BTreeMap<String, BTreeSet<String>>>,
+    topology: Option<Arc<Topology>>,
 }
 
 /// The filters that apply to one request, in order.
@@ -107,6 +118,7 @@ pub struct Filters {
 pub struct Chain {
     names: Vec<&'static str>,
     settings: Settings,
+    topology: Option<Arc<Topology>>,
 }
 
 impl Filters {
@@ -115,7 +127,21 @@ impl Filters {
         Self {
             settings,
             extra: RwLock::new(BTreeMap::new()),
+            topology: None,
         }
+    }
+
+    /// Gives servicetopology its inputs (without them it leaves slices unchanged).
+    pub fn with_topology(mut self, topology: Arc<Topology>) -> Self {
+        self.topology = Some(topology);
+        self
+    }
+
+    /// Whether `name` runs at all (`--enable-resource-filter`, `--disabled-resource-filters`).
+    pub fn enabled(&self, name: &str) -> bool {
+        self.settings.enabled
+            && !self.settings.disabled.contains("*")
+            && !self.settings.disabled.contains(name)
     }
 
     /// Applies yurt-hub-cfg: a data key named after a filter lists extra components.
@@ -162,6 +188,7 @@ impl Filters {
         (!names.is_empty()).then(|| Chain {
             names,
             settings: self.settings.clone(),
+            topology: self.topology.clone(),
         })
     }
 }
@@ -175,6 +202,7 @@ impl Chain {
                 "inclusterconfig" => in_cluster_config(obj),
                 "serviceenvupdater" => service_env_updater(obj, &self.settings),
                 "forwardkubesvctraffic" => forward_kube_svc_traffic(obj, &self.settings),
+                "servicetopology" => self.topology.as_ref().is_none_or(|t| t.apply(obj)),
                 "discardcloudservice" => discard_cloud_service(obj),
                 "nodeportisolation" => node_port_isolation(obj, &self.settings),
                 _ => true,

@@ -237,7 +237,8 @@ impl Proxy {
         if identity_of(&head) == Identity::Node && !conn.may_use_node_identity() {
             // Pods reach this listener: they must present their own service-account token
             // instead of borrowing the node's identity (reference §13.2 item 24).
-            log::info!(
+            // Debug, not info: a misconfigured pod retrying must not flood an SD card.
+            log::debug!(
                 "{} {} from {} without a bearer token on {}{}: 401",
                 head.method,
                 head.target,

@@ -63,10 +63,12 @@ impl ClientConn {
     }
 
     /// Whether a request without credentials of its own may travel with the node's
-    /// identity: only over plain HTTP to a loopback address (node components), never over
-    /// the TLS port or an address pods can reach (reference §13.2 item 24).
+    /// identity: only over plain HTTP from the node itself (to a loopback address, or from
+    /// the very address it connected to, which only a process of the host has), never over
+    /// the TLS port or from a pod (reference §13.2 item 24).
     pub fn may_use_node_identity(&self) -> bool {
-        !self.tls && self.local.ip().is_loopback()
+        let local = self.local.ip().to_canonical();
+        !self.tls && (local.is_loopback() || self.peer.ip().to_canonical() == local)
     }
 }
 

@@ -95,6 +95,9 @@ fn an_empty_root_dir_and_a_join_token_give_both_certificates() {
         "client-certificate: {}",
         root.join("pki/yurthub-current.pem").display()
     )));
+    wait_until("the serving certificate", Duration::from_secs(30), || {
+        std::fs::read_link(root.join("pki/yurthub-server-current.pem")).is_ok()
+    });
     for (link, prefix) in [
         ("pki/yurthub-current.pem", "yurthub-2"),
         ("pki/yurthub-server-current.pem", "yurthub-server-2"),
@@ -158,6 +161,46 @@ fn an_empty_root_dir_and_a_join_token_give_both_certificates() {
     let mut s = Session::new(tls);
     let r = s.get(PODS, KUBELET).unwrap();
     assert_eq!(r.status, 401, "token-less over TLS: {}", r.text());
+}
+
+#[test]
+fn a_stock_kubernetes_cluster_signs_the_kubelet_signer_and_the_hub_serves() {
+    // No yurt-manager: only kube-controller-manager's approver; the serving CSR stays pending.
+    let c = Cluster::unjoined();
+    c.api.set_csr_approval(Approval::StockKubernetes);
+    let hub = Hub::start(
+        BIN,
+        &join_args(
+            &c,
+            &["--csr-signer-name=kubernetes.io/kube-apiserver-client-kubelet"],
+        ),
+    );
+    let csrs = c.api.csrs();
+    let client = csrs
+        .iter()
+        .find(|r| r.signer_name == "kubernetes.io/kube-apiserver-client-kubelet")
+        .expect("a client CSR");
+    assert_eq!(client.organizations, ["system:nodes"]);
+    assert_eq!(client.common_name, format!("system:node:{NODE}"));
+    let r = get(hub.proxy_addr, PODS, KUBELET);
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_until("the serving CSR", Duration::from_secs(30), || {
+        c.api
+            .csrs()
+            .iter()
+            .any(|r| r.signer_name == "kubernetes.io/kubelet-serving")
+    });
+    assert!(!c
+        .root
+        .path()
+        .join("pki/yurthub-server-current.pem")
+        .exists());
+    assert!(
+        tls_connect_anonymous(hub.secure_addr(), &c.pki.ca_pem)
+            .and_then(|t| Session::new(t).get(PODS, KUBELET))
+            .is_err(),
+        "no serving certificate: the TLS port refuses the handshake"
+    );
 }
 
 #[test]
@@ -492,10 +535,20 @@ fn kubectl_over_the_tls_proxy_needs_a_token_loopback_http_does_not() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "pod/web-1");
 }
 
+/// A plain connection to `to` from the source address `from` (any port).
+fn connect_from(from: IpAddr, to: std::net::SocketAddr) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(to), Type::STREAM, None).unwrap();
+    s.bind(&std::net::SocketAddr::new(from, 0).into()).unwrap();
+    s.connect(&to.into()).unwrap();
+    s.into()
+}
+
 #[test]
-fn token_less_requests_to_a_non_loopback_address_get_401() {
-    // The plain proxy bound to every address: reached through a non-loopback address, a
-    // request without a token must not travel as the node.
+fn token_less_requests_from_elsewhere_than_the_node_get_401() {
+    // The plain proxy bound to every address. A connection whose source is not the address it
+    // reached (as a pod's is not) must not travel as the node without a token; the node's own
+    // processes (loopback, or the node's address calling itself) may.
     let Some(ip) = non_loopback_ip() else {
         eprintln!("no non-loopback IPv4 address on this machine; nothing to test");
         return;
@@ -505,30 +558,38 @@ fn token_less_requests_to_a_non_loopback_address_get_401() {
     a.retain(|f| !f.starts_with("--bind-proxy-address"));
     a.push("--bind-proxy-address=0.0.0.0".into());
     let hub = Hub::start(BIN, &a);
-    let port = hub.proxy_addr.port();
-    let r = get(std::net::SocketAddr::new(ip, port), PODS, KUBELET);
+    let to = std::net::SocketAddr::new(ip, hub.proxy_addr.port());
+    let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+    let r = Session::new(connect_from(loopback, to))
+        .get(PODS, KUBELET)
+        .unwrap();
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(r.json()["reason"], "Unauthorized");
+    let r = Session::new(connect_from(ip, to))
+        .get(PODS, KUBELET)
+        .unwrap();
+    assert_eq!(
+        r.status,
+        200,
+        "the node calling its own address: {}",
+        r.text()
+    );
     let local = get(
-        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        std::net::SocketAddr::new(loopback, to.port()),
         PODS,
         KUBELET,
     );
     assert_eq!(local.status, 200);
     c.api
         .add_token("sa-token-2", "system:serviceaccount:default:app", &[]);
-    let with_token = request(
-        std::net::SocketAddr::new(ip, port),
-        "GET",
-        PODS,
-        &[
-            ("User-Agent", KUBELET),
-            ("Authorization", "Bearer sa-token-2"),
-        ],
-        b"",
-    )
-    .unwrap();
-    assert_eq!(with_token.status, 200);
+    let mut s = Session::new(connect_from(loopback, to));
+    s.write_raw(format!("GET {PODS} HTTP/1.1\r\nHost: x\r\nUser-Agent: {KUBELET}\r\nAuthorization: Bearer sa-token-2\r\n\r\n").as_bytes()).unwrap();
+    let with_token = s.read_response().unwrap();
+    assert_eq!(with_token.status, 200, "{}", with_token.text());
+    assert_eq!(
+        c.api.client_requests().last().unwrap().user.as_deref(),
+        Some("system:serviceaccount:default:app")
+    );
 }
 
 /// An address of this machine other than loopback (the source of a UDP socket "connected"

@@ -141,3 +141,124 @@ fn kube_proxy_does_not_see_discarded_cloud_services_even_in_a_large_gzip_list() 
         Some("gzip")
     );
 }
+
+fn slice(service: &str, nodes: &[&str]) -> Value {
+    json!({"metadata": {"name": format!("{service}-x1"), "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "endpoints": nodes.iter().enumerate().map(|(i, n)| json!({"addresses": [format!("10.1.0.{i}")], "nodeName": n})).collect::<Vec<_>>(),
+        "ports": [{"name": "http", "port": 80}]})
+}
+
+fn endpoint_nodes(list: &Value, slice: &str) -> Vec<String> {
+    let item = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["metadata"]["name"] == slice)
+        .unwrap_or_else(|| panic!("no slice {slice} in {list}"));
+    item["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["nodeName"].as_str().unwrap().to_string())
+        .collect()
+}
+
+const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
+
+fn topology_cluster() -> Cluster {
+    let c = Cluster::new();
+    let svc = |name: &str, keys: Option<&str>| {
+        let mut s = json!({"metadata": {"name": name}, "spec": {"clusterIP": "10.96.1.1", "ports": [{"port": 80}]}});
+        if let Some(k) = keys {
+            s["metadata"]["annotations"] = json!({"openyurt.io/topologyKeys": k});
+        }
+        s
+    };
+    let services = "/api/v1/namespaces/default/services";
+    c.api
+        .create(services, svc("by-node", Some("kubernetes.io/hostname")));
+    c.api
+        .create(services, svc("by-pool", Some("openyurt.io/nodepool")));
+    c.api.create(services, svc("plain", None));
+    let slices = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
+    for name in ["by-node", "by-pool", "plain"] {
+        c.api
+            .create(slices, slice(name, &[testapi::NODE, "node-2", "node-9"]));
+    }
+    c
+}
+
+#[test]
+fn servicetopology_keeps_this_nodes_or_this_pools_endpoints() {
+    // Seed FAQ item 6: kube-proxy's endpoint slices follow the Services' topology.
+    let c = topology_cluster();
+    c.api.create(
+        "/apis/apps.openyurt.io/v1beta2/nodepools",
+        json!({"metadata": {"name": "pool-a"}, "spec": {"type": "Edge"}, "status": {"nodes": [testapi::NODE, "node-2"]}}),
+    );
+    let hub = c.start_hub(BIN, &[]);
+    let list = get(hub.proxy_addr, SLICES, KUBE_PROXY).json();
+    assert_eq!(endpoint_nodes(&list, "by-node-x1"), [testapi::NODE]);
+    assert_eq!(
+        endpoint_nodes(&list, "by-pool-x1"),
+        [testapi::NODE, "node-2"]
+    );
+    assert_eq!(
+        endpoint_nodes(&list, "plain-x1"),
+        [testapi::NODE, "node-2", "node-9"]
+    );
+    // coredns too; kubelet is not a servicetopology client.
+    let coredns = get(hub.proxy_addr, SLICES, "coredns/1.11.3").json();
+    assert_eq!(endpoint_nodes(&coredns, "by-node-x1"), [testapi::NODE]);
+    let kubelet = get(hub.proxy_addr, SLICES, KUBELET).json();
+    assert_eq!(endpoint_nodes(&kubelet, "by-node-x1").len(), 3);
+    // The list+watch ends in the in-flight metric (the FAQ's check): nothing left open.
+    let metrics = get(hub.admin_addr, "/metrics", "curl/8").text();
+    assert!(
+        metrics.contains("yurthub_filter_fail_open{filter=\"servicetopology\"} 0"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn servicetopology_fails_open_when_the_nodepool_crd_is_missing() {
+    let c = topology_cluster();
+    c.api.unregister_type("apps.openyurt.io", "nodepools");
+    let hub = testapi::Hub::spawn(
+        BIN,
+        &[
+            c.hub_args(&[&c.api]),
+            vec!["--filter-sync-timeout=2s".into()],
+        ]
+        .concat(),
+        &[],
+    );
+    // Not ready while it waits (once yurt-hub-cfg is read), with the reason.
+    let started = Instant::now();
+    let reason = loop {
+        let r = request(hub.admin_addr, "GET", "/v1/readyz", &[], b"").unwrap();
+        assert_eq!(r.status, 500, "ready before the timeout: {}", r.text());
+        if r.text().contains("servicetopology") || started.elapsed() > Duration::from_millis(1500) {
+            break r.text();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        reason.contains("servicetopology: waiting for nodepools"),
+        "{reason}"
+    );
+    // Then it gives up waiting: ready, and slices pass unchanged instead of blocking kube-proxy.
+    hub.wait_ready(Duration::from_secs(20));
+    let list = get(hub.proxy_addr, SLICES, KUBE_PROXY).json();
+    assert_eq!(endpoint_nodes(&list, "by-node-x1").len(), 3);
+    hub.wait_for_log(
+        "servicetopology: nodepools not synced",
+        Duration::from_secs(5),
+    );
+    let metrics = get(hub.admin_addr, "/metrics", "curl/8").text();
+    assert!(
+        metrics.contains("yurthub_filter_fail_open{filter=\"servicetopology\"} 1"),
+        "{metrics}"
+    );
+}

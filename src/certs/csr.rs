@@ -156,6 +156,7 @@ pub async fn obtain(
         let watch = format!(
             "{CSRS}?fieldSelector=metadata.name%3D{name}&resourceVersion={rv}&timeoutSeconds={secs}&watch=true"
         );
+        let started = Instant::now();
         let watched = client
             .stream("GET", &watch, None, Duration::from_secs(secs + 5), |seen| {
                 seen.contains(&b'\n') || seen.ends_with(b"}")
@@ -165,6 +166,10 @@ pub async fn obtain(
             "CSR {name}: watch ended: {:?}",
             watched.map(|(s, b)| (s, b.len()))
         );
+        if started.elapsed() < Duration::from_secs(1) {
+            // A watch refused or cut at once must not turn into a tight loop of requests.
+            async_io::Timer::after(Duration::from_secs(1)).await;
+        }
         let (status, body) = client
             .request("GET", &format!("{CSRS}/{name}"), None)
             .await?;

@@ -25,6 +25,9 @@ pub enum Approval {
     Manual,
     /// Deny every CSR.
     Deny,
+    /// Only kube-controller-manager's approver, as in a cluster without OpenYurt's
+    /// yurt-manager: node client certificates of `kube-apiserver-client-kubelet` only.
+    StockKubernetes,
 }
 
 /// The approver and signer settings.
@@ -209,6 +212,9 @@ pub(crate) fn decide(signer: &Signer, record: &CsrRecord, user: &User) -> Option
         Approval::Manual => None,
         Approval::Deny => Some(json!({"conditions": [condition("Denied", "TestDenied", "denied by the test cluster's policy")]})),
         Approval::Auto => approvable(record, user)
+            .map(|m| json!({"conditions": [condition("Approved", "AutoApproved", m)]})),
+        Approval::StockKubernetes => approvable(record, user)
+            .filter(|_| record.signer_name == "kubernetes.io/kube-apiserver-client-kubelet")
             .map(|m| json!({"conditions": [condition("Approved", "AutoApproved", m)]})),
     }
 }

@@ -264,6 +264,15 @@ impl ApiServer {
         self.shared.types.lock().unwrap().push(t);
     }
 
+    /// Stops serving `resource` of `group` (a CRD that is not installed): 404 from then on.
+    pub fn unregister_type(&self, group: &str, resource: &str) {
+        self.shared
+            .types
+            .lock()
+            .unwrap()
+            .retain(|t| !(t.group == group && t.resource == resource));
+    }
+
     fn locate(&self, path: &str) -> (ResourceType, String, Option<String>) {
         let types = self.shared.types.lock().unwrap().clone();
         let r = serve::parse_resource_path(path, &types)
