@@ -2,6 +2,7 @@
 //! `/v1/readyz`, `/metrics` in Prometheus text format (reference §9), and `POST /v1/token`
 //! to hand the hub a new bootstrap token (reference §7.4).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -72,9 +73,25 @@ async fn text(conn: &mut ClientConn, status: u16, content_type: &str, body: &str
 }
 
 impl Admin {
-    /// The /metrics document.
-    pub fn render(&self) -> String {
+    /// The /metrics document; `usage` is the cache's per-component size, when measured.
+    pub fn render(&self, usage: Option<&BTreeMap<String, (u64, u64)>>) -> String {
         let mut out = Exposition::default();
+        if let Some(u) = usage {
+            for (name, help, pick) in [
+                (
+                    "yurthub_cache_objects",
+                    "Objects in the cache per component",
+                    0,
+                ),
+                ("yurthub_cache_bytes", "Bytes in the cache per component", 1),
+            ] {
+                out.family(name, "gauge", help);
+                for (component, v) in u {
+                    let n = if pick == 0 { v.0 } else { v.1 };
+                    out.sample(name, &[("component", component.as_str())], n as f64);
+                }
+            }
+        }
         self.metrics.render(&mut out);
         if let Some(h) = &self.health {
             out.family(
@@ -123,6 +140,30 @@ impl Admin {
                 "yurthub_cache_quarantined_files",
                 &[],
                 s.quarantined.load(Ordering::Relaxed) as f64,
+            );
+        }
+        out.family(
+            "node_yurthub_closable_conns_collector",
+            "gauge",
+            "Connections now open to each cloud apiserver (relays on them end when it turns unhealthy)",
+        );
+        for (server, n) in self.upstream.open_connections() {
+            out.sample(
+                "node_yurthub_closable_conns_collector",
+                &[("server", server)],
+                n as f64,
+            );
+        }
+        out.family(
+            "yurthub_certificate_expiry_seconds",
+            "gauge",
+            "Seconds until the hub's client and serving certificates expire",
+        );
+        for (name, secs) in self.certs.expiry_seconds() {
+            out.sample(
+                "yurthub_certificate_expiry_seconds",
+                &[("certificate", name)],
+                secs,
             );
         }
         out.family(
@@ -234,7 +275,11 @@ impl Service for Admin {
                 Err(why) => text(conn, 500, "text/plain; charset=utf-8", &why).await,
             },
             "/metrics" => {
-                let body = self.render();
+                let usage = match self.cache.clone() {
+                    Some(c) => Some(smol::unblock(move || c.store().usage()).await),
+                    None => None,
+                };
+                let body = self.render(usage.as_ref());
                 text(conn, 200, "text/plain; version=0.0.4; charset=utf-8", &body).await
             }
             "/v1/token" if matches!(head.method.as_str(), "POST" | "PUT") => {

@@ -98,7 +98,9 @@ impl Running {
 
     /// Logs the state (SIGUSR1): requests in flight, cache counters, server health.
     pub fn dump_state(&self) {
-        for line in self.admin.render().lines().filter(|l| !l.starts_with('#')) {
+        let usage = self.cache.as_ref().map(|c| c.store().usage());
+        let text = self.admin.render(usage.as_ref());
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
             log::info!("state: {line}");
         }
     }

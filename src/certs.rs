@@ -297,6 +297,23 @@ impl Certs {
         }
     }
 
+    /// Seconds until the client and the serving certificate expire (negative once expired),
+    /// for those loaded.
+    pub fn expiry_seconds(&self) -> Vec<(&'static str, f64)> {
+        let now = SystemTime::now();
+        let left = |t: SystemTime| match t.duration_since(now) {
+            Ok(d) => d.as_secs_f64(),
+            Err(e) => -e.duration().as_secs_f64(),
+        };
+        let mut out = Vec::new();
+        for (name, slot) in [("client", &self.client), ("serving", &self.serving)] {
+            if let Some(h) = &*slot.read().unwrap_or_else(|e| e.into_inner()) {
+                out.push((name, left(h.info.not_after).floor()));
+            }
+        }
+        out
+    }
+
     /// Loads the files that changed since they were last loaded; tells `upstream` about a new
     /// client certificate.
     fn reload(&self, upstream: Option<&Upstream>) {

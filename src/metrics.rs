@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// The labels of the per-request families.
@@ -37,6 +37,7 @@ pub struct Metrics {
     in_flight: Mutex<BTreeMap<RequestLabels, i64>>,
     in_flight_total: AtomicI64,
     traffic: Mutex<BTreeMap<RequestLabels, u64>>,
+    gzip_saved: AtomicU64,
 }
 
 /// Counts a request as in flight until dropped.
@@ -90,6 +91,11 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .entry(labels.clone())
             .or_default() += bytes;
+    }
+
+    /// Adds the bytes gzip kept off the wire for one response (plain minus compressed).
+    pub fn add_gzip_saved(&self, bytes: u64) {
+        self.gzip_saved.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Writes the request families.
@@ -151,6 +157,16 @@ impl Metrics {
                 *n as f64,
             );
         }
+        out.family(
+            "yurthub_gzip_saved_bytes_total",
+            "counter",
+            "Bytes gzip kept off the wire, for the responses the hub unpacked",
+        );
+        out.sample::<&str>(
+            "yurthub_gzip_saved_bytes_total",
+            &[],
+            self.gzip_saved.load(Ordering::Relaxed) as f64,
+        );
     }
 }
 

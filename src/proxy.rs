@@ -640,6 +640,15 @@ impl Proxy {
                 self.metrics.add_traffic(l, n as u64);
             }
             if n == 0 {
+                // What gzip saved on the wire, counted where the hub unpacked the body.
+                let totals = gunzip
+                    .as_ref()
+                    .map(GzipDecoder::totals)
+                    .or_else(|| tee.as_ref().and_then(Tee::gzip_totals));
+                if let Some((compressed, plain)) = totals {
+                    self.metrics
+                        .add_gzip_saved(plain.saturating_sub(compressed));
+                }
                 if let Some(t) = tee.take() {
                     t.finish();
                 }

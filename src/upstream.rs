@@ -146,7 +146,7 @@ impl Upstream {
         if let Some(conn) = s.take_idle(id) {
             return Ok((conn, true));
         }
-        let conn = pool::connect(&s.url, server, id, &self.tls()).await?;
+        let conn = pool::connect(s, server, id, &self.tls()).await?;
         Ok((conn, false))
     }
 
@@ -155,6 +155,14 @@ impl Upstream {
         if let Some(s) = self.servers.get(conn.server) {
             s.put_idle(conn, &self.tls());
         }
+    }
+
+    /// Connections open to each server (upstream's "closable" connections), by authority.
+    pub fn open_connections(&self) -> Vec<(String, usize)> {
+        self.servers
+            .iter()
+            .map(|s| (s.url.authority(), s.open_len()))
+            .collect()
     }
 
     /// How many connections sit idle in the pools (for tests and metrics).
@@ -212,7 +220,7 @@ impl Upstream {
                 attempts += 1;
                 let url = &self.servers[server].url;
                 let checked_out = if fresh {
-                    pool::connect(url, server, id, &self.tls())
+                    pool::connect(&self.servers[server], server, id, &self.tls())
                         .await
                         .map(|c| (c, false))
                 } else {

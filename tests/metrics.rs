@@ -207,3 +207,65 @@ fn until_ready_clients_get_503_but_the_hub_itself_is_served() {
     );
     assert_ne!(own.status, 503);
 }
+
+#[test]
+fn cache_size_certificate_expiry_open_connections_and_gzip_savings() {
+    let c = Cluster::new();
+    // Enough pods that the list crosses the apiserver's 128 KiB gzip threshold.
+    for i in 0..300 {
+        let mut p = pod(&format!("p-{i:03}"), NODE);
+        p["metadata"]["annotations"] = serde_json::json!({"note": "x".repeat(600)});
+        c.api.create("/api/v1/namespaces/default/pods", p);
+    }
+    let hub = c.start_hub(BIN, &[]);
+    let list = request(
+        hub.proxy_addr,
+        "GET",
+        "/api/v1/namespaces/default/pods",
+        &[("User-Agent", KUBELET)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(list.status, 200);
+    let plain = list.body.len() as f64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let t = metrics(&hub);
+        if sample(&t, "yurthub_cache_objects", &[("component", "kubelet")]) >= Some(300.0) {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "the pods were not cached:\n{t}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let bytes = sample(&text, "yurthub_cache_bytes", &[("component", "kubelet")]).unwrap();
+    assert!(bytes > 300.0 * 600.0, "{bytes}");
+    // The certificates Cluster wrote are valid for a year.
+    for cert in ["client", "serving"] {
+        let left = sample(
+            &text,
+            "yurthub_certificate_expiry_seconds",
+            &[("certificate", cert)],
+        )
+        .unwrap_or_else(|| panic!("no expiry for {cert}:\n{text}"));
+        assert!(
+            left > 364.0 * 86400.0 && left <= 365.0 * 86400.0,
+            "{cert}: {left}"
+        );
+    }
+    // The pooled connection the list came over is still open.
+    let server = c.api.addr().to_string();
+    let open = sample(
+        &text,
+        "node_yurthub_closable_conns_collector",
+        &[("server", &server)],
+    );
+    assert!(open >= Some(1.0), "{text}");
+    // The list came gzipped from the apiserver and was unpacked for this client.
+    let saved = sample(&text, "yurthub_gzip_saved_bytes_total", &[]).unwrap();
+    let wire = c.api.body_bytes_sent() as f64;
+    // Saved = what the apiserver would have sent plain minus what it sent (the whole wire).
+    assert!(
+        saved > plain / 2.0 && saved + wire > plain * 0.9,
+        "saved {saved} of {plain} (wire {wire})"
+    );
+}

@@ -214,6 +214,41 @@ impl Store {
         Ok(())
     }
 
+    /// Objects and bytes on disk per component (`<root>/<component>/...`), by walking the
+    /// tree (blocking; for /metrics). Internal views and quarantined files do not count.
+    pub fn usage(&self) -> std::collections::BTreeMap<String, (u64, u64)> {
+        fn walk(dir: &Path, acc: &mut (u64, u64)) {
+            let Ok(entries) = fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let Ok(ft) = entry.file_type() else { continue };
+                if ft.is_dir() {
+                    walk(&entry.path(), acc);
+                } else if ft.is_file()
+                    && !entry.file_name().to_string_lossy().starts_with(TMP_PREFIX)
+                {
+                    acc.0 += 1;
+                    acc.1 += entry.metadata().map(|m| m.len()).unwrap_or(0);
+                }
+            }
+        }
+        let mut out = std::collections::BTreeMap::new();
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return out;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == INTERNAL_DIR || name == QUARANTINE_DIR || !entry.path().is_dir() {
+                continue;
+            }
+            let mut acc = (0, 0);
+            walk(&entry.path(), &mut acc);
+            out.insert(name, acc);
+        }
+        out
+    }
+
     /// Moves an unparsable file out of the served tree.
     pub fn quarantine(&self, path: &Path) -> Result<(), StoreError> {
         let qdir = self.root.join(QUARANTINE_DIR);

@@ -112,6 +112,8 @@ pub struct GzipDecoder {
     crc: Crc32,
     size: u32,
     scratch: Box<[u8]>,
+    total_in: u64,
+    total_out: u64,
 }
 
 impl Default for GzipDecoder {
@@ -166,6 +168,8 @@ impl GzipDecoder {
             crc: Crc32::default(),
             size: 0,
             scratch: vec![0; STEP_BYTES].into_boxed_slice(),
+            total_in: 0,
+            total_out: 0,
         }
     }
 
@@ -183,10 +187,30 @@ impl GzipDecoder {
         }
     }
 
+    /// Compressed bytes used and plain bytes produced so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.total_in, self.total_out)
+    }
+
     /// Decodes from `input`, appending at most about `max_out` bytes to `out`; returns how
     /// many input bytes were used. Call again with the rest until all input is used: a return
     /// smaller than `input.len()` means the output limit was reached.
     pub fn decode(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        max_out: usize,
+    ) -> Result<usize, GzipError> {
+        let before = out.len();
+        let r = self.decode_step(input, out, max_out);
+        self.total_out += (out.len() - before) as u64;
+        if let Ok(used) = r {
+            self.total_in += used as u64;
+        }
+        r
+    }
+
+    fn decode_step(
         &mut self,
         input: &[u8],
         out: &mut Vec<u8>,

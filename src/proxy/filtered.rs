@@ -128,6 +128,11 @@ impl Filtered<'_> {
                 break;
             }
         }
+        if let Some((compressed, plain)) = gunzip.as_ref().map(GzipDecoder::totals) {
+            proxy
+                .metrics
+                .add_gzip_saved(plain.saturating_sub(compressed));
+        }
         out.clear();
         if self.watch {
             writer.finish(&mut out);

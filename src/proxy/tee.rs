@@ -106,6 +106,12 @@ impl Tee {
     }
 
     /// The body ended completely: hand it to the cache.
+    /// Compressed and plain bytes of the copy, when the tee unpacked it.
+    pub fn gzip_totals(&self) -> Option<(u64, u64)> {
+        self.gunzip.as_ref().map(GzipDecoder::totals)
+    }
+
+    /// Ends the copy: a complete, well-formed body is handed to the cache.
     pub fn finish(mut self) {
         if self.broken || self.gunzip.as_ref().is_some_and(|g| g.finish().is_err()) {
             return;

@@ -6,6 +6,7 @@ use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,23 @@ pub struct Connection {
     identity: Identity,
     generation: u64,
     idle_since: Instant,
+    _open: OpenGuard,
+}
+
+/// Counts a connection as open to its server until it is dropped.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Connection {
@@ -51,6 +69,7 @@ impl Connection {
 pub(super) struct Server {
     pub(super) url: ServerUrl,
     idle: Mutex<Vec<Connection>>,
+    open: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -58,6 +77,7 @@ impl Server {
         Self {
             url,
             idle: Mutex::new(Vec::new()),
+            open: Arc::default(),
         }
     }
 
@@ -95,6 +115,11 @@ impl Server {
     pub(super) fn idle_len(&self) -> usize {
         self.idle().len()
     }
+
+    /// Connections open to this server: idle, carrying a request, or tunnelling.
+    pub(super) fn open_len(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
 }
 
 async fn with_timeout<T>(
@@ -118,20 +143,21 @@ async fn resolve(url: &ServerUrl) -> io::Result<Vec<SocketAddr>> {
     smol::net::resolve((url.host.as_str(), url.port)).await
 }
 
-/// Opens a new TLS connection to `url` with the identity `id`.
+/// Opens a new TLS connection to server `server` (`s`) with the identity `id`.
 pub(super) async fn connect(
-    url: &ServerUrl,
+    s: &Server,
     server: usize,
     id: Identity,
     tls: &Tls,
 ) -> io::Result<Connection> {
-    let stream = dial(url, tls.config(id)).await?;
+    let stream = dial(&s.url, tls.config(id)).await?;
     Ok(Connection {
         reader: Reader::new(stream),
         server,
         identity: id,
         generation: tls.generation(),
         idle_since: Instant::now(),
+        _open: OpenGuard::new(&s.open),
     })
 }
 
