@@ -16,6 +16,7 @@ use crate::certs::Certs;
 use crate::config::{Config, LiveConfig, WorkingMode};
 use crate::health::{Health, Prober};
 use crate::local::Local;
+use crate::network::DummyIf;
 use crate::proxy::{Edge, Proxy};
 use crate::upstream::{Tls, TlsError, Upstream};
 use crate::{notify, runtime, server};
@@ -68,8 +69,9 @@ pub struct Running {
     pub proxy_addr: SocketAddr,
     /// The admin server address.
     pub admin_addr: SocketAddr,
-    /// The TLS proxy address, once bound (see [`serve_secure`]).
+    /// The TLS proxy address, when bound at start.
     pub secure_addr: Option<SocketAddr>,
+    dummy: Option<Arc<DummyIf>>,
     cache: Option<Cache>,
     metrics: Arc<Metrics>,
     admin: Arc<Admin>,
@@ -94,6 +96,11 @@ impl Running {
         if let Some(cache) = self.cache.clone() {
             smol::unblock(move || cache.shutdown()).await;
         }
+        if let Some(d) = self.dummy.clone() {
+            if let Err(e) = smol::unblock(move || d.remove()).await {
+                log::warn!("removing the dummy interface: {e}");
+            }
+        }
     }
 
     /// Logs the state (SIGUSR1): requests in flight, cache counters, server health.
@@ -110,23 +117,12 @@ fn bind(addr: SocketAddr) -> Result<Async<TcpListener>, StartError> {
     Async::<TcpListener>::bind(addr).map_err(|error| StartError::Bind { addr, error })
 }
 
-/// How often binding the TLS proxy to a missing dummy address is tried again.
+/// How often binding a proxy listener to a missing dummy address is tried again.
 const REBIND_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The TLS proxy on `<dummy-if-ip>:<proxy-secure-port>` (or `--bind-proxy-address` without
-/// the dummy interface), with the serving certificate that [`Certs`] keeps current. While the
-/// dummy address is not on any interface, binding is retried every minute.
-fn serve_secure(
-    config: &Config,
-    certs: &Certs,
-    proxy: Arc<Proxy>,
-) -> Result<Option<SocketAddr>, StartError> {
-    let ip = if config.enable_dummy_if {
-        config.dummy_if_ip
-    } else {
-        config.bind_proxy_address
-    };
-    let addr = SocketAddr::new(ip, config.proxy_secure_port);
+/// The TLS configuration of the secure proxy port: the serving certificate that [`Certs`]
+/// keeps current, ALPN http/1.1 only (upstream disables HTTP/2 there).
+fn secure_config(certs: &Certs) -> Result<Arc<rustls::ServerConfig>, StartError> {
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -135,23 +131,45 @@ fn serve_secure(
     .with_no_client_auth()
     .with_cert_resolver(certs.serving_key());
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tls = Arc::new(tls);
+    Ok(Arc::new(tls))
+}
+
+/// Serves the proxy on `addr`, over TLS with `tls`. While the address is on no interface
+/// (the dummy link not made yet), binding is retried every minute; `Ok(None)` then.
+fn serve_proxy_on(
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    proxy: Arc<Proxy>,
+    what: &'static str,
+) -> Result<Option<SocketAddr>, StartError> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let announce = move |l: &Async<TcpListener>| {
         let bound = l.get_ref().local_addr().unwrap_or(addr);
-        log::info!("serving TLS proxy on https://{bound}");
+        log::info!("serving {what} on {scheme}://{bound}");
         bound
+    };
+    let serve = move |l: Async<TcpListener>| {
+        let proxy = proxy.clone();
+        let tls = tls.clone();
+        async move {
+            match tls {
+                Some(t) => server::serve_tls(l, t, proxy).await,
+                None => server::serve_plain(l, proxy).await,
+            }
+        }
     };
     match bind(addr) {
         Ok(l) => {
             let bound = announce(&l);
-            runtime::spawn(server::serve_tls(l, tls, proxy)).detach();
+            runtime::spawn(serve(l)).detach();
             Ok(Some(bound))
         }
         Err(StartError::Bind { error, .. })
             if error.kind() == std::io::ErrorKind::AddrNotAvailable =>
         {
             log::warn!(
-                "TLS proxy: {ip} is on no interface ({error}); pods cannot reach https://{addr} until it is (retrying every {}s)",
+                "{what}: {} is on no interface ({error}); nothing reaches {scheme}://{addr} until it is (retrying every {}s)",
+                addr.ip(),
                 REBIND_EVERY.as_secs()
             );
             runtime::spawn(async move {
@@ -159,7 +177,7 @@ fn serve_secure(
                     async_io::Timer::after(REBIND_EVERY).await;
                     if let Ok(l) = bind(addr) {
                         announce(&l);
-                        server::serve_tls(l, tls, proxy).await;
+                        serve(l).await;
                         return;
                     }
                 }
@@ -278,7 +296,37 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             error,
         })?;
     runtime::spawn(server::serve_plain(listener, proxy.clone())).detach();
-    let secure_addr = serve_secure(config, &certs, proxy)?;
+    // Pods reach the hub on the dummy address: plain on the proxy port, TLS on the secure
+    // port (without the dummy interface, TLS on --bind-proxy-address).
+    let dummy = config.enable_dummy_if.then(|| {
+        let d = Arc::new(DummyIf::new(&config.dummy_if_name, config.dummy_if_ip));
+        if let Err(e) = d.ensure() {
+            log::warn!("dummy interface {}: {e}", config.dummy_if_name);
+        }
+        runtime::spawn(d.clone().run()).detach();
+        d
+    });
+    let secure_ip = match &dummy {
+        Some(d) => {
+            serve_proxy_on(
+                SocketAddr::new(d.ip(), config.proxy_port),
+                None,
+                proxy.clone(),
+                "proxy for pods",
+            )?;
+            d.ip()
+        }
+        None => config.bind_proxy_address,
+    };
+    let secure_addr = serve_proxy_on(
+        SocketAddr::new(secure_ip, config.proxy_secure_port),
+        Some(secure_config(&certs)?),
+        proxy,
+        "TLS proxy",
+    )?;
+    if let Some(a) = secure_addr {
+        filters.set_bound_port(a.port());
+    }
     // The hub reads what it needs through its own proxy, so it is cached like the rest.
     let own = SocketAddr::new(
         if config.bind_proxy_address.is_unspecified() {
@@ -309,6 +357,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         proxy_addr,
         admin_addr,
         secure_addr,
+        dummy,
         cache,
         metrics,
         admin,

@@ -134,6 +134,11 @@ const FLAGS: &[Flag] = &[
         "pods reach the hub at --dummy-if-ip (else at --bind-proxy-address)",
     ),
     flag(
+        "dummy-if-name",
+        "hub-dummy0",
+        "name of the dummy link carrying --dummy-if-ip (at most 15 characters)",
+    ),
+    flag(
         "dummy-if-ip",
         "169.254.2.1",
         "the hub's address for pods, inside 169.254.0.0/16",
@@ -422,6 +427,8 @@ pub struct Config {
     pub enable_dummy_if: bool,
     /// The dummy interface's address.
     pub dummy_if_ip: IpAddr,
+    /// The dummy link's name.
+    pub dummy_if_name: String,
     /// Where the client certificate comes from.
     pub bootstrap_mode: BootstrapMode,
     /// `--bootstrap-file`, when given.
@@ -697,6 +704,17 @@ impl Config {
                 .collect(),
             enable_dummy_if: v.boolean("enable-dummy-if")?,
             dummy_if_ip: dummy_ip(&v)?,
+            dummy_if_name: {
+                let name = v.get("dummy-if-name");
+                if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
+                    return Err(FlagError::Invalid {
+                        flag: "dummy-if-name",
+                        value: name.to_string(),
+                        expected: "an interface name of 1 to 15 characters",
+                    });
+                }
+                name.to_string()
+            },
             bootstrap_mode,
             bootstrap_file: Some(v.get("bootstrap-file"))
                 .filter(|f| !f.is_empty())

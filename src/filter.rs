@@ -109,6 +109,8 @@ impl Default for Settings {
 /// The filters with their live per-filter component lists (yurt-hub-cfg keys).
 pub struct Filters {
     settings: Settings,
+    /// The TLS port actually bound, when `--proxy-secure-port=0` let the system pick it.
+    bound_port: std::sync::atomic::AtomicU16,
     extra: RwLock<BTreeMap<String, BTreeSet<String>>>,
     topology: Option<Arc<Topology>>,
 }
@@ -126,9 +128,16 @@ impl Filters {
     pub fn new(settings: Settings) -> Self {
         Self {
             settings,
+            bound_port: std::sync::atomic::AtomicU16::new(0),
             extra: RwLock::new(BTreeMap::new()),
             topology: None,
         }
+    }
+
+    /// The TLS port the listener got, when the settings asked for any (port 0).
+    pub fn set_bound_port(&self, port: u16) {
+        self.bound_port
+            .store(port, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Gives servicetopology its inputs (without them it leaves slices unchanged).
@@ -185,9 +194,13 @@ impl Filters {
                 })
             })
             .collect();
+        let mut settings = self.settings.clone();
+        if settings.hub_port == 0 {
+            settings.hub_port = self.bound_port.load(std::sync::atomic::Ordering::Relaxed);
+        }
         (!names.is_empty()).then(|| Chain {
             names,
-            settings: self.settings.clone(),
+            settings,
             topology: self.topology.clone(),
         })
     }

@@ -16,6 +16,7 @@ pub mod http;
 pub mod kube;
 pub mod local;
 pub mod metrics;
+pub mod network;
 pub mod notify;
 pub mod proxy;
 pub mod runtime;

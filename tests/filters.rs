@@ -28,8 +28,11 @@ fn kubelet_sees_the_kubernetes_service_at_the_hub_and_so_does_its_cache() {
         .iter()
         .find(|s| s["metadata"]["name"] == "kubernetes")
         .unwrap();
-    assert_eq!(k8s["spec"]["clusterIP"], "169.254.2.1");
-    assert_eq!(k8s["spec"]["ports"][0]["port"], 10268);
+    // Without the dummy interface the hub is at --bind-proxy-address and its TLS port
+    // (tests/network.rs checks the defaults, 169.254.2.1:10268, in a namespace of its own).
+    let secure = hub.secure_addr();
+    assert_eq!(k8s["spec"]["clusterIP"], "127.0.0.1");
+    assert_eq!(k8s["spec"]["ports"][0]["port"], secure.port());
     let web = items
         .iter()
         .find(|s| s["metadata"]["name"] == "web")
@@ -57,7 +60,7 @@ fn kubelet_sees_the_kubernetes_service_at_the_hub_and_so_does_its_cache() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let cached: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-    assert_eq!(cached["spec"]["clusterIP"], "169.254.2.1");
+    assert_eq!(cached["spec"]["clusterIP"], "127.0.0.1");
     // Watches are filtered event by event.
     let rv = list["metadata"]["resourceVersion"]
         .as_str()
@@ -77,7 +80,7 @@ fn kubelet_sees_the_kubernetes_service_at_the_hub_and_so_does_its_cache() {
         .update("/api/v1/namespaces/default/services/kubernetes", svc);
     let ev: Value = serde_json::from_str(&w.next_line().unwrap().unwrap()).unwrap();
     assert_eq!(ev["type"], "MODIFIED");
-    assert_eq!(ev["object"]["spec"]["clusterIP"], "169.254.2.1");
+    assert_eq!(ev["object"]["spec"]["clusterIP"], "127.0.0.1");
 }
 
 #[test]

@@ -81,7 +81,21 @@ impl Hub {
 
     /// Starts the hub and waits for its listeners, not for readiness.
     pub fn spawn(bin: &str, args: &[String], env: &[(&str, &str)]) -> Hub {
-        let mut child = command(bin)
+        Self::spawn_in(&[], bin, args, env)
+    }
+
+    /// Like [`Hub::spawn`], with the command run by `prefix` (e.g. `ip netns exec <name>`).
+    pub fn spawn_in(prefix: &[&str], bin: &str, args: &[String], env: &[(&str, &str)]) -> Hub {
+        let inner = command(bin);
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(inner.get_program()).args(inner.get_args());
+                c
+            }
+            None => inner,
+        };
+        let mut child = cmd
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())

@@ -507,6 +507,10 @@ impl Cluster {
             "--proxy-port=0".into(),
             "--bind-address=127.0.0.1".into(),
             "--serve-port=0".into(),
+            // The host's network is not the tests' to change (tests/network.rs makes the
+            // dummy link in a namespace of its own); the TLS port is any free one.
+            "--enable-dummy-if=false".into(),
+            "--proxy-secure-port=0".into(),
             "--v=2".into(),
         ]
     }

@@ -49,6 +49,11 @@ impl Default for Pki {
 impl Pki {
     /// A new CA and a serving certificate for `127.0.0.1`, `::1` and `localhost`.
     pub fn new() -> Pki {
+        Self::for_addresses(&[])
+    }
+
+    /// Like [`Pki::new`], the apiserver's certificate also valid for `extra` addresses.
+    pub fn for_addresses(extra: &[std::net::IpAddr]) -> Pki {
         let ca_key = KeyPair::generate().expect("P-256 key");
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
         ca_params
@@ -73,6 +78,9 @@ impl Pki {
         params
             .subject_alt_names
             .push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
+        for ip in extra {
+            params.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
         params
             .distinguished_name
             .push(DnType::CommonName, "kube-apiserver");
