@@ -600,3 +600,87 @@ fn non_loopback_ip() -> Option<IpAddr> {
     let ip = s.local_addr().ok()?.ip();
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
+
+#[test]
+fn a_manually_approved_csr_with_the_real_kubectl_gives_the_certificate() {
+    assert!(kubectl_available(), "these tests need the real kubectl");
+    let c = Cluster::unjoined();
+    c.api.set_csr_approval(Approval::Manual);
+    c.api.add_token("admin-token", "admin", &["system:masters"]);
+    let hub = Hub::spawn(BIN, &join_args(&c, &[]), &[]);
+    wait_until("a pending client CSR", Duration::from_secs(30), || {
+        !client_csrs(&c).is_empty()
+    });
+    let name = client_csrs(&c)[0].name.clone();
+    let kdir = TempDir::new("kubectl");
+    let ca = kdir.path().join("ca.crt");
+    std::fs::write(&ca, &c.pki.ca_pem).unwrap();
+    let kubectl = |args: &[&str]| {
+        let out = std::process::Command::new("kubectl")
+            .env("KUBECONFIG", "/dev/null")
+            .arg(format!("--server={}", c.api.url()))
+            .arg(format!("--certificate-authority={}", ca.display()))
+            .arg("--token=admin-token")
+            .arg(format!(
+                "--cache-dir={}",
+                kdir.path().join("cache").display()
+            ))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // `kubectl certificate approve` sends protobuf, which the test apiserver does not speak;
+    // the same approval as JSON through the approval subresource:
+    let mut csr: serde_json::Value = serde_json::from_str(&kubectl(&[
+        "get",
+        "certificatesigningrequests",
+        &name,
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        csr["spec"]["signerName"],
+        "kubernetes.io/kube-apiserver-client"
+    );
+    csr["status"]["conditions"] = serde_json::json!([{"type": "Approved", "status": "True",
+        "reason": "KubectlApprove", "message": "approved by the test"}]);
+    let file = kdir.path().join("approval.json");
+    std::fs::write(&file, csr.to_string()).unwrap();
+    let path = format!("/apis/certificates.k8s.io/v1/certificatesigningrequests/{name}/approval");
+    kubectl(&["replace", "--raw", &path, "-f", &file.display().to_string()]);
+    // The client certificate arrives (the serving CSR stays pending: not a readiness matter).
+    wait_until("the client certificate", Duration::from_secs(30), || {
+        std::fs::read_link(c.root.path().join("pki/yurthub-current.pem")).is_ok()
+    });
+    hub.wait_ready(Duration::from_secs(30));
+    assert_eq!(client_csrs(&c).len(), 1, "one CSR, approved once");
+}
+
+#[test]
+fn an_expired_certificate_does_not_stop_serving_the_cache_while_the_cloud_is_away() {
+    let c = Cluster::new();
+    c.api.create(PODS, testapi::pod("web-1", NODE));
+    {
+        let hub = c.start_hub(BIN, &[]);
+        assert_eq!(get(hub.proxy_addr, PODS, KUBELET).status, 200);
+        let file = c.cache.path().join("kubelet/pods.v1.core/default/web-1");
+        wait_until("the cached pod", Duration::from_secs(10), || file.is_file());
+    }
+    let expired = c.pki.expired_client_pem(
+        &format!("system:node:{NODE}"),
+        &["openyurt:yurthub", "system:nodes"],
+    );
+    std::fs::write(c.root.path().join("pki/yurthub-current.pem"), expired).unwrap();
+    c.api.set_fault(testapi::Fault::Refuse);
+    let hub = Hub::start(BIN, &args(&c, &[]));
+    let r = get(hub.proxy_addr, PODS, KUBELET);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["items"][0]["metadata"]["name"], "web-1");
+}
