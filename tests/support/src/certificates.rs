@@ -112,18 +112,26 @@ pub(crate) fn decode(obj: &Value) -> Result<(Parsed, CsrRecord), ApiError> {
         return Err(invalid("spec.signerName: Required value"));
     }
     let info = &csr.certification_request_info;
-    let text = |a: &x509_parser::x509::AttributeTypeAndValue<'_>| {
-        a.as_str().unwrap_or("").to_string()
-    };
+    let text =
+        |a: &x509_parser::x509::AttributeTypeAndValue<'_>| a.as_str().unwrap_or("").to_string();
     let mut record = CsrRecord {
         name: obj["metadata"]["name"].as_str().unwrap_or("").to_string(),
         signer_name,
         usages: spec["usages"]
             .as_array()
-            .map(|a| a.iter().filter_map(|u| u.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| u.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default(),
         username: spec["username"].as_str().unwrap_or("").to_string(),
-        common_name: info.subject.iter_common_name().next().map(text).unwrap_or_default(),
+        common_name: info
+            .subject
+            .iter_common_name()
+            .next()
+            .map(text)
+            .unwrap_or_default(),
         organizations: info.subject.iter_organization().map(text).collect(),
         dns_names: Vec::new(),
         ip_addresses: Vec::new(),
@@ -134,8 +142,12 @@ pub(crate) fn decode(obj: &Value) -> Result<(Parsed, CsrRecord), ApiError> {
                 match name {
                     GeneralName::DNSName(d) => record.dns_names.push(d.to_string()),
                     GeneralName::IPAddress(b) => match b.len() {
-                        4 => record.ip_addresses.push(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap())),
-                        16 => record.ip_addresses.push(IpAddr::from(<[u8; 16]>::try_from(*b).unwrap())),
+                        4 => record
+                            .ip_addresses
+                            .push(IpAddr::from(<[u8; 4]>::try_from(*b).unwrap())),
+                        16 => record
+                            .ip_addresses
+                            .push(IpAddr::from(<[u8; 16]>::try_from(*b).unwrap())),
                         _ => return Err(invalid("spec.request: Invalid value: bad IP address")),
                     },
                     _ => {}
@@ -159,9 +171,14 @@ fn approvable(r: &CsrRecord, user: &User) -> Option<&'static str> {
             if node_cn
                 && r.organizations.len() >= 2
                 && r.organizations.iter().all(|o| {
-                    o == "openyurt:yurthub" || o == "system:nodes" || o.starts_with("openyurt:tenant:")
+                    o == "openyurt:yurthub"
+                        || o == "system:nodes"
+                        || o.starts_with("openyurt:tenant:")
                 })
-                && same_set(&r.usages, &["digital signature", "key encipherment", "client auth"]) =>
+                && same_set(
+                    &r.usages,
+                    &["digital signature", "key encipherment", "client auth"],
+                ) =>
         {
             Some("Auto approving yurthub client certificate")
         }
@@ -170,7 +187,10 @@ fn approvable(r: &CsrRecord, user: &User) -> Option<&'static str> {
             if node_cn
                 && r.organizations == ["system:nodes"]
                 && (!r.dns_names.is_empty() || !r.ip_addresses.is_empty())
-                && same_set(&r.usages, &["digital signature", "key encipherment", "server auth"]) =>
+                && same_set(
+                    &r.usages,
+                    &["digital signature", "key encipherment", "server auth"],
+                ) =>
         {
             Some("Auto approving yurt TLS server certificate")
         }
@@ -179,7 +199,10 @@ fn approvable(r: &CsrRecord, user: &User) -> Option<&'static str> {
             if node_cn
                 && r.organizations == ["system:nodes"]
                 && (same_set(&r.usages, &["digital signature", "client auth"])
-                    || same_set(&r.usages, &["digital signature", "key encipherment", "client auth"]))
+                    || same_set(
+                        &r.usages,
+                        &["digital signature", "key encipherment", "client auth"],
+                    ))
                 && (user.groups.iter().any(|g| g == "system:bootstrappers")
                     || user.name == r.common_name) =>
         {
@@ -210,7 +233,9 @@ pub(crate) fn on_create(obj: &mut Value, user: &User) {
 pub(crate) fn decide(signer: &Signer, record: &CsrRecord, user: &User) -> Option<Value> {
     match signer.approval {
         Approval::Manual => None,
-        Approval::Deny => Some(json!({"conditions": [condition("Denied", "TestDenied", "denied by the test cluster's policy")]})),
+        Approval::Deny => Some(
+            json!({"conditions": [condition("Denied", "TestDenied", "denied by the test cluster's policy")]}),
+        ),
         Approval::Auto => approvable(record, user)
             .map(|m| json!({"conditions": [condition("Approved", "AutoApproved", m)]})),
         Approval::StockKubernetes => approvable(record, user)
@@ -222,7 +247,11 @@ pub(crate) fn decide(signer: &Signer, record: &CsrRecord, user: &User) -> Option
 /// Whether `status` carries an `Approved` condition and no `Denied` one.
 pub(crate) fn is_approved(status: &Value) -> bool {
     let conds = status["conditions"].as_array().cloned().unwrap_or_default();
-    let has = |t: &str| conds.iter().any(|c| c["type"] == t && c["status"] == "True");
+    let has = |t: &str| {
+        conds
+            .iter()
+            .any(|c| c["type"] == t && c["status"] == "True")
+    };
     has("Approved") && !has("Denied") && !has("Failed")
 }
 
@@ -285,9 +314,20 @@ pub(crate) fn sign(
     }
     let critical = tlv(0x01, &[0xff]);
     let mut exts = vec![
-        seq(&[&tlv(0x06, &[0x55, 0x1d, 0x0f]), &critical, &tlv(0x04, &tlv(0x03, &ku))]),
-        seq(&[&tlv(0x06, &[0x55, 0x1d, 0x25]), &tlv(0x04, &tlv(0x30, &ekus))]),
-        seq(&[&tlv(0x06, &[0x55, 0x1d, 0x13]), &critical, &tlv(0x04, &seq(&[]))]),
+        seq(&[
+            &tlv(0x06, &[0x55, 0x1d, 0x0f]),
+            &critical,
+            &tlv(0x04, &tlv(0x03, &ku)),
+        ]),
+        seq(&[
+            &tlv(0x06, &[0x55, 0x1d, 0x25]),
+            &tlv(0x04, &tlv(0x30, &ekus)),
+        ]),
+        seq(&[
+            &tlv(0x06, &[0x55, 0x1d, 0x13]),
+            &critical,
+            &tlv(0x04, &seq(&[])),
+        ]),
     ];
     let mut names = Vec::new();
     for d in &record.dns_names {
@@ -300,7 +340,10 @@ pub(crate) fn sign(
         }
     }
     if !names.is_empty() {
-        exts.push(seq(&[&tlv(0x06, &[0x55, 0x1d, 0x11]), &tlv(0x04, &tlv(0x30, &names))]));
+        exts.push(seq(&[
+            &tlv(0x06, &[0x55, 0x1d, 0x11]),
+            &tlv(0x04, &tlv(0x30, &names)),
+        ]));
     }
     let exts: Vec<&[u8]> = exts.iter().map(Vec::as_slice).collect();
     let tbs = seq(&[
@@ -308,7 +351,10 @@ pub(crate) fn sign(
         &tlv(0x02, &serial),
         &seq(&[ECDSA_SHA256]),
         &pki.ca_subject_der(),
-        &seq(&[&utc_time(now - Duration::from_secs(1)), &utc_time(now + lifetime)]),
+        &seq(&[
+            &utc_time(now - Duration::from_secs(1)),
+            &utc_time(now + lifetime),
+        ]),
         info.subject.as_raw(),
         info.subject_pki.raw,
         &tlv(0xa3, &seq(&exts)),
@@ -372,7 +418,11 @@ pub(crate) fn handle(
     }
     let body = || -> Result<Value, ApiError> {
         serde_json::from_slice(&req.body).map_err(|e| {
-            ApiError::new(400, "BadRequest", format!("error decoding request body: {e}"))
+            ApiError::new(
+                400,
+                "BadRequest",
+                format!("error decoding request body: {e}"),
+            )
         })
     };
     let t = &rp.rtype;
@@ -426,7 +476,12 @@ fn settle(
     let mut updated = store.update(&t, "", name, obj, true)?;
     if approved {
         // The signer controller acts on the approved object, as a separate write.
-        match sign(&shared.pki, lifetime, params.as_ref().unwrap_or(&parsed), &record) {
+        match sign(
+            &shared.pki,
+            lifetime,
+            params.as_ref().unwrap_or(&parsed),
+            &record,
+        ) {
             Ok(cert) => status["certificate"] = json!(cert),
             Err(e) => {
                 status["conditions"]

@@ -148,14 +148,19 @@ impl Pki {
         let now = SystemTime::now();
         params.not_before = (now - Duration::from_secs(60)).into();
         params.not_after = (now + lifetime).into();
-        let cert = params.signed_by(&key, &self.issuer()).expect("serving cert");
+        let cert = params
+            .signed_by(&key, &self.issuer())
+            .expect("serving cert");
         format!("{}{}", cert.pem(), key.serialize_pem())
     }
 
     /// `sha256:<hex>` of the CA's public key, as `--discovery-token-ca-cert-hash` takes it.
     pub fn ca_pin(&self) -> String {
         use rcgen::PublicKeyData;
-        let d = ring::digest::digest(&ring::digest::SHA256, &self.ca_key.subject_public_key_info());
+        let d = ring::digest::digest(
+            &ring::digest::SHA256,
+            &self.ca_key.subject_public_key_info(),
+        );
         let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         format!("sha256:{hex}")
     }
