@@ -84,7 +84,9 @@ EOF
 echo qemu-node > "$guest/etc/hostname"
 printf '/dev/vda / ext4 rw 0 1\n' > "$guest/etc/fstab"
 mkdir -p "$guest/etc/systemd/network"
-printf '[Match]\nType=ether\n\n[Network]\nDHCP=ipv4\n' > "$guest/etc/systemd/network/10-wired.network"
+# Only the NIC: a network manager that matched hub-dummy0 too (it is "ether") would flush the
+# hub's address from it (the hub puts it back within a minute).
+printf '[Match]\nName=eth* en*\n\n[Network]\nDHCP=ipv4\n' > "$guest/etc/systemd/network/10-wired.network"
 chroot "$guest" systemctl enable systemd-networkd >/dev/null 2>&1
 cat > "$guest/usr/local/bin/yurthub-check" <<'EOF'
 #!/bin/sh
@@ -98,9 +100,10 @@ say "readyz $(curl -s -w ' %{http_code}' http://127.0.0.1:10267/v1/readyz)"
 code=$(curl -s -A 'kubelet/v1.36.2 (linux/arm64) kubernetes/qemu' -o /tmp/pods -w '%{http_code}' http://127.0.0.1:10261/api/v1/namespaces/default/pods)
 if grep -q '"name":"web-1"' /tmp/pods; then say "pods web-1 $code"; else say "pods missing $code"; fi
 say "dummy $(ip -br addr | grep -o '169.254.2.1/32' | head -1)"
+say "links $(ip -br addr | tr -s ' ' | tr '\n' ';')"
 say "certs $(ls /var/lib/yurthub/pki | tr '\n' ' ')"
 say "cache $(ls /etc/kubernetes/cache/kubelet 2>/dev/null | tr '\n' ' ')"
-journalctl -u yurthub --no-pager -n 15 -o cat | sed 's/^/YURTHUB-LOG /' > /dev/console
+journalctl -u yurthub --no-pager -o cat | grep -i -E 'dummy|lo instead|serving|certificate' | sed 's/^/YURTHUB-LOG /' > /dev/console
 say DONE
 systemctl poweroff
 EOF
