@@ -82,6 +82,15 @@ fn identity_of(head: &RequestHead) -> Identity {
     }
 }
 
+/// Answers a request the hub will not serve with `status`, before reading any body; the
+/// connection carries on only when `reusable` (kept alive, and no body left unread).
+async fn refuse(conn: &mut ClientConn, status: &Status, reusable: bool) -> bool {
+    respond_status(&mut conn.writer, status, !reusable)
+        .await
+        .is_ok()
+        && reusable
+}
+
 /// What a request is, for routing and logs.
 pub struct RequestContext {
     /// The classification.
@@ -246,26 +255,18 @@ impl Proxy {
                 if conn.tls { "https://" } else { "http://" },
                 conn.local
             );
-            let s = Status::failure(401, "Unauthorized");
             ctx.log(401, "no token");
-            return respond_status(&mut conn.writer, &s, !client_keep_alive)
-                .await
-                .is_ok()
-                && client_keep_alive
-                && framing == Framing::Empty;
+            let s = Status::failure(401, "Unauthorized");
+            return refuse(conn, &s, client_keep_alive && framing == Framing::Empty).await;
         }
         if let Some(r) = &self.readiness {
             let cached_path =
                 !ctx.info.is_resource_request && local::cached_path_file(&ctx.info.path).is_some();
             if !cached_path && !self.is_own(head.headers.get_str("user-agent")) {
                 if let Err(why) = r.check() {
-                    let s = Status::failure(503, format!("yurthub is not ready: {why}"));
                     ctx.log(503, "not ready");
-                    return respond_status(&mut conn.writer, &s, !client_keep_alive)
-                        .await
-                        .is_ok()
-                        && client_keep_alive
-                        && framing == Framing::Empty;
+                    let s = Status::failure(503, format!("yurthub is not ready: {why}"));
+                    return refuse(conn, &s, client_keep_alive && framing == Framing::Empty).await;
                 }
             }
         }

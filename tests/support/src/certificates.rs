@@ -416,15 +416,7 @@ pub(crate) fn handle(
     if rp.rtype.resource != "certificatesigningrequests" {
         return None;
     }
-    let body = || -> Result<Value, ApiError> {
-        serde_json::from_slice(&req.body).map_err(|e| {
-            ApiError::new(
-                400,
-                "BadRequest",
-                format!("error decoding request body: {e}"),
-            )
-        })
-    };
+    let body = || crate::serve::json_body(req);
     let t = &rp.rtype;
     match (req.method.as_str(), rp.name.as_deref(), rp.sub.as_deref()) {
         ("POST", None, None) => Some((|| {

@@ -95,9 +95,15 @@ impl Pki {
         Issuer::from_params(&self.ca_params, &*self.ca_key)
     }
 
-    /// Issues a client certificate for `cn` in `groups`, valid for `lifetime`; returns the
-    /// certificate and key in one PEM, as the hub stores them.
-    pub fn client_pem_valid_for(&self, cn: &str, groups: &[&str], lifetime: Duration) -> String {
+    /// Issues a client certificate for `cn` in `groups`, valid from `not_before` to
+    /// `not_after`; returns the certificate and key in one PEM, as the hub stores them.
+    fn client_pem_between(
+        &self,
+        cn: &str,
+        groups: &[&str],
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> String {
         let key = KeyPair::generate().expect("P-256 key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.distinguished_name.push(DnType::CommonName, cn);
@@ -105,12 +111,18 @@ impl Pki {
             params.distinguished_name.push(DnType::OrganizationName, *g);
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let now = SystemTime::now();
-        params.not_before = (now - Duration::from_secs(60)).into();
-        params.not_after = (now + lifetime).into();
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
         let cert = params.signed_by(&key, &self.issuer()).expect("client cert");
         self.register(&cert.pem(), cn, groups);
         format!("{}{}", cert.pem(), key.serialize_pem())
+    }
+
+    /// Issues a client certificate for `cn` in `groups`, valid for `lifetime`; returns the
+    /// certificate and key in one PEM, as the hub stores them.
+    pub fn client_pem_valid_for(&self, cn: &str, groups: &[&str], lifetime: Duration) -> String {
+        let now = SystemTime::now();
+        self.client_pem_between(cn, groups, now - Duration::from_secs(60), now + lifetime)
     }
 
     /// The CA's subject, DER (the issuer of what it signs).
@@ -167,19 +179,13 @@ impl Pki {
 
     /// A client certificate for `cn` in `groups` that expired an hour ago.
     pub fn expired_client_pem(&self, cn: &str, groups: &[&str]) -> String {
-        let key = KeyPair::generate().expect("P-256 key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.distinguished_name.push(DnType::CommonName, cn);
-        for g in groups {
-            params.distinguished_name.push(DnType::OrganizationName, *g);
-        }
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let now = SystemTime::now();
-        params.not_before = (now - Duration::from_secs(7200)).into();
-        params.not_after = (now - Duration::from_secs(3600)).into();
-        let cert = params.signed_by(&key, &self.issuer()).expect("client cert");
-        self.register(&cert.pem(), cn, groups);
-        format!("{}{}", cert.pem(), key.serialize_pem())
+        self.client_pem_between(
+            cn,
+            groups,
+            now - Duration::from_secs(7200),
+            now - Duration::from_secs(3600),
+        )
     }
 
     /// A one-year client certificate for `cn` in `groups`.

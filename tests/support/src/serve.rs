@@ -125,6 +125,17 @@ fn std_headers(content_type: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// The request body as JSON, or the apiserver's 400.
+pub(crate) fn json_body(req: &Request) -> Result<Value, ApiError> {
+    serde_json::from_slice(&req.body).map_err(|e| {
+        ApiError::new(
+            400,
+            "BadRequest",
+            format!("error decoding request body: {e}"),
+        )
+    })
+}
+
 fn json_response(status: u16, body: &Value) -> Response {
     Response {
         status,
@@ -522,15 +533,7 @@ fn mutate(shared: &Shared, req: &Request, rp: &ResourcePath) -> Response {
             "the server could not find the requested resource",
         ));
     }
-    let body = || -> Result<Value, ApiError> {
-        serde_json::from_slice(&req.body).map_err(|e| {
-            ApiError::new(
-                400,
-                "BadRequest",
-                format!("error decoding request body: {e}"),
-            )
-        })
-    };
+    let body = || json_body(req);
     let result = {
         let mut store = shared.store.lock().unwrap();
         match (req.method.as_str(), rp.name.is_some()) {
