@@ -6,6 +6,7 @@
 //! interleave wrongly and the client stream never slows down. On overflow the affected list
 //! view is marked stale and a counter bumped.
 
+pub mod inspect;
 mod object;
 pub mod store;
 mod writer;

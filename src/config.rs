@@ -470,7 +470,9 @@ pub enum Parsed {
 
 /// The `--help` text.
 pub fn usage() -> String {
-    let mut out = String::from("Usage: yurthub [flags]\n\nFlags:\n");
+    let mut out = String::from(
+        "Usage: yurthub [flags]\n       yurthub cache <ls [path] | get <path> | verify | stats> [--disk-cache-path DIR] [--json]\n\nFlags:\n",
+    );
     for f in FLAGS {
         let default = if f.default.is_empty() || f.boolean {
             String::new()

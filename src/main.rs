@@ -4,6 +4,15 @@ use yurthub::app;
 use yurthub::config::{usage, Config, Parsed};
 
 fn main() {
+    // `yurthub cache ...` inspects the cache instead of running the hub.
+    if std::env::args().nth(1).as_deref() == Some("cache") {
+        let code = yurthub::cache::inspect::main(
+            std::env::args().skip(2),
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        );
+        std::process::exit(code);
+    }
     let config = match Config::from_args(std::env::args().skip(1)) {
         Ok(Parsed::Run(c)) => c,
         Ok(Parsed::Help) => {
