@@ -217,6 +217,7 @@ pub struct DummyIf {
     name: String,
     ip: IpAddr,
     placed: Mutex<Option<Placement>>,
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl DummyIf {
@@ -226,6 +227,7 @@ impl DummyIf {
             name: name.to_string(),
             ip,
             placed: Mutex::new(None),
+            stopped: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -237,6 +239,11 @@ impl DummyIf {
     /// Creates the link (or finds it), gives it the address and brings it up; idempotent.
     /// Blocking (a few netlink round trips).
     pub fn ensure(&self) -> Result<Placement, NetError> {
+        // Serialised with `remove`, so a late re-ensure cannot bring the link back.
+        let mut placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
+        if self.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(NetError::Garbled("ensure after remove"));
+        }
         let (index, placement) = match link_index(&self.name)? {
             Some(i) => (i, Placement::Dummy),
             None => {
@@ -265,6 +272,9 @@ impl DummyIf {
                 }
             }
         };
+        // Known from here on, so `remove` cleans up even if a later step fails.
+        let first = *placed != Some(placement);
+        *placed = Some(placement);
         let ip = ip_bytes(self.ip);
         let addr = Message::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE)
             .ifaddr(self.ip, index as u32)
@@ -276,8 +286,7 @@ impl DummyIf {
             .ifinfo(index, IFF_UP, IFF_UP)
             .finish();
         exchange(up, "bringing the link up")?;
-        let mut placed = self.placed.lock().unwrap_or_else(|e| e.into_inner());
-        if *placed != Some(placement) {
+        if first {
             match placement {
                 Placement::Dummy => log::info!("dummy interface {} carries {}", self.name, self.ip),
                 Placement::Loopback => log::warn!(
@@ -287,13 +296,22 @@ impl DummyIf {
                 ),
             }
         }
-        *placed = Some(placement);
         Ok(placement)
     }
 
     /// Removes what [`DummyIf::ensure`] made: the link, or the address on `lo`. Blocking.
     pub fn remove(&self) -> Result<(), NetError> {
-        let placed = self.placed.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut guard = self.placed.lock().unwrap_or_else(|e| e.into_inner());
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let result = self.remove_placed(*guard);
+        if result.is_ok() {
+            *guard = None;
+        }
+        result
+    }
+
+    fn remove_placed(&self, placed: Option<Placement>) -> Result<(), NetError> {
         match placed {
             None => Ok(()),
             Some(Placement::Dummy) => {
@@ -331,7 +349,20 @@ impl DummyIf {
     /// tried again next time).
     pub async fn run(self: std::sync::Arc<Self>) {
         loop {
-            async_io::Timer::after(REENSURE_EVERY).await;
+            let stop = smol::future::or(
+                async {
+                    async_io::Timer::after(REENSURE_EVERY).await;
+                    false
+                },
+                async {
+                    crate::runtime::shutting_down().await;
+                    true
+                },
+            )
+            .await;
+            if stop {
+                return;
+            }
             let me = self.clone();
             if let Err(e) = smol::unblock(move || me.ensure()).await {
                 log::warn!("dummy interface {}: {e}", self.name);

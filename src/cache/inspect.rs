@@ -30,7 +30,7 @@ struct Tally {
 
 impl Tally {
     fn add_file(&mut self, path: &Path) {
-        if let Ok(m) = fs::metadata(path) {
+        if let Ok(m) = fs::symlink_metadata(path) {
             self.objects += 1;
             self.bytes += m.len();
             let t = m.modified().ok();
@@ -46,17 +46,21 @@ fn is_temp(path: &Path) -> bool {
         .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
 }
 
-/// Every regular file below `dir`, temp files aside, in name order.
+/// Every regular file below `dir`, temp files aside, in name order. Symbolic links are not
+/// followed (the hub never makes any; one pointing out of the cache must not be walked).
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-    paths.sort();
-    for p in paths {
-        if p.is_dir() {
+    let mut found: Vec<(PathBuf, fs::FileType)> = entries
+        .flatten()
+        .filter_map(|e| Some((e.path(), e.file_type().ok()?)))
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    for (p, ft) in found {
+        if ft.is_dir() {
             walk(&p, out);
-        } else if p.is_file() && !is_temp(&p) {
+        } else if ft.is_file() && !is_temp(&p) {
             out.push(p);
         }
     }
@@ -92,7 +96,13 @@ fn ls(root: &Path, rel: Option<&str>, json_out: bool, out: &mut dyn Write) -> Re
             continue;
         }
         let mut t = Tally::default();
-        if p.is_dir() {
+        let Ok(meta) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        if meta.is_dir() {
             let mut files = Vec::new();
             walk(&p, &mut files);
             files.iter().for_each(|f| t.add_file(f));
@@ -128,6 +138,12 @@ fn ls(root: &Path, rel: Option<&str>, json_out: bool, out: &mut dyn Write) -> Re
 
 fn get(root: &Path, rel: &str, out: &mut dyn Write) -> Result<i32, String> {
     let path = below(root, rel)?;
+    // Through symbolic links a path could leave the cache; it must not.
+    let real = fs::canonicalize(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let real_root = fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    if !real.starts_with(&real_root) {
+        return Err(format!("{rel}: leads out of the cache"));
+    }
     let bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
         format!(
@@ -153,7 +169,11 @@ fn verify(root: &Path, json_out: bool, out: &mut dyn Write) -> Result<i32, Strin
         .collect();
     let bad: Vec<String> = files
         .iter()
-        .filter(|f| !fs::read(f).is_ok_and(|b| is_json_object(&b)))
+        // A file deleted meanwhile (the hub runs on) is not damage.
+        .filter(|f| match fs::read(f) {
+            Ok(b) => !is_json_object(&b),
+            Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+        })
         .map(|f| f.strip_prefix(root).unwrap_or(f).display().to_string())
         .collect();
     if json_out {
@@ -182,9 +202,14 @@ fn stats(root: &Path, json_out: bool, out: &mut dyn Write) -> Result<i32, String
         let mut parts = rel
             .components()
             .map(|c| c.as_os_str().to_string_lossy().into_owned());
-        let (Some(component), Some(resource)) = (parts.next(), parts.next()) else {
+        let (Some(component), Some(mut resource)) = (parts.next(), parts.next()) else {
             continue; // top-level files: /version and discovery answers
         };
+        if resource == super::METADATA_TREE {
+            // `<component>/partialobjectmetadatas.v1.meta.k8s.io/<resource>/...`
+            let Some(inner) = parts.next() else { continue };
+            resource = format!("{resource}/{inner}");
+        }
         if component == INTERNAL_DIR || component == QUARANTINE_DIR {
             continue;
         }
@@ -340,6 +365,12 @@ mod tests {
             "{text}"
         );
         assert_eq!(run(&root, &["frobnicate"]).0, 2);
+        std::os::unix::fs::symlink("/etc", root.join("kubelet/out")).unwrap();
+        let (_, text) = run(&root, &["stats"]);
+        assert!(!text.contains("out"), "{text}");
+        let (code, text) = run(&root, &["get", "kubelet/out/passwd"]);
+        assert_eq!(code, 1, "{text}");
+        assert!(text.contains("leads out of the cache"), "{text}");
         fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -151,8 +151,17 @@ impl Informer {
     pub async fn run(self, handler: impl Handler) {
         let mut backoff = Duration::from_millis(200);
         loop {
+            let started = std::time::Instant::now();
             match self.round(&handler).await {
-                Ok(()) => backoff = Duration::from_millis(200),
+                // A watch that ran a while ended normally; one that ended at once is a
+                // failure in disguise and must not turn into a tight relist loop.
+                Ok(()) if started.elapsed() >= Duration::from_secs(5) => {
+                    backoff = Duration::from_millis(200)
+                }
+                Ok(()) => {
+                    Timer::after(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
                 Err(e) => {
                     log::debug!("{} watch ended: {e}; retrying in {backoff:?}", self.what);
                     Timer::after(backoff).await;

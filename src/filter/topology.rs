@@ -129,9 +129,10 @@ impl Topology {
         else {
             return true;
         };
-        let nodes: BTreeSet<String> = if keys.contains("kubernetes.io/hostname") {
+        // Exact values, as upstream: anything else leaves the slice unchanged.
+        let nodes: BTreeSet<String> = if keys == "kubernetes.io/hostname" {
             BTreeSet::from([self.node.clone()])
-        } else if keys.contains("openyurt.io/nodepool") || keys.contains("kubernetes.io/zone") {
+        } else if keys == "openyurt.io/nodepool" || keys == "kubernetes.io/zone" {
             match &*self.pool_nodes.read().unwrap_or_else(|e| e.into_inner()) {
                 Some(n) => n.clone(),
                 // The pool could not be looked up: unchanged (upstream's rule).
@@ -140,15 +141,14 @@ impl Topology {
         } else {
             return true;
         };
-        let v1beta1 = slice["apiVersion"] == "discovery.k8s.io/v1beta1";
         if let Some(eps) = slice.get_mut("endpoints").and_then(Value::as_array_mut) {
+            // v1 names the node in `nodeName`, v1beta1 in `topology`; list items carry no
+            // apiVersion, so both are looked at.
             eps.retain(|ep| {
-                let on = if v1beta1 {
-                    ep["topology"]["kubernetes.io/hostname"].as_str()
-                } else {
-                    ep["nodeName"].as_str()
-                };
-                on.is_some_and(|n| nodes.contains(n))
+                ep["nodeName"]
+                    .as_str()
+                    .or_else(|| ep["topology"]["kubernetes.io/hostname"].as_str())
+                    .is_some_and(|n| nodes.contains(n))
             });
         } else if slice.get("endpoints").is_some() {
             slice["endpoints"] = json!([]);
@@ -312,6 +312,21 @@ mod tests {
         let mut s = slice("by-pool", &["n1", "n3"]);
         t.apply(&mut s);
         assert_eq!(names(&s), ["n1", "n3"]);
+    }
+
+    #[test]
+    fn v1beta1_items_without_api_version_use_topology() {
+        let t = Topology::new("n1", "pool-a", Duration::from_secs(30));
+        Services(t.clone()).replace(&[json!({"metadata": {"name": "s", "namespace": "default",
+            "annotations": {TOPOLOGY_KEYS: "kubernetes.io/hostname"}}})]);
+        Pools(t.clone()).replace(&[]);
+        let mut s = json!({"metadata": {"name": "s-1", "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "s"}},
+            "endpoints": [{"addresses": ["10.0.0.1"], "topology": {"kubernetes.io/hostname": "n1"}},
+                          {"addresses": ["10.0.0.2"], "topology": {"kubernetes.io/hostname": "n2"}}]});
+        t.apply(&mut s);
+        assert_eq!(s["endpoints"].as_array().unwrap().len(), 1);
+        assert_eq!(s["endpoints"][0]["addresses"][0], "10.0.0.1");
     }
 
     #[test]
