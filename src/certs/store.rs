@@ -163,27 +163,36 @@ mod tests {
         assert_eq!(std::fs::read_to_string(server.current()).unwrap(), "S\nK");
         let mode = std::fs::metadata(&first).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        // Two older client files: only the newest two client files survive (both saves
-        // fell in the same second here, so they share a name); the server's are untouched.
+        // Two older client files: after the next save only the newest two client files
+        // survive (whether or not both saves fell in the same second and share a name);
+        // the server's are untouched.
         for name in [
             "yurthub-2020-01-01-00-00-00.pem",
             "yurthub-2020-01-02-00-00-00.pem",
         ] {
             std::fs::write(dir.join(name), "old").unwrap();
         }
-        client.save("CERT2\n", "KEY2\n").unwrap();
+        let second = client.save("CERT2\n", "KEY2\n").unwrap();
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names.len(), 5, "{names:?}");
+        let client_files: Vec<&String> = names
+            .iter()
+            .filter(|n| n.starts_with("yurthub-2"))
+            .collect();
+        assert_eq!(client_files.len(), 2, "{names:?}");
+        let newest = second.file_name().unwrap().to_string_lossy().to_string();
+        assert!(client_files.contains(&&newest), "{names:?}");
         assert!(
             !names.contains(&"yurthub-2020-01-01-00-00-00.pem".to_string()),
             "{names:?}"
         );
         assert!(
-            names.contains(&"yurthub-2020-01-02-00-00-00.pem".to_string()),
+            names.contains(&"yurthub-current.pem".to_string())
+                && names.contains(&"yurthub-server-current.pem".to_string())
+                && names.iter().any(|n| n.starts_with("yurthub-server-2")),
             "{names:?}"
         );
         assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
