@@ -128,17 +128,12 @@ impl Admin {
                 ),
             ];
             for (name, help, v) in counters {
-                out.family(name, "counter", help);
-                out.sample::<&str>(name, &[], v.load(Ordering::Relaxed) as f64);
+                out.single(name, "counter", help, v.load(Ordering::Relaxed) as f64);
             }
-            out.family(
+            out.single(
                 "yurthub_cache_quarantined_files",
                 "gauge",
                 "Unparsable cache files moved to _quarantine",
-            );
-            out.sample::<&str>(
-                "yurthub_cache_quarantined_files",
-                &[],
                 s.quarantined.load(Ordering::Relaxed) as f64,
             );
         }
@@ -166,14 +161,10 @@ impl Admin {
                 secs,
             );
         }
-        out.family(
+        out.single(
             "yurthub_upstream_idle_connections",
             "gauge",
             "Kept-alive connections to the cloud now idle",
-        );
-        out.sample::<&str>(
-            "yurthub_upstream_idle_connections",
-            &[],
             self.upstream.idle_connections() as f64,
         );
         if let Some(t) = &self.readiness.topology {

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use crate::config::{BootstrapMode, Config, ServerUrl};
+use crate::kube::time::rfc3339;
 use crate::upstream::{client_config, read_certs, read_identity, Tls, TlsError, Upstream};
 use client::ApiClient;
 use csr::Template;
@@ -137,6 +138,13 @@ impl Backoff {
         self.0 = self.0.saturating_add(1);
         d
     }
+
+    /// Logs a failed attempt at `what` and says when to try again.
+    fn failed(&mut self, what: &str, e: &CertError, now: SystemTime) -> SystemTime {
+        let d = self.next();
+        log::warn!("{what} not obtained: {e}; next attempt in {}s", d.as_secs());
+        now + d
+    }
 }
 
 /// How often the files are checked for replacement by someone else.
@@ -199,15 +207,6 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CertError> {
         std::fs::File::open(dir)?.sync_all()
     };
     write().map_err(|e| file_err(path, e))
-}
-
-fn secs(t: SystemTime) -> String {
-    crate::kube::time::format(
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        None,
-    )
 }
 
 impl Certs {
@@ -291,7 +290,7 @@ impl Certs {
             None => Err("no node client certificate".into()),
             Some(h) if cloud_reachable && SystemTime::now() >= h.info.not_after => Err(format!(
                 "node client certificate expired at {}",
-                secs(h.info.not_after)
+                rfc3339(h.info.not_after)
             )),
             Some(_) => Ok(()),
         }
@@ -358,8 +357,8 @@ impl Certs {
                     "{what} certificate {} (CN={}) valid until {}, renewal from {}",
                     path.display(),
                     l.info.common_name,
-                    secs(l.info.not_after),
-                    secs(rotate_at)
+                    rfc3339(l.info.not_after),
+                    rfc3339(rotate_at)
                 );
                 Some(Held {
                     info: l.info,
@@ -485,10 +484,14 @@ impl Certs {
             .is_some_and(|h| now < h.info.not_after)
     }
 
+    /// The CA file's bytes, when it holds a PEM certificate (the file is read once).
     fn ca_pem(&self) -> Option<Vec<u8>> {
-        std::fs::read(&self.ca_path)
-            .ok()
-            .filter(|b| read_certs(&self.ca_path).is_ok() && !b.is_empty())
+        use rustls::pki_types::pem::PemObject;
+        let bytes = std::fs::read(&self.ca_path).ok()?;
+        let has_cert = rustls::pki_types::CertificateDer::pem_slice_iter(&bytes)
+            .next()
+            .is_some_and(|c| c.is_ok());
+        has_cert.then_some(bytes)
     }
 
     /// A client authenticated by the node certificate.
@@ -655,8 +658,9 @@ impl Certs {
             self.reload(Some(upstream));
             let now = SystemTime::now();
             let mut next = now + RELOAD_CHECK;
+            let due = self.client_due(now);
             if self.mode == BootstrapMode::Token {
-                if self.client_due(now) <= now {
+                if due <= now {
                     // A new token (`/v1/token`) abandons a CSR still waiting for approval.
                     let cancel = self.wake.listen();
                     let renewed = smol::future::or(self.renew_client(upstream), async {
@@ -670,17 +674,10 @@ impl Certs {
                             continue;
                         }
                         Err(CertError::Superseded) => continue,
-                        Err(e) => {
-                            let d = backoff.next();
-                            log::warn!(
-                                "node client certificate not obtained: {e}; next attempt in {}s",
-                                d.as_secs()
-                            );
-                            next = now + d;
-                        }
+                        Err(e) => next = backoff.failed("node client certificate", &e, now),
                     }
                 } else {
-                    next = next.min(self.client_due(now));
+                    next = next.min(due);
                 }
             }
             wait_until(next, wake).await;
@@ -706,23 +703,17 @@ impl Certs {
                     cluster_ip_tried = Some(std::time::Instant::now());
                     self.learn_cluster_ip().await;
                 }
-                if self.serving_due(now) <= now {
+                let due = self.serving_due(now);
+                if due <= now {
                     match self.renew_serving(upstream).await {
                         Ok(()) => {
                             backoff = Backoff(0);
                             continue;
                         }
-                        Err(e) => {
-                            let d = backoff.next();
-                            log::warn!(
-                                "serving certificate not obtained: {e}; next attempt in {}s",
-                                d.as_secs()
-                            );
-                            next = now + d;
-                        }
+                        Err(e) => next = backoff.failed("serving certificate", &e, now),
                     }
                 } else {
-                    next = next.min(self.serving_due(now));
+                    next = next.min(due);
                 }
             }
             wait_until(next, wake).await;

@@ -125,14 +125,10 @@ impl Metrics {
                 *n as f64,
             );
         }
-        out.family(
+        out.single(
             "node_yurthub_in_flight_requests_total",
             "gauge",
             "All requests now in flight through the hub",
-        );
-        out.sample::<&str>(
-            "node_yurthub_in_flight_requests_total",
-            &[],
             self.in_flight_total.load(Ordering::Relaxed) as f64,
         );
         out.family(
@@ -157,14 +153,10 @@ impl Metrics {
                 *n as f64,
             );
         }
-        out.family(
+        out.single(
             "yurthub_gzip_saved_bytes_total",
             "counter",
             "Bytes gzip kept off the wire, for the responses the hub unpacked",
-        );
-        out.sample::<&str>(
-            "yurthub_gzip_saved_bytes_total",
-            &[],
             self.gzip_saved.load(Ordering::Relaxed) as f64,
         );
     }
@@ -187,6 +179,12 @@ impl Exposition {
     pub fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.out, "# HELP {name} {}", help.replace('\n', " "));
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    /// Writes a family of one sample without labels.
+    pub fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
+        self.family(name, kind, help);
+        self.sample::<&str>(name, &[], value);
     }
 
     /// Writes one sample.

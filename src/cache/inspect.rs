@@ -67,8 +67,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn time(t: Option<SystemTime>) -> String {
-    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map(|d| crate::kube::time::format(d.as_secs(), None))
+    t.map(crate::kube::time::rfc3339)
         .unwrap_or_else(|| "-".into())
 }
 

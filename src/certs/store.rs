@@ -53,11 +53,7 @@ pub struct PemStore {
 }
 
 fn timestamp(now: SystemTime) -> String {
-    let secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    crate::kube::time::format(secs, None)
+    crate::kube::time::rfc3339(now)
         .trim_end_matches('Z')
         .replace([':', 'T'], "-")
 }

@@ -28,6 +28,16 @@ pub fn format(secs: u64, micros: Option<u32>) -> String {
     }
 }
 
+/// `t` as `2026-11-29T10:12:42Z` (whole seconds; times before the epoch as the epoch).
+pub fn rfc3339(t: SystemTime) -> String {
+    format(
+        t.duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        None,
+    )
+}
+
 /// The seconds since the epoch now.
 pub fn now_secs() -> u64 {
     SystemTime::now()
