@@ -97,9 +97,23 @@ fn a_full_cache_disk_pauses_caching_while_proxying_and_offline_reads_go_on() {
     let one = get(hub.proxy_addr, &format!("{PODS}/p-199"), KUBELET);
     assert_eq!(one.status, 200);
 
-    // Nothing half-written remains, and what is on disk parses.
-    let mut all = Vec::new();
-    files(&fs.path, &mut all);
+    // Nothing half-written remains once the writer has settled (a slow machine may still be
+    // in the middle of one write when the answer arrives), and what is on disk parses.
+    let is_temp = |f: &PathBuf| {
+        f.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(".tmp-")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let all = loop {
+        let mut all = Vec::new();
+        files(&fs.path, &mut all);
+        if !all.iter().any(is_temp) || Instant::now() >= deadline {
+            break all;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(
         all.iter().all(|f| !f
             .file_name()
