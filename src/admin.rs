@@ -126,6 +126,16 @@ impl Admin {
                     "Responses not cached because the cache queue was full",
                     &s.overflows,
                 ),
+                (
+                    "yurthub_cache_evictions_total",
+                    "Objects evicted to keep the cache within --cache-max-bytes",
+                    &s.evictions,
+                ),
+                (
+                    "yurthub_cache_gc_removed_total",
+                    "Cached pods and Events removed by garbage collection",
+                    &s.collected,
+                ),
             ];
             for (name, help, v) in counters {
                 out.single(name, "counter", help, v.load(Ordering::Relaxed) as f64);

@@ -10,10 +10,12 @@ use crate::admin::{Admin, Readiness};
 use crate::filter::{Filters, Settings, Topology};
 use crate::metrics::Metrics;
 
+use crate::cache::seal::{SealError, Sealer};
 use crate::cache::store::Recovery;
-use crate::cache::{Agents, Cache, StoreError};
+use crate::cache::{Agents, Cache, Options, StoreError};
 use crate::certs::Certs;
 use crate::config::{Config, LiveConfig, WorkingMode};
+use crate::gc::Collector;
 use crate::health::{Health, Prober};
 use crate::local::Local;
 use crate::network::DummyIf;
@@ -37,6 +39,8 @@ pub enum StartError {
     Signals(std::io::Error),
     /// The cache directory could not be opened.
     Cache(StoreError),
+    /// The key that seals cached Secrets could not be loaded.
+    Seal(SealError),
     /// A listener could not be bound.
     Bind {
         /// The address.
@@ -51,6 +55,7 @@ impl fmt::Display for StartError {
         match self {
             StartError::Tls(e) => write!(f, "loading certificates: {e}"),
             StartError::Cache(e) => write!(f, "opening the cache: {e}"),
+            StartError::Seal(e) => write!(f, "--encrypt-secrets-key-file: {e}"),
             StartError::Signals(e) => write!(f, "installing signal handlers: {e}"),
             StartError::Bind { addr, error } => write!(f, "binding {addr}: {error}"),
         }
@@ -201,8 +206,19 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let edge = match config.working_mode {
         WorkingMode::Cloud => None,
         WorkingMode::Edge => {
+            let sealer = match &config.encrypt_secrets_key_file {
+                Some(key) => Some(Arc::new(
+                    Sealer::from_key_file(key, Some(&config.disk_cache_path))
+                        .map_err(StartError::Seal)?,
+                )),
+                None => None,
+            };
+            let options = Options {
+                sealer,
+                max_bytes: config.cache_max_bytes,
+            };
             let (cache, recovery) =
-                Cache::open(&config.disk_cache_path).map_err(StartError::Cache)?;
+                Cache::open_with(&config.disk_cache_path, options).map_err(StartError::Cache)?;
             if recovery != Recovery::default() {
                 log::info!(
                     "cache recovered: {} unfinished writes removed, {} unparsable files quarantined",
@@ -219,6 +235,9 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             );
             let gate = certs.clone();
             runtime::spawn(async move { prober.run(gate.wait_client()).await }).detach();
+            let collector = Collector::new(config, upstream.clone(), health.clone(), cache.clone());
+            let gate = certs.clone();
+            runtime::spawn(async move { collector.run(gate.wait_client()).await }).detach();
             let agents = Arc::new(RwLock::new(Agents::new(&config.node_name, "")));
             live_agents = Some(agents.clone());
             Some(Edge {

@@ -6,14 +6,17 @@
 //! interleave wrongly and the client stream never slows down. On overflow the affected list
 //! view is marked stale and a counter bumped.
 
+mod evict;
 pub mod inspect;
 mod object;
+pub mod seal;
 pub mod store;
 mod writer;
 
+pub use evict::pod_references;
 pub use object::Object;
 pub use store::{ObjectKey, Store, StoreError};
-pub use writer::{Cache, CacheStats, ViewSnapshot};
+pub use writer::{Cache, CacheStats, Options, ViewSnapshot};
 
 use std::collections::BTreeSet;
 

@@ -41,6 +41,25 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
+/// Parses a byte count: `268435456`, or with a suffix `512Ki`, `256Mi`, `1Gi` (powers of
+/// 1024) or `500K`, `300M`, `2G` (powers of 1000).
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..split].parse().ok()?;
+    let unit: u64 = match &s[split..] {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "K" | "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(unit)
+}
+
 /// A flag the parser knows, with its default and its line in `--help`.
 struct Flag {
     name: &'static str,
@@ -221,6 +240,26 @@ const FLAGS: &[Flag] = &[
         "min-request-timeout",
         "30m",
         "offline watches without timeoutSeconds last [t, 2t)",
+    ),
+    flag(
+        "gc-frequency",
+        "120",
+        "minutes between garbage collections of cached Events (or a duration: 30s, 2h)",
+    ),
+    flag(
+        "event-ttl",
+        "1h",
+        "cached Events older than this are removed by garbage collection",
+    ),
+    flag(
+        "cache-max-bytes",
+        "256Mi",
+        "byte budget of the cache directory (0: none); Events go first when it is exceeded",
+    ),
+    flag(
+        "encrypt-secrets-key-file",
+        "",
+        "seal cached Secrets with the 256-bit key in this file (kept outside the cache directory)",
     ),
     flag(
         "filter-sync-timeout",
@@ -451,6 +490,14 @@ pub struct Config {
     pub node_ip: Option<IpAddr>,
     /// `--filter-sync-timeout`.
     pub filter_sync_timeout: Duration,
+    /// `--gc-frequency`: how often cached Events are collected.
+    pub gc_frequency: Duration,
+    /// `--event-ttl`: cached Events older than this are removed.
+    pub event_ttl: Duration,
+    /// `--cache-max-bytes`: the cache's byte budget, 0 for none.
+    pub cache_max_bytes: u64,
+    /// `--encrypt-secrets-key-file`: the key that seals cached Secrets.
+    pub encrypt_secrets_key_file: Option<PathBuf>,
 }
 
 fn list(s: &str) -> impl Iterator<Item = &str> {
@@ -731,6 +778,27 @@ impl Config {
             kubelet_client_certificate: PathBuf::from(v.get("kubelet-client-certificate")),
             kubelet_ca_file: PathBuf::from(v.get("kubelet-ca-file")),
             filter_sync_timeout: v.duration("filter-sync-timeout")?,
+            gc_frequency: {
+                let raw = v.get("gc-frequency");
+                let every = match raw.trim().parse::<u64>() {
+                    Ok(minutes) => Some(Duration::from_secs(minutes.saturating_mul(60))),
+                    Err(_) => parse_duration(raw),
+                };
+                every.filter(|d| !d.is_zero()).ok_or(FlagError::Invalid {
+                    flag: "gc-frequency",
+                    value: raw.to_string(),
+                    expected: "minutes (a positive integer) or a duration such as 30s",
+                })?
+            },
+            event_ttl: v.duration("event-ttl")?,
+            cache_max_bytes: parse_bytes(v.get("cache-max-bytes")).ok_or(FlagError::Invalid {
+                flag: "cache-max-bytes",
+                value: v.get("cache-max-bytes").to_string(),
+                expected: "a byte count such as 268435456 or 256Mi",
+            })?,
+            encrypt_secrets_key_file: Some(v.get("encrypt-secrets-key-file"))
+                .filter(|f| !f.is_empty())
+                .map(PathBuf::from),
             node_ip: match v.get("node-ip") {
                 "" => None,
                 _ => Some(parse_ip(&v, "node-ip")?),

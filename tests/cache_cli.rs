@@ -79,3 +79,108 @@ fn ls_get_stats_and_verify_on_what_the_hub_cached() {
     );
     assert_eq!(cache(&c, &["nonsense"]).0, 2);
 }
+
+fn json_of(c: &Cluster, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let (code, text) = cache(c, &all);
+    assert_eq!(code, 0, "{text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[test]
+fn why_agrees_with_what_the_hub_cached_and_evict_removes_it() {
+    let c = Cluster::new();
+    for (name, app) in [("web-1", "web"), ("web-2", "web"), ("db-1", "db")] {
+        let mut p = pod(name, NODE);
+        p["metadata"]["labels"] = serde_json::json!({ "app": app });
+        c.api.create("/api/v1/namespaces/default/pods", p);
+    }
+    let hub = c.start_hub(BIN, &[]);
+    let one = "/api/v1/namespaces/default/pods/db-1";
+    let list = "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb";
+    assert_eq!(get(hub.proxy_addr, one, KUBELET).status, 200);
+    assert_eq!(
+        get(hub.proxy_addr, list, KUBELET).json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let view_dir = c.cache.path().join("_internal/views/kubelet/pods.v1.core");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !view_dir.is_dir()
+        || !c
+            .cache
+            .path()
+            .join("kubelet/pods.v1.core/default/db-1")
+            .is_file()
+    {
+        assert!(Instant::now() < deadline, "not cached");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A get: the key `why` names is the file the hub wrote.
+    let url = format!("http://{}{one}", hub.proxy_addr);
+    let w = json_of(&c, &["why", &url, "--user-agent", KUBELET]);
+    assert_eq!(w["cached"], true, "{w}");
+    assert_eq!(w["component"], "kubelet");
+    assert_eq!(w["key"], "kubelet/pods.v1.core/default/db-1");
+    assert_eq!(w["exists"], true, "{w}");
+    let on_disk: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(c.cache.path().join(w["key"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(on_disk["metadata"]["name"], "db-1");
+
+    // A list: the view `why` names is the one on disk, with the list's members.
+    let w = json_of(&c, &["why", list, "--user-agent", KUBELET]);
+    assert_eq!(w["view"]["exists"], true, "{w}");
+    assert_eq!(w["view"]["members"], 2, "{w}");
+    assert_eq!(w["view"]["labelSelector"], "app=web");
+    assert!(
+        c.cache
+            .path()
+            .join(w["view"]["file"].as_str().unwrap())
+            .is_file(),
+        "{w}"
+    );
+    assert!(w["offline"].as_str().unwrap().contains("2 members"), "{w}");
+    // Another selector has no view yet: offline it is evaluated over the objects.
+    let w = json_of(
+        &c,
+        &[
+            "why",
+            "/api/v1/namespaces/default/pods?labelSelector=app%3Ddb",
+            "--user-agent",
+            KUBELET,
+        ],
+    );
+    assert_eq!(w["view"]["exists"], false, "{w}");
+    // A component that is no cache agent: the hub cached nothing for it, and why says so.
+    let curl = get(hub.proxy_addr, one, "curl/8.5.0");
+    assert_eq!(curl.status, 200);
+    let w = json_of(&c, &["why", one, "--user-agent", "curl/8.5.0"]);
+    assert_eq!(w["cached"], false, "{w}");
+    assert_eq!(w["reason"], "component is not a cache agent");
+    assert!(!c.cache.path().join("curl").exists());
+    let (code, text) = cache(&c, &["why", one, "--user-agent", KUBELET]);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("key:        kubelet/pods.v1.core/default/db-1 (on disk)"),
+        "{text}"
+    );
+
+    // evict: the objects and the views of that resource go.
+    drop(hub);
+    let e = json_of(&c, &["evict", "kubelet/pods.v1.core"]);
+    assert_eq!(e["objects"], 3, "{e}");
+    assert!(!c.cache.path().join("kubelet/pods.v1.core").exists());
+    assert!(!view_dir.exists());
+    assert_eq!(cache(&c, &["evict", "../etc"]).0, 1);
+    assert_eq!(
+        cache(&c, &["evict", "kubelet/pods.v1.core"]).0,
+        1,
+        "nothing left to evict"
+    );
+}

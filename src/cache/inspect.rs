@@ -6,8 +6,15 @@
 //! yurthub cache get <component/resource/[namespace/]name>  the object, pretty JSON
 //! yurthub cache verify                                  parses every file; exit 1 on damage
 //! yurthub cache stats                                   totals per component and resource
-//!   [--disk-cache-path DIR] [--json]
+//! yurthub cache why <url> --user-agent UA [--method M] [--accept A] [--node-name N]
+//!                                                       would it be cached, where, and what
+//!                                                       answers it offline
+//! yurthub cache evict <component>[/<resource>]          removes those objects and views
+//!   [--disk-cache-path DIR] [--json] [--encrypt-secrets-key-file F]
 //! ```
+//!
+//! Only `evict` changes anything; with the hub running, the evicted lists fill again at the
+//! components' next list.
 
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -16,9 +23,33 @@ use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
-use super::store::{is_json_object, INTERNAL_DIR, QUARANTINE_DIR};
+use super::seal::{is_sealed, is_sealed_path, SealError, Sealer};
+use super::store::{is_json_object, valid_part, INTERNAL_DIR, QUARANTINE_DIR};
+use super::{Agents, Shape, Target, ViewSnapshot};
 
-const USAGE: &str = "usage: yurthub cache <ls [path] | get <path> | verify | stats> [--disk-cache-path DIR] [--json]";
+const USAGE: &str = "usage: yurthub cache <ls [path] | get <path> | verify | stats | why <url> --user-agent UA | evict <component>[/<resource>]>
+       [--disk-cache-path DIR] [--json] [--encrypt-secrets-key-file FILE]
+       why also takes [--method GET] [--accept TYPE] [--node-name NODE]";
+
+/// The command line, flags apart from the words.
+struct Opts {
+    root: PathBuf,
+    json: bool,
+    key_file: Option<PathBuf>,
+    user_agent: Option<String>,
+    method: String,
+    accept: Option<String>,
+    node: String,
+}
+
+impl Opts {
+    fn sealer(&self) -> Result<Option<Sealer>, String> {
+        self.key_file
+            .as_ref()
+            .map(|k| Sealer::from_key_file(k, None).map_err(|e| e.to_string()))
+            .transpose()
+    }
+}
 
 /// Objects, bytes and the newest write below one entry.
 #[derive(Default, Clone, Copy)]
@@ -135,7 +166,8 @@ fn ls(root: &Path, rel: Option<&str>, json_out: bool, out: &mut dyn Write) -> Re
     Ok(0)
 }
 
-fn get(root: &Path, rel: &str, out: &mut dyn Write) -> Result<i32, String> {
+fn get(opts: &Opts, rel: &str, out: &mut dyn Write) -> Result<i32, String> {
+    let root = &opts.root;
     let path = below(root, rel)?;
     // Through symbolic links a path could leave the cache; it must not.
     let real = fs::canonicalize(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -143,7 +175,14 @@ fn get(root: &Path, rel: &str, out: &mut dyn Write) -> Result<i32, String> {
     if !real.starts_with(&real_root) {
         return Err(format!("{rel}: leads out of the cache"));
     }
-    let bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let inside = path.strip_prefix(root).unwrap_or(&path);
+    if is_sealed_path(inside) && is_sealed(&bytes) {
+        let sealer = opts.sealer()?.ok_or(SealError::NoKey.to_string())?;
+        bytes = sealer
+            .open(inside, &bytes)
+            .map_err(|e| format!("{rel}: {e}"))?;
+    }
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
         format!(
             "{}: not JSON ({e}); `yurthub cache verify` lists such files",
@@ -155,7 +194,9 @@ fn get(root: &Path, rel: &str, out: &mut dyn Write) -> Result<i32, String> {
     Ok(0)
 }
 
-fn verify(root: &Path, json_out: bool, out: &mut dyn Write) -> Result<i32, String> {
+fn verify(opts: &Opts, out: &mut dyn Write) -> Result<i32, String> {
+    let (root, json_out) = (&opts.root, opts.json);
+    let sealer = opts.sealer()?;
     if !root.is_dir() {
         return Err(format!("{}: no such cache directory", root.display()));
     }
@@ -170,7 +211,15 @@ fn verify(root: &Path, json_out: bool, out: &mut dyn Write) -> Result<i32, Strin
         .iter()
         // A file deleted meanwhile (the hub runs on) is not damage.
         .filter(|f| match fs::read(f) {
-            Ok(b) => !is_json_object(&b),
+            // With the key, a sealed Secret must also open where it lies.
+            Ok(b) => {
+                let inside = f.strip_prefix(root).unwrap_or(f);
+                !is_json_object(&b)
+                    || (is_sealed_path(inside) && is_sealed(&b))
+                        && sealer.as_ref().is_some_and(|s| {
+                            s.open(inside, &b).map_or(true, |p| !is_json_object(&p))
+                        })
+            }
             Err(e) => e.kind() != std::io::ErrorKind::NotFound,
         })
         .map(|f| f.strip_prefix(root).unwrap_or(f).display().to_string())
@@ -250,6 +299,229 @@ fn stats(root: &Path, json_out: bool, out: &mut dyn Write) -> Result<i32, String
     Ok(0)
 }
 
+/// The `cache_agents` of the yurt-hub-cfg the hub cached for itself, if any.
+fn cached_agents(root: &Path) -> (String, Option<PathBuf>) {
+    let rel = Path::new("yurthub/configmaps.v1.core")
+        .join("kube-system")
+        .join(crate::config::HUB_CONFIGMAP);
+    let value = fs::read(root.join(&rel))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["data"]["cache_agents"].as_str().map(str::to_string));
+    match value {
+        Some(v) => (v, Some(rel)),
+        None => (String::new(), None),
+    }
+}
+
+fn view_rel(t: &Target) -> PathBuf {
+    Path::new(INTERNAL_DIR)
+        .join("views")
+        .join(&t.component)
+        .join(&t.resource)
+        .join(format!("{}.json", t.view.id()))
+}
+
+/// Would `url` be cached for `--user-agent`, under which key, and what answers it offline.
+fn why(opts: &Opts, url: &str, out: &mut dyn Write) -> Result<i32, String> {
+    let ua = opts
+        .user_agent
+        .as_deref()
+        .ok_or("why needs --user-agent (the component is its part before the first '/')")?;
+    // A full URL or a path: what reaches the hub is the path and query.
+    let target = match url.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
+        None => url,
+    };
+    let ri = crate::kube::RequestInfo::classify(&opts.method, target)
+        .map_err(|e| format!("{url}: {e}"))?;
+    let component = crate::kube::component(Some(ua));
+    let (agents_value, agents_from) = cached_agents(&opts.root);
+    let agents = Agents::new(&opts.node, &agents_value);
+    let query = crate::http::url::Query::parse(target.split_once('?').map_or("", |(_, q)| q));
+    let t = super::target(
+        &ri,
+        component.as_deref(),
+        &agents,
+        &query,
+        opts.accept.as_deref(),
+    );
+    let mut report = json!({
+        "request": format!("{} {target}", opts.method),
+        "component": component,
+        "verb": ri.verb,
+        "cacheAgents": {"value": agents_value, "from": agents_from.map(|p| p.display().to_string())},
+    });
+    let offline;
+    match &t {
+        Err(reason) => {
+            report["cached"] = json!(false);
+            report["reason"] = json!(reason);
+            offline = "not answered from the cache: forwarded to the cloud only".to_string();
+        }
+        Ok(t) => {
+            report["cached"] = json!(true);
+            report["resource"] = json!(t.resource);
+            let dir = Path::new(&t.component).join(&t.resource);
+            match t.shape {
+                Shape::Object => {
+                    let name = if t.name.is_empty() {
+                        "<name of the created object>"
+                    } else {
+                        &t.name
+                    };
+                    let key = if t.namespace.is_empty() {
+                        dir.join(name)
+                    } else {
+                        dir.join(&t.namespace).join(name)
+                    };
+                    let file = opts.root.join(&key);
+                    let meta = fs::symlink_metadata(&file).ok();
+                    report["key"] = json!(key.display().to_string());
+                    report["exists"] = json!(meta.is_some());
+                    report["written"] = json!(time(meta.and_then(|m| m.modified().ok())));
+                    offline = if ri.verb == "get" {
+                        format!("answered from {}", key.display())
+                    } else {
+                        format!(
+                            "{} offline is refused; online its answer is stored at {}",
+                            ri.verb,
+                            key.display()
+                        )
+                    };
+                }
+                Shape::List { .. } | Shape::Watch { .. } => {
+                    let objects = if t.view.namespace.is_empty() {
+                        dir.clone()
+                    } else {
+                        dir.join(&t.view.namespace)
+                    };
+                    report["key"] = json!(format!("{}/<name>", objects.display()));
+                    let vrel = view_rel(t);
+                    let view = fs::read(opts.root.join(&vrel))
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<ViewSnapshot>(&b).ok());
+                    report["view"] = json!({
+                        "file": vrel.display().to_string(),
+                        "namespace": t.view.namespace,
+                        "labelSelector": t.view.label_selector,
+                        "fieldSelector": t.view.field_selector,
+                        "exists": view.is_some(),
+                        "members": view.as_ref().map(|v| v.members.len()),
+                        "resourceVersion": view.as_ref().map(|v| v.rv),
+                    });
+                    let source = match &view {
+                        Some(v) => format!(
+                            "the view {} ({} members, resourceVersion {})",
+                            vrel.display(),
+                            v.members.len(),
+                            v.rv
+                        ),
+                        None => format!(
+                            "no view yet: the selectors evaluated over every object in {}",
+                            objects.display()
+                        ),
+                    };
+                    offline = if matches!(t.shape, Shape::Watch { .. }) {
+                        format!(
+                            "held open without events until the cloud returns (its list: {source})"
+                        )
+                    } else {
+                        format!("answered from {source}")
+                    };
+                }
+            }
+        }
+    }
+    report["offline"] = json!(offline);
+    if opts.json {
+        writeln!(out, "{report}").map_err(|e| e.to_string())?;
+        return Ok(0);
+    }
+    let mut text = String::new();
+    let field = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    text.push_str(&format!("request:    {}\n", field(&report["request"])));
+    text.push_str(&format!("component:  {}\n", field(&report["component"])));
+    text.push_str(&format!(
+        "agents:     built-in + cache_agents {:?} ({})\n",
+        agents_value,
+        report["cacheAgents"]["from"]
+            .as_str()
+            .unwrap_or("no cached yurt-hub-cfg")
+    ));
+    match &t {
+        Err(reason) => text.push_str(&format!("cached:     no ({reason})\n")),
+        Ok(_) => {
+            text.push_str(&format!("cached:     yes, verb {}\n", ri.verb));
+            text.push_str(&format!("key:        {}", field(&report["key"])));
+            if let Some(e) = report["exists"].as_bool() {
+                text.push_str(if e {
+                    " (on disk)"
+                } else {
+                    " (not on disk yet)"
+                });
+            }
+            text.push('\n');
+            if report["view"].is_object() {
+                text.push_str(&format!("view:       {}\n", field(&report["view"]["file"])));
+            }
+        }
+    }
+    text.push_str(&format!("offline:    {offline}\n"));
+    out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    Ok(0)
+}
+
+/// Removes `component[/resource]`'s objects and list views.
+fn evict(opts: &Opts, what: &str, out: &mut dyn Write) -> Result<i32, String> {
+    let parts: Vec<&str> = what.trim_matches('/').split('/').collect();
+    if parts.len() > 2
+        || parts.iter().any(|p| !valid_part(p))
+        || parts[0] == INTERNAL_DIR
+        || parts[0] == QUARANTINE_DIR
+    {
+        return Err(format!(
+            "{what}: expected <component> or <component>/<resource>"
+        ));
+    }
+    let rel: PathBuf = parts.iter().collect();
+    let dir = opts.root.join(&rel);
+    if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+        return Err(format!("{}: nothing cached there", rel.display()));
+    }
+    let mut files = Vec::new();
+    walk(&dir, &mut files);
+    let mut t = Tally::default();
+    files.iter().for_each(|f| t.add_file(f));
+    // remove_dir_all removes symbolic links, never what they point to.
+    fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let views = opts.root.join(INTERNAL_DIR).join("views").join(&rel);
+    if views.is_dir() {
+        fs::remove_dir_all(&views).map_err(|e| format!("{}: {e}", views.display()))?;
+    }
+    if opts.json {
+        writeln!(
+            out,
+            "{}",
+            json!({"evicted": rel.display().to_string(), "objects": t.objects, "bytes": t.bytes})
+        )
+    } else {
+        writeln!(
+            out,
+            "evicted {}: {} objects, {} bytes",
+            rel.display(),
+            t.objects,
+            t.bytes
+        )
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(0)
+}
+
 /// Runs `yurthub cache <args>`, writing to `out`; returns the exit status (2 for bad usage,
 /// 1 for a failure or, with `verify`, damage).
 pub fn main(
@@ -257,30 +529,56 @@ pub fn main(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
-    let mut root = PathBuf::from("/etc/kubernetes/cache/");
-    let mut json_out = false;
+    let mut opts = Opts {
+        root: PathBuf::from("/etc/kubernetes/cache/"),
+        json: false,
+        key_file: None,
+        user_agent: None,
+        method: "GET".into(),
+        accept: None,
+        node: String::new(),
+    };
     let mut words = Vec::new();
     let mut args = args.into_iter();
     while let Some(a) = args.next() {
-        match a.as_str() {
-            "--json" => json_out = true,
-            "--disk-cache-path" => match args.next() {
-                Some(d) => root = PathBuf::from(d),
-                None => {
-                    let _ = writeln!(err, "yurthub cache: --disk-cache-path needs a directory");
-                    return 2;
-                }
-            },
-            _ if a.starts_with("--disk-cache-path=") => {
-                root = PathBuf::from(&a["--disk-cache-path=".len()..]);
-            }
-            _ if a.starts_with("--") => {
-                let _ = writeln!(err, "yurthub cache: unknown flag {a}\n{USAGE}");
-                return 2;
-            }
-            _ => words.push(a),
+        if a == "--json" {
+            opts.json = true;
+            continue;
+        }
+        let Some(flag) = a.strip_prefix("--") else {
+            words.push(a);
+            continue;
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (flag.to_string(), None),
+        };
+        let known = [
+            "disk-cache-path",
+            "encrypt-secrets-key-file",
+            "user-agent",
+            "method",
+            "accept",
+            "node-name",
+        ];
+        if !known.contains(&name.as_str()) {
+            let _ = writeln!(err, "yurthub cache: unknown flag {a}\n{USAGE}");
+            return 2;
+        }
+        let Some(value) = inline.or_else(|| args.next()) else {
+            let _ = writeln!(err, "yurthub cache: --{name} needs a value");
+            return 2;
+        };
+        match name.as_str() {
+            "disk-cache-path" => opts.root = PathBuf::from(value),
+            "encrypt-secrets-key-file" => opts.key_file = Some(PathBuf::from(value)),
+            "user-agent" => opts.user_agent = Some(value),
+            "method" => opts.method = value.to_uppercase(),
+            "accept" => opts.accept = Some(value),
+            _ => opts.node = value,
         }
     }
+    let (root, json_out) = (opts.root.clone(), opts.json);
     let result = match words
         .iter()
         .map(String::as_str)
@@ -289,9 +587,11 @@ pub fn main(
     {
         ["ls"] => ls(&root, None, json_out, out),
         ["ls", path] => ls(&root, Some(path), json_out, out),
-        ["get", path] => get(&root, path, out),
-        ["verify"] => verify(&root, json_out, out),
+        ["get", path] => get(&opts, path, out),
+        ["verify"] => verify(&opts, out),
         ["stats"] => stats(&root, json_out, out),
+        ["why", url] => why(&opts, url, out),
+        ["evict", what] => evict(&opts, what, out),
         _ => {
             let _ = writeln!(err, "{USAGE}");
             return 2;

@@ -16,6 +16,9 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::seal::{is_sealed, is_sealed_path, Sealer};
 
 /// Where internal state (views, non-resource responses) lives under the root.
 pub const INTERNAL_DIR: &str = "_internal";
@@ -129,6 +132,10 @@ pub struct Recovery {
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
+    sealer: Option<Arc<Sealer>>,
+    /// Bytes of every file below the root but quarantined ones, kept current by each write
+    /// and removal so the disk budget is checked without walking the tree.
+    bytes: AtomicU64,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -165,13 +172,29 @@ impl Store {
     /// Opens the cache at `root` (creating it, mode 0700) and recovers from a crash: removes
     /// temporary files and quarantines unparsable objects.
     pub fn open(root: &Path) -> Result<(Store, Recovery), StoreError> {
+        Store::open_sealed(root, None)
+    }
+
+    /// [`Store::open`], sealing Secrets with `sealer` when given; Secrets cached in the clear
+    /// before the key was configured are sealed now.
+    pub fn open_sealed(
+        root: &Path,
+        sealer: Option<Arc<Sealer>>,
+    ) -> Result<(Store, Recovery), StoreError> {
         mkdirs(root)?;
         let store = Store {
             root: root.to_path_buf(),
+            sealer,
+            bytes: AtomicU64::new(0),
         };
         let mut rec = Recovery::default();
         store.recover_dir(root, 0, &mut rec)?;
         Ok((store, rec))
+    }
+
+    /// Bytes of every file in the cache (objects, views, non-resource answers).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// The root directory.
@@ -204,14 +227,38 @@ impl Store {
             if ft.is_dir() {
                 self.recover_dir(&path, depth + 1, rec)?;
             } else if ft.is_file() {
-                let ok = fs::read(&path).is_ok_and(|b| is_json_object(&b));
-                if !ok {
+                let len = entry.metadata().map_or(0, |m| m.len());
+                self.bytes.fetch_add(len, Ordering::Relaxed);
+                let bytes = fs::read(&path).ok().filter(|b| is_json_object(b));
+                let Some(bytes) = bytes else {
                     self.quarantine(&path)?;
                     rec.quarantined += 1;
+                    continue;
+                };
+                let rel = path.strip_prefix(&self.root).unwrap_or(&path);
+                if self.sealer.is_some() && is_sealed_path(rel) && !is_sealed(&bytes) {
+                    if let Err(e) = self.write_file(rel, &bytes) {
+                        log::warn!("cache: sealing {}: {e}", rel.display());
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// The component directories (internal and quarantine directories aside).
+    pub fn components(&self) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| valid_part(n) && n != INTERNAL_DIR && n != QUARANTINE_DIR)
+            .collect();
+        out.sort();
+        out
     }
 
     /// Objects and bytes on disk per component (`<root>/<component>/...`), by walking the
@@ -234,16 +281,9 @@ impl Store {
             }
         }
         let mut out = std::collections::BTreeMap::new();
-        let Ok(entries) = fs::read_dir(&self.root) else {
-            return out;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name == INTERNAL_DIR || name == QUARANTINE_DIR || !entry.path().is_dir() {
-                continue;
-            }
+        for name in self.components() {
             let mut acc = (0, 0);
-            walk(&entry.path(), &mut acc);
+            walk(&self.root.join(&name), &mut acc);
             out.insert(name, acc);
         }
         out
@@ -255,6 +295,7 @@ impl Store {
         mkdirs(&qdir)?;
         let rel = path.strip_prefix(&self.root).unwrap_or(path);
         let flat = rel.to_string_lossy().replace('/', "_");
+        let len = fs::symlink_metadata(path).map_or(0, |m| m.len());
         let target = qdir.join(format!(
             "{flat}.{}",
             std::time::SystemTime::now()
@@ -263,6 +304,7 @@ impl Store {
                 .unwrap_or(0)
         ));
         fs::rename(path, &target).map_err(io_err(path))?;
+        self.account(len, 0);
         log::warn!(
             "cache: {} does not parse as a JSON object; moved to {}",
             path.display(),
@@ -275,9 +317,28 @@ impl Store {
     /// already held exactly these bytes (nothing is written then).
     pub fn write_file(&self, rel: &Path, bytes: &[u8]) -> Result<bool, StoreError> {
         let path = self.root.join(rel);
-        if fs::read(&path).is_ok_and(|old| old == bytes) {
-            return Ok(false);
-        }
+        let old = fs::read(&path).ok();
+        let old_len = old.as_ref().map_or(0, |o| o.len() as u64);
+        let sealer = self.sealer.as_ref().filter(|_| is_sealed_path(rel));
+        let sealed;
+        let bytes = match sealer {
+            Some(s) => {
+                let same = old
+                    .as_ref()
+                    .filter(|o| is_sealed(o))
+                    .and_then(|o| s.open(rel, o).ok());
+                if same.as_deref() == Some(bytes) {
+                    return Ok(false);
+                }
+                sealed = s.seal(rel, bytes).map_err(|e| StoreError::Io {
+                    path: path.clone(),
+                    error: io::Error::other(e.to_string()),
+                })?;
+                &sealed[..]
+            }
+            None if old.as_deref() == Some(bytes) => return Ok(false),
+            None => bytes,
+        };
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         mkdirs(&dir)?;
         // Short and unique whatever the object's name (names may be 253 bytes long).
@@ -300,17 +361,48 @@ impl Store {
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
+        } else {
+            self.account(old_len, bytes.len() as u64);
         }
         result.map(|_| true)
     }
 
-    /// Reads the file at the relative path `rel`; `None` when absent.
+    fn account(&self, old: u64, new: u64) {
+        if new >= old {
+            self.bytes.fetch_add(new - old, Ordering::Relaxed);
+        } else {
+            // Saturating: files changed behind the hub's back may make the count drift low.
+            let _ = self
+                .bytes
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some(b.saturating_sub(old - new))
+                });
+        }
+    }
+
+    /// Reads the file at the relative path `rel`; `None` when absent. A sealed Secret is
+    /// opened; one that does not open (no key, another key) reads as absent, logged, and
+    /// stays on disk for the right key.
     pub fn read_file(&self, rel: &Path) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.root.join(rel);
-        match fs::read(&path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(&path)(e)),
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        if !(is_sealed_path(rel) && is_sealed(&bytes)) {
+            return Ok(Some(bytes));
+        }
+        let opened = match &self.sealer {
+            Some(s) => s.open(rel, &bytes),
+            None => Err(super::seal::SealError::NoKey),
+        };
+        match opened {
+            Ok(plain) => Ok(Some(plain)),
+            Err(e) => {
+                log::warn!("cache: {}: {e}; not served", rel.display());
+                Ok(None)
+            }
         }
     }
 
@@ -318,8 +410,10 @@ impl Store {
     /// not come back after a power loss); false when it was not there.
     pub fn remove_file(&self, rel: &Path) -> Result<bool, StoreError> {
         let path = self.root.join(rel);
+        let len = fs::symlink_metadata(&path).map_or(0, |m| m.len());
         match fs::remove_file(&path) {
             Ok(()) => {
+                self.account(len, 0);
                 fsync_dir(path.parent().unwrap_or(&self.root))?;
                 Ok(true)
             }

@@ -14,7 +14,9 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryS
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::evict::{candidates, Protected};
 use super::object::{self, parse_event, parse_list, Event, Object};
+use super::seal::Sealer;
 use super::store::{ObjectKey, Recovery, Store, StoreError, INTERNAL_DIR};
 use super::{Shape, Target, ViewKey};
 
@@ -48,6 +50,19 @@ pub struct CacheStats {
     pub quarantined: AtomicU64,
     /// Jobs applied.
     pub jobs: AtomicU64,
+    /// Objects evicted to keep the cache within its byte budget.
+    pub evictions: AtomicU64,
+    /// Objects removed by garbage collection (pods and Events the cloud no longer has).
+    pub collected: AtomicU64,
+}
+
+/// How the cache is kept.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Seals cached Secrets at rest.
+    pub sealer: Option<Arc<Sealer>>,
+    /// The byte budget of the cache directory; 0 for none.
+    pub max_bytes: u64,
 }
 
 struct Shared {
@@ -80,6 +95,7 @@ enum Job {
         name: String,
         body: Vec<u8>,
     },
+    Forget(ObjectKey),
     Flush(SyncSender<()>),
     Stop,
 }
@@ -155,7 +171,12 @@ fn load_views(root: &Path) -> HashMap<TypeKey, BTreeMap<String, ViewSnapshot>> {
 impl Cache {
     /// Opens the cache at `root` (recovering from a crash) and starts the writer thread.
     pub fn open(root: &Path) -> Result<(Cache, Recovery), StoreError> {
-        let (store, recovery) = Store::open(root)?;
+        Cache::open_with(root, Options::default())
+    }
+
+    /// [`Cache::open`] with Secrets sealed and a byte budget.
+    pub fn open_with(root: &Path, options: Options) -> Result<(Cache, Recovery), StoreError> {
+        let (store, recovery) = Store::open_sealed(root, options.sealer)?;
         let store = Arc::new(store);
         let shared = Arc::new(Shared {
             writer: Mutex::new(None),
@@ -176,6 +197,8 @@ impl Cache {
             pages: HashMap::new(),
             streams: HashMap::new(),
             dirty: HashSet::new(),
+            max_bytes: options.max_bytes,
+            over_budget: None,
         };
         let handle = std::thread::Builder::new()
             .name("cache-writer".into())
@@ -283,6 +306,12 @@ impl Cache {
         );
     }
 
+    /// Removes an object from the cache and from every list view holding it (garbage
+    /// collection: the cloud no longer has it).
+    pub fn forget(&self, key: ObjectKey) {
+        self.submit(Job::Forget(key), None);
+    }
+
     /// Waits until every job queued before this call has been applied and persisted.
     pub fn flush(&self) {
         let (tx, rx) = sync_channel(1);
@@ -358,6 +387,10 @@ struct Writer {
     pages: HashMap<(String, String, String), Vec<Object>>,
     streams: HashMap<u64, Option<Vec<Object>>>,
     dirty: HashSet<(String, String, String)>,
+    max_bytes: u64,
+    /// The bytes left after an eviction that could not get under budget: the next attempt
+    /// waits until the cache has grown by 1 % of the budget (a walk per write would be costly).
+    over_budget: Option<u64>,
 }
 
 impl Writer {
@@ -373,12 +406,16 @@ impl Writer {
             };
             let stop = matches!(job, Job::Stop);
             self.apply(job);
+            // The budget is checked after every job (one atomic load while under it), so a
+            // burst overshoots it by one object at most.
+            self.enforce_budget();
             while let Ok(job) = rx.try_recv() {
                 if matches!(job, Job::Stop) {
                     self.persist_views();
                     return;
                 }
                 self.apply(job);
+                self.enforce_budget();
             }
             // A burst of events rewrites each touched view file once.
             self.persist_views();
@@ -442,6 +479,11 @@ impl Writer {
             Job::Raw { name, body } => {
                 if let Err(e) = self.store.write_file(Path::new(&name), &body) {
                     self.error("write", &e);
+                }
+            }
+            Job::Forget(key) => {
+                if self.forget(&key) {
+                    self.shared.stats.collected.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Job::Flush(done) => {
@@ -518,6 +560,77 @@ impl Writer {
                 self.rvs.remove(&key);
             }
             Err(e) => self.error("delete", &e),
+        }
+    }
+
+    /// Drops `key` from every view of its type and from disk; whether a file was removed.
+    fn forget(&mut self, key: &ObjectKey) -> bool {
+        let member = (key.namespace.clone(), key.name.clone());
+        let touched: Vec<String> = {
+            let mut views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+            views
+                .get_mut(&(key.component.clone(), key.resource.clone()))
+                .map(|m| {
+                    m.iter_mut()
+                        .filter_map(|(id, v)| v.members.remove(&member).then(|| id.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for id in touched {
+            self.dirty
+                .insert((key.component.clone(), key.resource.clone(), id));
+        }
+        self.rvs.remove(key);
+        match self.store.remove(key) {
+            Ok(removed) => removed,
+            Err(e) => {
+                self.error("delete", &e);
+                false
+            }
+        }
+    }
+
+    /// Evicts objects, in [`super::evict`]'s order, until the cache is back under 90 % of
+    /// its budget (the margin keeps eviction from running after every write).
+    fn enforce_budget(&mut self) {
+        let max = self.max_bytes;
+        let used = self.store.bytes();
+        if max == 0 || used <= max {
+            self.over_budget = None;
+            return;
+        }
+        if self.over_budget.is_some_and(|left| used < left + max / 100) {
+            return;
+        }
+        let goal = max - max / 10;
+        let protected = Protected::load(&self.store);
+        let mut evicted = 0u64;
+        for c in candidates(&self.store, &protected) {
+            if self.store.bytes() <= goal {
+                break;
+            }
+            if self.forget(&c.key) {
+                evicted += 1;
+            }
+        }
+        self.shared
+            .stats
+            .evictions
+            .fetch_add(evicted, Ordering::Relaxed);
+        let now = self.store.bytes();
+        // One line per episode: with the 10 % margin, episodes are far apart.
+        let what = format!(
+            "cache: {used} bytes exceed --cache-max-bytes={max}: evicted {evicted} objects (Events first, then other components' objects, least recently written first); {now} bytes now"
+        );
+        if now <= max {
+            self.over_budget = None;
+            log::info!("{what}");
+        } else {
+            if self.over_budget.is_none() {
+                log::warn!("{what}, still over: what is left is kubelet's restart set and the hub's own, which are never evicted");
+            }
+            self.over_budget = Some(now);
         }
     }
 

@@ -54,8 +54,88 @@ pub fn micro_now() -> String {
     format(d.as_secs(), Some(d.subsec_micros()))
 }
 
+/// Seconds since the epoch of an RFC 3339 time as Kubernetes writes them
+/// (`2026-11-29T10:12:42Z`, `…42.123456Z`, `…42+02:00`); `None` when it is not one.
+pub fn parse(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(r)?;
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let o = rest.as_bytes();
+            if o.len() != 6 || o[3] != b':' || !matches!(o[0], b'+' | b'-') {
+                return None;
+            }
+            let hm: i64 =
+                rest[1..3].parse::<i64>().ok()? * 3600 + rest[4..6].parse::<i64>().ok()? * 60;
+            if o[0] == b'+' {
+                hm
+            } else {
+                -hm
+            }
+        }
+    };
+    // Days-from-civil (H. Hinnant's algorithm), the inverse of `format`.
+    let y = year - i64::from(month <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86400 + hour * 3600 + min * 60 + sec - offset;
+    u64::try_from(secs).ok()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parse_is_the_inverse_of_format_and_refuses_garbage() {
+        for secs in [0, 951_782_400, 1_867_219_034, 1_796_000_000] {
+            assert_eq!(super::parse(&super::format(secs, None)), Some(secs));
+            assert_eq!(super::parse(&super::format(secs, Some(42))), Some(secs));
+        }
+        assert_eq!(super::parse("1970-01-01T02:00:00+02:00"), Some(0));
+        assert_eq!(super::parse("1970-01-01T00:00:10-00:01"), Some(70));
+        for bad in [
+            "",
+            "2026-11-29",
+            "2026-13-01T00:00:00Z",
+            "2026-11-29T10:12:42",
+            "2026-11-29T10:12:42.Z",
+            "x026-11-29T10:12:42Z",
+            "2026-11-29T10:12:42+2:00",
+            "2026-11-29T10:1é:42Z",
+        ] {
+            assert_eq!(super::parse(bad), None, "{bad}");
+        }
+    }
+
     #[test]
     fn known_instants() {
         assert_eq!(super::format(0, None), "1970-01-01T00:00:00Z");
