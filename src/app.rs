@@ -145,6 +145,7 @@ fn serve_proxy_on(
     addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
     proxy: Arc<Proxy>,
+    timeouts: server::Timeouts,
     what: &'static str,
 ) -> Result<Option<SocketAddr>, StartError> {
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -158,8 +159,8 @@ fn serve_proxy_on(
         let tls = tls.clone();
         async move {
             match tls {
-                Some(t) => server::serve_tls(l, t, proxy).await,
-                None => server::serve_plain(l, proxy).await,
+                Some(t) => server::serve_tls(l, t, proxy, timeouts).await,
+                None => server::serve_plain(l, proxy, timeouts).await,
             }
         }
     };
@@ -301,7 +302,11 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             addr: SocketAddr::new(config.bind_address, config.serve_port),
             error,
         })?;
-    runtime::spawn(server::serve_plain(admin_listener, admin.clone())).detach();
+    let timeouts = server::Timeouts {
+        idle: config.idle_connection_timeout,
+        head: config.request_head_timeout,
+    };
+    runtime::spawn(server::serve_plain(admin_listener, admin.clone(), timeouts)).detach();
     log::info!("serving admin on http://{admin_addr}");
     let listener = bind(SocketAddr::new(
         config.bind_proxy_address,
@@ -314,7 +319,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             addr: SocketAddr::new(config.bind_proxy_address, config.proxy_port),
             error,
         })?;
-    runtime::spawn(server::serve_plain(listener, proxy.clone())).detach();
+    runtime::spawn(server::serve_plain(listener, proxy.clone(), timeouts)).detach();
     // Pods reach the hub on the dummy address: plain on the proxy port, TLS on the secure
     // port (without the dummy interface, TLS on --bind-proxy-address).
     let dummy = config.enable_dummy_if.then(|| {
@@ -331,6 +336,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
                 SocketAddr::new(d.ip(), config.proxy_port),
                 None,
                 proxy.clone(),
+                timeouts,
                 "proxy for pods",
             )?;
             d.ip()
@@ -341,6 +347,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         SocketAddr::new(secure_ip, config.proxy_secure_port),
         Some(secure_config(&certs)?),
         proxy,
+        timeouts,
         "TLS proxy",
     )?;
     if let Some(a) = secure_addr {

@@ -242,6 +242,16 @@ const FLAGS: &[Flag] = &[
         "offline watches without timeoutSeconds last [t, 2t)",
     ),
     flag(
+        "idle-connection-timeout",
+        "90s",
+        "a client connection without a request this long is closed",
+    ),
+    flag(
+        "request-head-timeout",
+        "10s",
+        "a client must send a whole request head (or TLS handshake) within this",
+    ),
+    flag(
         "gc-frequency",
         "120",
         "minutes between garbage collections of cached Events (or a duration: 30s, 2h)",
@@ -492,6 +502,10 @@ pub struct Config {
     pub filter_sync_timeout: Duration,
     /// `--gc-frequency`: how often cached Events are collected.
     pub gc_frequency: Duration,
+    /// `--idle-connection-timeout`.
+    pub idle_connection_timeout: Duration,
+    /// `--request-head-timeout`.
+    pub request_head_timeout: Duration,
     /// `--event-ttl`: cached Events older than this are removed.
     pub event_ttl: Duration,
     /// `--cache-max-bytes`: the cache's byte budget, 0 for none.
@@ -791,6 +805,8 @@ impl Config {
                 })?
             },
             event_ttl: v.duration("event-ttl")?,
+            idle_connection_timeout: v.duration("idle-connection-timeout")?,
+            request_head_timeout: v.duration("request-head-timeout")?,
             cache_max_bytes: parse_bytes(v.get("cache-max-bytes")).ok_or(FlagError::Invalid {
                 flag: "cache-max-bytes",
                 value: v.get("cache-max-bytes").to_string(),

@@ -25,10 +25,26 @@ pub trait Service: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = bool> + Send + 'a;
 }
 
-/// How long a kept-alive connection may sit without a new request.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// How long a client may take to send a whole request head once it has started one.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may wait for the client (`--idle-connection-timeout`,
+/// `--request-head-timeout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// How long a kept-alive connection may sit without a new request.
+    pub idle: Duration,
+    /// How long a client may take to send a whole request head once it has started one
+    /// (and a TLS client its handshake): a slowloris client is cut off after this.
+    pub head: Duration,
+}
+
+impl Default for Timeouts {
+    /// 90 s idle, 10 s for a head.
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(90),
+            head: Duration::from_secs(10),
+        }
+    }
+}
 
 /// A byte stream a client connection runs over (plain TCP or TLS).
 pub trait Stream: smol::io::AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -47,6 +63,8 @@ pub struct ClientConn {
     pub local: SocketAddr,
     /// Whether the connection came in over TLS (the secure proxy port).
     pub tls: bool,
+    /// How long it may wait for the client.
+    pub timeouts: Timeouts,
 }
 
 impl ClientConn {
@@ -59,6 +77,7 @@ impl ClientConn {
             peer,
             local,
             tls: false,
+            timeouts: Timeouts::default(),
         }
     }
 
@@ -106,7 +125,7 @@ pub async fn respond_status<W: AsyncWrite + Unpin>(
 async fn next_head(conn: &mut ClientConn) -> Result<Option<RequestHead>, HeadError> {
     if conn.reader.buffered().is_empty() {
         let first = smol::future::or(async { Some(conn.reader.fill().await) }, async {
-            Timer::after(IDLE_TIMEOUT).await;
+            Timer::after(conn.timeouts.idle).await;
             None
         })
         .await;
@@ -116,8 +135,9 @@ async fn next_head(conn: &mut ClientConn) -> Result<Option<RequestHead>, HeadErr
             Some(Ok(_)) => {}
         }
     }
+    let head_timeout = conn.timeouts.head;
     smol::future::or(conn.reader.read_request_head(&Limits::default()), async {
-        Timer::after(HEAD_TIMEOUT).await;
+        Timer::after(head_timeout).await;
         Err(HeadError::Io(io::Error::new(
             io::ErrorKind::TimedOut,
             "request head not received in time",
@@ -147,7 +167,10 @@ pub async fn serve_connection<S: Service>(mut conn: ClientConn, service: Arc<S>)
                 break;
             }
         };
-        if !service.serve(&mut conn, head).await {
+        // Boxed: the state of a request being served is large (relays, filters, cache tees)
+        // and a connection waiting for its next head must not carry it: 2,000 idle
+        // connections would otherwise cost ~30 MiB.
+        if !Box::pin(service.serve(&mut conn, head)).await {
             break;
         }
     }
@@ -160,6 +183,7 @@ pub async fn serve_tls<S: Service>(
     listener: Async<TcpListener>,
     config: Arc<rustls::ServerConfig>,
     service: Arc<S>,
+    timeouts: Timeouts,
 ) {
     let acceptor = futures_rustls::TlsAcceptor::from(config);
     accept_loop(listener, move |stream, peer, local| {
@@ -168,13 +192,14 @@ pub async fn serve_tls<S: Service>(
         async move {
             let handshake =
                 smol::future::or(async { Some(acceptor.accept(stream).await) }, async {
-                    Timer::after(HEAD_TIMEOUT).await;
+                    Timer::after(timeouts.head).await;
                     None
                 });
             match handshake.await {
                 Some(Ok(tls)) => {
                     let mut conn = ClientConn::new(Box::new(tls), peer, local);
                     conn.tls = true;
+                    conn.timeouts = timeouts;
                     serve_connection(conn, service).await;
                 }
                 Some(Err(e)) => log::debug!("TLS handshake with {peer}: {e}"),
@@ -186,9 +211,14 @@ pub async fn serve_tls<S: Service>(
 }
 
 /// Accepts plain-TCP connections on `listener` forever, one task per connection.
-pub async fn serve_plain<S: Service>(listener: Async<TcpListener>, service: Arc<S>) {
+pub async fn serve_plain<S: Service>(
+    listener: Async<TcpListener>,
+    service: Arc<S>,
+    timeouts: Timeouts,
+) {
     accept_loop(listener, move |stream, peer, local| {
-        let conn = ClientConn::new(Box::new(stream), peer, local);
+        let mut conn = ClientConn::new(Box::new(stream), peer, local);
+        conn.timeouts = timeouts;
         serve_connection(conn, service.clone())
     })
     .await
