@@ -217,6 +217,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             let options = Options {
                 sealer,
                 max_bytes: config.cache_max_bytes,
+                max_body_bytes: config.max_cached_list_bytes,
             };
             let (cache, recovery) =
                 Cache::open_with(&config.disk_cache_path, options).map_err(StartError::Cache)?;

@@ -267,6 +267,11 @@ const FLAGS: &[Flag] = &[
         "byte budget of the cache directory (0: none); Events go first when it is exceeded",
     ),
     flag(
+        "max-cached-list-bytes",
+        "64Mi",
+        "larger responses (lists, mostly) are streamed through, not cached",
+    ),
+    flag(
         "encrypt-secrets-key-file",
         "",
         "seal cached Secrets with the 256-bit key in this file (kept outside the cache directory)",
@@ -510,6 +515,8 @@ pub struct Config {
     pub event_ttl: Duration,
     /// `--cache-max-bytes`: the cache's byte budget, 0 for none.
     pub cache_max_bytes: u64,
+    /// `--max-cached-list-bytes`: larger response bodies are not cached.
+    pub max_cached_list_bytes: usize,
     /// `--encrypt-secrets-key-file`: the key that seals cached Secrets.
     pub encrypt_secrets_key_file: Option<PathBuf>,
 }
@@ -812,6 +819,14 @@ impl Config {
                 value: v.get("cache-max-bytes").to_string(),
                 expected: "a byte count such as 268435456 or 256Mi",
             })?,
+            max_cached_list_bytes: parse_bytes(v.get("max-cached-list-bytes"))
+                .and_then(|b| usize::try_from(b).ok())
+                .filter(|b| *b > 0)
+                .ok_or(FlagError::Invalid {
+                    flag: "max-cached-list-bytes",
+                    value: v.get("max-cached-list-bytes").to_string(),
+                    expected: "a positive byte count such as 67108864 or 64Mi",
+                })?,
             encrypt_secrets_key_file: Some(v.get("encrypt-secrets-key-file"))
                 .filter(|f| !f.is_empty())
                 .map(PathBuf::from),

@@ -14,9 +14,12 @@
 //! assert_eq!(svc["spec"]["ports"][0]["port"], 10268);
 //! ```
 
+mod stream;
 mod topology;
 
 pub use topology::Topology;
+
+pub use stream::{ListStream, StreamError};
 
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -242,10 +245,14 @@ impl Chain {
         serde_json::to_vec(&v).ok()
     }
 
-    /// Filters one watch event line; a dropped object becomes a DELETED event.
+    /// Filters one watch event line (given without its newline; returned with it); a
+    /// dropped object becomes a DELETED event. A line that is not JSON passes unchanged, for
+    /// the client to judge, and keeps its own line: it must not swallow the next event.
     pub fn apply_event(&self, line: &[u8]) -> Vec<u8> {
         let Ok(mut ev) = serde_json::from_slice::<Value>(line) else {
-            return line.to_vec();
+            let mut out = line.to_vec();
+            out.push(b'\n');
+            return out;
         };
         match ev["type"].as_str() {
             Some("ADDED" | "MODIFIED" | "DELETED") => {

@@ -46,10 +46,7 @@ fn idle_and_slowloris_floods_are_bounded_and_cut_off_while_normal_clients_are_se
         .create("/api/v1/namespaces/default/pods", pod("web-1", NODE));
     let hub = c.start_hub(
         BIN,
-        &[
-            "--idle-connection-timeout=4s",
-            "--request-head-timeout=3s",
-        ],
+        &["--idle-connection-timeout=4s", "--request-head-timeout=3s"],
     );
     let path = "/api/v1/namespaces/default/pods/web-1";
     assert_eq!(get(hub.proxy_addr, path, KUBELET).status, 200);
@@ -62,7 +59,8 @@ fn idle_and_slowloris_floods_are_bounded_and_cut_off_while_normal_clients_are_se
     let mut slow: Vec<TcpStream> = (0..SLOW)
         .map(|_| TcpStream::connect(hub.proxy_addr).expect("connect"))
         .collect();
-    let head = b"GET /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: x\r\nUser-Agent: kubelet/1\r\n\r\n";
+    let head =
+        b"GET /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: x\r\nUser-Agent: kubelet/1\r\n\r\n";
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<TcpStream> = slow.iter().map(|s| s.try_clone().unwrap()).collect();
     let dripping = {

@@ -63,9 +63,16 @@ pub struct Options {
     pub sealer: Option<Arc<Sealer>>,
     /// The byte budget of the cache directory; 0 for none.
     pub max_bytes: u64,
+    /// The largest response body (a list, mostly) the cache takes; larger ones are only
+    /// streamed through, so the hub's memory never grows with a response. 0: 64 MiB.
+    pub max_body_bytes: usize,
 }
 
+/// [`Options::max_body_bytes`] when unset.
+const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
 struct Shared {
+    max_body_bytes: usize,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     views: Mutex<HashMap<TypeKey, BTreeMap<String, ViewSnapshot>>>,
     stale: Mutex<HashSet<(String, String, String)>>,
@@ -179,6 +186,10 @@ impl Cache {
         let (store, recovery) = Store::open_sealed(root, options.sealer)?;
         let store = Arc::new(store);
         let shared = Arc::new(Shared {
+            max_body_bytes: match options.max_body_bytes {
+                0 => DEFAULT_MAX_BODY_BYTES,
+                n => n,
+            },
             writer: Mutex::new(None),
             views: Mutex::new(load_views(root)),
             stale: Mutex::default(),
@@ -333,6 +344,11 @@ impl Cache {
         {
             let _ = handle.join();
         }
+    }
+
+    /// The largest response body the cache takes (`--max-cached-list-bytes`).
+    pub fn max_body_bytes(&self) -> usize {
+        self.shared.max_body_bytes
     }
 
     /// The counters.

@@ -1,18 +1,24 @@
-//! The relay of responses a filter rewrites: get/list bodies are read whole (bounded),
-//! filtered and sent with their new length; watch streams are filtered event by event and each
-//! event is flushed at once. The cache's copy is the filtered body.
+//! The relay of responses a filter rewrites: lists stream item by item through
+//! [`ListStream`] (the hub holds one item, never the list); get bodies are read whole
+//! (bounded), filtered and sent with their new length; watch streams are filtered event by
+//! event and each event is flushed at once. The cache's copy is the filtered body.
 
 use smol::io::AsyncWriteExt;
 
 use super::{strip_hop_by_hop, Outcome, RequestContext, Tee};
-use crate::filter::Chain;
+use crate::filter::{Chain, ListStream};
 use crate::http::gzip::GzipDecoder;
 use crate::http::{BodyWriter, Framing, ResponseHead};
 use crate::server::ClientConn;
 use crate::upstream::Response;
 
-/// The largest get/list body filtered; a larger one ends the connection.
+/// The largest get body filtered; a larger one ends the connection.
 const MAX_FILTERED_BYTES: usize = 64 * 1024 * 1024;
+/// The most plain bytes unpacked from gzip in one step.
+const GUNZIP_STEP: usize = 64 * 1024;
+/// The largest single list item or watch event filtered (etcd stores objects of at most
+/// ~1.5 MiB).
+const MAX_FILTERED_ITEM: usize = 8 * 1024 * 1024;
 
 pub(super) struct Filtered<'a> {
     pub chain: Chain,
@@ -48,14 +54,18 @@ impl Filtered<'_> {
         strip_hop_by_hop(&mut head.headers, false);
         head.headers.remove("content-encoding");
         head.headers.remove("content-length");
-        let writer = if self.watch && !self.client_http10 {
+        let mut list = (!self.watch && self.ctx.info.verb == "list" && method != "HEAD")
+            .then(|| ListStream::new(MAX_FILTERED_ITEM));
+        let streamed = self.watch || list.is_some();
+        let writer = if streamed && !self.client_http10 {
             head.headers.set("Transfer-Encoding", "chunked");
             BodyWriter::Chunked
         } else {
             BodyWriter::Raw
         };
         let mut out = Vec::new();
-        if self.watch {
+        let mut filtered = Vec::new();
+        if streamed {
             if self.client_http10 {
                 head.headers.set("Connection", "close");
             }
@@ -80,49 +90,83 @@ impl Filtered<'_> {
             if let (Some(l), Some(_)) = (&self.ctx.labels, &self.ctx.component) {
                 proxy.metrics.add_traffic(l, n as u64);
             }
-            let data: &[u8] = match &mut gunzip {
-                None => &piece,
-                Some(gz) => {
-                    plain.clear();
-                    let mut pos = 0;
-                    while pos < piece.len() {
-                        match gz.decode(&piece[pos..], &mut plain, usize::MAX) {
-                            Ok(used) if used > 0 => pos += used,
-                            Ok(_) => break,
+            // A gzip piece is unpacked a bounded step at a time: a few KiB can stand for
+            // many MiB (a bomb), and each step is relayed before the next is unpacked.
+            let (mut pos, mut taken) = (0, false);
+            loop {
+                let data: &[u8] = match &mut gunzip {
+                    None if taken => break,
+                    None => {
+                        taken = true;
+                        &piece
+                    }
+                    Some(gz) => {
+                        plain.clear();
+                        let used = match gz.decode(&piece[pos..], &mut plain, GUNZIP_STEP) {
+                            Ok(used) => used,
                             Err(e) => {
                                 log::warn!("upstream gzip body: {e}");
                                 return Outcome::Close;
                             }
+                        };
+                        pos += used;
+                        if plain.is_empty() && (used == 0 || pos >= piece.len()) {
+                            break;
                         }
+                        &plain
                     }
-                    &plain
-                }
-            };
-            buf.extend_from_slice(data);
-            if self.watch {
-                out.clear();
-                let mut start = 0;
-                while let Some(p) = buf[start..].iter().position(|&b| b == b'\n') {
-                    let line = &buf[start..start + p];
-                    if !line.trim_ascii().is_empty() {
-                        let filtered = self.chain.apply_event(line);
-                        if let Some(t) = &mut self.tee {
-                            t.feed(&filtered);
+                };
+                if self.watch {
+                    buf.extend_from_slice(data);
+                    out.clear();
+                    let mut start = 0;
+                    while let Some(p) = buf[start..].iter().position(|&b| b == b'\n') {
+                        let line = &buf[start..start + p];
+                        if !line.trim_ascii().is_empty() {
+                            let filtered = self.chain.apply_event(line);
+                            if let Some(t) = &mut self.tee {
+                                t.feed(&filtered);
+                            }
+                            chunk_into(writer, &filtered, &mut out);
                         }
-                        chunk_into(writer, &filtered, &mut out);
+                        start += p + 1;
                     }
-                    start += p + 1;
+                    buf.drain(..start);
+                    if buf.len() > MAX_FILTERED_ITEM {
+                        log::warn!(
+                            "a watch event to filter is larger than {MAX_FILTERED_ITEM} bytes"
+                        );
+                        return Outcome::Close;
+                    }
+                    if !out.is_empty()
+                        && (conn.writer.write_all(&out).await.is_err()
+                            || conn.writer.flush().await.is_err())
+                    {
+                        return Outcome::Close;
+                    }
+                } else if let Some(ls) = &mut list {
+                    filtered.clear();
+                    if let Err(e) = ls.feed(data, &self.chain, &mut filtered) {
+                        log::warn!("filtering a list: {e}; connection closed");
+                        return Outcome::Close;
+                    }
+                    if let Some(t) = &mut self.tee {
+                        t.feed(&filtered);
+                    }
+                    out.clear();
+                    writer.encode(&filtered, &mut out);
+                    if !out.is_empty() && conn.writer.write_all(&out).await.is_err() {
+                        return Outcome::Close;
+                    }
+                } else {
+                    buf.extend_from_slice(data);
+                    if buf.len() > MAX_FILTERED_BYTES {
+                        log::warn!(
+                            "a response to filter is larger than {MAX_FILTERED_BYTES} bytes"
+                        );
+                        return Outcome::Close;
+                    }
                 }
-                buf.drain(..start);
-                if !out.is_empty()
-                    && (conn.writer.write_all(&out).await.is_err()
-                        || conn.writer.flush().await.is_err())
-                {
-                    return Outcome::Close;
-                }
-            } else if buf.len() > MAX_FILTERED_BYTES {
-                log::warn!("a response to filter is larger than {MAX_FILTERED_BYTES} bytes");
-                return Outcome::Close;
             }
             if n == 0 {
                 break;
@@ -136,6 +180,12 @@ impl Filtered<'_> {
         out.clear();
         if self.watch {
             writer.finish(&mut out);
+        } else if let Some(ls) = &list {
+            writer.finish(&mut out);
+            if !ls.is_complete() {
+                // Not a list after all: passed through, but not a list for the cache.
+                self.tee = None;
+            }
         } else {
             let body = self.chain.apply_body(&buf).unwrap_or(buf);
             if let Some(t) = &mut self.tee {
@@ -157,7 +207,7 @@ impl Filtered<'_> {
         if resp.head.keep_alive() && up_framing != Framing::Close && resp.body.is_done() {
             proxy.upstream.release(resp.conn);
         }
-        if self.watch && self.client_http10 {
+        if streamed && self.client_http10 {
             Outcome::Close
         } else {
             Outcome::KeepAlive

@@ -5,8 +5,8 @@
 use crate::cache::{Cache, Target};
 use crate::http::gzip::GzipDecoder;
 
-/// The largest list or object body the cache takes; larger ones are streamed through only.
-const MAX_TEE_BYTES: usize = 64 * 1024 * 1024;
+/// The most plain bytes unpacked from gzip in one step.
+const GUNZIP_STEP: usize = 64 * 1024;
 /// The largest single watch event kept.
 const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
@@ -54,35 +54,57 @@ impl Tee {
         Self::new(cache, Kind::Raw(file.to_string()), gzip)
     }
 
-    /// Takes the next piece of the body as it came from the apiserver.
+    /// Takes the next piece of the body as it came from the apiserver. A gzip piece is
+    /// unpacked a bounded step at a time: a few KiB of gzip can stand for many MiB (a bomb),
+    /// and the copy must stop at its limit before holding them.
     pub fn feed(&mut self, raw: &[u8]) {
         if self.broken {
             return;
         }
-        let data: &[u8] = match &mut self.gunzip {
-            None => raw,
-            Some(gz) => {
-                self.plain.clear();
-                let mut pos = 0;
-                while pos < raw.len() {
-                    match gz.decode(&raw[pos..], &mut self.plain, usize::MAX) {
-                        Ok(used) if used > 0 => pos += used,
-                        Ok(_) => break,
-                        Err(e) => {
-                            log::warn!("cache copy of a gzip body: {e}; not cached");
-                            self.broken = true;
-                            return;
-                        }
-                    }
-                }
-                &self.plain
-            }
+        let Some(mut gz) = self.gunzip.take() else {
+            self.take(raw);
+            return;
         };
+        let mut plain = std::mem::take(&mut self.plain);
+        let mut pos = 0;
+        while !self.broken {
+            plain.clear();
+            let used = match gz.decode(&raw[pos..], &mut plain, GUNZIP_STEP) {
+                Ok(used) => used,
+                Err(e) => {
+                    log::warn!("cache copy of a gzip body: {e}; not cached");
+                    self.broken = true;
+                    break;
+                }
+            };
+            pos += used;
+            if plain.is_empty() && (used == 0 || pos >= raw.len()) {
+                break;
+            }
+            self.take(&plain);
+        }
+        self.gunzip = Some(gz);
+        self.plain = plain;
+    }
+
+    fn take(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
         match &self.kind {
-            Kind::Body(_) | Kind::Raw(_) => {
-                if self.buf.len() > MAX_TEE_BYTES {
-                    log::info!("response larger than {MAX_TEE_BYTES} bytes: streamed, not cached");
+            Kind::Body(t) => {
+                let max = self.cache.max_body_bytes();
+                if self.buf.len() > max {
+                    log::info!(
+                        "{} {}: response larger than --max-cached-list-bytes={max}: streamed, not cached",
+                        t.component,
+                        t.resource
+                    );
+                    self.broken = true;
+                    self.buf = Vec::new();
+                }
+            }
+            Kind::Raw(name) => {
+                if self.buf.len() > self.cache.max_body_bytes() {
+                    log::info!("{name}: response too large: streamed, not cached");
                     self.broken = true;
                     self.buf = Vec::new();
                 }
@@ -100,12 +122,12 @@ impl Tee {
                 if self.buf.len() > MAX_EVENT_BYTES {
                     log::info!("watch event larger than {MAX_EVENT_BYTES} bytes: not cached");
                     self.broken = true;
+                    self.buf = Vec::new();
                 }
             }
         }
     }
 
-    /// The body ended completely: hand it to the cache.
     /// Compressed and plain bytes of the copy, when the tee unpacked it.
     pub fn gzip_totals(&self) -> Option<(u64, u64)> {
         self.gunzip.as_ref().map(GzipDecoder::totals)

@@ -47,6 +47,22 @@ pub enum Fault {
     Delay(Duration),
     /// Answer every request with this status (a Status body).
     Status(u16),
+    /// Damage the answers to requests whose path contains the string, as a broken or hostile
+    /// server (or a middlebox) would; other requests are answered normally.
+    Mangle(String, Mangle),
+}
+
+/// How [`Fault::Mangle`] damages an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mangle {
+    /// A chunked body cut in the middle of a chunk, then the connection closed.
+    TruncatedChunk,
+    /// A `Content-Length` 100 bytes longer than the body, then the connection closed.
+    LongContentLength,
+    /// A `Content-Length` half the body's; the whole body follows and the connection stays open.
+    ShortContentLength,
+    /// A watch whose stream carries a line that is not JSON between two good events.
+    GarbageWatchLine,
 }
 
 /// One request as the server received it.

@@ -17,7 +17,7 @@ use crate::store::{
     field_matches, label_selector_valid, labels_match, ApiError, Change, ResourceType,
 };
 use crate::wire::{chunk, head_bytes, write_response, Conn, Request, Response};
-use crate::{Fault, Pki, Recorded, Shared, User};
+use crate::{Fault, Mangle, Pki, Recorded, Shared, User};
 
 type Tls = futures_rustls::server::TlsStream<Async<TcpStream>>;
 type Reader = Conn<ReadHalf<Tls>>;
@@ -200,6 +200,12 @@ pub(crate) async fn connection(
             Fault::Delay(d) => {
                 Timer::after(d).await;
             }
+            Fault::Mangle(part, how) if req.path.contains(&part) => {
+                if !mangled(&shared, &mut writer, &req, how).await {
+                    return;
+                }
+                continue;
+            }
             Fault::Status(code) => {
                 let e = ApiError::new(code, "InternalError", "injected failure");
                 if write_response(&mut writer, error_response(&e), false, false)
@@ -216,6 +222,66 @@ pub(crate) async fn connection(
             return;
         }
     }
+}
+
+/// Answers a GET (an object, a list or a watch) with `how`'s damage; false when the
+/// connection must end.
+async fn mangled(shared: &Shared, w: &mut Writer, req: &Request, how: Mangle) -> bool {
+    let types = shared.types.lock().unwrap().clone();
+    let Some(rp) = parse_resource_path(&req.path, &types) else {
+        return false;
+    };
+    let body = if how == Mangle::GarbageWatchLine {
+        let objects = shared.store.lock().unwrap().list(&rp.rtype, &rp.namespace);
+        let mut events = Vec::new();
+        for (i, o) in objects.iter().filter(|o| selected(o, req)).enumerate() {
+            if i == 1 {
+                events.extend_from_slice(b"{\"type\":\"ADDED\",\"object\":{not json at all\n");
+            }
+            events.extend_from_slice(&event_json("ADDED", o));
+        }
+        events
+    } else if rp.name.is_none() {
+        list(shared, req, &rp).body
+    } else {
+        mutate(shared, req, &rp).body
+    };
+    let mut headers = std_headers("application/json");
+    let mut out;
+    let keep = match how {
+        Mangle::TruncatedChunk | Mangle::GarbageWatchLine => {
+            headers.push(("Transfer-Encoding".into(), "chunked".into()));
+            out = head_bytes(200, &headers);
+            if how == Mangle::TruncatedChunk {
+                let half = body.len() / 2;
+                out.extend_from_slice(&chunk(&body[..half]));
+                out.extend_from_slice(format!("{:x}\r\n", body.len() - half).as_bytes());
+                out.extend_from_slice(&body[half..half + (body.len() - half) / 2]);
+            } else {
+                out.extend_from_slice(&chunk(&body));
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            false
+        }
+        Mangle::LongContentLength => {
+            headers.push(("Content-Length".into(), (body.len() + 100).to_string()));
+            out = head_bytes(200, &headers);
+            out.extend_from_slice(&body);
+            false
+        }
+        Mangle::ShortContentLength => {
+            headers.push(("Content-Length".into(), (body.len() / 2).to_string()));
+            out = head_bytes(200, &headers);
+            out.extend_from_slice(&body);
+            true
+        }
+    };
+    let sent = w.write_all(&out).await.is_ok() && w.flush().await.is_ok();
+    if !keep {
+        // Really closed: the connection list keeps a clone of the socket for resets.
+        let _ = w.close().await;
+    }
+    sent && keep
 }
 
 fn lookup_token(shared: &Shared, token: &str) -> Option<User> {
