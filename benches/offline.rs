@@ -1,5 +1,8 @@
-//! Offline figures, printed and compared with DESIGN.md §3 (never asserted): an offline LIST
-//! of 1,000 cached pods, and process start to serving from the cache with the cloud down.
+//! Offline figures, printed and compared with DESIGN.md §3 (never asserted): the bytes a
+//! kubelet-like start-up pulls from the cloud with and without gzip, an offline LIST of 1,000
+//! cached pods, cached GETs per second offline, process start to serving from the cache with
+//! the cloud down, RSS idle and with 2,000 cached objects and 30 open watches, and the
+//! stripped binary sizes that are built.
 //!
 //! Run with `cargo bench --bench offline`.
 
@@ -46,15 +49,57 @@ fn main() {
             pod(&format!("pod-{i:04}"), NODE),
         );
     }
+    for i in 0..PODS {
+        c.api.create(
+            "/api/v1/namespaces/default/configmaps",
+            serde_json::json!({"metadata": {"name": format!("cm-{i:04}")}, "data": {"config.yaml": format!("key: value-{i}\nother: {}\n", "x".repeat(200))}}),
+        );
+    }
+    c.api.create(
+        "/api/v1/nodes",
+        serde_json::json!({"metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE}}}),
+    );
+    for i in 0..50 {
+        c.api.create(
+            "/api/v1/namespaces/default/services",
+            serde_json::json!({"metadata": {"name": format!("svc-{i}")}, "spec": {"clusterIP": format!("10.96.0.{}", i + 10), "ports": [{"port": 80}]}}),
+        );
+    }
     let list_path = "/api/v1/namespaces/default/pods";
+    // What a kubelet-like start-up pulls from the cloud: its pods, its node, services and
+    // configmaps (the watches that follow start at the lists' resourceVersion).
+    let startup = [
+        "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-1",
+        "/api/v1/nodes/node-1",
+        "/api/v1/services",
+        "/api/v1/configmaps",
+    ];
+    let (pulled_gzip, pulled_plain);
     {
         let hub = c.start_hub(BIN, &[]);
+        let before = c.api.body_bytes_sent();
+        for p in startup {
+            assert_eq!(get(hub.proxy_addr, p, KUBELET).status, 200, "{p}");
+        }
+        pulled_gzip = c.api.body_bytes_sent() - before;
+        let client_pem = c.pki.client_pem("system:node:node-1", &["system:nodes"]);
+        let mut direct = Session::new(
+            testapi::client::tls_connect(c.api.addr(), &c.pki.ca_pem, &client_pem).unwrap(),
+        );
+        let before = c.api.body_bytes_sent();
+        for p in startup {
+            assert_eq!(direct.get(p, KUBELET).unwrap().status, 200, "{p}");
+        }
+        pulled_plain = c.api.body_bytes_sent() - before;
         let r = get(hub.proxy_addr, list_path, KUBELET);
         assert_eq!(r.json()["items"].as_array().unwrap().len(), PODS);
         let view = c.cache.path().join("_internal/views/kubelet/pods.v1.core");
+        let cms = c.cache.path().join("kubelet/configmaps.v1.core/default");
         let deadline = Instant::now() + Duration::from_secs(60);
-        while std::fs::read_dir(&view).map(|d| d.count()).unwrap_or(0) == 0 {
-            assert!(Instant::now() < deadline, "the list was not cached");
+        while std::fs::read_dir(&view).map(|d| d.count()).unwrap_or(0) < 2
+            || std::fs::read_dir(&cms).map(|d| d.count()).unwrap_or(0) < PODS
+        {
+            assert!(Instant::now() < deadline, "the lists were not cached");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -112,6 +157,32 @@ fn main() {
         lists.push(d);
     }
     lists.sort();
+    // Cached GETs per second offline: one kept-alive client, then four at once.
+    let one = "/api/v1/namespaces/default/pods/pod-0001";
+    let rate = |clients: usize| {
+        let window = Duration::from_secs(2);
+        let counts: Vec<usize> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..clients)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let tcp = std::net::TcpStream::connect(hub.proxy_addr).unwrap();
+                        tcp.set_nodelay(true).unwrap();
+                        let mut s = Session::new(tcp);
+                        let t = Instant::now();
+                        let mut n = 0;
+                        while t.elapsed() < window {
+                            assert_eq!(s.get(one, KUBELET).unwrap().status, 200);
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        counts.iter().sum::<usize>() as f64 / window.as_secs_f64()
+    };
+    let (rate1, rate4) = (rate(1), rate(4));
     let watches: Vec<_> = (0..30)
         .map(|_| {
             testapi::client::open(
@@ -146,7 +217,35 @@ fn main() {
         verdict(idle <= 4.0)
     );
     println!(
-        "RSS, {PODS} pods cached, 30 open watches (MiB)     {busy:>5.1}    <= 12     {}",
+        "RSS, {} objects cached, 30 open watches (MiB)    {busy:>5.1}    <= 12     {}",
+        2 * PODS,
         verdict(busy <= 12.0)
     );
+    println!(
+        "cached GETs per second offline, 1 / 4 clients     {rate1:>6.0} / {rate4:<6.0} (one serving thread)"
+    );
+    println!(
+        "bytes pulled at a kubelet-like start-up            {pulled_gzip:>8} with gzip (through the hub), {pulled_plain} without ({:.0} % saved)",
+        100.0 * (1.0 - pulled_gzip as f64 / pulled_plain.max(1) as f64)
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    for (triple, budget) in [
+        ("aarch64-unknown-linux-musl", Some(2.5)),
+        ("armv7-unknown-linux-musleabihf", None),
+        ("x86_64-unknown-linux-musl", None),
+    ] {
+        match std::fs::metadata(root.join(triple).join("release/yurthub")) {
+            Ok(m) => {
+                let mib = m.len() as f64 / 1024.0 / 1024.0;
+                match budget {
+                    Some(b) => println!(
+                        "stripped binary {triple} (MiB)   {mib:>5.2}    <= {b}    {}",
+                        verdict(mib <= b)
+                    ),
+                    None => println!("stripped binary {triple} (MiB) {mib:>5.2}"),
+                }
+            }
+            Err(_) => println!("stripped binary {triple}: not built (cross/build.sh {triple})"),
+        }
+    }
 }

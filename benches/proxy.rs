@@ -1,6 +1,8 @@
 //! Proxy figures, printed as a table and compared with DESIGN.md §3 (never asserted):
 //! the added p50/p99 latency of a proxied GET against the same request sent straight to the
-//! test apiserver, and the delay of a watch event through the hub.
+//! test apiserver, and the delay of a watch event through the hub. Where Debian's nginx is
+//! installed (`/usr/sbin/nginx`), the same GETs through nginx proxying the same apiserver with
+//! the same client certificate, and nginx's memory, side by side.
 //!
 //! Run with `cargo bench --bench proxy`.
 
@@ -20,6 +22,100 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// nginx in front of `api` with the node's client certificate: its address, the process and
+/// its directory (removed when the guard drops).
+struct Nginx {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: testapi::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    fn start(api: std::net::SocketAddr, client_pem: &str) -> Option<Nginx> {
+        let bin = std::path::Path::new("/usr/sbin/nginx");
+        if !bin.exists() {
+            return None;
+        }
+        let dir = testapi::TempDir::new("nginx");
+        let d = dir.path().display().to_string();
+        std::fs::write(dir.path().join("node.pem"), client_pem).ok()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let conf = format!(
+            "worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
+               fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+               upstream api {{ server {api}; keepalive 16; }}\n\
+               server {{ listen 127.0.0.1:{port};\n\
+                 location / {{ proxy_pass https://api; proxy_http_version 1.1;\n\
+                   proxy_set_header Connection \"\"; proxy_buffering off;\n\
+                   proxy_ssl_certificate {d}/node.pem; proxy_ssl_certificate_key {d}/node.pem;\n\
+                   proxy_ssl_session_reuse on; }} }} }}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).ok()?;
+        let child = std::process::Command::new(bin)
+            .args([
+                "-p",
+                &d,
+                "-c",
+                &format!("{d}/nginx.conf"),
+                "-e",
+                &format!("{d}/error.log"),
+            ])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Nginx {
+            child,
+            addr,
+            _dir: dir,
+        })
+    }
+
+    /// RSS of the master and its workers, KiB.
+    fn rss_kib(&self) -> u64 {
+        let pid = self.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        rss_kib(pid)
+            + children
+                .split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .map(rss_kib)
+                .sum::<u64>()
+    }
 }
 
 fn main() {
@@ -104,6 +200,36 @@ fn main() {
         micros(percentile(&t_watch, 0.5)),
         micros(percentile(&t_watch, 0.99))
     );
+    match Nginx::start(c.api.addr(), &client_pem) {
+        None => println!("nginx side by side: /usr/sbin/nginx not installed (apt install nginx)"),
+        Some(nginx) => {
+            let tcp = std::net::TcpStream::connect(nginx.addr).unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let mut via = Session::new(tcp);
+            let mut t_nginx = Vec::with_capacity(SAMPLES);
+            for i in 0..SAMPLES + 200 {
+                let t = Instant::now();
+                let r = via.get(path, UA).unwrap();
+                assert_eq!(r.status, 200, "{}", r.text());
+                if i >= 200 {
+                    t_nginx.push(t.elapsed());
+                }
+            }
+            t_nginx.sort();
+            let (n50, n99) = (percentile(&t_nginx, 0.5), percentile(&t_nginx, 0.99));
+            println!(
+                "GET through nginx p50/p99 (us)           {:>6.0}/{:<6.0} added p50 {:.0} us (the hub: {:.0})",
+                micros(n50),
+                micros(n99),
+                micros(n50) - micros(d50),
+                added
+            );
+            println!(
+                "nginx RSS, master + 1 worker (KiB)       {:>8}     (a plain proxy: no cache, no offline answers)",
+                nginx.rss_kib()
+            );
+        }
+    }
     let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/yurthub");
     match std::fs::metadata(&bin) {
         Ok(m) => println!(

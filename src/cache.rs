@@ -8,7 +8,7 @@
 
 mod evict;
 pub mod inspect;
-mod object;
+pub(crate) mod object;
 pub mod seal;
 pub mod store;
 mod writer;

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod certs;
 pub mod config;
 pub mod filter;
+pub mod fuzz;
 pub mod gc;
 pub mod health;
 pub mod http;
