@@ -38,7 +38,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "h" => n * 3600.0,
         _ => return None,
     };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// Parses a byte count: `268435456`, or with a suffix `512Ki`, `256Mi`, `1Gi` (powers of
@@ -594,6 +594,18 @@ impl Values {
         })
     }
 
+    fn positive_duration(&self, name: &'static str) -> Result<Duration, FlagError> {
+        let d = self.duration(name)?;
+        if d.is_zero() {
+            return Err(FlagError::Invalid {
+                flag: name,
+                value: self.get(name).to_string(),
+                expected: "a duration above zero such as 10s",
+            });
+        }
+        Ok(d)
+    }
+
     fn boolean(&self, name: &'static str) -> Result<bool, FlagError> {
         self.parse(name, "true or false")
     }
@@ -812,8 +824,8 @@ impl Config {
                 })?
             },
             event_ttl: v.duration("event-ttl")?,
-            idle_connection_timeout: v.duration("idle-connection-timeout")?,
-            request_head_timeout: v.duration("request-head-timeout")?,
+            idle_connection_timeout: v.positive_duration("idle-connection-timeout")?,
+            request_head_timeout: v.positive_duration("request-head-timeout")?,
             cache_max_bytes: parse_bytes(v.get("cache-max-bytes")).ok_or(FlagError::Invalid {
                 flag: "cache-max-bytes",
                 value: v.get("cache-max-bytes").to_string(),

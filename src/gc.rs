@@ -89,16 +89,26 @@ impl Collector {
             .find(|i| self.health.is_healthy(*i))
     }
 
-    /// Collects pods once at start-up, then Events every `--gc-frequency`. `gate` resolves when
-    /// the hub has a client certificate to talk to the cloud with.
+    /// Collects pods once, as soon as the cloud answers after start-up, and Events every
+    /// `--gc-frequency` meanwhile. `gate` resolves when the hub has a client certificate to
+    /// talk to the cloud with.
     pub async fn run(self, gate: impl std::future::Future<Output = ()>) {
         gate.await;
         self.health.first_probe_done().await;
-        self.pods().await;
-        loop {
-            self.events().await;
-            async_io::Timer::after(self.every).await;
-        }
+        let pods = async {
+            if self.healthy_server().is_none() {
+                log::info!("gc: cloud unreachable; cached pods are checked when it answers");
+                self.health.wait_healthy().await;
+            }
+            self.pods().await;
+        };
+        let events = async {
+            loop {
+                self.events().await;
+                async_io::Timer::after(self.every).await;
+            }
+        };
+        smol::future::zip(pods, events).await;
     }
 
     /// Removes kubelet's cached pods the cloud no longer has on this node.
@@ -124,10 +134,13 @@ impl Collector {
             );
             return;
         };
+        // Names are all that is needed: metadata only, a fraction of the bytes on the WAN.
         let path = format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{}", self.node);
+        let accept =
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
         let listed = match self
             .upstream
-            .fetch(server, "GET", &path, None, self.timeout)
+            .fetch_as(server, "GET", &path, None, accept, self.timeout)
             .await
         {
             Ok((200, body)) => serde_json::from_slice::<Value>(&body).ok(),
@@ -144,6 +157,16 @@ impl Collector {
             log::warn!("gc: the pod list does not parse; cached pods kept");
             return;
         };
+        // A pod re-created after this list is newer than it: kept.
+        let list_rv = listed
+            .as_ref()
+            .and_then(|l| {
+                l["metadata"]["resourceVersion"]
+                    .as_str()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0);
         let live: HashSet<(&str, &str)> = items
             .iter()
             .filter_map(|p| {
@@ -172,7 +195,7 @@ impl Collector {
                 k.namespace,
                 k.name
             );
-            self.cache.forget(k);
+            self.cache.forget(k, list_rv);
         }
     }
 
@@ -180,24 +203,27 @@ impl Collector {
     pub async fn events(&self) {
         let cache = self.cache.clone();
         let now = crate::kube::time::now_secs();
-        let found: Vec<(ObjectKey, Option<u64>)> = smol::unblock(move || {
+        // Each Event with its time and the resourceVersion seen, so one updated meanwhile stays.
+        let found: Vec<(ObjectKey, Option<u64>, u64)> = smol::unblock(move || {
             let store = cache.store();
             let mut out = Vec::new();
             for component in store.components() {
                 for (resource, _) in EVENTS {
                     for (key, bytes) in store.list(&component, resource, None).unwrap_or_default() {
-                        let at = serde_json::from_slice::<Value>(&bytes)
-                            .ok()
-                            .and_then(|v| event_time(&v))
-                            .or_else(|| {
-                                let rel = key.rel_path().ok()?;
-                                let m = std::fs::metadata(store.root().join(rel)).ok()?;
-                                let t = m.modified().ok()?;
-                                t.duration_since(std::time::UNIX_EPOCH)
-                                    .ok()
-                                    .map(|d| d.as_secs())
-                            });
-                        out.push((key, at));
+                        let v = serde_json::from_slice::<Value>(&bytes).ok();
+                        let rv = v
+                            .as_ref()
+                            .and_then(|v| v["metadata"]["resourceVersion"].as_str()?.parse().ok())
+                            .unwrap_or(0);
+                        let at = v.as_ref().and_then(event_time).or_else(|| {
+                            let rel = key.rel_path().ok()?;
+                            let m = std::fs::metadata(store.root().join(rel)).ok()?;
+                            let t = m.modified().ok()?;
+                            t.duration_since(std::time::UNIX_EPOCH)
+                                .ok()
+                                .map(|d| d.as_secs())
+                        });
+                        out.push((key, at, rv));
                     }
                 }
             }
@@ -210,9 +236,9 @@ impl Collector {
         let ttl = self.event_ttl.as_secs();
         let mut cloud = self.healthy_server();
         let (mut expired, mut gone, mut kept) = (0, 0, 0);
-        for (key, at) in found {
+        for (key, at, rv) in found {
             if at.is_some_and(|t| now.saturating_sub(t) > ttl) {
-                self.cache.forget(key);
+                self.cache.forget(key, rv);
                 expired += 1;
                 continue;
             }
@@ -231,7 +257,7 @@ impl Collector {
                 .await
             {
                 Ok((404, _)) => {
-                    self.cache.forget(key);
+                    self.cache.forget(key, rv);
                     gone += 1;
                 }
                 Ok((200, _)) => kept += 1,

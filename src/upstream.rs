@@ -291,10 +291,24 @@ impl Upstream {
         body: Option<&[u8]>,
         timeout: std::time::Duration,
     ) -> Result<(u16, Vec<u8>), String> {
+        self.fetch_as(server, method, path, body, "application/json", timeout)
+            .await
+    }
+
+    /// [`Upstream::fetch`] asking for `accept` (e.g. PartialObjectMetadataList, names only).
+    pub async fn fetch_as(
+        &self,
+        server: usize,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        accept: &str,
+        timeout: std::time::Duration,
+    ) -> Result<(u16, Vec<u8>), String> {
         let work = async {
             let mut head = RequestHead::new(method, path);
             head.headers.push("User-Agent", crate::app::USER_AGENT);
-            head.headers.push("Accept", "application/json");
+            head.headers.push("Accept", accept);
             let body = match body {
                 Some(b) => {
                     head.headers.push("Content-Type", "application/json");

@@ -410,6 +410,17 @@ fn sealed_secrets_hold_no_value_on_disk_and_still_serve_offline() {
         );
     }
 
+    // A list of Secrets keeps its view in the clear (names only, no data), readable at restart.
+    let by_name = "/api/v1/namespaces/default/secrets?fieldSelector=metadata.name%3Ddb-pass";
+    assert_eq!(get(hub.proxy_addr, by_name, KUBELET).status, 200);
+    let views = root.join("_internal/views/kubelet/secrets.v1.core");
+    wait_until("the secret list's view", Duration::from_secs(10), || {
+        std::fs::read_dir(&views).is_ok_and(|d| d.count() == 1)
+    });
+    let view = std::fs::read_dir(&views).unwrap().next().unwrap().unwrap().path();
+    let text = std::fs::read_to_string(&view).unwrap();
+    assert!(text.contains("\"members\"") && !text.contains("yurthubSealed"), "{text}");
+
     // Offline the hub opens them.
     c.api.set_fault(Fault::Refuse);
     hub.wait_for_log("is now unhealthy", Duration::from_secs(10));

@@ -22,6 +22,9 @@ const KUBELET_KEEPS: &[&str] = &[
     "nodes.v1.core",
     "leases.v1.coordination.k8s.io",
     "services.v1.core",
+    // Pod admission and volume set-up read these.
+    "runtimeclasses.v1.node.k8s.io",
+    "csidrivers.v1.storage.k8s.io",
 ];
 
 /// One object that may be evicted.
@@ -51,6 +54,18 @@ pub fn pod_references(pod: &Value) -> Vec<(&'static str, String, String)> {
     for v in spec["volumes"].as_array().into_iter().flatten() {
         add("configmaps", &v["configMap"]["name"]);
         add("secrets", &v["secret"]["secretName"]);
+        add("secrets", &v["csi"]["nodePublishSecretRef"]["name"]);
+        add("secrets", &v["azureFile"]["secretName"]);
+        for plugin in [
+            "rbd",
+            "cephfs",
+            "iscsi",
+            "flexVolume",
+            "scaleIO",
+            "storageos",
+        ] {
+            add("secrets", &v[plugin]["secretRef"]["name"]);
+        }
         for s in v["projected"]["sources"].as_array().into_iter().flatten() {
             add("configmaps", &s["configMap"]["name"]);
             add("secrets", &s["secret"]["name"]);
@@ -77,23 +92,48 @@ pub fn pod_references(pod: &Value) -> Vec<(&'static str, String, String)> {
 /// What must stay: kubelet's restart set and the hub's own inputs.
 pub struct Protected {
     referenced: HashSet<(String, String, String)>,
+    /// kubelet's pods could not be read: all its ConfigMaps and Secrets stay.
+    all_refs: bool,
 }
 
 impl Protected {
     /// Reads kubelet's cached pods to learn which ConfigMaps and Secrets they reference.
     pub fn load(store: &Store) -> Protected {
         let mut referenced = HashSet::new();
-        for (_, bytes) in store
-            .list("kubelet", "pods.v1.core", None)
-            .unwrap_or_default()
-        {
-            if let Ok(pod) = serde_json::from_slice::<Value>(&bytes) {
-                for (kind, ns, name) in pod_references(&pod) {
-                    referenced.insert((format!("{kind}.v1.core"), ns, name));
+        let pods = match store.list("kubelet", "pods.v1.core", None) {
+            Ok(p) => p,
+            Err(e) => {
+                log::warn!("cache eviction: kubelet's pods unreadable ({e}); all its ConfigMaps and Secrets kept");
+                return Protected {
+                    referenced,
+                    all_refs: true,
+                };
+            }
+        };
+        for (key, bytes) in pods {
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(pod) => {
+                    for (kind, ns, name) in pod_references(&pod) {
+                        referenced.insert((format!("{kind}.v1.core"), ns, name));
+                    }
+                }
+                Err(_) => {
+                    log::warn!(
+                        "cache eviction: pod {}/{} unreadable; all kubelet's ConfigMaps and Secrets kept",
+                        key.namespace,
+                        key.name
+                    );
+                    return Protected {
+                        referenced,
+                        all_refs: true,
+                    };
                 }
             }
         }
-        Protected { referenced }
+        Protected {
+            referenced,
+            all_refs: false,
+        }
     }
 
     /// Whether `key` is never evicted.
@@ -102,6 +142,11 @@ impl Protected {
             "yurthub" => true,
             "kubelet" => {
                 KUBELET_KEEPS.contains(&key.resource.as_str())
+                    || (self.all_refs
+                        && matches!(
+                            key.resource.as_str(),
+                            "configmaps.v1.core" | "secrets.v1.core"
+                        ))
                     || self.referenced.contains(&(
                         key.resource.clone(),
                         key.namespace.clone(),

@@ -29,7 +29,7 @@ use super::{Agents, Shape, Target, ViewSnapshot};
 
 const USAGE: &str = "usage: yurthub cache <ls [path] | get <path> | verify | stats | why <url> --user-agent UA | evict <component>[/<resource>]>
        [--disk-cache-path DIR] [--json] [--encrypt-secrets-key-file FILE]
-       why also takes [--method GET] [--accept TYPE] [--node-name NODE]";
+       why also takes [--method GET] [--accept TYPE] [--node-name NODE] [--namespace NS of yurt-hub-cfg]";
 
 /// The command line, flags apart from the words.
 struct Opts {
@@ -40,6 +40,7 @@ struct Opts {
     method: String,
     accept: Option<String>,
     node: String,
+    namespace: String,
 }
 
 impl Opts {
@@ -176,7 +177,13 @@ fn get(opts: &Opts, rel: &str, out: &mut dyn Write) -> Result<i32, String> {
         return Err(format!("{rel}: leads out of the cache"));
     }
     let mut bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let inside = path.strip_prefix(root).unwrap_or(&path);
+    // As the hub names it (`a//b` and `a/./b` are `a/b`): the path is sealed into the file.
+    let inside: PathBuf = path
+        .strip_prefix(root)
+        .unwrap_or(&path)
+        .components()
+        .collect();
+    let inside = inside.as_path();
     if is_sealed_path(inside) && is_sealed(&bytes) {
         let sealer = opts.sealer()?.ok_or(SealError::NoKey.to_string())?;
         bytes = sealer
@@ -299,10 +306,10 @@ fn stats(root: &Path, json_out: bool, out: &mut dyn Write) -> Result<i32, String
     Ok(0)
 }
 
-/// The `cache_agents` of the yurt-hub-cfg the hub cached for itself, if any.
-fn cached_agents(root: &Path) -> (String, Option<PathBuf>) {
+/// The `cache_agents` of the yurt-hub-cfg the hub cached for itself (in `namespace`), if any.
+fn cached_agents(root: &Path, namespace: &str) -> (String, Option<PathBuf>) {
     let rel = Path::new("yurthub/configmaps.v1.core")
-        .join("kube-system")
+        .join(namespace)
         .join(crate::config::HUB_CONFIGMAP);
     let value = fs::read(root.join(&rel))
         .ok()
@@ -336,7 +343,7 @@ fn why(opts: &Opts, url: &str, out: &mut dyn Write) -> Result<i32, String> {
     let ri = crate::kube::RequestInfo::classify(&opts.method, target)
         .map_err(|e| format!("{url}: {e}"))?;
     let component = crate::kube::component(Some(ua));
-    let (agents_value, agents_from) = cached_agents(&opts.root);
+    let (agents_value, agents_from) = cached_agents(&opts.root, &opts.namespace);
     let agents = Agents::new(&opts.node, &agents_value);
     let query = crate::http::url::Query::parse(target.split_once('?').map_or("", |(_, q)| q));
     let t = super::target(
@@ -396,7 +403,13 @@ fn why(opts: &Opts, url: &str, out: &mut dyn Write) -> Result<i32, String> {
                     } else {
                         dir.join(&t.view.namespace)
                     };
-                    report["key"] = json!(format!("{}/<name>", objects.display()));
+                    // Across namespaces, namespaced objects lie one level deeper.
+                    let name = if t.view.namespace.is_empty() {
+                        "[<namespace>/]<name>"
+                    } else {
+                        "<name>"
+                    };
+                    report["key"] = json!(format!("{}/{name}", objects.display()));
                     let vrel = view_rel(t);
                     let view = fs::read(opts.root.join(&vrel))
                         .ok()
@@ -493,6 +506,13 @@ fn evict(opts: &Opts, what: &str, out: &mut dyn Write) -> Result<i32, String> {
     if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
         return Err(format!("{}: nothing cached there", rel.display()));
     }
+    // A symbolic link higher up (`<root>/<component>` itself) must not lead out of the cache.
+    let real = fs::canonicalize(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let real_root =
+        fs::canonicalize(&opts.root).map_err(|e| format!("{}: {e}", opts.root.display()))?;
+    if !real.starts_with(&real_root) {
+        return Err(format!("{what}: leads out of the cache"));
+    }
     let mut files = Vec::new();
     walk(&dir, &mut files);
     let mut t = Tally::default();
@@ -537,6 +557,7 @@ pub fn main(
         method: "GET".into(),
         accept: None,
         node: String::new(),
+        namespace: "kube-system".into(),
     };
     let mut words = Vec::new();
     let mut args = args.into_iter();
@@ -560,6 +581,7 @@ pub fn main(
             "method",
             "accept",
             "node-name",
+            "namespace",
         ];
         if !known.contains(&name.as_str()) {
             let _ = writeln!(err, "yurthub cache: unknown flag {a}\n{USAGE}");
@@ -575,6 +597,7 @@ pub fn main(
             "user-agent" => opts.user_agent = Some(value),
             "method" => opts.method = value.to_uppercase(),
             "accept" => opts.accept = Some(value),
+            "namespace" => opts.namespace = value,
             _ => opts.node = value,
         }
     }

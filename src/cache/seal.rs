@@ -77,10 +77,14 @@ impl fmt::Display for SealError {
 
 impl std::error::Error for SealError {}
 
-/// Whether the file at `rel` (relative to the cache root) holds a Secret.
+/// Whether the file at `rel` (relative to the cache root) holds a Secret: an object file,
+/// not the hub's own files under `_internal/` (list views hold names, no data).
 pub fn is_sealed_path(rel: &Path) -> bool {
-    rel.components()
-        .any(|c| c.as_os_str() == std::ffi::OsStr::new(SEALED_RESOURCE))
+    let mut parts = rel.components().map(|c| c.as_os_str());
+    parts
+        .next()
+        .is_some_and(|first| !first.to_string_lossy().starts_with('_'))
+        && parts.any(|c| c == std::ffi::OsStr::new(SEALED_RESOURCE))
 }
 
 /// Whether `bytes` is a sealed envelope (whatever the key).
@@ -154,6 +158,13 @@ impl Sealer {
             }
         }
         let key = decode_key(&raw).ok_or_else(|| SealError::KeyFormat(path.to_path_buf()))?;
+        use std::os::unix::fs::PermissionsExt;
+        if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            log::warn!(
+                "key file {} is readable by others than its owner (chmod 600 it)",
+                path.display()
+            );
+        }
         Sealer::from_key(&key)
     }
 
@@ -251,6 +262,9 @@ mod tests {
         assert!(s.open(rel, &serde_json::to_vec(&v).unwrap()).is_err());
         assert!(s.open(rel, b"{\"yurthubSealed\":1}").is_err());
         assert!(is_sealed_path(rel) && !is_sealed_path(Path::new("kubelet/pods.v1.core/a/b")));
+        assert!(!is_sealed_path(Path::new(
+            "_internal/views/kubelet/secrets.v1.core/0123.json"
+        )));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

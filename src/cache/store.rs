@@ -188,13 +188,50 @@ impl Store {
             bytes: AtomicU64::new(0),
         };
         let mut rec = Recovery::default();
-        store.recover_dir(root, 0, &mut rec)?;
+        let mut clear = Vec::new();
+        store.recover_dir(root, 0, &mut rec, &mut clear)?;
+        // Sealed after the walk: a file renamed into a directory being read may be listed again.
+        for rel in clear {
+            if let Some(bytes) = store.read_file(&rel)? {
+                if let Err(e) = store.write_file(&rel, &bytes) {
+                    log::warn!("cache: sealing {}: {e}", rel.display());
+                }
+            }
+        }
         Ok((store, rec))
     }
 
-    /// Bytes of every file in the cache (objects, views, non-resource answers).
+    /// Bytes of every file in the cache (objects, views, non-resource answers), as counted
+    /// by the hub's own writes and removals since it opened the cache.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counts the bytes on disk afresh (blocking; a walk of the tree): files removed behind
+    /// the hub's back (`yurthub cache evict`, an operator) must not leave the count high.
+    pub fn recount_bytes(&self) -> u64 {
+        fn walk(dir: &Path, top: bool) -> u64 {
+            let Ok(entries) = fs::read_dir(dir) else {
+                return 0;
+            };
+            let mut sum = 0;
+            for e in entries.flatten() {
+                let name = e.file_name();
+                if top && name == QUARANTINE_DIR {
+                    continue;
+                }
+                let Ok(ft) = e.file_type() else { continue };
+                if ft.is_dir() {
+                    sum += walk(&e.path(), false);
+                } else if ft.is_file() && !name.to_string_lossy().starts_with(TMP_PREFIX) {
+                    sum += e.metadata().map_or(0, |m| m.len());
+                }
+            }
+            sum
+        }
+        let sum = walk(&self.root, true);
+        self.bytes.store(sum, Ordering::Relaxed);
+        sum
     }
 
     /// The root directory.
@@ -202,7 +239,13 @@ impl Store {
         &self.root
     }
 
-    fn recover_dir(&self, dir: &Path, depth: usize, rec: &mut Recovery) -> Result<(), StoreError> {
+    fn recover_dir(
+        &self,
+        dir: &Path,
+        depth: usize,
+        rec: &mut Recovery,
+        clear: &mut Vec<PathBuf>,
+    ) -> Result<(), StoreError> {
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -225,7 +268,7 @@ impl Store {
                 continue;
             }
             if ft.is_dir() {
-                self.recover_dir(&path, depth + 1, rec)?;
+                self.recover_dir(&path, depth + 1, rec, clear)?;
             } else if ft.is_file() {
                 let len = entry.metadata().map_or(0, |m| m.len());
                 self.bytes.fetch_add(len, Ordering::Relaxed);
@@ -237,9 +280,7 @@ impl Store {
                 };
                 let rel = path.strip_prefix(&self.root).unwrap_or(&path);
                 if self.sealer.is_some() && is_sealed_path(rel) && !is_sealed(&bytes) {
-                    if let Err(e) = self.write_file(rel, &bytes) {
-                        log::warn!("cache: sealing {}: {e}", rel.display());
-                    }
+                    clear.push(rel.to_path_buf());
                 }
             }
         }
@@ -357,12 +398,12 @@ impl Store {
             f.write_all(bytes).map_err(io_err(&tmp))?;
             f.sync_all().map_err(io_err(&tmp))?;
             fs::rename(&tmp, &path).map_err(io_err(&path))?;
+            // Renamed: the new bytes are in place whatever the directory fsync says.
+            self.account(old_len, bytes.len() as u64);
             fsync_dir(&dir)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
-        } else {
-            self.account(old_len, bytes.len() as u64);
         }
         result.map(|_| true)
     }

@@ -102,7 +102,7 @@ enum Job {
         name: String,
         body: Vec<u8>,
     },
-    Forget(ObjectKey),
+    Forget(ObjectKey, Option<u64>),
     Flush(SyncSender<()>),
     Stop,
 }
@@ -318,9 +318,10 @@ impl Cache {
     }
 
     /// Removes an object from the cache and from every list view holding it (garbage
-    /// collection: the cloud no longer has it).
-    pub fn forget(&self, key: ObjectKey) {
-        self.submit(Job::Forget(key), None);
+    /// collection: the cloud no longer has it), unless the stored copy is newer than
+    /// resourceVersion `up_to` (re-created since).
+    pub fn forget(&self, key: ObjectKey, up_to: u64) {
+        self.submit(Job::Forget(key, Some(up_to)), None);
     }
 
     /// Waits until every job queued before this call has been applied and persisted.
@@ -497,8 +498,8 @@ impl Writer {
                     self.error("write", &e);
                 }
             }
-            Job::Forget(key) => {
-                if self.forget(&key) {
+            Job::Forget(key, up_to) => {
+                if self.forget(&key, up_to) {
                     self.shared.stats.collected.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -580,7 +581,14 @@ impl Writer {
     }
 
     /// Drops `key` from every view of its type and from disk; whether a file was removed.
-    fn forget(&mut self, key: &ObjectKey) -> bool {
+    /// With `up_to`, only when the stored object is not newer than that resourceVersion (it
+    /// may have been re-created since the decision was made).
+    fn forget(&mut self, key: &ObjectKey, up_to: Option<u64>) -> bool {
+        if let Some(rv) = up_to {
+            if self.stored_rv(key).is_some_and(|stored| stored > rv) {
+                return false;
+            }
+        }
         let member = (key.namespace.clone(), key.name.clone());
         let touched: Vec<String> = {
             let mut views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
@@ -608,25 +616,34 @@ impl Writer {
     }
 
     /// Evicts objects, in [`super::evict`]'s order, until the cache is back under 90 % of
-    /// its budget (the margin keeps eviction from running after every write).
+    /// its budget (the margin keeps eviction from running after every write). Checked after
+    /// every job, so the cache overshoots by one job's objects at most.
     fn enforce_budget(&mut self) {
         let max = self.max_bytes;
+        let goal = max - max / 10;
         let used = self.store.bytes();
-        if max == 0 || used <= max {
+        if used <= goal {
             self.over_budget = None;
+        }
+        if max == 0 || used <= max {
             return;
         }
         if self.over_budget.is_some_and(|left| used < left + max / 100) {
             return;
         }
-        let goal = max - max / 10;
+        // The count may have drifted (files removed behind the hub's back): recount first.
+        let used = self.store.recount_bytes();
+        if used <= max {
+            self.over_budget = None;
+            return;
+        }
         let protected = Protected::load(&self.store);
         let mut evicted = 0u64;
         for c in candidates(&self.store, &protected) {
             if self.store.bytes() <= goal {
                 break;
             }
-            if self.forget(&c.key) {
+            if self.forget(&c.key, None) {
                 evicted += 1;
             }
         }
@@ -639,15 +656,13 @@ impl Writer {
         let what = format!(
             "cache: {used} bytes exceed --cache-max-bytes={max}: evicted {evicted} objects (Events first, then other components' objects, least recently written first); {now} bytes now"
         );
-        if now <= max {
-            self.over_budget = None;
+        if now > max && self.over_budget.is_none() {
+            log::warn!("{what}, still over: what is left is kubelet's restart set and the hub's own, which are never evicted");
+        } else if now <= max {
             log::info!("{what}");
-        } else {
-            if self.over_budget.is_none() {
-                log::warn!("{what}, still over: what is left is kubelet's restart set and the hub's own, which are never evicted");
-            }
-            self.over_budget = Some(now);
         }
+        // Short of the goal, the next episode waits for 1 % more growth.
+        self.over_budget = (now > goal).then_some(now);
     }
 
     fn with_view<R>(&self, t: &Target, f: impl FnOnce(&mut ViewSnapshot) -> R) -> R {

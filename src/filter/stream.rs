@@ -64,6 +64,8 @@ pub struct ListStream {
     key: Vec<u8>,
     /// `"items":` was read at depth 1; a `[` next opens the array.
     items_next: bool,
+    /// `"items":null`: an empty list as Go may write it.
+    items_null: bool,
     item: Vec<u8>,
     kept: usize,
     max_item: usize,
@@ -79,15 +81,22 @@ impl ListStream {
             escape: false,
             key: Vec::new(),
             items_next: false,
+            items_null: false,
             item: Vec::new(),
             kept: 0,
             max_item,
         }
     }
 
-    /// Whether the items array was seen and closed (the body was a whole list).
+    /// Whether the items array was seen and closed, or was `null` (the body was a whole list).
     pub fn is_complete(&self) -> bool {
-        self.mode == Mode::Tail
+        self.mode == Mode::Tail || (self.mode == Mode::Head && self.items_null)
+    }
+
+    /// Whether the body stopped inside the items array (an item never closed): what was
+    /// sent is not the whole list and the client must not take it as one.
+    pub fn is_cut(&self) -> bool {
+        matches!(self.mode, Mode::Between | Mode::Item)
     }
 
     /// Whether `b` is inside a string (updating the string state); for the scanners below.
@@ -135,6 +144,7 @@ impl ListStream {
                     match b {
                         b':' if self.depth == 1 => self.items_next = self.key == b"items",
                         b',' if self.depth == 1 => self.items_next = false,
+                        b'n' if self.depth == 1 && self.items_next => self.items_null = true,
                         b'[' if self.depth == 1 && self.items_next => {
                             out.extend_from_slice(&data[verbatim_from..=i]);
                             verbatim_from = i + 1;
@@ -282,6 +292,13 @@ mod tests {
             let mut out = Vec::new();
             s.feed(body, &chain, &mut out).unwrap();
             assert_eq!(out, body);
+            assert!(s.is_complete() && !s.is_cut());
         }
+        // An item that never closes is held back, and the list is known to be cut.
+        let mut s = ListStream::new(1024);
+        let mut out = Vec::new();
+        s.feed(br#"{"items":[{"a":1},{"b":"#, &chain, &mut out)
+            .unwrap();
+        assert!(s.is_cut() && !s.is_complete());
     }
 }

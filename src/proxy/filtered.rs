@@ -77,6 +77,7 @@ impl Filtered<'_> {
         let mut piece = Vec::new();
         let mut plain = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
+        let mut scanned = 0;
         loop {
             piece.clear();
             let next = proxy.next_piece(conn, &mut resp, &mut piece).await;
@@ -119,9 +120,10 @@ impl Filtered<'_> {
                 if self.watch {
                     buf.extend_from_slice(data);
                     out.clear();
-                    let mut start = 0;
-                    while let Some(p) = buf[start..].iter().position(|&b| b == b'\n') {
-                        let line = &buf[start..start + p];
+                    // Bytes before `scanned` hold no newline: a long event is scanned once.
+                    let (mut start, mut from) = (0, scanned);
+                    while let Some(p) = buf[from..].iter().position(|&b| b == b'\n') {
+                        let line = &buf[start..from + p];
                         if !line.trim_ascii().is_empty() {
                             let filtered = self.chain.apply_event(line);
                             if let Some(t) = &mut self.tee {
@@ -129,9 +131,11 @@ impl Filtered<'_> {
                             }
                             chunk_into(writer, &filtered, &mut out);
                         }
-                        start += p + 1;
+                        start = from + p + 1;
+                        from = start;
                     }
                     buf.drain(..start);
+                    scanned = buf.len();
                     if buf.len() > MAX_FILTERED_ITEM {
                         log::warn!(
                             "a watch event to filter is larger than {MAX_FILTERED_ITEM} bytes"
@@ -172,6 +176,10 @@ impl Filtered<'_> {
                 break;
             }
         }
+        if let Some(Err(e)) = gunzip.as_ref().map(GzipDecoder::finish) {
+            log::warn!("upstream gzip body: {e}; connection closed");
+            return Outcome::Close;
+        }
         if let Some((compressed, plain)) = gunzip.as_ref().map(GzipDecoder::totals) {
             proxy
                 .metrics
@@ -181,6 +189,12 @@ impl Filtered<'_> {
         if self.watch {
             writer.finish(&mut out);
         } else if let Some(ls) = &list {
+            if ls.is_cut() {
+                // Ended inside the items: no last chunk, so the client knows the body is
+                // incomplete.
+                log::warn!("a filtered list ended early; connection closed");
+                return Outcome::Close;
+            }
             writer.finish(&mut out);
             if !ls.is_complete() {
                 // Not a list after all: passed through, but not a list for the cache.

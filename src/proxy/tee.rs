@@ -23,6 +23,8 @@ pub struct Tee {
     gunzip: Option<GzipDecoder>,
     buf: Vec<u8>,
     plain: Vec<u8>,
+    /// How much of `buf` is known to hold no newline (watch streams).
+    scanned: usize,
     broken: bool,
 }
 
@@ -34,6 +36,7 @@ impl Tee {
             gunzip: gzip.then(GzipDecoder::new),
             buf: Vec::new(),
             plain: Vec::new(),
+            scanned: 0,
             broken: false,
         }
     }
@@ -110,15 +113,18 @@ impl Tee {
                 }
             }
             Kind::Watch(target, stream) => {
-                let mut start = 0;
-                while let Some(p) = self.buf[start..].iter().position(|&b| b == b'\n') {
-                    let line = &self.buf[start..start + p];
+                // Bytes before `scanned` hold no newline: a long event is scanned once.
+                let (mut start, mut from) = (0, self.scanned);
+                while let Some(p) = self.buf[from..].iter().position(|&b| b == b'\n') {
+                    let line = &self.buf[start..from + p];
                     if !line.trim_ascii().is_empty() {
                         self.cache.watch_event(target, *stream, line.to_vec());
                     }
-                    start += p + 1;
+                    start = from + p + 1;
+                    from = start;
                 }
                 self.buf.drain(..start);
+                self.scanned = self.buf.len();
                 if self.buf.len() > MAX_EVENT_BYTES {
                     log::info!("watch event larger than {MAX_EVENT_BYTES} bytes: not cached");
                     self.broken = true;
