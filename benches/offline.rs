@@ -9,7 +9,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 use testapi::client::{get, Session};
-use testapi::{pod, Cluster, Fault, Hub, NODE};
+use testapi::{pod, rss_anon_kib, rss_kib, Cluster, Fault, Hub, NODE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
 const KUBELET: &str = "kubelet/v1.32.0 (linux/arm64) kubernetes/bench";
@@ -21,33 +21,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// The resident set of a process (VmRSS), in KiB; 0 when unreadable (e.g. under an emulator
-/// the figure would be the emulator's).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// The anonymous part of the resident set (heap, stacks), in KiB.
-fn rss_anon_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("RssAnon:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn ms(d: Duration) -> f64 {

@@ -24,17 +24,6 @@ fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// nginx in front of `api` with the node's client certificate: its address, the process and
 /// its directory (removed when the guard drops).
 struct Nginx {
@@ -109,11 +98,11 @@ impl Nginx {
         let pid = self.child.id();
         let children =
             std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        rss_kib(pid)
+        testapi::rss_kib(pid)
             + children
                 .split_whitespace()
                 .filter_map(|c| c.parse().ok())
-                .map(rss_kib)
+                .map(testapi::rss_kib)
                 .sum::<u64>()
     }
 }

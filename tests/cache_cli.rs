@@ -2,21 +2,13 @@
 
 use std::time::{Duration, Instant};
 use testapi::client::get;
-use testapi::{command, pod, Cluster, NODE};
+use testapi::{pod, Cluster, NODE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
 const KUBELET: &str = "kubelet/v1.36.2 (linux/arm64) kubernetes/98b3519";
 
 fn cache(c: &Cluster, args: &[&str]) -> (i32, String) {
-    let out = command(BIN)
-        .arg("cache")
-        .args(args)
-        .arg(format!("--disk-cache-path={}", c.cache.path().display()))
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
+    testapi::cache_cli(BIN, c.cache.path(), args)
 }
 
 #[test]

@@ -51,15 +51,6 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn metric(hub: &Hub, name: &str) -> f64 {
-    get(hub.admin_addr, "/metrics", "curl/8")
-        .text()
-        .lines()
-        .find(|l| l.starts_with(&format!("{name} ")))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn a_full_cache_disk_pauses_caching_while_proxying_and_offline_reads_go_on() {
     let fs = match SmallFs::mount(256 * 1024) {
@@ -88,7 +79,7 @@ fn a_full_cache_disk_pauses_caching_while_proxying_and_offline_reads_go_on() {
     assert_eq!(list.status, 200);
     assert_eq!(list.json()["items"].as_array().unwrap().len(), 200);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while metric(&hub, "yurthub_cache_write_errors_total") < 1.0 {
+    while hub.metric("yurthub_cache_write_errors_total") < 1.0 {
         assert!(Instant::now() < deadline, "no write error counted");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -8,24 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testapi::client::get;
-use testapi::{pod, Cluster, NODE};
+use testapi::{pod, rss_kib, Cluster, NODE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
 const KUBELET: &str = "kubelet/v1.36.2 (linux/arm64) kubernetes/98b3519";
 const IDLE: usize = 2000;
 const SLOW: usize = 200;
-
-/// VmRSS of `pid` in KiB (under an emulator, the emulator's).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// What the hub did with a connection it should have closed: the bytes it sent, or an error.
 fn outcome(s: &mut TcpStream) -> Result<Vec<u8>, std::io::ErrorKind> {

@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use testapi::client::{get, request, watch};
-use testapi::{command, pod, Cluster, Fault, Hub, Mangle, NODE};
+use testapi::{cache_cli, pod, rss_kib, Cluster, Fault, Hub, Mangle, NODE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
 const KUBELET: &str = "kubelet/v1.36.2 (linux/arm64) kubernetes/98b3519";
@@ -17,29 +17,6 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn verify(c: &Cluster) -> (i32, String) {
-    let out = command(BIN)
-        .args(["cache", "verify"])
-        .arg(format!("--disk-cache-path={}", c.cache.path().display()))
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
 }
 
 fn cached_value(c: &Cluster) -> String {
@@ -120,7 +97,7 @@ fn truncated_chunks_and_lying_lengths_are_never_cached_and_the_hub_goes_on() {
             "1",
             "{how:?}: a damaged answer reached the cache"
         );
-        let (code, text) = verify(&c);
+        let (code, text) = cache_cli(BIN, c.cache.path(), &["verify"]);
         assert_eq!(code, 0, "{how:?}: {text}");
     }
     // Healed: the real answer is served and cached.
@@ -173,7 +150,7 @@ fn invalid_json_in_a_watch_stream_is_never_cached() {
         Duration::from_secs(10),
         || ["a-1", "b-2", "c-3"].iter().all(|n| dir.join(n).is_file()),
     );
-    let (code, text) = verify(&c);
+    let (code, text) = cache_cli(BIN, c.cache.path(), &["verify"]);
     assert_eq!(code, 0, "{text}");
     for f in std::fs::read_dir(&dir).unwrap().flatten() {
         let bytes = std::fs::read(f.path()).unwrap();

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use testapi::client::{get, request};
-use testapi::{command, pod, Cluster, Fault, Hub, NODE};
+use testapi::{cache_cli, command, pod, Cluster, Fault, Hub, NODE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
 const KUBELET: &str = "kubelet/v1.36.2 (linux/arm64) kubernetes/98b3519";
@@ -27,15 +27,6 @@ fn start(c: &Cluster, extra: &[&str]) -> Hub {
     let mut args: Vec<&str> = FAST.to_vec();
     args.extend_from_slice(extra);
     c.start_hub(BIN, &args)
-}
-
-fn metric(hub: &Hub, name: &str) -> f64 {
-    get(hub.admin_addr, "/metrics", "curl/8")
-        .text()
-        .lines()
-        .find(|l| l.starts_with(&format!("{name} ")))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 fn post(hub: &Hub, path: &str, body: &Value) -> u16 {
@@ -151,7 +142,7 @@ fn gc_removes_deleted_pods_and_expired_or_gone_events_but_never_every_pod() {
         "gc: pod default/web-2 is gone from the cloud",
         Duration::from_secs(5),
     );
-    assert!(metric(&hub, "yurthub_cache_gc_removed_total") >= 3.0);
+    assert!(hub.metric("yurthub_cache_gc_removed_total") >= 3.0);
     // The removed pod left the list view too: offline, the list no longer has it.
     c.api.set_fault(Fault::Refuse);
     hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
@@ -285,7 +276,7 @@ fn over_budget_events_go_first_and_kubelets_restart_set_stays() {
         || root.join("kubelet/events.v1.core/default/ev-059").is_file(),
     );
     hub.wait_for_log("exceed --cache-max-bytes", Duration::from_secs(10));
-    let evicted = metric(&hub, "yurthub_cache_evictions_total");
+    let evicted = hub.metric("yurthub_cache_evictions_total");
     assert!(evicted > 0.0, "nothing evicted");
     assert!(
         bytes_below(&root) <= budget,
@@ -326,18 +317,6 @@ fn over_budget_events_go_first_and_kubelets_restart_set_stays() {
         KUBELET,
     );
     assert_eq!(secret.json()["data"]["pw"], "aHVudGVyMg==");
-}
-
-fn cache_cli(c: &Cluster, args: &[&str]) -> (i32, String) {
-    let out = command(BIN)
-        .arg("cache")
-        .args(args)
-        .arg(format!("--disk-cache-path={}", c.cache.path().display()))
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
 }
 
 #[test]
@@ -417,9 +396,17 @@ fn sealed_secrets_hold_no_value_on_disk_and_still_serve_offline() {
     wait_until("the secret list's view", Duration::from_secs(10), || {
         std::fs::read_dir(&views).is_ok_and(|d| d.count() == 1)
     });
-    let view = std::fs::read_dir(&views).unwrap().next().unwrap().unwrap().path();
+    let view = std::fs::read_dir(&views)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let text = std::fs::read_to_string(&view).unwrap();
-    assert!(text.contains("\"members\"") && !text.contains("yurthubSealed"), "{text}");
+    assert!(
+        text.contains("\"members\"") && !text.contains("yurthubSealed"),
+        "{text}"
+    );
 
     // Offline the hub opens them.
     c.api.set_fault(Fault::Refuse);
@@ -446,17 +433,18 @@ fn sealed_secrets_hold_no_value_on_disk_and_still_serve_offline() {
 
     // `cache get` needs the key; `verify` with it opens every sealed file.
     let rel = "kubelet/secrets.v1.core/default/db-pass";
-    let (code, text) = cache_cli(&c, &["get", rel]);
+    let (code, text) = cache_cli(BIN, c.cache.path(), &["get", rel]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("needs --encrypt-secrets-key-file"), "{text}");
-    let (code, text) = cache_cli(&c, &["get", rel, &key_flag]);
+    let (code, text) = cache_cli(BIN, c.cache.path(), &["get", rel, &key_flag]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains(encoded), "{text}");
-    assert_eq!(cache_cli(&c, &["verify", &key_flag]).0, 0);
+    assert_eq!(cache_cli(BIN, c.cache.path(), &["verify", &key_flag]).0, 0);
     let wrong = keys.path().join("wrong.key");
     std::fs::write(&wrong, [7u8; 32]).unwrap();
     let (code, text) = cache_cli(
-        &c,
+        BIN,
+        c.cache.path(),
         &[
             "verify",
             &format!("--encrypt-secrets-key-file={}", wrong.display()),

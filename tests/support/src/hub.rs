@@ -9,6 +9,42 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `RssAnon`, ...); 0 when unreadable. Under
+/// an emulator the figure is the emulator's.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The resident set of a process, KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// The anonymous part of the resident set (heap, stacks), KiB.
+pub fn rss_anon_kib(pid: u32) -> u64 {
+    status_kib(pid, "RssAnon")
+}
+
+/// Runs `bin cache <args> --disk-cache-path=<dir>`: the exit status and stdout+stderr.
+pub fn cache_cli(bin: &str, dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = command(bin)
+        .arg("cache")
+        .args(args)
+        .arg(format!("--disk-cache-path={}", dir.display()))
+        .output()
+        .expect("run yurthub cache");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
 /// A directory removed when dropped.
 pub struct TempDir(PathBuf);
 
@@ -187,6 +223,16 @@ impl Hub {
     /// Everything logged so far.
     pub fn log(&self) -> Vec<String> {
         self.lines.0.lock().unwrap().clone()
+    }
+
+    /// The value of a one-sample metric on the admin port (0 when absent).
+    pub fn metric(&self, name: &str) -> f64 {
+        crate::client::get(self.admin_addr, "/metrics", "curl/8")
+            .text()
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// The process id.

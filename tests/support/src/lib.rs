@@ -22,7 +22,7 @@ pub mod store;
 pub mod wire;
 
 pub use certificates::{detached_jws, Approval, CsrRecord};
-pub use hub::{command, Hub, TempDir};
+pub use hub::{cache_cli, command, rss_anon_kib, rss_kib, Hub, TempDir};
 pub use pki::{Pki, User};
 pub use store::{ApiError, ResourceType, Store};
 
