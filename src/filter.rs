@@ -281,16 +281,32 @@ fn named(obj: &Value, ns: &str, name: &str) -> bool {
 /// `default/kubernetes` points at the hub: kubelet then gives pods
 /// `KUBERNETES_SERVICE_HOST/PORT` = the hub, so InClusterConfig clients come through it.
 fn master_service(obj: &mut Value, s: &Settings) -> bool {
-    if named(obj, "default", "kubernetes") {
-        obj["spec"]["clusterIP"] = json!(s.hub_host);
-        obj["spec"]["clusterIPs"] = json!([s.hub_host]);
-        if let Some(ports) = obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
-            for p in ports.iter_mut().filter(|p| p["name"] == "https") {
-                p["port"] = json!(s.hub_port);
-            }
+    if !named(obj, "default", "kubernetes") {
+        return true;
+    }
+    // Written through maps, never `obj["spec"][..] = ..`: that panics when a hostile or
+    // broken answer makes `spec` a string (found by fuzzing).
+    let Some(spec) = object_at(obj, "spec") else {
+        return true;
+    };
+    spec.insert("clusterIP".into(), json!(s.hub_host));
+    spec.insert("clusterIPs".into(), json!([s.hub_host]));
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports.iter_mut().filter(|p| p["name"] == "https") {
+            p["port"] = json!(s.hub_port);
         }
     }
     true
+}
+
+/// `obj[key]` as a map to write into, made when absent or null; `None` when `obj` is no
+/// object or `obj[key]` is something else (then nothing is rewritten).
+fn object_at<'a>(obj: &'a mut Value, key: &str) -> Option<&'a mut serde_json::Map<String, Value>> {
+    let slot = obj.as_object_mut()?.entry(key).or_insert_with(|| json!({}));
+    if slot.is_null() {
+        *slot = json!({});
+    }
+    slot.as_object_mut()
 }
 
 /// Comments out `kubeconfig:` in kube-proxy's config, so it falls back to InClusterConfig.
@@ -400,6 +416,20 @@ fn node_port_isolation(obj: &mut Value, s: &Settings) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fuzzing find: `default/kubernetes` whose `spec` is a string panicked masterservice.
+    #[test]
+    fn a_kubernetes_service_with_a_string_spec_passes_unchanged() {
+        let f = Filters::new(Settings::default());
+        let chain = f.chain("kubelet", "list", "services").unwrap();
+        let body = br#"{"kind":"ServiceList","items":[{"metadata":{"name":"kubernetes","namespace":"default"},"spec":"ClusterIP"}]}"#;
+        let out: Value = serde_json::from_slice(&chain.apply_body(body).unwrap()).unwrap();
+        assert_eq!(out["items"][0]["spec"], "ClusterIP");
+        let mut odd =
+            json!({"metadata": {"name": "kubernetes", "namespace": "default"}, "spec": null});
+        assert!(chain.apply(&mut odd));
+        assert_eq!(odd["spec"]["clusterIP"], "169.254.2.1");
+    }
 
     fn filters() -> Filters {
         Filters::new(Settings {
