@@ -286,7 +286,7 @@ fn master_service(obj: &mut Value, s: &Settings) -> bool {
     }
     // Written through maps, never `obj["spec"][..] = ..`: that panics when a hostile or
     // broken answer makes `spec` a string (found by fuzzing).
-    let Some(spec) = object_at(obj, "spec") else {
+    let Some(spec) = crate::kube::object_at(obj, "spec") else {
         return true;
     };
     spec.insert("clusterIP".into(), json!(s.hub_host));
@@ -297,16 +297,6 @@ fn master_service(obj: &mut Value, s: &Settings) -> bool {
         }
     }
     true
-}
-
-/// `obj[key]` as a map to write into, made when absent or null; `None` when `obj` is no
-/// object or `obj[key]` is something else (then nothing is rewritten).
-fn object_at<'a>(obj: &'a mut Value, key: &str) -> Option<&'a mut serde_json::Map<String, Value>> {
-    let slot = obj.as_object_mut()?.entry(key).or_insert_with(|| json!({}));
-    if slot.is_null() {
-        *slot = json!({});
-    }
-    slot.as_object_mut()
 }
 
 /// Comments out `kubeconfig:` in kube-proxy's config, so it falls back to InClusterConfig.

@@ -265,10 +265,23 @@ impl Prober {
                 },
             };
             let mut lease = base;
-            if let Some(a) = lease["metadata"]["annotations"].as_object_mut() {
+            if let Some(a) = lease
+                .pointer_mut("/metadata/annotations")
+                .and_then(Value::as_object_mut)
+            {
                 a.remove("openyurt.io/delegate-heartbeat");
             }
-            lease["spec"]["renewTime"] = json!(crate::kube::time::micro_now());
+            // The lease comes from the cloud: written through maps, so an odd one is an
+            // error answer below, not a panic here.
+            match crate::kube::object_at(&mut lease, "spec") {
+                Some(spec) => {
+                    spec.insert("renewTime".into(), json!(crate::kube::time::micro_now()));
+                }
+                None => {
+                    last_err = "the lease from the cloud is not an object with a spec".into();
+                    continue;
+                }
+            }
             let body = serde_json::to_vec(&lease).unwrap_or_default();
             match self
                 .upstream

@@ -415,7 +415,11 @@ impl Local {
             return false;
         };
         if ri.resource == "serviceaccounts" && ri.subresource == "token" {
-            let mut req: Value = serde_json::from_slice(&body).unwrap_or_else(|_| json!({}));
+            // Any JSON but an object (`[]`, `"x"`) is taken as `{}`: it is written into below.
+            let mut req: Value = serde_json::from_slice(&body)
+                .ok()
+                .filter(Value::is_object)
+                .unwrap_or_else(|| json!({}));
             let (token, expires) = fake_token(&ri.namespace, &ri.name);
             req["kind"] = json!("TokenRequest");
             req["apiVersion"] = json!("authentication.k8s.io/v1");

@@ -283,6 +283,18 @@ fn a_refused_cloud_gets_the_same_answers_from_the_cache() {
             .count(),
         3
     );
+    // A body that is JSON but no object is answered too, never a crash.
+    for odd in [&b"[]"[..], b"\"x\"", b"7"] {
+        let token = request(
+            a,
+            "POST",
+            "/api/v1/namespaces/default/serviceaccounts/default/token",
+            &[("User-Agent", KUBELET)],
+            odd,
+        )
+        .unwrap();
+        assert_eq!(token.status, 201, "{}", String::from_utf8_lossy(odd));
+    }
     // kubelet's own lease is always answered here, from the copy the hub renewed.
     let lease = get(
         a,
