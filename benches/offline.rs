@@ -23,6 +23,20 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The apiserver's body-bytes counter once it has stopped moving: it counts a response when
+/// its last write returns, which may be after the client has read it.
+fn settled_bytes(c: &Cluster) -> u64 {
+    let mut last = c.api.body_bytes_sent();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = c.api.body_bytes_sent();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -67,7 +81,7 @@ fn main() {
         for p in startup {
             assert_eq!(get(hub.proxy_addr, p, KUBELET).status, 200, "{p}");
         }
-        pulled_gzip = c.api.body_bytes_sent() - before;
+        pulled_gzip = settled_bytes(&c) - before;
         let client_pem = c.pki.client_pem("system:node:node-1", &["system:nodes"]);
         let mut direct = Session::new(
             testapi::client::tls_connect(c.api.addr(), &c.pki.ca_pem, &client_pem).unwrap(),
@@ -76,7 +90,7 @@ fn main() {
         for p in startup {
             assert_eq!(direct.get(p, KUBELET).unwrap().status, 200, "{p}");
         }
-        pulled_plain = c.api.body_bytes_sent() - before;
+        pulled_plain = settled_bytes(&c) - before;
         let r = get(hub.proxy_addr, list_path, KUBELET);
         assert_eq!(r.json()["items"].as_array().unwrap().len(), PODS);
         let view = c.cache.path().join("_internal/views/kubelet/pods.v1.core");

@@ -34,7 +34,10 @@ struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM, not SIGKILL: the master then stops its workers too.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -56,7 +59,8 @@ impl Nginx {
         let conf = format!(
             "worker_processes 1; daemon off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
              events {{ worker_connections 1024; }}\n\
-             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
+             http {{ access_log off; keepalive_requests 1000000; client_body_temp_path {d};\n\
+               proxy_temp_path {d};\n\
                fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
                upstream api {{ server {api}; keepalive 16; }}\n\
                server {{ listen 127.0.0.1:{port};\n\
@@ -75,6 +79,7 @@ impl Nginx {
                 "-e",
                 &format!("{d}/error.log"),
             ])
+            .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .ok()?;
@@ -236,7 +241,10 @@ fn main() {
             let mut t_nginx = Vec::with_capacity(SAMPLES);
             for i in 0..SAMPLES + 200 {
                 let t = Instant::now();
-                let r = via.get(path, UA).unwrap();
+                let r = via.get(path, UA).unwrap_or_else(|e| {
+                    let log = std::fs::read_to_string(nginx._dir.path().join("error.log"));
+                    panic!("through nginx: {e}; its log: {log:?}")
+                });
                 assert_eq!(r.status, 200, "{}", r.text());
                 if i >= 200 {
                     t_nginx.push(t.elapsed());
