@@ -13,7 +13,6 @@ pub mod seal;
 pub mod store;
 mod writer;
 
-pub use evict::pod_references;
 pub use object::Object;
 pub use store::{ObjectKey, Store, StoreError};
 pub use writer::{Cache, CacheStats, Options, ViewSnapshot};

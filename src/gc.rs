@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::object::parse_rv;
 use crate::cache::{Cache, ObjectKey};
 use crate::config::Config;
 use crate::health::Health;
@@ -158,15 +159,11 @@ impl Collector {
             return;
         };
         // A pod re-created after this list is newer than it: kept.
-        let list_rv = listed
-            .as_ref()
-            .and_then(|l| {
-                l["metadata"]["resourceVersion"]
-                    .as_str()?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .unwrap_or(0);
+        let list_rv = parse_rv(
+            listed
+                .as_ref()
+                .and_then(|l| l["metadata"]["resourceVersion"].as_str()),
+        );
         let live: HashSet<(&str, &str)> = items
             .iter()
             .filter_map(|p| {
@@ -211,10 +208,10 @@ impl Collector {
                 for (resource, _) in EVENTS {
                     for (key, bytes) in store.list(&component, resource, None).unwrap_or_default() {
                         let v = serde_json::from_slice::<Value>(&bytes).ok();
-                        let rv = v
-                            .as_ref()
-                            .and_then(|v| v["metadata"]["resourceVersion"].as_str()?.parse().ok())
-                            .unwrap_or(0);
+                        let rv = parse_rv(
+                            v.as_ref()
+                                .and_then(|v| v["metadata"]["resourceVersion"].as_str()),
+                        );
                         let at = v.as_ref().and_then(event_time).or_else(|| {
                             let rel = key.rel_path().ok()?;
                             let m = std::fs::metadata(store.root().join(rel)).ok()?;

@@ -24,7 +24,9 @@ use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
 use super::seal::{is_sealed, is_sealed_path, SealError, Sealer};
-use super::store::{is_json_object, valid_part, INTERNAL_DIR, QUARANTINE_DIR};
+use super::store::{
+    files_below as walk, is_json_object, is_temp, valid_part, INTERNAL_DIR, QUARANTINE_DIR,
+};
 use super::{Agents, Shape, Target, ViewSnapshot};
 
 const USAGE: &str = "usage: yurthub cache <ls [path] | get <path> | verify | stats | why <url> --user-agent UA | evict <component>[/<resource>]>
@@ -69,31 +71,6 @@ impl Tally {
             if t > self.newest {
                 self.newest = t;
             }
-        }
-    }
-}
-
-fn is_temp(path: &Path) -> bool {
-    path.file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
-}
-
-/// Every regular file below `dir`, temp files aside, in name order. Symbolic links are not
-/// followed (the hub never makes any; one pointing out of the cache must not be walked).
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    let mut found: Vec<(PathBuf, fs::FileType)> = entries
-        .flatten()
-        .filter_map(|e| Some((e.path(), e.file_type().ok()?)))
-        .collect();
-    found.sort_by(|a, b| a.0.cmp(&b.0));
-    for (p, ft) in found {
-        if ft.is_dir() {
-            walk(&p, out);
-        } else if ft.is_file() && !is_temp(&p) {
-            out.push(p);
         }
     }
 }

@@ -162,6 +162,41 @@ fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io_err(dir))
 }
 
+/// Whether `path` is the temporary file of a write under way (or interrupted).
+pub fn is_temp(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with(TMP_PREFIX))
+}
+
+/// Every regular file below `dir`, temporary files aside, in name order. Symbolic links are
+/// not followed (the hub never makes any; one pointing out of the cache must not be walked).
+pub fn files_below(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut found: Vec<(PathBuf, fs::FileType)> = entries
+        .flatten()
+        .filter_map(|e| Some((e.path(), e.file_type().ok()?)))
+        .collect();
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    for (p, ft) in found {
+        if ft.is_dir() {
+            files_below(&p, out);
+        } else if ft.is_file() && !is_temp(&p) {
+            out.push(p);
+        }
+    }
+}
+
+/// The number and total size of `files`.
+fn tally(files: &[PathBuf]) -> (u64, u64) {
+    let bytes = files
+        .iter()
+        .map(|f| fs::symlink_metadata(f).map_or(0, |m| m.len()))
+        .sum();
+    (files.len() as u64, bytes)
+}
+
 /// Whether `bytes` is one JSON object, the only thing the cache serves.
 pub fn is_json_object(bytes: &[u8]) -> bool {
     serde_json::from_slice::<&serde_json::value::RawValue>(bytes)
@@ -210,26 +245,11 @@ impl Store {
     /// Counts the bytes on disk afresh (blocking; a walk of the tree): files removed behind
     /// the hub's back (`yurthub cache evict`, an operator) must not leave the count high.
     pub fn recount_bytes(&self) -> u64 {
-        fn walk(dir: &Path, top: bool) -> u64 {
-            let Ok(entries) = fs::read_dir(dir) else {
-                return 0;
-            };
-            let mut sum = 0;
-            for e in entries.flatten() {
-                let name = e.file_name();
-                if top && name == QUARANTINE_DIR {
-                    continue;
-                }
-                let Ok(ft) = e.file_type() else { continue };
-                if ft.is_dir() {
-                    sum += walk(&e.path(), false);
-                } else if ft.is_file() && !name.to_string_lossy().starts_with(TMP_PREFIX) {
-                    sum += e.metadata().map_or(0, |m| m.len());
-                }
-            }
-            sum
-        }
-        let sum = walk(&self.root, true);
+        let mut files = Vec::new();
+        files_below(&self.root, &mut files);
+        let quarantine = self.root.join(QUARANTINE_DIR);
+        files.retain(|f| !f.starts_with(&quarantine));
+        let (_, sum) = tally(&files);
         self.bytes.store(sum, Ordering::Relaxed);
         sum
     }
@@ -305,29 +325,14 @@ impl Store {
     /// Objects and bytes on disk per component (`<root>/<component>/...`), by walking the
     /// tree (blocking; for /metrics). Internal views and quarantined files do not count.
     pub fn usage(&self) -> std::collections::BTreeMap<String, (u64, u64)> {
-        fn walk(dir: &Path, acc: &mut (u64, u64)) {
-            let Ok(entries) = fs::read_dir(dir) else {
-                return;
-            };
-            for entry in entries.flatten() {
-                let Ok(ft) = entry.file_type() else { continue };
-                if ft.is_dir() {
-                    walk(&entry.path(), acc);
-                } else if ft.is_file()
-                    && !entry.file_name().to_string_lossy().starts_with(TMP_PREFIX)
-                {
-                    acc.0 += 1;
-                    acc.1 += entry.metadata().map(|m| m.len()).unwrap_or(0);
-                }
-            }
-        }
-        let mut out = std::collections::BTreeMap::new();
-        for name in self.components() {
-            let mut acc = (0, 0);
-            walk(&self.root.join(&name), &mut acc);
-            out.insert(name, acc);
-        }
-        out
+        self.components()
+            .into_iter()
+            .map(|name| {
+                let mut files = Vec::new();
+                files_below(&self.root.join(&name), &mut files);
+                (name, tally(&files))
+            })
+            .collect()
     }
 
     /// Moves an unparsable file out of the served tree.
