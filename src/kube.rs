@@ -3,12 +3,14 @@
 
 mod fields;
 mod labels;
+mod lines;
 mod request_info;
 mod status;
 pub mod time;
 
 pub use fields::{escape_value, unescape_value, FieldSelector, FieldsError};
 pub use labels::{LabelSelector, LabelsError};
+pub use lines::{LineTooLong, Lines};
 pub use request_info::{ClassifyError, RequestInfo};
 pub use status::{reason_for, Status, StatusDetails};
 

@@ -10,6 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use crate::http::{BodyReader, Framing, Limits, Reader, RequestHead};
+use crate::kube::Lines;
 
 /// What an informer tells its owner.
 pub trait Handler: Send + Sync {
@@ -42,7 +43,7 @@ impl std::fmt::Display for RoundError {
     }
 }
 
-/// The largest list an informer reads.
+/// The largest list (and watch event) an informer reads.
 const MAX_LIST: usize = 16 * 1024 * 1024;
 
 /// One collection, e.g. `/api/v1/services` or a path with a field selector.
@@ -123,26 +124,37 @@ impl Informer {
         if status != 200 {
             return Err(RoundError::Status(status));
         }
-        let mut buf = Vec::new();
+        let mut piece = Vec::new();
+        let mut lines = Lines::new(MAX_LIST);
         loop {
+            piece.clear();
             let n = body
-                .read(&mut reader, &mut buf)
+                .read(&mut reader, &mut piece)
                 .await
                 .map_err(|e| RoundError::Io(e.to_string()))?;
             if n == 0 {
                 return Ok(());
             }
-            while let Some(p) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=p).collect();
-                let Ok(ev) = serde_json::from_slice::<Value>(&line) else {
-                    continue;
-                };
-                match ev["type"].as_str() {
-                    Some("ADDED" | "MODIFIED") => handler.upsert(&ev["object"]),
-                    Some("DELETED") => handler.delete(&ev["object"]),
-                    Some("ERROR") => return Err(RoundError::Gone),
-                    _ => {}
-                }
+            // An ERROR event ends the round; what follows it is not applied.
+            let mut gone = false;
+            lines
+                .push(&piece, |line| {
+                    if gone {
+                        return;
+                    }
+                    let Ok(ev) = serde_json::from_slice::<Value>(line) else {
+                        return;
+                    };
+                    match ev["type"].as_str() {
+                        Some("ADDED" | "MODIFIED") => handler.upsert(&ev["object"]),
+                        Some("DELETED") => handler.delete(&ev["object"]),
+                        Some("ERROR") => gone = true,
+                        _ => {}
+                    }
+                })
+                .map_err(|e| RoundError::Io(e.to_string()))?;
+            if gone {
+                return Err(RoundError::Gone);
             }
         }
     }

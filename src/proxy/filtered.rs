@@ -9,6 +9,7 @@ use super::{strip_hop_by_hop, Outcome, RequestContext, Tee};
 use crate::filter::{Chain, ListStream};
 use crate::http::gzip::GzipDecoder;
 use crate::http::{BodyWriter, Framing, ResponseHead};
+use crate::kube::Lines;
 use crate::server::ClientConn;
 use crate::upstream::Response;
 
@@ -77,7 +78,7 @@ impl Filtered<'_> {
         let mut piece = Vec::new();
         let mut plain = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
-        let mut scanned = 0;
+        let mut watch_lines = self.watch.then(|| Lines::new(MAX_FILTERED_ITEM));
         loop {
             piece.clear();
             let next = proxy.next_piece(conn, &mut resp, &mut piece).await;
@@ -117,29 +118,18 @@ impl Filtered<'_> {
                         &plain
                     }
                 };
-                if self.watch {
-                    buf.extend_from_slice(data);
+                if let Some(lines) = &mut watch_lines {
                     out.clear();
-                    // Bytes before `scanned` hold no newline: a long event is scanned once.
-                    let (mut start, mut from) = (0, scanned);
-                    while let Some(p) = buf[from..].iter().position(|&b| b == b'\n') {
-                        let line = &buf[start..from + p];
-                        if !line.trim_ascii().is_empty() {
-                            let filtered = self.chain.apply_event(line);
-                            if let Some(t) = &mut self.tee {
-                                t.feed(&filtered);
-                            }
-                            chunk_into(writer, &filtered, &mut out);
+                    let (chain, tee) = (&self.chain, &mut self.tee);
+                    let split = lines.push(data, |line| {
+                        let filtered = chain.apply_event(line);
+                        if let Some(t) = tee {
+                            t.feed(&filtered);
                         }
-                        start = from + p + 1;
-                        from = start;
-                    }
-                    buf.drain(..start);
-                    scanned = buf.len();
-                    if buf.len() > MAX_FILTERED_ITEM {
-                        log::warn!(
-                            "a watch event to filter is larger than {MAX_FILTERED_ITEM} bytes"
-                        );
+                        chunk_into(writer, &filtered, &mut out);
+                    });
+                    if let Err(e) = split {
+                        log::warn!("filtering a watch: {e}; connection closed");
                         return Outcome::Close;
                     }
                     if !out.is_empty()

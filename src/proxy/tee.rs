@@ -4,6 +4,7 @@
 
 use crate::cache::{Cache, Target};
 use crate::http::gzip::GzipDecoder;
+use crate::kube::Lines;
 
 /// The most plain bytes unpacked from gzip in one step.
 const GUNZIP_STEP: usize = 64 * 1024;
@@ -12,7 +13,7 @@ const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
 enum Kind {
     Body(Target),
-    Watch(Target, u64),
+    Watch(Target, u64, Lines),
     Raw(String),
 }
 
@@ -23,8 +24,6 @@ pub struct Tee {
     gunzip: Option<GzipDecoder>,
     buf: Vec<u8>,
     plain: Vec<u8>,
-    /// How much of `buf` is known to hold no newline (watch streams).
-    scanned: usize,
     broken: bool,
 }
 
@@ -36,7 +35,6 @@ impl Tee {
             gunzip: gzip.then(GzipDecoder::new),
             buf: Vec::new(),
             plain: Vec::new(),
-            scanned: 0,
             broken: false,
         }
     }
@@ -49,7 +47,11 @@ impl Tee {
     /// A tee for a watch stream.
     pub fn watch(cache: &Cache, target: Target, gzip: bool) -> Self {
         let stream = cache.new_stream();
-        Self::new(cache, Kind::Watch(target, stream), gzip)
+        Self::new(
+            cache,
+            Kind::Watch(target, stream, Lines::new(MAX_EVENT_BYTES)),
+            gzip,
+        )
     }
 
     /// A tee for a cached non-resource path, stored under `file`.
@@ -91,9 +93,9 @@ impl Tee {
     }
 
     fn take(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
-        match &self.kind {
+        match &mut self.kind {
             Kind::Body(t) => {
+                self.buf.extend_from_slice(data);
                 let max = self.cache.max_body_bytes();
                 if self.buf.len() > max {
                     log::info!(
@@ -106,29 +108,21 @@ impl Tee {
                 }
             }
             Kind::Raw(name) => {
+                self.buf.extend_from_slice(data);
                 if self.buf.len() > self.cache.max_body_bytes() {
                     log::info!("{name}: response too large: streamed, not cached");
                     self.broken = true;
                     self.buf = Vec::new();
                 }
             }
-            Kind::Watch(target, stream) => {
-                // Bytes before `scanned` hold no newline: a long event is scanned once.
-                let (mut start, mut from) = (0, self.scanned);
-                while let Some(p) = self.buf[from..].iter().position(|&b| b == b'\n') {
-                    let line = &self.buf[start..from + p];
-                    if !line.trim_ascii().is_empty() {
-                        self.cache.watch_event(target, *stream, line.to_vec());
-                    }
-                    start = from + p + 1;
-                    from = start;
-                }
-                self.buf.drain(..start);
-                self.scanned = self.buf.len();
-                if self.buf.len() > MAX_EVENT_BYTES {
-                    log::info!("watch event larger than {MAX_EVENT_BYTES} bytes: not cached");
+            Kind::Watch(target, stream, lines) => {
+                let cache = &self.cache;
+                let sent = lines.push(data, |line| {
+                    cache.watch_event(target, *stream, line.to_vec())
+                });
+                if let Err(e) = sent {
+                    log::info!("{e}: not cached");
                     self.broken = true;
-                    self.buf = Vec::new();
                 }
             }
         }
@@ -154,7 +148,7 @@ impl Tee {
 
 impl Drop for Tee {
     fn drop(&mut self) {
-        if let Kind::Watch(_, stream) = self.kind {
+        if let Kind::Watch(_, stream, _) = self.kind {
             self.cache.end_watch(stream);
         }
     }
