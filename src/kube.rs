@@ -4,6 +4,7 @@
 mod fields;
 mod labels;
 mod lines;
+pub mod protobuf;
 mod request_info;
 mod status;
 pub mod time;

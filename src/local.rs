@@ -13,6 +13,10 @@ use crate::http::{BodyReader, Framing, RequestHead, ResponseHead};
 use crate::kube::{FieldSelector, LabelSelector, RequestInfo, Status, StatusDetails};
 use crate::server::{respond, respond_status, ClientConn};
 
+mod token;
+
+use token::TokenRequestSpec;
+
 /// The largest request body read for an offline create.
 const MAX_OFFLINE_BODY: usize = 1024 * 1024;
 
@@ -82,40 +86,6 @@ fn api_version(ri: &RequestInfo) -> String {
     }
 }
 
-fn base64url(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(data.len() * 4 / 3 + 4);
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..=c.len() {
-            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-/// The fake service-account token upstream hands out offline: HS256 over the literal key
-/// `openyurt`, issuer `openyurt`, one minute of validity (reference §4).
-pub fn fake_token(namespace: &str, name: &str) -> (String, String) {
-    let now = crate::kube::time::now_secs();
-    let exp = now + 60;
-    let header = base64url(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let claims = base64url(
-        json!({"iss": "openyurt", "sub": format!("system:serviceaccount:{namespace}:{name}"),
-               "iat": now, "nbf": now, "exp": exp})
-        .to_string()
-        .as_bytes(),
-    );
-    let signing_input = format!("{header}.{claims}");
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"openyurt");
-    let sig = ring::hmac::sign(&key, signing_input.as_bytes());
-    let token = format!("{signing_input}.{}", base64url(sig.as_ref()));
-    let ts = crate::kube::time::format(exp, None);
-    (token, ts)
-}
-
 /// Offline answers.
 pub struct Local {
     cache: Cache,
@@ -133,8 +103,18 @@ fn random_between(lo: Duration, hi: Duration) -> Duration {
 }
 
 async fn json_response(conn: &mut ClientConn, head_only: bool, status: u16, body: &[u8]) -> bool {
+    typed_response(conn, head_only, status, "application/json", body).await
+}
+
+async fn typed_response(
+    conn: &mut ClientConn,
+    head_only: bool,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> bool {
     let mut head = ResponseHead::new(status);
-    head.headers.push("Content-Type", "application/json");
+    head.headers.push("Content-Type", content_type);
     head.headers.push("Cache-Control", "no-cache, private");
     if head_only {
         // A HEAD answer carries the GET answer's length but no body.
@@ -342,7 +322,22 @@ impl Local {
                 )
                 .await
             }
-            "create" => return self.create(conn, framing, ri, component, target.ok()).await,
+            "create" if is_review(ri) => {
+                // A review asks the cloud to decide (may this user do that? who holds this
+                // token?): no cached answer would be true, so, as upstream does for kubelet's
+                // SubjectAccessReviews, none is given.
+                return status(
+                    conn,
+                    head_only,
+                    Status::failure(502, "no healthy backends available."),
+                )
+                .await;
+            }
+            "create" => {
+                return self
+                    .create(conn, head, framing, ri, component, target.ok())
+                    .await
+            }
             _ => {}
         }
         let t = match target {
@@ -397,9 +392,13 @@ impl Local {
         }
     }
 
+    /// Echoes the request body with its own `Content-Type` and 201, as upstream does (so a
+    /// protobuf create gets its protobuf back); answers TokenRequests with a fake token; keeps
+    /// created Events so that later offline patches find them.
     async fn create(
         &self,
         conn: &mut ClientConn,
+        head: &RequestHead,
         framing: Framing,
         ri: &RequestInfo,
         component: Option<&str>,
@@ -414,18 +413,18 @@ impl Local {
             .await;
             return false;
         };
+        let content_type = head
+            .headers
+            .get_str("content-type")
+            .unwrap_or("application/json");
         if ri.resource == "serviceaccounts" && ri.subresource == "token" {
-            // Any JSON but an object (`[]`, `"x"`) is taken as `{}`: it is written into below.
-            let mut req: Value = serde_json::from_slice(&body)
-                .ok()
-                .filter(Value::is_object)
-                .unwrap_or_else(|| json!({}));
-            let (token, expires) = fake_token(&ri.namespace, &ri.name);
-            req["kind"] = json!("TokenRequest");
-            req["apiVersion"] = json!("authentication.k8s.io/v1");
-            req["status"] = json!({"token": token, "expirationTimestamp": expires});
-            let out = serde_json::to_vec(&req).unwrap_or_default();
-            return json_response(conn, false, 201, &out).await;
+            return match TokenRequestSpec::from_body(&body, Some(content_type)) {
+                Ok(spec) => {
+                    let out = token::answer(&ri.namespace, &ri.name, &spec);
+                    json_response(conn, false, 201, &out).await
+                }
+                Err(e) => status(conn, false, Status::failure(400, e.to_string())).await,
+            };
         }
         if ri.resource == "events" {
             if let (Some(t), Some(_)) = (&target, component) {
@@ -433,7 +432,7 @@ impl Local {
                 self.cache.put(&t.component, &t.resource, body.clone());
             }
         }
-        json_response(conn, false, 201, &body).await
+        typed_response(conn, false, 201, content_type, &body).await
     }
 
     async fn watch(
@@ -515,6 +514,15 @@ impl Local {
     }
 }
 
+/// The review resources (`SubjectAccessReview`, `TokenReview`, ...): questions only the cloud
+/// can answer.
+fn is_review(ri: &RequestInfo) -> bool {
+    matches!(
+        ri.api_group.as_str(),
+        "authorization.k8s.io" | "authentication.k8s.io"
+    ) && ri.resource.ends_with("reviews")
+}
+
 fn chunk(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
     out.extend_from_slice(data);
@@ -538,17 +546,6 @@ pub fn selected(obj: &Value, labels: &LabelSelector, fields: &FieldSelector) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fake_token_is_a_verifiable_hs256_jwt() {
-        let (token, _) = fake_token("default", "app");
-        let parts: Vec<&str> = token.split('.').collect();
-        assert_eq!(parts.len(), 3);
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"openyurt");
-        let sig = ring::hmac::sign(&key, format!("{}.{}", parts[0], parts[1]).as_bytes());
-        assert_eq!(parts[2], base64url(sig.as_ref()));
-        assert_eq!(base64url(b"hello"), "aGVsbG8");
-    }
 
     #[test]
     fn selectors_over_stored_objects() {

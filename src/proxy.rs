@@ -336,7 +336,17 @@ impl Proxy {
         head.headers.remove("expect");
         strip_hop_by_hop(&mut head.headers, false);
         let mut ctx = ctx;
-        ctx.negotiated = upstream::negotiate(&mut head, &ctx.info);
+        // The filters that rewrite this answer, known before sending: a response the hub reads
+        // (filters it or caches it) is asked for as JSON; any other keeps the client's format.
+        let chain = self.filters.as_ref().and_then(|f| {
+            f.chain(
+                ctx.component.as_deref()?,
+                &ctx.info.verb,
+                &ctx.info.resource,
+            )
+        });
+        let cached = matches!(target, Some(Ok(_)));
+        ctx.negotiated = upstream::negotiate(&mut head, &ctx.info, cached || chain.is_some());
         head.minor_version = 1;
 
         let mut client_body = BodyReader::new(framing);
@@ -404,15 +414,7 @@ impl Proxy {
         }
         match sent {
             Ok(resp) => {
-                let chain = self.filters.as_ref().and_then(|f| {
-                    (resp.head.status == 200).then_some(())?;
-                    f.chain(
-                        ctx.component.as_deref()?,
-                        &ctx.info.verb,
-                        &ctx.info.resource,
-                    )
-                });
-                if let Some(chain) = chain {
+                if let Some(chain) = chain.filter(|_| resp.head.status == 200) {
                     let tee = self.tee_for(&resp, &ctx, &method, target.as_ref(), Some(false));
                     let f = filtered::Filtered {
                         chain,

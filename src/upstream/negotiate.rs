@@ -51,11 +51,17 @@ fn json_accept(accept: Option<&str>) -> String {
     }
 }
 
-/// Rewrites `head` for a resource get/list/watch (the requests later stages cache and filter);
-/// leaves every other request byte for byte as it came.
-pub fn negotiate(head: &mut RequestHead, ri: &RequestInfo) -> Negotiated {
-    let readable = ri.is_resource_request
-        && matches!(ri.verb.as_str(), "get" | "list" | "watch")
+/// Rewrites `head` when the hub reads the answer (`read_by_hub`: it is cached or filtered) and
+/// the answer is an object, a list or a watch: get, list, watch, and the objects that create,
+/// update and patch return. Every other request, protobuf `Accept` included, goes byte for byte
+/// as it came.
+pub fn negotiate(head: &mut RequestHead, ri: &RequestInfo, read_by_hub: bool) -> Negotiated {
+    let readable = read_by_hub
+        && ri.is_resource_request
+        && matches!(
+            ri.verb.as_str(),
+            "get" | "list" | "watch" | "create" | "update" | "patch"
+        )
         && (ri.subresource.is_empty() || ri.subresource == "status");
     let client_gzip = head
         .headers
@@ -84,15 +90,25 @@ mod tests {
     use super::*;
 
     fn run(target: &str, accept: Option<&str>, enc: Option<&str>) -> (RequestHead, Negotiated) {
-        let mut head = RequestHead::new("GET", target);
+        run_as("GET", target, accept, enc, true)
+    }
+
+    fn run_as(
+        method: &str,
+        target: &str,
+        accept: Option<&str>,
+        enc: Option<&str>,
+        read_by_hub: bool,
+    ) -> (RequestHead, Negotiated) {
+        let mut head = RequestHead::new(method, target);
         if let Some(a) = accept {
             head.headers.push("Accept", a);
         }
         if let Some(e) = enc {
             head.headers.push("Accept-Encoding", e);
         }
-        let ri = RequestInfo::classify("GET", target).unwrap();
-        let n = negotiate(&mut head, &ri);
+        let ri = RequestInfo::classify(method, target).unwrap();
+        let n = negotiate(&mut head, &ri, read_by_hub);
         (head, n)
     }
 
@@ -128,6 +144,45 @@ mod tests {
         let (h, _) = run("/api/v1/pods", None, None);
         assert_eq!(h.headers.get_str("accept"), Some("application/json"));
     }
+
+    #[test]
+    fn writes_the_hub_caches_ask_json_and_what_it_does_not_read_passes_untouched() {
+        // kubelet creating its CSINode: the answer is cached, so it must be JSON.
+        let (h, n) = run_as(
+            "POST",
+            "/apis/storage.k8s.io/v1/csinodes",
+            Some(PB),
+            Some("gzip"),
+            true,
+        );
+        assert!(n.applied);
+        assert_eq!(h.headers.get_str("accept"), Some("application/json"));
+        let (h, n) = run_as("PATCH", "/api/v1/nodes/n1/status", Some(PB), None, true);
+        assert!(n.applied && !n.client_gzip);
+        assert_eq!(h.headers.get_str("accept"), Some("application/json"));
+        // A request the hub neither caches nor filters keeps protobuf end to end.
+        for (method, target) in [
+            ("GET", "/api/v1/pods"),
+            ("POST", "/api/v1/namespaces/a/pods"),
+        ] {
+            let (h, n) = run_as(method, target, Some(PB), Some("gzip"), false);
+            assert!(!n.applied);
+            assert_eq!(h.headers.get_str("accept"), Some(PB));
+            assert_eq!(h.headers.get_str("accept-encoding"), Some("gzip"));
+        }
+        // Subresources other than status are never read (tokens, evictions, logs).
+        let (h, n) = run_as(
+            "POST",
+            "/api/v1/namespaces/a/serviceaccounts/default/token",
+            Some(PB),
+            None,
+            true,
+        );
+        assert!(!n.applied);
+        assert_eq!(h.headers.get_str("accept"), Some(PB));
+    }
+
+    const PB: &str = "application/vnd.kubernetes.protobuf,application/json";
 
     #[test]
     fn gzip_acceptance() {

@@ -157,8 +157,8 @@ impl ResponseStream {
     }
 }
 
-fn write_request(
-    stream: &mut TcpStream,
+fn write_request<W: Write>(
+    stream: &mut W,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
@@ -303,6 +303,20 @@ impl<S: Read + Write> Session<S> {
             self.reader.read_exact(&mut body)?;
         }
         Ok(HttpResponse { body, ..resp })
+    }
+
+    /// Sends a request (with `Content-Length` for a body or a write) and reads the whole
+    /// response.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<HttpResponse> {
+        write_request(self.reader.get_mut(), method, path, headers, body)?;
+        self.reader.get_mut().flush()?;
+        self.read_response()
     }
 
     /// Sends `GET path` and reads the whole response.

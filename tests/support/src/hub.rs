@@ -266,6 +266,11 @@ impl Hub {
 
     /// Kills the process with SIGKILL and reaps it.
     pub fn kill(mut self) {
+        self.stop();
+    }
+
+    /// Kills the process with SIGKILL and reaps it, keeping the handle (its log stays).
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -15,6 +15,7 @@
 
 mod certificates;
 pub mod client;
+pub mod envtest;
 mod hub;
 mod pki;
 mod serve;
