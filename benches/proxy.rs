@@ -4,7 +4,12 @@
 //! installed (`/usr/sbin/nginx`), the same GETs through nginx proxying the same apiserver with
 //! the same client certificate, and nginx's memory, side by side.
 //!
-//! Run with `cargo bench --bench proxy`.
+//! Where the Kubernetes binaries are (`YURTHUB_KUBE_ASSETS`, see `testapi::envtest`), the same
+//! comparison against a real kube-apiserver 1.36: direct, through nginx and through the hub (the
+//! release binary as its own process, like nginx), one client and sixteen, for a pod's bearer
+//! token passed through and for kubelet's cached and filtered path.
+//!
+//! Run with `cargo bench --bench proxy` (`-- test` or `-- real` for one of the two parts).
 
 use std::time::{Duration, Instant};
 use testapi::client::{self, Session};
@@ -12,6 +17,8 @@ use testapi::{pod, Cluster, NODE};
 use yurthub::config::{Config, Parsed};
 
 const SAMPLES: usize = 2000;
+/// Rounds of the c=16 throughput figures (one second per path each).
+const ROUNDS: usize = 4;
 /// A cache agent no filter applies to for pods: the plain proxied path (kubelet's pod reads
 /// also pass serviceenvupdater).
 const UA: &str = "coredns/1.11.3";
@@ -113,6 +120,21 @@ impl Nginx {
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; a bare word picks one part.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
+    if wanted("test") {
+        test_apiserver_figures();
+    }
+    if wanted("real") {
+        real_apiserver_figures();
+    }
+}
+
+fn test_apiserver_figures() {
     let c = Cluster::new();
     c.api
         .create("/api/v1/namespaces/default/pods", pod("bench", NODE));
@@ -273,4 +295,268 @@ fn main() {
         ),
         Err(_) => println!("stripped release binary: run `cargo build --release` first"),
     }
+}
+
+/// One kept-alive connection of any kind.
+trait Stream: std::io::Read + std::io::Write + Send {}
+impl<T: std::io::Read + std::io::Write + Send> Stream for T {}
+
+/// Where a request path is sent: straight to the apiserver over TLS, or to a proxy in plain
+/// HTTP on loopback.
+#[derive(Clone)]
+enum Via {
+    Direct {
+        addr: std::net::SocketAddr,
+        ca: String,
+        client: Option<String>,
+    },
+    Proxy(std::net::SocketAddr),
+}
+
+impl Via {
+    fn connect(&self) -> Session<Box<dyn Stream>> {
+        match self {
+            Via::Direct { addr, ca, client } => {
+                let s = match client {
+                    Some(pem) => client::tls_connect(*addr, ca, pem),
+                    None => client::tls_connect_anonymous(*addr, ca),
+                }
+                .expect("TLS to the apiserver");
+                Session::new(Box::new(s))
+            }
+            Via::Proxy(addr) => {
+                let tcp = std::net::TcpStream::connect(addr).expect("connect to the proxy");
+                tcp.set_nodelay(true).unwrap();
+                Session::new(Box::new(tcp))
+            }
+        }
+    }
+}
+
+/// One request shape: what a kubelet or a pod sends.
+struct Shape {
+    name: &'static str,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+}
+
+fn send(s: &mut Session<Box<dyn Stream>>, shape: &Shape) -> u16 {
+    let headers: Vec<(&str, &str)> = shape
+        .headers
+        .iter()
+        .map(|(n, v)| (*n, v.as_str()))
+        .collect();
+    let r = s
+        .request("GET", &shape.path, &headers, b"")
+        .expect("a response");
+    if r.status != 200 {
+        eprintln!("{}: {} {}", shape.name, r.status, r.text());
+    }
+    r.status
+}
+
+/// Requests per second with `clients` connections each sending back to back for `run`.
+fn throughput(via: &Via, shape: &Shape, clients: usize, run: Duration) -> f64 {
+    let done = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..clients {
+            scope.spawn(|| {
+                let mut s = via.connect();
+                let warm = Instant::now() + Duration::from_millis(300);
+                while Instant::now() < warm {
+                    assert_eq!(send(&mut s, shape), 200);
+                }
+                let end = Instant::now() + run;
+                let mut n = 0;
+                while Instant::now() < end {
+                    assert_eq!(send(&mut s, shape), 200);
+                    n += 1;
+                }
+                done.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+    });
+    done.into_inner() as f64 / run.as_secs_f64()
+}
+
+fn real_apiserver_figures() {
+    use serde_json::json;
+    use testapi::envtest::{Assets, ControlPlane};
+    let Some(assets) = Assets::find() else {
+        println!("real kube-apiserver: {}", testapi::envtest::SKIPPED);
+        return;
+    };
+    let cp = ControlPlane::start(assets);
+    let admin = cp.admin();
+    let node = "bench-node";
+    let root = testapi::TempDir::new("bench-root");
+    let cache = testapi::TempDir::new("bench-cache");
+    let args: Vec<String> = vec![
+        format!("--server-addr={}", cp.url()),
+        format!("--node-name={node}"),
+        "--nodepool-name=bench".into(),
+        format!("--root-dir={}", root.path().display()),
+        format!("--disk-cache-path={}", cache.path().display()),
+        "--proxy-port=0".into(),
+        "--serve-port=0".into(),
+        "--proxy-secure-port=0".into(),
+        "--enable-dummy-if=false".into(),
+        format!("--join-token={}", cp.join_token()),
+        format!("--discovery-token-ca-cert-hash={}", cp.ca_pin()),
+        "--csr-signer-name=kubernetes.io/kube-apiserver-client-kubelet".into(),
+        // No kubelet renews its lease here: without this the hub would count the cloud gone
+        // after 40 s and answer from its cache.
+        "--kubelet-health-grace-period=24h".into(),
+    ];
+    let hub = testapi::Hub::start(env!("CARGO_BIN_EXE_yurthub"), &args);
+    let node_pem = std::fs::read_to_string(root.path().join("pki/yurthub-current.pem"))
+        .expect("the hub's client certificate");
+    // The Node must exist (the pod garbage collector deletes pods of unknown nodes) and the
+    // pod tolerate it never being Ready (no kubelet runs here).
+    admin.create(
+        "/api/v1/nodes",
+        &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}),
+    );
+    admin.create(
+        "/api/v1/namespaces/default/pods",
+        &json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bench"},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.example/app:1"}],
+                         "tolerations": [{"operator": "Exists", "effect": "NoExecute"}]}}),
+    );
+    // A pod's own token, for the pass-through path.
+    admin.create(
+        "/api/v1/namespaces/default/serviceaccounts",
+        &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "bench"}}),
+    );
+    admin.create(
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings",
+        &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "bench"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+                "subjects": [{"kind": "ServiceAccount", "name": "bench", "namespace": "default"}]}),
+    );
+    let token = admin.create(
+        "/api/v1/namespaces/default/serviceaccounts/bench/token",
+        &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"expirationSeconds": 3600}}),
+    )["status"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = "/api/v1/namespaces/default/pods/bench".to_string();
+    let shapes = [
+        Shape {
+            name: "bearer pass-through",
+            path: path.clone(),
+            headers: vec![
+                ("User-Agent", "bench-operator/1.0".into()),
+                ("Accept", "application/json".into()),
+                ("Authorization", format!("Bearer {token}")),
+            ],
+        },
+        Shape {
+            name: "node identity, neither cached nor filtered",
+            path: path.clone(),
+            headers: vec![
+                ("User-Agent", "bench-operator/1.0".into()),
+                ("Accept", "application/json".into()),
+            ],
+        },
+        Shape {
+            name: "coredns, cached",
+            path: path.clone(),
+            headers: vec![
+                ("User-Agent", "coredns/1.12.0".into()),
+                ("Accept", "application/json".into()),
+            ],
+        },
+        Shape {
+            name: "kubelet, cached and filtered",
+            path,
+            headers: vec![
+                (
+                    "User-Agent",
+                    "kubelet/v1.36.2 (linux/amd64) kubernetes/98b3519".into(),
+                ),
+                ("Accept", "application/json".into()),
+            ],
+        },
+    ];
+    let nginx = Nginx::start(cp.addr(), &node_pem);
+    if nginx.is_none() {
+        println!(
+            "real kube-apiserver: nginx not installed (apt install nginx): no side-by-side figures"
+        );
+    }
+    println!();
+    println!("against kube-apiserver 1.36 (envtest), GET of one pod; p50/p99 in us, throughput in requests/s");
+    for shape in &shapes {
+        let bearer = shape.headers.iter().any(|(n, _)| *n == "Authorization");
+        let direct = Via::Direct {
+            addr: cp.addr(),
+            ca: cp.ca_pem().to_string(),
+            client: (!bearer).then(|| node_pem.clone()),
+        };
+        let mut vias = vec![("direct", direct), ("hub", Via::Proxy(hub.proxy_addr))];
+        if let Some(n) = &nginx {
+            vias.push(("nginx", Via::Proxy(n.addr)));
+        }
+        // c=1, the paths interleaved so that drift in the apiserver hits all alike.
+        let mut sessions: Vec<_> = vias.iter().map(|(_, v)| v.connect()).collect();
+        let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(SAMPLES); vias.len()];
+        for i in 0..SAMPLES + 200 {
+            for (k, s) in sessions.iter_mut().enumerate() {
+                let t = Instant::now();
+                assert_eq!(send(s, shape), 200, "{} via {}", shape.name, vias[k].0);
+                if i >= 200 {
+                    times[k].push(t.elapsed());
+                }
+            }
+        }
+        drop(sessions);
+        for t in &mut times {
+            t.sort();
+        }
+        let p50: Vec<f64> = times.iter().map(|t| micros(percentile(t, 0.5))).collect();
+        let p99: Vec<f64> = times.iter().map(|t| micros(percentile(t, 0.99))).collect();
+        // c=16 in rounds, the paths taking turns, so that drift hits all alike.
+        let mut rates = vec![0.0; vias.len()];
+        for _ in 0..ROUNDS {
+            for (k, (_, v)) in vias.iter().enumerate() {
+                rates[k] += throughput(v, shape, 16, Duration::from_secs(1)) / ROUNDS as f64;
+            }
+        }
+        println!("{}:", shape.name);
+        for (k, (name, _)) in vias.iter().enumerate() {
+            println!(
+                "  {name:<7} c=1 p50/p99 {:>6.0}/{:<6.0} added p50 {:>5.0}   c=16 {:>7.0}/s ({:.0} % of direct)",
+                p50[k],
+                p99[k],
+                p50[k] - p50[0],
+                rates[k],
+                rates[k] / rates[0] * 100.0
+            );
+        }
+        if vias.len() == 3 {
+            let (hub_added, nginx_added) = (p50[1] - p50[0], p50[2] - p50[0]);
+            println!(
+                "  hub added p50 {hub_added:.0} us <= nginx's {nginx_added:.0} us: {}",
+                if hub_added <= nginx_added {
+                    "PASS"
+                } else {
+                    "MISS"
+                }
+            );
+            println!(
+                "  hub c=16 {:.0}/s >= nginx's {:.0}/s: {}",
+                rates[1],
+                rates[2],
+                if rates[1] >= rates[2] { "PASS" } else { "MISS" }
+            );
+        }
+    }
+    println!(
+        "hub RSS after the run (KiB)              {:>8}",
+        testapi::rss_kib(hub.pid())
+    );
 }

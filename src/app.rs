@@ -407,14 +407,20 @@ pub fn run(config: &Config) -> Result<(), StartError> {
         if let Some(every) = notify::watchdog_interval() {
             runtime::spawn(notify::watchdog(every)).detach();
         }
-        while let Some(Ok(signal)) = signals.next().await {
-            if signal == async_signal::Signal::Usr1 {
-                running.dump_state();
-                continue;
+        // The signals get a task of their own: the future given to `block_on` is polled at
+        // every wake-up of the executor, and each poll of the signal pipe is a system call.
+        let state = running.clone();
+        runtime::spawn(async move {
+            while let Some(Ok(signal)) = signals.next().await {
+                if signal == async_signal::Signal::Usr1 {
+                    state.dump_state();
+                    continue;
+                }
+                log::info!("received {signal:?}: shutting down");
+                break;
             }
-            log::info!("received {signal:?}: shutting down");
-            break;
-        }
+        })
+        .await;
         notify::send("STOPPING=1");
         running.shut_down().await;
         log::info!("stopped");

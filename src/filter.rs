@@ -209,7 +209,41 @@ impl Filters {
     }
 }
 
+/// Strings one of which must appear in an object's JSON for the filter to change or drop it
+/// (kube-apiserver writes them unescaped); `None` when it may act on any object. Most
+/// objects hold none of them and then pass as they came, never parsed.
+fn needles(name: &str) -> Option<&'static [&'static str]> {
+    match name {
+        // Both act on `default/kubernetes` only.
+        "masterservice" | "forwardkubesvctraffic" => Some(&["\"kubernetes\""]),
+        "inclusterconfig" => Some(&["\"kube-proxy\""]),
+        "serviceenvupdater" => Some(&["KUBERNETES_SERVICE_"]),
+        "discardcloudservice" => Some(&["x-tunnel-server-internal-svc", "svc.openyurt.io/discard"]),
+        "nodeportisolation" => Some(&["nodeport.openyurt.io/listen"]),
+        _ => None,
+    }
+}
+
+/// Whether the filter may drop an object (the others only rewrite).
+fn may_drop(name: &str) -> bool {
+    matches!(
+        name,
+        "discardcloudservice" | "nodeportisolation" | "servicetopology"
+    )
+}
+
 impl Chain {
+    /// Whether the chain may change `raw` (one object, event or body) at all; when not, it
+    /// passes byte for byte without being parsed.
+    pub fn may_change(&self, raw: &[u8]) -> bool {
+        self.names.iter().any(|n| {
+            needles(n).is_none_or(|all| {
+                all.iter()
+                    .any(|x| memchr::memmem::find(raw, x.as_bytes()).is_some())
+            })
+        })
+    }
+
     /// Runs the chain over one object; false when a filter drops it.
     pub fn apply(&self, obj: &mut Value) -> bool {
         for name in &self.names {
@@ -230,16 +264,25 @@ impl Chain {
         true
     }
 
-    /// Filters a whole get/list body; `None` when it is not JSON (then it passes unchanged).
+    /// Filters a whole get/list body; `None` when it passes unchanged (not JSON, or nothing
+    /// in it the chain acts on).
     pub fn apply_body(&self, body: &[u8]) -> Option<Vec<u8>> {
+        if !self.may_change(body) {
+            return None;
+        }
         let mut v: Value = serde_json::from_slice(body).ok()?;
         if let Some(items) = v.get_mut("items").and_then(Value::as_array_mut) {
             items.retain_mut(|item| self.apply(item));
         } else if v.get("kind").and_then(Value::as_str) != Some("Status") {
-            // A single object a filter would drop is served as it is (there is no "nothing").
-            let mut copy = v.clone();
-            if self.apply(&mut copy) {
-                v = copy;
+            if self.names.iter().any(|n| may_drop(n)) {
+                // A single object a filter would drop is served as it is (there is no
+                // "nothing").
+                let mut copy = v.clone();
+                if self.apply(&mut copy) {
+                    v = copy;
+                }
+            } else {
+                self.apply(&mut v);
             }
         }
         serde_json::to_vec(&v).ok()
@@ -249,14 +292,23 @@ impl Chain {
     /// dropped object becomes a DELETED event. A line that is not JSON passes unchanged, for
     /// the client to judge, and keeps its own line: it must not swallow the next event.
     pub fn apply_event(&self, line: &[u8]) -> Vec<u8> {
-        let Ok(mut ev) = serde_json::from_slice::<Value>(line) else {
-            let mut out = line.to_vec();
+        let parsed = self
+            .may_change(line)
+            .then(|| serde_json::from_slice::<Value>(line).ok())
+            .flatten();
+        let Some(mut ev) = parsed else {
+            let mut out = Vec::with_capacity(line.len() + 1);
+            out.extend_from_slice(line);
             out.push(b'\n');
             return out;
         };
         match ev["type"].as_str() {
             Some("ADDED" | "MODIFIED" | "DELETED") => {
-                let original = ev["object"].clone();
+                let original = self
+                    .names
+                    .iter()
+                    .any(|n| may_drop(n))
+                    .then(|| ev["object"].clone());
                 if !self.apply(&mut ev["object"]) {
                     ev = json!({"type": "DELETED", "object": original});
                 }

@@ -85,12 +85,14 @@ impl Metrics {
 
     /// Adds bytes received from the cloud for a request.
     pub fn add_traffic(&self, labels: &RequestLabels, bytes: u64) {
-        *self
-            .traffic
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(labels.clone())
-            .or_default() += bytes;
+        let mut traffic = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
+        // Called per piece of every body: the labels are copied only for a new series.
+        match traffic.get_mut(labels) {
+            Some(total) => *total += bytes,
+            None => {
+                traffic.insert(labels.clone(), bytes);
+            }
+        }
     }
 
     /// Adds the bytes gzip kept off the wire for one response (plain minus compressed).

@@ -30,8 +30,8 @@ use crate::upstream::{self, Body, Identity, Negotiated, Response, Upstream, Upst
 
 /// Request bodies up to this size are read before sending, so another server can be tried.
 const MAX_BUFFERED_BODY: u64 = 64 * 1024;
-/// The most decompressed bytes produced per write to the client.
-const GUNZIP_PIECE: usize = 64 * 1024;
+/// The most bytes gathered, or unpacked from gzip, per write to the client.
+const RELAY_PIECE: usize = 64 * 1024;
 
 /// Fields that describe one hop and never cross the proxy (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -47,6 +47,8 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 fn strip_hop_by_hop(h: &mut Headers, keep_upgrade: bool) {
+    // The names `Connection` lists are hop-by-hop too; most messages list none but `close`
+    // or `keep-alive`.
     let listed: Vec<String> = h
         .get_all("connection")
         .flat_map(|v| {
@@ -55,18 +57,21 @@ fn strip_hop_by_hop(h: &mut Headers, keep_upgrade: bool) {
                 .map(|t| t.trim().to_ascii_lowercase())
                 .collect::<Vec<_>>()
         })
-        .filter(|t| !t.is_empty())
+        .filter(|t| !t.is_empty() && t != "close" && t != "keep-alive")
         .collect();
-    for name in listed
+    let mut names: Vec<&str> = HOP_BY_HOP
         .iter()
-        .map(String::as_str)
-        .chain(HOP_BY_HOP.iter().copied())
-    {
-        if keep_upgrade && (name == "connection" || name == "upgrade") {
-            continue;
-        }
-        h.remove(name);
-    }
+        .copied()
+        .filter(|n| !(keep_upgrade && (*n == "connection" || *n == "upgrade")))
+        .collect();
+    names.extend(
+        listed
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !(keep_upgrade && (*n == "connection" || *n == "upgrade"))),
+    );
+    // One pass over the fields, not one per name.
+    h.remove_all(&names);
 }
 
 /// The request identity: a pod's bearer token travels as it is, without the node certificate.
@@ -605,20 +610,26 @@ impl Proxy {
         let mut plain = Vec::new();
         loop {
             piece.clear();
-            let at_hand =
-                matches!(up_framing, Framing::Length(_)) && !resp.conn.reader.buffered().is_empty();
-            let next = if at_hand {
-                Some(resp.body.read(&mut resp.conn.reader, &mut piece).await)
+            // What has already arrived joins what is due before it is written (one write, not
+            // one per chunk); the relay never waits while holding output.
+            let at_hand = if out.len() >= RELAY_PIECE {
+                None
             } else {
-                if !out.is_empty() {
-                    if conn.writer.write_all(&out).await.is_err()
-                        || conn.writer.flush().await.is_err()
-                    {
-                        return Outcome::Close;
+                smol::future::poll_once(resp.body.read(&mut resp.conn.reader, &mut piece)).await
+            };
+            let next = match at_hand {
+                Some(r) => Some(r),
+                None => {
+                    if !out.is_empty() {
+                        if conn.writer.write_all(&out).await.is_err()
+                            || conn.writer.flush().await.is_err()
+                        {
+                            return Outcome::Close;
+                        }
+                        out.clear();
                     }
-                    out.clear();
+                    self.next_piece(conn, &mut resp, &mut piece).await
                 }
-                self.next_piece(conn, &mut resp, &mut piece).await
             };
             let n = match next {
                 None => {
@@ -652,9 +663,6 @@ impl Proxy {
                     self.metrics
                         .add_gzip_saved(plain.saturating_sub(compressed));
                 }
-                if let Some(t) = tee.take() {
-                    t.finish();
-                }
                 if let Some(gz) = &gunzip {
                     if let Err(e) = gz.finish() {
                         log::warn!("upstream gzip body: {e}");
@@ -663,8 +671,15 @@ impl Proxy {
                     }
                 }
                 writer.finish(&mut out);
-                if conn.writer.write_all(&out).await.is_err() || conn.writer.flush().await.is_err()
-                {
+                let sent =
+                    conn.writer.write_all(&out).await.is_ok() && conn.writer.flush().await.is_ok();
+                // The cache's copy goes once the client has its answer: waking the writer
+                // thread must not hold the last bytes back. It goes even if the client left:
+                // the cloud's answer was whole.
+                if let Some(t) = tee.take() {
+                    t.finish();
+                }
+                if !sent {
                     return Outcome::Close;
                 }
                 break;
@@ -675,7 +690,7 @@ impl Proxy {
                     let mut pos = 0;
                     loop {
                         plain.clear();
-                        match gz.decode(&piece[pos..], &mut plain, GUNZIP_PIECE) {
+                        match gz.decode(&piece[pos..], &mut plain, RELAY_PIECE) {
                             Ok(used) => pos += used,
                             Err(e) => {
                                 log::warn!("upstream gzip body: {e}");
@@ -684,7 +699,7 @@ impl Proxy {
                             }
                         }
                         writer.encode(&plain, &mut out);
-                        if out.len() >= GUNZIP_PIECE {
+                        if out.len() >= RELAY_PIECE {
                             if conn.writer.write_all(&out).await.is_err() {
                                 return Outcome::Close;
                             }

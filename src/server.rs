@@ -10,7 +10,7 @@ use smol::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::http::{HeadError, Limits, Reader, RequestHead, ResponseHead};
 use crate::kube::Status;
@@ -120,12 +120,44 @@ pub async fn respond_status<W: AsyncWrite + Unpin>(
     respond(w, head, &status.to_json()).await
 }
 
+/// A connection's idle timeout. Its one timer is armed once per idle period, not once per
+/// request: each arming is a registration with the reactor and a wake-up of its thread.
+struct IdleClock {
+    timer: Timer,
+}
+
+impl IdleClock {
+    fn new(idle: Duration) -> Self {
+        Self {
+            timer: Timer::after(idle),
+        }
+    }
+
+    /// Pends until the connection has waited `idle` since `since`.
+    async fn expired(&mut self, since: Instant, idle: Duration) {
+        let deadline = since + idle;
+        loop {
+            let fired = (&mut self.timer).await;
+            if fired >= deadline {
+                return;
+            }
+            // It fired for an earlier wait; this one began later.
+            self.timer.set_at(deadline);
+        }
+    }
+}
+
 /// Reads the next request head within the idle and head timeouts. `Ok(None)`: the client
 /// closed or idled out between requests.
-async fn next_head(conn: &mut ClientConn) -> Result<Option<RequestHead>, HeadError> {
+async fn next_head(
+    conn: &mut ClientConn,
+    idle: &mut IdleClock,
+) -> Result<Option<RequestHead>, HeadError> {
     if conn.reader.buffered().is_empty() {
+        let since = Instant::now();
+        let idle_for = conn.timeouts.idle;
         let first = smol::future::or(async { Some(conn.reader.fill().await) }, async {
-            Timer::after(conn.timeouts.idle).await;
+            idle.expired(since, idle_for).await;
             None
         })
         .await;
@@ -135,8 +167,13 @@ async fn next_head(conn: &mut ClientConn) -> Result<Option<RequestHead>, HeadErr
             Some(Ok(_)) => {}
         }
     }
+    // A head usually arrives whole: only one that does not needs a timer of its own.
+    let limits = Limits::default();
+    if let Some(done) = smol::future::poll_once(conn.reader.read_request_head(&limits)).await {
+        return done;
+    }
     let head_timeout = conn.timeouts.head;
-    smol::future::or(conn.reader.read_request_head(&Limits::default()), async {
+    smol::future::or(conn.reader.read_request_head(&limits), async {
         Timer::after(head_timeout).await;
         Err(HeadError::Io(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -148,8 +185,9 @@ async fn next_head(conn: &mut ClientConn) -> Result<Option<RequestHead>, HeadErr
 
 /// Serves requests on one connection until either side ends it.
 pub async fn serve_connection<S: Service>(mut conn: ClientConn, service: Arc<S>) {
+    let mut idle = IdleClock::new(conn.timeouts.idle);
     loop {
-        let head = match next_head(&mut conn).await {
+        let head = match next_head(&mut conn, &mut idle).await {
             Ok(Some(h)) => h,
             Ok(None) => break,
             Err(HeadError::Io(e)) => {

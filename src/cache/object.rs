@@ -18,14 +18,135 @@ struct Peek<'a> {
     #[serde(rename = "apiVersion")]
     api_version: Option<String>,
     metadata: Option<Meta>,
-    #[serde(borrow)]
-    spec: Option<&'a RawValue>,
+    /// Read in the same pass as the rest (only pods' `nodeName` matters).
+    spec: Option<SpecPeek>,
+    #[serde(skip)]
+    _borrowed: std::marker::PhantomData<&'a ()>,
 }
 
-#[derive(Deserialize)]
-struct PodSpec {
-    #[serde(rename = "nodeName")]
+/// `spec.nodeName` when `spec` is an object with a string there; whatever else `spec` is
+/// (some kinds have none, a broken one may be a string) reads as nothing, never an error.
+#[derive(Default)]
+struct SpecPeek {
     node_name: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for SpecPeek {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = SpecPeek;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<SpecPeek, A::Error> {
+                use serde::de::IgnoredAny;
+                let mut out = SpecPeek::default();
+                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if k == "nodeName" {
+                        out.node_name = m
+                            .next_value::<Option<IgnoredOr<String>>>()?
+                            .and_then(IgnoredOr::get);
+                    } else {
+                        m.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(out)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> Result<SpecPeek, A::Error> {
+                while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(SpecPeek::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<SpecPeek, E> {
+                Ok(SpecPeek::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<SpecPeek, E> {
+                Ok(SpecPeek::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<SpecPeek, E> {
+                Ok(SpecPeek::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<SpecPeek, E> {
+                Ok(SpecPeek::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<SpecPeek, E> {
+                Ok(SpecPeek::default())
+            }
+            fn visit_unit<E>(self) -> Result<SpecPeek, E> {
+                Ok(SpecPeek::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A string, or anything else read and dropped.
+enum IgnoredOr<T> {
+    Value(T),
+    Ignored,
+}
+
+impl<T> IgnoredOr<T> {
+    fn get(self) -> Option<T> {
+        match self {
+            Self::Value(v) => Some(v),
+            Self::Ignored => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for IgnoredOr<String> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = IgnoredOr<String>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(IgnoredOr::Value(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                while m
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(IgnoredOr::Ignored)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> Result<Self::Value, A::Error> {
+                while s.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(IgnoredOr::Ignored)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(IgnoredOr::Ignored)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(IgnoredOr::Ignored)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(IgnoredOr::Ignored)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(IgnoredOr::Ignored)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(IgnoredOr::Ignored)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// One object ready to be stored: its bytes (with `apiVersion` and `kind` set) and metadata.
@@ -83,12 +204,7 @@ impl Object {
             (None, None) => String::new(),
         };
         let node_name = if kind == "Pod" {
-            Some(
-                p.spec
-                    .and_then(|s| serde_json::from_str::<PodSpec>(s.get()).ok())
-                    .and_then(|s| s.node_name)
-                    .unwrap_or_default(),
-            )
+            Some(p.spec.and_then(|s| s.node_name).unwrap_or_default())
         } else {
             None
         };

@@ -473,6 +473,12 @@ impl Store {
         self.write_file(&key.rel_path()?, bytes)
     }
 
+    /// Whether an object's file exists (one `stat`, no read).
+    pub fn exists(&self, key: &ObjectKey) -> bool {
+        key.rel_path()
+            .is_ok_and(|rel| fs::symlink_metadata(self.root.join(rel)).is_ok_and(|m| m.is_file()))
+    }
+
     /// Reads an object. A file that no longer parses is quarantined and reads as absent.
     pub fn read(&self, key: &ObjectKey) -> Result<Option<Vec<u8>>, StoreError> {
         let rel = key.rel_path()?;

@@ -73,11 +73,38 @@ const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 struct Shared {
     max_body_bytes: usize,
+    /// Fingerprints of the objects as this process last wrote them, so that an answer like
+    /// the stored one costs neither the writer's time nor a wake-up of its thread.
+    sums: Fingerprints,
+    known: Mutex<HashMap<ObjectKey, u64>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     views: Mutex<HashMap<TypeKey, BTreeMap<String, ViewSnapshot>>>,
     stale: Mutex<HashSet<(String, String, String)>>,
     ended: Mutex<HashSet<u64>>,
     stats: CacheStats,
+}
+
+impl Shared {
+    fn known(&self, key: &ObjectKey) -> Option<u64> {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .copied()
+    }
+
+    /// Records the fingerprint of what `key` now holds (`None`: unknown or removed).
+    fn set_known(&self, key: &ObjectKey, sum: Option<u64>) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        match sum {
+            Some(s) => {
+                known.insert(key.clone(), s);
+            }
+            None => {
+                known.remove(key);
+            }
+        }
+    }
 }
 
 enum Job {
@@ -190,6 +217,8 @@ impl Cache {
                 0 => DEFAULT_MAX_BODY_BYTES,
                 n => n,
             },
+            sums: Fingerprints(std::hash::RandomState::new()),
+            known: Mutex::default(),
             writer: Mutex::new(None),
             views: Mutex::new(load_views(root)),
             stale: Mutex::default(),
@@ -256,6 +285,16 @@ impl Cache {
 
     /// Queues a complete get/create/update/patch/list response body (uncompressed).
     pub fn response(&self, target: &Target, body: Vec<u8>) {
+        // kubelet reads its pods and node again and again: an answer byte for byte like the
+        // stored one is dropped here (a file removed behind the hub's back by `yurthub cache
+        // evict` comes back at the next list, watch or change).
+        if target.shape == Shape::Object && !target.name.is_empty() {
+            let sum = self.shared.sums.of(body.trim_ascii());
+            let key = target.object_key(&target.name);
+            if self.shared.known(&key) == Some(sum) {
+                return;
+            }
+        }
         self.submit(
             Job::Response {
                 target: target.clone(),
@@ -397,6 +436,20 @@ impl Cache {
     }
 }
 
+/// Fingerprints of stored objects' bytes: SipHash under a key drawn at start-up, so that
+/// nobody who writes objects into the cluster can make a changed object look unchanged.
+#[derive(Debug)]
+struct Fingerprints(std::hash::RandomState);
+
+impl Fingerprints {
+    fn of(&self, bytes: &[u8]) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = self.0.build_hasher();
+        h.write(bytes);
+        h.finish()
+    }
+}
+
 struct Writer {
     store: Arc<Store>,
     shared: Arc<Shared>,
@@ -482,8 +535,9 @@ impl Writer {
                 resource,
                 body,
             } => {
-                let text = String::from_utf8_lossy(&body);
-                if let Some(obj) = Object::parse(&text, None) {
+                // JSON is UTF-8; anything else is not an object to keep.
+                let text = std::str::from_utf8(&body).unwrap_or("");
+                if let Some(obj) = Object::parse(text, None) {
                     let key = ObjectKey {
                         component,
                         resource,
@@ -531,11 +585,16 @@ impl Writer {
         if self.stored_rv(&key).is_some_and(|old| old > obj.rv) {
             return false;
         }
+        let sum = self.shared.sums.of(&obj.bytes);
+        if self.unchanged(&key, sum) {
+            return true;
+        }
         match self.store.write(&key, &obj.bytes) {
             Ok(written) => {
                 if written {
                     self.shared.stats.writes.fetch_add(1, Ordering::Relaxed);
                 }
+                self.shared.set_known(&key, Some(sum));
                 self.rvs.insert(key, obj.rv);
                 true
             }
@@ -544,6 +603,13 @@ impl Writer {
                 false
             }
         }
+    }
+
+    /// Whether `key` holds exactly the bytes fingerprinted `sum` (written by this process):
+    /// the same answer again (kubelet re-reading its pod) needs no reading, writing or
+    /// parsing, as long as the file is still there (`yurthub cache evict` may remove it).
+    fn unchanged(&self, key: &ObjectKey, sum: u64) -> bool {
+        self.shared.known(key) == Some(sum) && self.store.exists(key)
     }
 
     fn key_of(t: &Target, obj: &Object) -> ObjectKey {
@@ -575,6 +641,7 @@ impl Writer {
         match self.store.remove(&key) {
             Ok(_) => {
                 self.rvs.remove(&key);
+                self.shared.set_known(&key, None);
             }
             Err(e) => self.error("delete", &e),
         }
@@ -606,6 +673,7 @@ impl Writer {
                 .insert((key.component.clone(), key.resource.clone(), id));
         }
         self.rvs.remove(key);
+        self.shared.set_known(key, None);
         match self.store.remove(key) {
             Ok(removed) => removed,
             Err(e) => {
@@ -730,8 +798,15 @@ impl Writer {
     fn response(&mut self, t: &Target, body: &[u8]) {
         match t.shape {
             Shape::Object => {
-                let text = String::from_utf8_lossy(body);
-                if let Some(obj) = Object::parse(&text, None) {
+                // A get names its object: an answer like the last one is not even parsed.
+                let bytes = body.trim_ascii();
+                if !t.name.is_empty()
+                    && self.unchanged(&t.object_key(&t.name), self.shared.sums.of(bytes))
+                {
+                    return;
+                }
+                let text = std::str::from_utf8(body).unwrap_or("");
+                if let Some(obj) = Object::parse(text, None) {
                     if object::storable_kind(&obj.kind, t.metadata_only) {
                         let key = Self::key_of(t, &obj);
                         self.upsert(key, &obj);

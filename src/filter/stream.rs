@@ -201,22 +201,28 @@ impl ListStream {
     }
 
     fn emit_item(&mut self, chain: &Chain, out: &mut Vec<u8>) {
-        let filtered = match serde_json::from_slice::<serde_json::Value>(&self.item) {
-            Ok(mut v) => {
+        // An item the chain has nothing to do with, or that is not JSON (for the client to
+        // judge), passes as it came.
+        let parsed = chain
+            .may_change(&self.item)
+            .then(|| serde_json::from_slice::<serde_json::Value>(&self.item).ok())
+            .flatten();
+        let filtered = match parsed {
+            Some(mut v) => {
                 if !chain.apply(&mut v) {
+                    self.item.clear();
                     return;
                 }
-                serde_json::to_vec(&v).unwrap_or_else(|_| self.item.clone())
+                serde_json::to_vec(&v).ok()
             }
-            // Not JSON: passed as it is, for the client to judge.
-            Err(_) => self.item.clone(),
+            None => None,
         };
         if self.kept > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(&filtered);
+        out.extend_from_slice(filtered.as_deref().unwrap_or(&self.item));
         self.kept += 1;
-        self.item = Vec::new();
+        self.item.clear();
     }
 }
 

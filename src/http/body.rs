@@ -308,7 +308,9 @@ impl BodyWriter {
         match self {
             BodyWriter::Raw => out.extend_from_slice(data),
             BodyWriter::Chunked => {
-                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                use std::io::Write;
+                // Into the Vec directly: no String per chunk.
+                let _ = write!(out, "{:x}\r\n", data.len());
                 out.extend_from_slice(data);
                 out.extend_from_slice(b"\r\n");
             }

@@ -5,12 +5,16 @@ use std::{fmt, io};
 
 use super::{Headers, Reader, BUFFER_BYTES};
 
+/// The most header fields a head may have. httparse fills an array of this many on the
+/// stack for each parse, instead of a heap allocation per request.
+pub const MAX_HEADERS: usize = 128;
+
 /// Bounds on what a peer may send in one message head.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// The largest head, request line and fields together.
     pub max_head_bytes: usize,
-    /// The most header fields.
+    /// The most header fields (at most [`MAX_HEADERS`]).
     pub max_headers: usize,
 }
 
@@ -18,8 +22,46 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_head_bytes: BUFFER_BYTES,
-            max_headers: 128,
+            max_headers: MAX_HEADERS,
         }
+    }
+}
+
+/// Parses a whole request head at the front of `buf`, with its length; `None` while partial.
+fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut raw[..limits.max_headers.min(MAX_HEADERS)]);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => Ok(Some((
+            RequestHead {
+                method: req.method.unwrap_or_default().to_string(),
+                target: req.path.unwrap_or_default().to_string(),
+                minor_version: req.version.unwrap_or(1),
+                headers: collect_headers(req.headers),
+            },
+            n,
+        ))),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(malformed(e)),
+    }
+}
+
+/// Parses a whole response head at the front of `buf`, with its length; `None` while partial.
+fn parse_response(buf: &[u8], limits: &Limits) -> Result<Option<(ResponseHead, usize)>, HeadError> {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut raw[..limits.max_headers.min(MAX_HEADERS)]);
+    match res.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => Ok(Some((
+            ResponseHead {
+                minor_version: res.version.unwrap_or(1),
+                status: res.code.unwrap_or(0),
+                reason: res.reason.unwrap_or_default().to_string(),
+                headers: collect_headers(res.headers),
+            },
+            n,
+        ))),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(malformed(e)),
     }
 }
 
@@ -75,7 +117,8 @@ fn malformed(e: httparse::Error) -> HeadError {
 }
 
 fn collect_headers(raw: &[httparse::Header<'_>]) -> Headers {
-    let mut headers = Headers::new();
+    let bytes = raw.iter().map(|h| h.name.len() + h.value.len()).sum();
+    let mut headers = Headers::with_capacity(raw.len(), bytes);
     for h in raw {
         headers.push(h.name, h.value);
     }
@@ -185,7 +228,10 @@ impl ResponseHead {
         } else {
             b"HTTP/1.1 "
         });
-        out.extend_from_slice(self.status.to_string().as_bytes());
+        {
+            use std::io::Write;
+            let _ = write!(out, "{}", self.status);
+        }
         out.push(b' ');
         out.extend_from_slice(self.reason.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -210,24 +256,12 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 .count();
             self.consume(skip);
             if !self.buffered().is_empty() {
-                let mut raw = vec![httparse::EMPTY_HEADER; limits.max_headers];
-                let mut req = httparse::Request::new(&mut raw);
-                match req.parse(self.buffered()) {
-                    Ok(httparse::Status::Complete(n)) => {
-                        if n > limits.max_head_bytes {
-                            return Err(HeadError::TooLarge);
-                        }
-                        let head = RequestHead {
-                            method: req.method.unwrap_or_default().to_string(),
-                            target: req.path.unwrap_or_default().to_string(),
-                            minor_version: req.version.unwrap_or(1),
-                            headers: collect_headers(req.headers),
-                        };
-                        self.consume(n);
-                        return Ok(Some(head));
+                if let Some((head, n)) = parse_request(self.buffered(), limits)? {
+                    if n > limits.max_head_bytes {
+                        return Err(HeadError::TooLarge);
                     }
-                    Ok(httparse::Status::Partial) => {}
-                    Err(e) => return Err(malformed(e)),
+                    self.consume(n);
+                    return Ok(Some(head));
                 }
                 if self.buffered().len() >= limits.max_head_bytes || self.is_full() {
                     return Err(HeadError::TooLarge);
@@ -246,24 +280,12 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     pub async fn read_response_head(&mut self, limits: &Limits) -> Result<ResponseHead, HeadError> {
         loop {
             if !self.buffered().is_empty() {
-                let mut raw = vec![httparse::EMPTY_HEADER; limits.max_headers];
-                let mut res = httparse::Response::new(&mut raw);
-                match res.parse(self.buffered()) {
-                    Ok(httparse::Status::Complete(n)) => {
-                        if n > limits.max_head_bytes {
-                            return Err(HeadError::TooLarge);
-                        }
-                        let head = ResponseHead {
-                            minor_version: res.version.unwrap_or(1),
-                            status: res.code.unwrap_or(0),
-                            reason: res.reason.unwrap_or_default().to_string(),
-                            headers: collect_headers(res.headers),
-                        };
-                        self.consume(n);
-                        return Ok(head);
+                if let Some((head, n)) = parse_response(self.buffered(), limits)? {
+                    if n > limits.max_head_bytes {
+                        return Err(HeadError::TooLarge);
                     }
-                    Ok(httparse::Status::Partial) => {}
-                    Err(e) => return Err(malformed(e)),
+                    self.consume(n);
+                    return Ok(head);
                 }
                 if self.buffered().len() >= limits.max_head_bytes || self.is_full() {
                     return Err(HeadError::TooLarge);

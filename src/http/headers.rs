@@ -4,9 +4,30 @@ use std::fmt;
 
 /// Header fields in arrival order. Names keep their spelling on the wire; every look-up ignores
 /// case, as RFC 9110 requires.
-#[derive(Clone, Default, PartialEq, Eq)]
+///
+/// Every name and value lives in one buffer: a head costs two allocations, not two per field
+/// (the proxy parses, rewrites and writes two heads per request).
+#[derive(Clone, Default)]
 pub struct Headers {
-    entries: Vec<(String, Vec<u8>)>,
+    bytes: Vec<u8>,
+    fields: Vec<Field>,
+}
+
+/// Where one field's name and value sit in [`Headers::bytes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Field {
+    /// [`key`] of the name: a look-up compares names only where keys agree.
+    key: u32,
+    start: usize,
+    name_len: usize,
+    value_len: usize,
+}
+
+/// A name's length and first and last letters, folded to lower case: computed in constant
+/// time, and different for almost any two names a head carries.
+fn key(name: &[u8]) -> u32 {
+    let fold = |b: Option<&u8>| u32::from(b.map_or(0, u8::to_ascii_lowercase));
+    ((name.len() as u32) << 16) | (fold(name.first()) << 8) | fold(name.last())
 }
 
 impl Headers {
@@ -15,12 +36,40 @@ impl Headers {
         Self::default()
     }
 
+    /// An empty header list with room for `fields` fields of `bytes` bytes in all (names and
+    /// values), plus some for fields added later.
+    pub fn with_capacity(fields: usize, bytes: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes + 128),
+            fields: Vec::with_capacity(fields + 4),
+        }
+    }
+
+    fn name_bytes(&self, f: &Field) -> &[u8] {
+        &self.bytes[f.start..f.start + f.name_len]
+    }
+
+    fn name(&self, f: &Field) -> &str {
+        // Only `&str` names are pushed, and a field is split at their end.
+        std::str::from_utf8(self.name_bytes(f)).unwrap_or("")
+    }
+
+    fn is(&self, f: &Field, key: u32, name: &str) -> bool {
+        f.key == key && self.name_bytes(f).eq_ignore_ascii_case(name.as_bytes())
+    }
+
+    fn value(&self, f: &Field) -> &[u8] {
+        let at = f.start + f.name_len;
+        &self.bytes[at..at + f.value_len]
+    }
+
     /// The value of the first field called `name`.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.entries
+        let k = key(name.as_bytes());
+        self.fields
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+            .find(|f| self.is(f, k, name))
+            .map(|f| self.value(f))
     }
 
     /// The value of the first field called `name`, when it is valid UTF-8.
@@ -30,10 +79,11 @@ impl Headers {
 
     /// Every value of the fields called `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.entries
+        let k = key(name.as_bytes());
+        self.fields
             .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+            .filter(move |f| self.is(f, k, name))
+            .map(|f| self.value(f))
     }
 
     /// Whether any field called `name` lists `token` among its comma-separated elements
@@ -51,40 +101,65 @@ impl Headers {
     }
 
     /// Appends a field, keeping any existing ones of the same name.
-    pub fn push(&mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) {
-        self.entries.push((name.into(), value.into()));
+    pub fn push(&mut self, name: impl AsRef<str>, value: impl AsRef<[u8]>) {
+        let (name, value) = (name.as_ref().as_bytes(), value.as_ref());
+        self.fields.push(Field {
+            key: key(name),
+            start: self.bytes.len(),
+            name_len: name.len(),
+            value_len: value.len(),
+        });
+        self.bytes.extend_from_slice(name);
+        self.bytes.extend_from_slice(value);
     }
 
     /// Replaces every field called `name` by one with `value`.
-    pub fn set(&mut self, name: &str, value: impl Into<Vec<u8>>) {
+    pub fn set(&mut self, name: &str, value: impl AsRef<[u8]>) {
         self.remove(name);
-        self.entries.push((name.to_string(), value.into()));
+        self.push(name, value);
     }
 
-    /// Removes every field called `name`.
+    /// Removes every field called `name` (its bytes stay until the list is dropped).
     pub fn remove(&mut self, name: &str) {
-        self.entries.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        let (k, bytes) = (key(name.as_bytes()), &self.bytes);
+        self.fields.retain(|f| {
+            f.key != k
+                || !bytes[f.start..f.start + f.name_len].eq_ignore_ascii_case(name.as_bytes())
+        });
+    }
+
+    /// Removes every field whose name is one of `names` (given in lower case).
+    pub fn remove_all(&mut self, names: &[&str]) {
+        let keys: Vec<u32> = names.iter().map(|n| key(n.as_bytes())).collect();
+        let bytes = &self.bytes;
+        self.fields.retain(|f| {
+            !keys.iter().zip(names).any(|(k, n)| {
+                *k == f.key
+                    && bytes[f.start..f.start + f.name_len].eq_ignore_ascii_case(n.as_bytes())
+            })
+        });
     }
 
     /// The fields in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.entries.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+        self.fields.iter().map(|f| (self.name(f), self.value(f)))
     }
 
     /// How many fields there are.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.fields.len()
     }
 
     /// Whether there are no fields.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.fields.is_empty()
     }
 
     /// Serialises the fields as `Name: value\r\n` lines.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        for (n, v) in &self.entries {
-            out.extend_from_slice(n.as_bytes());
+        for f in &self.fields {
+            let (n, v) = (self.name_bytes(f), self.value(f));
+            out.extend_from_slice(n);
             out.extend_from_slice(b": ");
             out.extend_from_slice(v);
             out.extend_from_slice(b"\r\n");
@@ -92,15 +167,23 @@ impl Headers {
     }
 }
 
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Headers {}
+
 impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Credentials never reach a log line, even through a Debug print.
         let mut m = f.debug_map();
-        for (n, v) in &self.entries {
+        for (n, v) in self.iter() {
             if n.eq_ignore_ascii_case("authorization") {
-                m.entry(n, &"<masked>");
+                m.entry(&n, &"<masked>");
             } else {
-                m.entry(n, &String::from_utf8_lossy(v));
+                m.entry(&n, &String::from_utf8_lossy(v));
             }
         }
         m.finish()
@@ -124,6 +207,13 @@ mod tests {
         assert_eq!(h.get_str("content-type"), Some("text/plain"));
         h.remove("connection");
         assert!(!h.contains("Connection"));
+        h.push("X-A", vec![b'1']);
+        h.push(String::from("x-a"), "2");
+        assert_eq!(h.get_all("X-a").collect::<Vec<_>>(), vec![&b"1"[..], b"2"]);
+        let mut out = Vec::new();
+        h.write_to(&mut out);
+        assert_eq!(out, b"CONTENT-type: text/plain\r\nX-A: 1\r\nx-a: 2\r\n");
+        assert_eq!(h.clone(), h);
     }
 
     #[test]

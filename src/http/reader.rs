@@ -31,9 +31,15 @@ impl<R> Reader<R> {
 
     /// Wraps `inner` with a buffer of up to `capacity` bytes.
     pub fn with_capacity(inner: R, capacity: usize) -> Self {
+        Self::sized(inner, INITIAL_BYTES, capacity)
+    }
+
+    /// Wraps `inner` with a buffer of `initial` bytes, growing to up to `capacity`: for the
+    /// few connections where whole bodies stream through, so that a body takes few reads.
+    pub fn sized(inner: R, initial: usize, capacity: usize) -> Self {
         Self {
             inner,
-            buf: vec![0; capacity.min(INITIAL_BYTES)],
+            buf: vec![0; initial.min(capacity)],
             capacity,
             start: 0,
             end: 0,

@@ -15,7 +15,10 @@ use crate::config::ServerUrl;
 use crate::http::Reader;
 
 /// The TLS stream to an apiserver.
-pub type UpStream = futures_rustls::client::TlsStream<Async<TcpStream>>;
+///
+/// Boxed: the TLS state is a few KiB, and a connection moves in and out of the pool and a
+/// response at every request.
+pub type UpStream = Box<futures_rustls::client::TlsStream<Async<TcpStream>>>;
 
 /// How long a TCP connect or a TLS handshake may take (upstream YurtHub: 10 s each).
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -143,6 +146,10 @@ async fn resolve(url: &ServerUrl) -> io::Result<Vec<SocketAddr>> {
     smol::net::resolve((url.host.as_str(), url.port)).await
 }
 
+/// The read buffer an upstream connection starts with (the largest TLS record's plaintext);
+/// there are a few such connections, not thousands like client ones.
+const UPSTREAM_READ_BYTES: usize = 16 * 1024;
+
 /// Opens a new TLS connection to server `server` (`s`) with the identity `id`.
 pub(super) async fn connect(
     s: &Server,
@@ -152,7 +159,8 @@ pub(super) async fn connect(
 ) -> io::Result<Connection> {
     let stream = dial(&s.url, tls.config(id)).await?;
     Ok(Connection {
-        reader: Reader::new(stream),
+        // One TLS record's worth: a response of a few KiB arrives in one or two reads.
+        reader: Reader::sized(stream, UPSTREAM_READ_BYTES, crate::http::BUFFER_BYTES),
         server,
         identity: id,
         generation: tls.generation(),
@@ -180,7 +188,9 @@ pub async fn dial(url: &ServerUrl, config: Arc<ClientConfig>) -> io::Result<UpSt
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
         };
         let connector = TlsConnector::from(config);
-        return with_timeout("TLS handshake", connector.connect(name, tcp)).await;
+        return with_timeout("TLS handshake", connector.connect(name, tcp))
+            .await
+            .map(Box::new);
     }
     Err(last)
 }
