@@ -596,3 +596,173 @@ fn cache_agents_in_yurt_hub_cfg_apply_live() {
     marker("db-1");
     assert!(!root.join("bar").exists(), "removal stops caching");
 }
+
+/// kubelet's start-up writes, as a real kubelet makes them (found against a real kubelet
+/// restarted offline, tests/real_cluster.rs): what it creates and patches online is cached
+/// from the cloud's JSON answer; offline, creates echo the request's own bytes and type, the
+/// TokenRequest is read from protobuf, and reviews are left to the cloud.
+#[test]
+fn kubelet_writes_are_cached_online_and_answered_truly_offline() {
+    let c = Cluster::new();
+    c.api.create(
+        "/api/v1/nodes",
+        json!({"metadata": {"name": NODE}, "status": {"conditions": [
+            {"type": "Ready", "status": "False"}, {"type": "DiskPressure", "status": "False"}]}}),
+    );
+    c.api.create(
+        "/api/v1/namespaces/default/serviceaccounts",
+        json!({"metadata": {"name": "default"}}),
+    );
+    let hub = c.start_hub(BIN, FAST);
+    let a = hub.proxy_addr;
+    const PB: &str = "application/vnd.kubernetes.protobuf";
+    let pb_accept = "application/vnd.kubernetes.protobuf, */*";
+    // Online: kubelet creates its CSINode (protobuf on the wire, as kubelet speaks). The hub
+    // asks the cloud for JSON because it caches the answer; the client takes JSON too.
+    let csinode = json!({"apiVersion": "storage.k8s.io/v1", "kind": "CSINode",
+        "metadata": {"name": NODE}, "spec": {"drivers": []}});
+    let created = request(
+        a,
+        "POST",
+        "/apis/storage.k8s.io/v1/csinodes",
+        &[
+            ("User-Agent", KUBELET),
+            ("Accept", pb_accept),
+            ("Content-Type", "application/json"),
+        ],
+        csinode.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(created.header("content-type"), Some("application/json"));
+    let asked = c
+        .api
+        .client_requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.target.contains("csinodes"))
+        .expect("the create reached the cloud");
+    assert_eq!(asked.header("accept"), Some("*/*"));
+    // kubelet's strategic-merge patch of its status: Ready merged in by type, the rest kept.
+    let patched = request(
+        a,
+        "PATCH",
+        &format!("/api/v1/nodes/{NODE}/status"),
+        &[
+            ("User-Agent", KUBELET),
+            ("Content-Type", "application/strategic-merge-patch+json"),
+        ],
+        br#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#,
+    )
+    .unwrap();
+    assert_eq!(patched.status, 200, "{}", patched.text());
+    let conditions = |v: &Value| -> Vec<(String, String)> {
+        v["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["type"].as_str().unwrap().to_string(),
+                    c["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let want = vec![
+        ("Ready".to_string(), "True".to_string()),
+        ("DiskPressure".to_string(), "False".to_string()),
+    ];
+    assert_eq!(conditions(&patched.json()), want);
+    let cached = c.cache.path().join("kubelet");
+    wait_until(
+        "kubelet's writes in the cache",
+        Duration::from_secs(10),
+        || {
+            let node = std::fs::read(cached.join(format!("nodes.v1.core/{NODE}")));
+            cached
+                .join(format!("csinodes.v1.storage.k8s.io/{NODE}"))
+                .is_file()
+                && node
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                    .is_some_and(|n| conditions(&n) == want)
+        },
+    );
+    // A request the hub neither caches nor filters keeps the client's protobuf Accept.
+    c.api.clear_requests();
+    let _ = request(
+        a,
+        "GET",
+        "/api/v1/namespaces/default/serviceaccounts/default",
+        &[("User-Agent", "operator/1.0"), ("Accept", pb_accept)],
+        b"",
+    )
+    .unwrap();
+    let passed = c.api.client_requests();
+    assert_eq!(passed.last().unwrap().header("accept"), Some(pb_accept));
+
+    c.api.set_fault(Fault::Refuse);
+    hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
+    // The CSINode kubelet looks up at start is there.
+    let got = get(
+        a,
+        &format!("/apis/storage.k8s.io/v1/csinodes/{NODE}"),
+        KUBELET,
+    );
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["kind"], "CSINode");
+    // An offline create echoes the request: its own bytes under its own type.
+    let body = b"k8s\0\x0a\x0b\x0a\x02v1\x12\x04Node\x12\x00";
+    let echoed = request(
+        a,
+        "POST",
+        "/api/v1/nodes",
+        &[
+            ("User-Agent", KUBELET),
+            ("Content-Type", PB),
+            ("Accept", pb_accept),
+        ],
+        body,
+    )
+    .unwrap();
+    assert_eq!(echoed.status, 201);
+    assert_eq!(echoed.header("content-type"), Some(PB));
+    assert_eq!(echoed.body, body);
+    // The TokenRequest kubelet sends in protobuf (kube-apiserver 1.36's own bytes).
+    let token = request(
+        a,
+        "POST",
+        "/api/v1/namespaces/default/serviceaccounts/default/token",
+        &[("User-Agent", KUBELET), ("Content-Type", PB)],
+        include_bytes!("../src/local/testdata/tokenrequest-1.36.pb"),
+    )
+    .unwrap();
+    assert_eq!(token.status, 201, "{}", token.text());
+    let t = token.json();
+    assert_eq!(t["spec"]["audiences"], json!(["aud-x", "aud-y"]));
+    assert_eq!(t["spec"]["expirationSeconds"], 60);
+    assert_eq!(t["spec"]["boundObjectRef"]["name"], "web-1");
+    let broken = request(
+        a,
+        "POST",
+        "/api/v1/namespaces/default/serviceaccounts/default/token",
+        &[("User-Agent", KUBELET), ("Content-Type", PB)],
+        b"k8s\0\x12\x7f",
+    )
+    .unwrap();
+    assert_eq!(broken.status, 400);
+    assert!(broken.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("protobuf"));
+    // Whether a user may do something is the cloud's to say.
+    let sar = request(
+        a,
+        "POST",
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        &[("User-Agent", KUBELET), ("Content-Type", "application/json")],
+        br#"{"kind":"SubjectAccessReview","apiVersion":"authorization.k8s.io/v1","spec":{"user":"x"}}"#,
+    )
+    .unwrap();
+    assert_eq!(sar.status, 502);
+}

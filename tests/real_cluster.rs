@@ -351,17 +351,33 @@ fn a_real_kubelet_restarted_offline_keeps_its_pod_and_catches_up_when_the_cloud_
     let restarted_at = rfc3339_now();
     kubelet = envtest::Hollow::start(cp.assets(), "kubelet", &node.name, &server).unwrap();
     kubelet.wait_for_log("SyncLoop ADD", secs(60));
-    // Long enough for every start-up step kubelet retries (CSINode, registration, tokens);
-    // kubelet runs natively even when the hub is emulated, so this is not scaled.
-    std::thread::sleep(Duration::from_secs(30));
+    // Start-up may race its own informers (a node lookup before the node watch delivered);
+    // after it, nothing may go wrong again. Long enough for every step kubelet retries
+    // (CSINode, registration, tokens); kubelet runs natively even when the hub is emulated,
+    // so this is not scaled.
+    std::thread::sleep(Duration::from_secs(10));
+    let settled = kubelet.log_len();
+    std::thread::sleep(Duration::from_secs(20));
     assert!(
         kubelet.is_running(),
         "kubelet exited offline:\n{}",
         tail(&kubelet.log(), 40)
     );
-    // Nothing went wrong but what the fake runtime cannot do (no cgroups, no image fs, no
-    // container logs): no failed call, no parse error, no pod killed.
     let log = kubelet.log();
+    for fatal in [
+        "Failed to initialize CSINode",
+        "Unable to register node",
+        "Expiration seconds was nil",
+        "json parse error",
+    ] {
+        assert!(
+            !log.contains(fatal),
+            "kubelet logged {fatal:?} offline:\n{}",
+            grep(&log, fatal)
+        );
+    }
+    // Once settled, nothing went wrong but what the fake runtime cannot do (no cgroups, no
+    // image fs, no container logs): no failed call, no parse error, no pod killed.
     const FAKE_RUNTIME: &[&str] = &[
         "not implemented",
         "unimplemented testing mock",
@@ -369,7 +385,8 @@ fn a_real_kubelet_restarted_offline_keeps_its_pod_and_catches_up_when_the_cloud_
         "imageFs information is unavailable",
         "PLEG is not healthy",
     ];
-    let trouble: Vec<&str> = log
+    let late = kubelet.log_since(settled);
+    let trouble: Vec<&str> = late
         .lines()
         .filter(|l| l.starts_with('E') || l.starts_with('W') || l.starts_with('F'))
         .filter(|l| !FAKE_RUNTIME.iter().any(|f| l.contains(f)))

@@ -184,10 +184,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn golden() -> Value {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/reference/golden/fields.json"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/fields.json");
         let text = std::fs::read_to_string(path).expect("golden fields.json is readable");
         serde_json::from_str(&text).expect("golden fields.json is JSON")
     }

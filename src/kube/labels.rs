@@ -503,10 +503,7 @@ mod tests {
 
     #[test]
     fn golden_label_selectors() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/reference/golden/labels.json"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/labels.json");
         let text = std::fs::read_to_string(path).expect("golden labels.json is readable");
         let g: serde_json::Value = serde_json::from_str(&text).unwrap();
         let cases = g["cases"].as_array().unwrap();

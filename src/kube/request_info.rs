@@ -205,13 +205,10 @@ mod tests {
         e[k].as_str().unwrap_or_else(|| panic!("field {k}"))
     }
 
-    /// All of Kubernetes' own answers, case for case (reference golden/requestinfo.json).
+    /// All of Kubernetes' own answers, case for case (tests/golden/requestinfo.json).
     #[test]
     fn golden_request_info() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/reference/golden/requestinfo.json"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/requestinfo.json");
         let text = std::fs::read_to_string(path).expect("golden requestinfo.json is readable");
         let g: Value = serde_json::from_str(&text).unwrap();
         let cases = g["cases"].as_array().unwrap();

@@ -415,6 +415,15 @@ async fn route(
             let resp = match csr {
                 Some(Ok((code, v))) => json_response(code, &v),
                 Some(Err(e)) => error_response(&e),
+                None if req.method == "POST"
+                    && rp.rtype.resource == "serviceaccounts"
+                    && rp.sub.as_deref() == Some("token") =>
+                {
+                    token_request(shared, &req, &rp)
+                }
+                None if req.method == "POST" && rp.rtype.resource == "subjectaccessreviews" => {
+                    subject_access_review(&req)
+                }
                 None => mutate(shared, &req, &rp),
             };
             send(shared, w, &req, resp).await
@@ -583,6 +592,80 @@ fn wants_metadata(req: &Request) -> bool {
         .is_some_and(|c| c.contains("as=PartialObjectMetadata"))
 }
 
+/// `POST .../serviceaccounts/<name>/token`, answered as kube-apiserver does (the spec as
+/// granted, the token and its expiry); the token authenticates as the service account here
+/// from then on.
+fn token_request(shared: &Shared, req: &Request, rp: &ResourcePath) -> Response {
+    let name = rp.name.clone().unwrap_or_default();
+    let spec = match json_body(req) {
+        Ok(v) => v["spec"].clone(),
+        Err(e) => return error_response(&e),
+    };
+    let mut store = shared.store.lock().unwrap();
+    if let Err(e) = store.get(&rp.rtype, &rp.namespace, &name) {
+        return error_response(&e);
+    }
+    let seconds = spec["expirationSeconds"].as_u64().unwrap_or(3600);
+    if seconds < 600 {
+        return error_response(&ApiError::new(
+            422,
+            "Invalid",
+            format!("TokenRequest.authentication.k8s.io \"{name}\" is invalid: spec.expirationSeconds: Invalid value: {seconds}: may not specify a duration less than 10 minutes"),
+        ));
+    }
+    let audiences = match spec["audiences"].as_array() {
+        Some(a) if !a.is_empty() => Value::Array(a.clone()),
+        _ => json!(["https://kubernetes.default.svc"]),
+    };
+    let token = store.new_token();
+    drop(store);
+    let ns = rp.namespace.clone();
+    shared.tokens.lock().unwrap().insert(
+        token.clone(),
+        crate::User {
+            name: format!("system:serviceaccount:{ns}:{name}"),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{ns}"),
+                "system:authenticated".into(),
+            ],
+        },
+    );
+    let now = crate::store::now_rfc3339();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        + seconds;
+    json_response(
+        201,
+        &json!({
+            "kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": now},
+            "spec": {"audiences": audiences, "expirationSeconds": seconds,
+                     "boundObjectRef": spec["boundObjectRef"].clone()},
+            "status": {"token": token, "expirationTimestamp": crate::store::rfc3339(exp)}
+        }),
+    )
+}
+
+/// `POST subjectaccessreviews`: this apiserver authorizes every authenticated request, and
+/// says so, as kube-apiserver answers with its authorizers' verdict.
+fn subject_access_review(req: &Request) -> Response {
+    match json_body(req) {
+        Ok(mut v) if v.is_object() => {
+            v["status"] = json!({"allowed": true, "reason": "the test apiserver allows every authenticated request"});
+            json_response(201, &v)
+        }
+        Ok(_) => error_response(&ApiError::new(
+            400,
+            "BadRequest",
+            "the body is not a SubjectAccessReview",
+        )),
+        Err(e) => error_response(&e),
+    }
+}
+
 fn mutate(shared: &Shared, req: &Request, rp: &ResourcePath) -> Response {
     let t = &rp.rtype;
     let ns = if t.resource == "namespaces" {
@@ -614,10 +697,21 @@ fn mutate(shared: &Shared, req: &Request, rp: &ResourcePath) -> Response {
             ("PUT", true) => body().and_then(|b| store.update(t, ns, &name, b, status_only)).map(|v| (200, v)),
             ("PATCH", true) => {
                 let ct = req.header("content-type").unwrap_or("");
-                if ct.contains("merge-patch+json") {
-                    body().and_then(|b| store.merge_patch(t, ns, &name, &b, status_only)).map(|v| (200, v))
-                } else {
-                    Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/merge-patch+json, application/strategic-merge-patch+json (got {ct})")))
+                let media = ct.split(';').next().unwrap_or("").trim();
+                match media {
+                    "application/merge-patch+json" => body().and_then(|b| store.merge_patch(t, ns, &name, &b, status_only)).map(|v| (200, v)),
+                    "application/strategic-merge-patch+json" => body().and_then(|b| store.strategic_patch(t, ns, &name, &b, status_only)).map(|v| (200, v)),
+                    // Server-side apply, as kube-apiserver answers it for a JSON body (what
+                    // client-go and kubectl send): the manager is required, a missing object
+                    // is created, the fields given are set.
+                    "application/apply-patch+yaml" => match req.query("fieldManager").filter(|m| !m.is_empty()) {
+                        None => Err(ApiError::new(422, "Invalid", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch")),
+                        Some(_) => body().and_then(|b| match store.get(t, ns, &name) {
+                            Ok(_) => store.strategic_patch(t, ns, &name, &b, status_only).map(|v| (200, v)),
+                            Err(_) => store.create(t, ns, b).map(|v| (201, v)),
+                        }),
+                    },
+                    _ => Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct})"))),
                 }
             }
             ("DELETE", true) => store.delete(t, ns, &name).map(|v| {

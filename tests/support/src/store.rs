@@ -82,6 +82,14 @@ pub fn builtin_types() -> Vec<ResourceType> {
         ),
         t("node.k8s.io", "v1", "runtimeclasses", "RuntimeClass", false),
         t("storage.k8s.io", "v1", "csidrivers", "CSIDriver", false),
+        t("storage.k8s.io", "v1", "csinodes", "CSINode", false),
+        t(
+            "authorization.k8s.io",
+            "v1",
+            "subjectaccessreviews",
+            "SubjectAccessReview",
+            false,
+        ),
         t(
             "apps.openyurt.io",
             "v1beta2",
@@ -228,6 +236,11 @@ impl Store {
         self.seed ^= self.seed >> 7;
         self.seed ^= self.seed << 17;
         self.seed
+    }
+
+    /// A fresh opaque token (for TokenRequests).
+    pub fn new_token(&mut self) -> String {
+        format!("test-token-{:016x}{:016x}", self.random(), self.random())
     }
 
     fn uid(&mut self) -> String {
@@ -401,6 +414,24 @@ impl Store {
         self.update(t, namespace, name, obj, status_only)
     }
 
+    /// Applies a strategic-merge patch (also how this apiserver approximates a server-side
+    /// apply: the fields given are set, the others left alone).
+    pub fn strategic_patch(
+        &mut self,
+        t: &ResourceType,
+        namespace: &str,
+        name: &str,
+        patch: &Value,
+        status_only: bool,
+    ) -> Result<Value, ApiError> {
+        let mut obj = self.get(t, namespace, name)?;
+        strategic_merge(&mut obj, patch);
+        if patch["metadata"]["resourceVersion"].is_null() {
+            obj["metadata"]["resourceVersion"] = json!("");
+        }
+        self.update(t, namespace, name, obj, status_only)
+    }
+
     /// Deletes an object.
     pub fn delete(
         &mut self,
@@ -485,6 +516,113 @@ pub fn merge(target: &mut Value, patch: &Value) {
             }
         }
         other => *target = other.clone(),
+    }
+}
+
+/// The merge key of a list a strategic-merge patch merges item by item (the `patchMergeKey`
+/// tags of k8s.io/api, by field name); `None` for lists a patch replaces.
+fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
+    Some(match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "containerStatuses"
+        | "initContainerStatuses"
+        | "ephemeralContainerStatuses"
+        | "resourceClaims" => "name",
+        "conditions" | "addresses" => "type",
+        "volumeMounts" => "mountPath",
+        "volumeDevices" => "devicePath",
+        "ownerReferences" => "uid",
+        // Container ports merge on containerPort, Service ports on port.
+        "ports" if items.iter().any(|i| i.get("containerPort").is_some()) => "containerPort",
+        "ports" => "port",
+        _ => return None,
+    })
+}
+
+/// The patch without its directives (`$patch`, `$setElementOrder/..`, `$retainKeys`, ...).
+fn without_directives(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| !k.starts_with('$'))
+                .map(|(k, v)| (k.clone(), without_directives(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_directives).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Applies a strategic-merge patch as kube-apiserver does for built-in types: maps merge
+/// (`null` deletes), lists with a merge key merge item by item (`$patch: delete` removes
+/// one), `finalizers` merge as a set, other lists are replaced; `$patch: replace` replaces a
+/// map, `$deleteFromPrimitiveList/<f>` removes values, `$setElementOrder` and `$retainKeys`
+/// are read and dropped.
+pub fn strategic_merge(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if p.get("$patch").and_then(Value::as_str) == Some("replace") {
+        *target = without_directives(patch);
+        return;
+    }
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let t = target.as_object_mut().expect("made an object above");
+    for (k, v) in p {
+        if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
+            if let (Some(Value::Array(cur)), Some(gone)) = (t.get_mut(field), v.as_array()) {
+                cur.retain(|x| !gone.contains(x));
+            }
+            continue;
+        }
+        if k.starts_with('$') {
+            continue;
+        }
+        if v.is_null() {
+            t.remove(k);
+            continue;
+        }
+        match (t.get_mut(k), v) {
+            (Some(cur @ Value::Object(_)), Value::Object(_)) => strategic_merge(cur, v),
+            (Some(Value::Array(cur)), Value::Array(items)) => match merge_key(k, items) {
+                Some(key) => {
+                    for item in items {
+                        let id = &item[key];
+                        if item["$patch"] == "delete" {
+                            cur.retain(|x| &x[key] != id);
+                        } else if let Some(old) = cur.iter_mut().find(|x| &x[key] == id) {
+                            strategic_merge(old, item);
+                        } else {
+                            cur.push(without_directives(item));
+                        }
+                    }
+                }
+                None if k == "finalizers" => {
+                    for item in items {
+                        if !cur.contains(item) {
+                            cur.push(item.clone());
+                        }
+                    }
+                }
+                None => {
+                    *cur = without_directives(v)
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                }
+            },
+            _ => {
+                t.insert(k.clone(), without_directives(v));
+            }
+        }
     }
 }
 
