@@ -48,30 +48,28 @@ const HOP_BY_HOP: &[&str] = &[
 
 fn strip_hop_by_hop(h: &mut Headers, keep_upgrade: bool) {
     // The names `Connection` lists are hop-by-hop too; most messages list none but `close`
-    // or `keep-alive`.
-    let listed: Vec<String> = h
+    // or `keep-alive`, and then nothing is allocated.
+    let listed: Vec<Vec<u8>> = h
         .get_all("connection")
-        .flat_map(|v| {
-            String::from_utf8_lossy(v)
-                .split(',')
-                .map(|t| t.trim().to_ascii_lowercase())
-                .collect::<Vec<_>>()
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| {
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case(b"close")
+                && !t.eq_ignore_ascii_case(b"keep-alive")
         })
-        .filter(|t| !t.is_empty() && t != "close" && t != "keep-alive")
+        .map(<[u8]>::to_vec)
         .collect();
-    let mut names: Vec<&str> = HOP_BY_HOP
-        .iter()
-        .copied()
-        .filter(|n| !(keep_upgrade && (*n == "connection" || *n == "upgrade")))
-        .collect();
-    names.extend(
-        listed
-            .iter()
-            .map(String::as_str)
-            .filter(|n| !(keep_upgrade && (*n == "connection" || *n == "upgrade"))),
-    );
     // One pass over the fields, not one per name.
-    h.remove_all(&names);
+    h.remove_where(|name| {
+        let hop = HOP_BY_HOP
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+            || listed.iter().any(|n| name.eq_ignore_ascii_case(n));
+        let kept = keep_upgrade
+            && (name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"upgrade"));
+        hop && !kept
+    });
 }
 
 /// The request identity: a pod's bearer token travels as it is, without the node certificate.

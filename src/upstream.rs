@@ -235,7 +235,9 @@ impl Upstream {
                     }
                 };
                 let replayable = !matches!(body, Body::Streamed { .. });
-                match exchange(&mut conn.reader, &for_server(head, url), &mut body).await {
+                let s = &self.servers[server];
+                let to = Some((url.path_prefix.as_str(), s.host.as_str()));
+                match exchange(&mut conn.reader, head, to, &mut body).await {
                     Ok(resp_head) => {
                         let framing =
                             Framing::of_response(&resp_head, &head.method).map_err(|e| {
@@ -265,16 +267,6 @@ impl Upstream {
         }
         Err(UpstreamError::NoServer(last))
     }
-}
-
-/// The request as one server gets it: its path prefix and its authority as `Host`.
-fn for_server(head: &RequestHead, url: &ServerUrl) -> RequestHead {
-    let mut h = head.clone();
-    if !url.path_prefix.is_empty() {
-        h.target = format!("{}{}", url.path_prefix, head.target);
-    }
-    h.headers.set("Host", url.authority());
-    h
 }
 
 /// The most bytes [`Upstream::fetch`] reads of a body.
@@ -366,7 +358,7 @@ pub async fn round_trip(
     } else {
         Body::Buffered(body)
     };
-    let resp = exchange::<&[u8]>(conn, head, &mut b)
+    let resp = exchange::<&[u8]>(conn, head, None, &mut b)
         .await
         .map_err(|e| match e {
             ExchangeError::Server(e) | ExchangeError::Client(e) => io::Error::other(e),
@@ -376,14 +368,20 @@ pub async fn round_trip(
     Ok((resp, BodyReader::new(framing)))
 }
 
-/// Writes the request on `conn` and reads the response head.
+/// Writes the request on `conn` (for a server's path `prefix` and `host` when `to` says so)
+/// and reads the response head.
 async fn exchange<R: AsyncRead + Unpin>(
     conn: &mut Reader<UpStream>,
     head: &RequestHead,
+    to: Option<(&str, &str)>,
     body: &mut Body<'_, R>,
 ) -> Result<ResponseHead, ExchangeError> {
     let mut out = Vec::with_capacity(1024);
-    head.write_to(&mut out);
+    match to {
+        // A proxied request gets the server's path prefix and its authority as `Host`.
+        Some((prefix, host)) => head.write_for(&mut out, prefix, host),
+        None => head.write_to(&mut out),
+    }
     let server = |e: io::Error| ExchangeError::Server(e.to_string());
     match body {
         Body::Empty => {}

@@ -299,7 +299,11 @@ fn a_real_kubelet_restarted_offline_keeps_its_pod_and_catches_up_when_the_cloud_
     let server = format!("http://{}", node.hub.proxy_addr);
     let Some(mut kubelet) = envtest::Hollow::start(cp.assets(), "kubelet", &node.name, &server)
     else {
-        println!("SKIPPED: no kubemark among the Kubernetes binaries");
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: no kubemark among the Kubernetes binaries"
+        );
         return;
     };
     let node_path = format!("/api/v1/nodes/{}", node.name);

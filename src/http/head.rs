@@ -175,16 +175,31 @@ impl RequestHead {
 
     /// Serialises the head, ending with the empty line.
     pub fn write_to(&self, out: &mut Vec<u8>) {
+        self.write_line(out, "");
+        self.headers.write_to(out);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Serialises the head as another server gets it: `prefix` before the target, `host` as
+    /// the only `Host` field.
+    pub fn write_for(&self, out: &mut Vec<u8>, prefix: &str, host: &str) {
+        self.write_line(out, prefix);
+        self.headers.write_except(out, "host");
+        out.extend_from_slice(b"Host: ");
+        out.extend_from_slice(host.as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+    }
+
+    fn write_line(&self, out: &mut Vec<u8>, prefix: &str) {
         out.extend_from_slice(self.method.as_bytes());
         out.push(b' ');
+        out.extend_from_slice(prefix.as_bytes());
         out.extend_from_slice(self.target.as_bytes());
         out.extend_from_slice(if self.minor_version == 0 {
             b" HTTP/1.0\r\n"
         } else {
             b" HTTP/1.1\r\n"
         });
-        self.headers.write_to(out);
-        out.extend_from_slice(b"\r\n");
     }
 }
 

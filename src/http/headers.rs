@@ -128,16 +128,11 @@ impl Headers {
         });
     }
 
-    /// Removes every field whose name is one of `names` (given in lower case).
-    pub fn remove_all(&mut self, names: &[&str]) {
-        let keys: Vec<u32> = names.iter().map(|n| key(n.as_bytes())).collect();
+    /// Removes every field whose name (as sent) `drop` accepts.
+    pub fn remove_where(&mut self, mut drop: impl FnMut(&[u8]) -> bool) {
         let bytes = &self.bytes;
-        self.fields.retain(|f| {
-            !keys.iter().zip(names).any(|(k, n)| {
-                *k == f.key
-                    && bytes[f.start..f.start + f.name_len].eq_ignore_ascii_case(n.as_bytes())
-            })
-        });
+        self.fields
+            .retain(|f| !drop(&bytes[f.start..f.start + f.name_len]));
     }
 
     /// The fields in order.
@@ -157,7 +152,17 @@ impl Headers {
 
     /// Serialises the fields as `Name: value\r\n` lines.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        for f in &self.fields {
+        self.write_except(out, "");
+    }
+
+    /// Serialises the fields but those called `skip`.
+    pub fn write_except(&self, out: &mut Vec<u8>, skip: &str) {
+        let k = key(skip.as_bytes());
+        for f in self
+            .fields
+            .iter()
+            .filter(|f| skip.is_empty() || !self.is(f, k, skip))
+        {
             let (n, v) = (self.name_bytes(f), self.value(f));
             out.extend_from_slice(n);
             out.extend_from_slice(b": ");

@@ -71,6 +71,8 @@ impl Connection {
 
 pub(super) struct Server {
     pub(super) url: ServerUrl,
+    /// `Host` of every request to it (its authority), made once.
+    pub(super) host: String,
     idle: Mutex<Vec<Connection>>,
     open: Arc<AtomicUsize>,
 }
@@ -78,6 +80,7 @@ pub(super) struct Server {
 impl Server {
     pub(super) fn new(url: ServerUrl) -> Self {
         Self {
+            host: url.authority(),
             url,
             idle: Mutex::new(Vec::new()),
             open: Arc::default(),
