@@ -391,23 +391,10 @@ fn real_apiserver_figures() {
     let node = "bench-node";
     let root = testapi::TempDir::new("bench-root");
     let cache = testapi::TempDir::new("bench-cache");
-    let args: Vec<String> = vec![
-        format!("--server-addr={}", cp.url()),
-        format!("--node-name={node}"),
-        "--nodepool-name=bench".into(),
-        format!("--root-dir={}", root.path().display()),
-        format!("--disk-cache-path={}", cache.path().display()),
-        "--proxy-port=0".into(),
-        "--serve-port=0".into(),
-        "--proxy-secure-port=0".into(),
-        "--enable-dummy-if=false".into(),
-        format!("--join-token={}", cp.join_token()),
-        format!("--discovery-token-ca-cert-hash={}", cp.ca_pin()),
-        "--csr-signer-name=kubernetes.io/kube-apiserver-client-kubelet".into(),
-        // No kubelet renews its lease here: without this the hub would count the cloud gone
-        // after 40 s and answer from its cache.
-        "--kubelet-health-grace-period=24h".into(),
-    ];
+    let mut args = cp.join_args(node, root.path(), cache.path(), 0);
+    // No kubelet renews its lease here: without this the hub would count the cloud gone
+    // after 40 s and answer from its cache.
+    args.push("--kubelet-health-grace-period=24h".into());
     let hub = testapi::Hub::start(env!("CARGO_BIN_EXE_yurthub"), &args);
     let node_pem = std::fs::read_to_string(root.path().join("pki/yurthub-current.pem"))
         .expect("the hub's client certificate");
@@ -443,44 +430,34 @@ fn real_apiserver_figures() {
         .as_str()
         .unwrap()
         .to_string();
-    let path = "/api/v1/namespaces/default/pods/bench".to_string();
+    // One pod GET each, as a pod's client, a plain node client, coredns and kubelet send it.
+    let shape = |name, ua: &str, bearer: bool| {
+        let mut headers = vec![
+            ("User-Agent", ua.to_string()),
+            ("Accept", "application/json".to_string()),
+        ];
+        if bearer {
+            headers.push(("Authorization", format!("Bearer {token}")));
+        }
+        Shape {
+            name,
+            path: "/api/v1/namespaces/default/pods/bench".to_string(),
+            headers,
+        }
+    };
     let shapes = [
-        Shape {
-            name: "bearer pass-through",
-            path: path.clone(),
-            headers: vec![
-                ("User-Agent", "bench-operator/1.0".into()),
-                ("Accept", "application/json".into()),
-                ("Authorization", format!("Bearer {token}")),
-            ],
-        },
-        Shape {
-            name: "node identity, neither cached nor filtered",
-            path: path.clone(),
-            headers: vec![
-                ("User-Agent", "bench-operator/1.0".into()),
-                ("Accept", "application/json".into()),
-            ],
-        },
-        Shape {
-            name: "coredns, cached",
-            path: path.clone(),
-            headers: vec![
-                ("User-Agent", "coredns/1.12.0".into()),
-                ("Accept", "application/json".into()),
-            ],
-        },
-        Shape {
-            name: "kubelet, cached and filtered",
-            path,
-            headers: vec![
-                (
-                    "User-Agent",
-                    "kubelet/v1.36.2 (linux/amd64) kubernetes/98b3519".into(),
-                ),
-                ("Accept", "application/json".into()),
-            ],
-        },
+        shape("bearer pass-through", "bench-operator/1.0", true),
+        shape(
+            "node identity, neither cached nor filtered",
+            "bench-operator/1.0",
+            false,
+        ),
+        shape("coredns, cached", "coredns/1.12.0", false),
+        shape(
+            "kubelet, cached and filtered",
+            "kubelet/v1.36.2 (linux/amd64) kubernetes/98b3519",
+            false,
+        ),
     ];
     let nginx = Nginx::start(cp.addr(), &node_pem);
     if nginx.is_none() {

@@ -18,6 +18,9 @@ const KUBELET: &str = "kubelet/v1.36.2 (linux/amd64) kubernetes/98b3519";
 const KUBE_PROXY: &str = "kube-proxy/v1.36.2 (linux/amd64) kubernetes/98b3519";
 const COREDNS: &str = "coredns/v1.12.0 (linux/amd64) kubernetes";
 const PROTOBUF: &str = "application/vnd.kubernetes.protobuf,application/json";
+/// What kubelet 1.36 adds to a watch to have it begin with the current objects.
+const WATCH_LIST: &str =
+    "&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true";
 
 /// Emulated runs (qemu) are many times slower.
 fn slow() -> u32 {
@@ -79,26 +82,16 @@ impl Node {
         install_openyurt(cp);
         let root = TempDir::new("real-root");
         let cache = TempDir::new("real-cache");
-        let mut args = vec![
-            format!("--server-addr={}", cp.url()),
-            format!("--node-name={name}"),
-            format!("--nodepool-name={name}-pool"),
-            format!("--root-dir={}", root.path().display()),
-            format!("--disk-cache-path={}", cache.path().display()),
-            "--bind-proxy-address=127.0.0.1".into(),
-            // A port of its own, kept across restarts: kubelet's kubeconfig names it.
-            format!("--proxy-port={}", envtest::free_port()),
-            "--bind-address=127.0.0.1".into(),
-            "--serve-port=0".into(),
-            "--enable-dummy-if=false".into(),
-            "--proxy-secure-port=0".into(),
-            format!("--join-token={}", cp.join_token()),
-            format!("--discovery-token-ca-cert-hash={}", cp.ca_pin()),
-            "--csr-signer-name=kubernetes.io/kube-apiserver-client-kubelet".into(),
-            "--heartbeat-interval-seconds=1".into(),
-            "--heartbeat-timeout-seconds=2".into(),
-            "--v=2".into(),
-        ];
+        // A proxy port of its own, kept across restarts: kubelet's kubeconfig names it.
+        let mut args = cp.join_args(name, root.path(), cache.path(), envtest::free_port());
+        args.extend(
+            [
+                "--heartbeat-interval-seconds=1",
+                "--heartbeat-timeout-seconds=2",
+                "--v=2",
+            ]
+            .map(String::from),
+        );
         args.extend(extra.iter().map(|s| s.to_string()));
         let hub = Hub::spawn(BIN, &args, &[]);
         hub.wait_ready(secs(60));
@@ -165,6 +158,18 @@ impl Node {
 
     fn log(&self) -> String {
         self.hub.log().join("\n")
+    }
+
+    /// kubelet's watch of its pods through the hub, with `more` query parameters.
+    fn watch_pods(&self, more: &str) -> client::ResponseStream {
+        client::watch(
+            self.hub.proxy_addr,
+            &format!(
+                "/api/v1/pods?fieldSelector=spec.nodeName%3D{}&watch=true{more}",
+                self.name
+            ),
+            KUBELET,
+        )
     }
 
     /// Waits until the hub counts the cloud (its one server) unreachable.
@@ -669,11 +674,7 @@ fn node_components_read_write_and_kubectl_through_the_hub_online() {
     assert_eq!(reads.node.json()["metadata"]["name"], node.name.as_str());
 
     // kubelet's watch-list of its pods: the initial events, then the end bookmark.
-    let mut watch = client::watch(
-        node.hub.proxy_addr,
-        &format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{}&watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=60", node.name),
-        KUBELET,
-    );
+    let mut watch = node.watch_pods(&format!("{WATCH_LIST}&timeoutSeconds=60"));
     assert_eq!(watch.status, 200);
     let first: Value = serde_json::from_str(&watch.next_line().unwrap().unwrap()).unwrap();
     assert_eq!(first["type"], "ADDED");
@@ -861,17 +862,12 @@ fn offline_the_node_reads_what_it_read_online_and_watches_end_when_the_cloud_ret
             && k.join("pods.v1.core/default/offline-app").is_file())
         .then_some(())
     });
-    let online_watch = client::watch(
-        node.hub.proxy_addr,
-        &format!(
-            "/api/v1/pods?fieldSelector=spec.nodeName%3D{}&watch=true&resourceVersion={}",
-            node.name,
-            online.pods.json()["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap()
-        ),
-        KUBELET,
-    );
+    let online_watch = node.watch_pods(&format!(
+        "&resourceVersion={}",
+        online.pods.json()["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+    ));
     assert_eq!(online_watch.status, 200);
 
     cp.kill_apiserver();
@@ -881,22 +877,11 @@ fn offline_the_node_reads_what_it_read_online_and_watches_end_when_the_cloud_ret
     offline.assert_same(&online);
 
     // A watch offline is held open without events; a watch-list replays what is cached.
-    let mut held = client::watch(
-        node.hub.proxy_addr,
-        &format!(
-            "/api/v1/pods?fieldSelector=spec.nodeName%3D{}&watch=true",
-            node.name
-        ),
-        KUBELET,
-    );
+    let mut held = node.watch_pods("");
     assert_eq!(held.status, 200);
     held.set_timeout(Duration::from_millis(1500));
     assert!(held.next_line().is_err(), "an offline watch sent an event");
-    let mut list_watch = client::watch(
-        node.hub.proxy_addr,
-        &format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{}&watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true", node.name),
-        KUBELET,
-    );
+    let mut list_watch = node.watch_pods(WATCH_LIST);
     let added: Value = serde_json::from_str(&list_watch.next_line().unwrap().unwrap()).unwrap();
     assert_eq!(added["object"]["metadata"]["name"], "offline-app");
     let end: Value = serde_json::from_str(&list_watch.next_line().unwrap().unwrap()).unwrap();
@@ -914,14 +899,7 @@ fn offline_the_node_reads_what_it_read_online_and_watches_end_when_the_cloud_ret
     let after_restart = node_reads(&node, "offline-app");
     after_restart.assert_ok("offline-app");
     after_restart.assert_same(&online);
-    let mut held = client::watch(
-        node.hub.proxy_addr,
-        &format!(
-            "/api/v1/pods?fieldSelector=spec.nodeName%3D{}&watch=true",
-            node.name
-        ),
-        KUBELET,
-    );
+    let mut held = node.watch_pods("");
     assert_eq!(held.status, 200);
 
     // The cloud returns: the held watch ends (clients re-list from the cloud) and the hub

@@ -588,6 +588,30 @@ impl ControlPlane {
         format!("{TOKEN_ID}.{TOKEN_SECRET}")
     }
 
+    /// Flags for a hub of node `node` (in NodePool `<node>-pool`) that joins this cluster
+    /// from the empty `root` dir with the bootstrap token and the CA pin, its client
+    /// certificate signed through kube-controller-manager (signer
+    /// `kube-apiserver-client-kubelet`); plain proxy on `proxy_port` of 127.0.0.1 (0: any),
+    /// the admin and TLS ports on free ones, the host's network left alone.
+    pub fn join_args(&self, node: &str, root: &Path, cache: &Path, proxy_port: u16) -> Vec<String> {
+        vec![
+            format!("--server-addr={}", self.url()),
+            format!("--node-name={node}"),
+            format!("--nodepool-name={node}-pool"),
+            format!("--root-dir={}", root.display()),
+            format!("--disk-cache-path={}", cache.display()),
+            "--bind-proxy-address=127.0.0.1".into(),
+            format!("--proxy-port={proxy_port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--serve-port=0".into(),
+            "--enable-dummy-if=false".into(),
+            "--proxy-secure-port=0".into(),
+            format!("--join-token={}", self.join_token()),
+            format!("--discovery-token-ca-cert-hash={}", self.ca_pin()),
+            "--csr-signer-name=kubernetes.io/kube-apiserver-client-kubelet".into(),
+        ]
+    }
+
     /// A client with the cluster-admin certificate.
     pub fn admin(&self) -> Admin {
         Admin {

@@ -406,12 +406,7 @@ impl Store {
         patch: &Value,
         status_only: bool,
     ) -> Result<Value, ApiError> {
-        let mut obj = self.get(t, namespace, name)?;
-        merge(&mut obj, patch);
-        if patch["metadata"]["resourceVersion"].is_null() {
-            obj["metadata"]["resourceVersion"] = json!("");
-        }
-        self.update(t, namespace, name, obj, status_only)
+        self.patch_with(merge, t, namespace, name, patch, status_only)
     }
 
     /// Applies a strategic-merge patch (also how this apiserver approximates a server-side
@@ -424,8 +419,20 @@ impl Store {
         patch: &Value,
         status_only: bool,
     ) -> Result<Value, ApiError> {
+        self.patch_with(strategic_merge, t, namespace, name, patch, status_only)
+    }
+
+    fn patch_with(
+        &mut self,
+        apply: fn(&mut Value, &Value),
+        t: &ResourceType,
+        namespace: &str,
+        name: &str,
+        patch: &Value,
+        status_only: bool,
+    ) -> Result<Value, ApiError> {
         let mut obj = self.get(t, namespace, name)?;
-        strategic_merge(&mut obj, patch);
+        apply(&mut obj, patch);
         if patch["metadata"]["resourceVersion"].is_null() {
             obj["metadata"]["resourceVersion"] = json!("");
         }
