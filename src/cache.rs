@@ -215,6 +215,10 @@ pub fn target(
     if !ri.is_resource_request {
         return Err("not a resource request");
     }
+    // A dry run's answer is what the object would be, not what it is.
+    if query.get("dryRun").is_some_and(|d| !d.is_empty()) {
+        return Err("dry-run requests are never cached");
+    }
     let shape = match ri.verb.as_str() {
         "get" | "create" | "update" | "patch" => Shape::Object,
         "list" => Shape::List {
@@ -312,6 +316,20 @@ mod tests {
         assert!(t("GET", "/api/v1/pods", "multiplexer-proxy-n1", &a).is_ok());
         assert!(t("GET", "/api/v1/pods", "curl/8", &a).is_err());
         assert!(t("DELETE", "/api/v1/namespaces/a/pods/p", "kubelet/1", &a).is_err());
+        assert!(t(
+            "PATCH",
+            "/api/v1/nodes/n1/status?dryRun=All",
+            "kubelet/1",
+            &a
+        )
+        .is_err());
+        assert!(t(
+            "POST",
+            "/api/v1/namespaces/a/pods?dryRun=All",
+            "kubelet/1",
+            &a
+        )
+        .is_err());
         assert!(t("GET", "/api/v1/namespaces/a/pods/p/log", "kubelet/1", &a).is_err());
         assert!(t("GET", "/api/v1/namespaces/a/pods/p/status", "kubelet/1", &a).is_ok());
         assert!(t(

@@ -668,16 +668,15 @@ impl Proxy {
                         return Outcome::Close;
                     }
                 }
-                writer.finish(&mut out);
-                let sent =
-                    conn.writer.write_all(&out).await.is_ok() && conn.writer.flush().await.is_ok();
-                // The cache's copy goes once the client has its answer: waking the writer
-                // thread must not hold the last bytes back. It goes even if the client left:
-                // the cloud's answer was whole.
+                // The cloud's answer is whole: the cache has its copy before the last write to
+                // the client, which a client that stops reading may hold up forever. (An answer
+                // like the stored one wakes no thread: `Cache::response`.)
                 if let Some(t) = tee.take() {
                     t.finish();
                 }
-                if !sent {
+                writer.finish(&mut out);
+                if conn.writer.write_all(&out).await.is_err() || conn.writer.flush().await.is_err()
+                {
                     return Outcome::Close;
                 }
                 break;

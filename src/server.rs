@@ -135,7 +135,10 @@ impl IdleClock {
 
     /// Pends until the connection has waited `idle` since `since`.
     async fn expired(&mut self, since: Instant, idle: Duration) {
-        let deadline = since + idle;
+        let Some(deadline) = since.checked_add(idle) else {
+            // Beyond what the clock can say: never.
+            return std::future::pending().await;
+        };
         loop {
             let fired = (&mut self.timer).await;
             if fired >= deadline {

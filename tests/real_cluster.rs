@@ -296,6 +296,7 @@ fn rfc3339_now() -> String {
 
 #[test]
 fn a_real_kubelet_restarted_offline_keeps_its_pod_and_catches_up_when_the_cloud_returns() {
+    // kubelet and kube-proxy are kubemark's hollow node: the real code, a fake runtime.
     let Some(mut cp) = envtest::shared() else {
         return;
     };
@@ -311,8 +312,10 @@ fn a_real_kubelet_restarted_offline_keeps_its_pod_and_catches_up_when_the_cloud_
         );
         return;
     };
+    let mut proxy = envtest::Hollow::start(cp.assets(), "proxy", &node.name, &server).unwrap();
     let node_path = format!("/api/v1/nodes/{}", node.name);
     admin.wait_for(&node_path, secs(60), |n| node_ready_since(n, None));
+    proxy_synced(&mut proxy);
     admin.create(
         "/api/v1/namespaces/default/configmaps",
         &json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -353,12 +356,17 @@ fn a_real_kubelet_restarted_offline_keeps_its_pod_and_catches_up_when_the_cloud_
     // The WAN link goes: the apiserver dies at once.
     cp.kill_apiserver();
     node.wait_offline();
-    // Both restart while the cloud is away (a reboot of the node).
+    // All three restart while the cloud is away (a reboot of the node).
     drop(kubelet);
+    drop(proxy);
     node.restart();
     node.hub.wait_ready(secs(30));
     let restarted_at = rfc3339_now();
     kubelet = envtest::Hollow::start(cp.assets(), "kubelet", &node.name, &server).unwrap();
+    proxy = envtest::Hollow::start(cp.assets(), "proxy", &node.name, &server).unwrap();
+    // kube-proxy syncs its Services and EndpointSlices from the hub's cache: not an empty
+    // set, which would make it flush every rule.
+    proxy_synced(&mut proxy);
     kubelet.wait_for_log("SyncLoop ADD", secs(60));
     // Start-up may race its own informers (a node lookup before the node watch delivered);
     // after it, nothing may go wrong again. Long enough for every step kubelet retries
@@ -412,6 +420,18 @@ fn a_real_kubelet_restarted_offline_keeps_its_pod_and_catches_up_when_the_cloud_
             grep(&log, bad)
         );
     }
+    assert!(proxy.is_running(), "kube-proxy exited offline");
+    let proxy_trouble: Vec<String> = proxy
+        .log()
+        .lines()
+        .filter(|l| l.starts_with('E') || l.starts_with('F'))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        proxy_trouble.is_empty(),
+        "kube-proxy complained offline:\n{}",
+        proxy_trouble.join("\n")
+    );
     // Its node, lease and pod status calls were answered locally, successfully.
     let calls = kubelet.responses_since(0);
     if std::env::var_os("YURTHUB_TEST_LOG").is_some() {
@@ -472,6 +492,22 @@ fn a_real_kubelet_restarted_offline_keeps_its_pod_and_catches_up_when_the_cloud_
         &[],
         b"",
     );
+}
+
+/// Waits until a hollow kube-proxy has synced Services, EndpointSlices and ServiceCIDRs and
+/// seen the `default/kubernetes` Service.
+fn proxy_synced(proxy: &mut envtest::Hollow) {
+    for controller in [
+        "service config",
+        "endpoint slice config",
+        "serviceCIDR config",
+    ] {
+        proxy.wait_for_log(
+            &format!("\"Caches are synced\" controller=\"{controller}\""),
+            secs(60),
+        );
+    }
+    proxy.wait_for_log("Calling handler.OnServiceAdd", secs(10));
 }
 
 fn tail(text: &str, n: usize) -> String {

@@ -10,6 +10,7 @@
 //! This module knows files and JSON, nothing of HTTP. It blocks: call it from the cache writer
 //! thread or through `smol::unblock`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -17,6 +18,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 
 use super::seal::{is_sealed, is_sealed_path, Sealer};
 
@@ -136,6 +138,13 @@ pub struct Store {
     /// Bytes of every file below the root but quarantined ones, kept current by each write
     /// and removal so the disk budget is checked without walking the tree.
     bytes: AtomicU64,
+    /// Fingerprints of the objects this process wrote (or found unchanged), cleared by every
+    /// removal and quarantine: an answer byte for byte like the stored object is then known
+    /// without reading the file (kubelet re-reads its pods and node all the time).
+    written: Mutex<HashMap<PathBuf, u64>>,
+    /// SipHash under a key drawn at start-up: nobody who writes objects into the cluster can
+    /// make a changed object look unchanged.
+    sums: std::hash::RandomState,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -221,6 +230,8 @@ impl Store {
             root: root.to_path_buf(),
             sealer,
             bytes: AtomicU64::new(0),
+            written: Mutex::default(),
+            sums: std::hash::RandomState::new(),
         };
         let mut rec = Recovery::default();
         let mut clear = Vec::new();
@@ -340,6 +351,7 @@ impl Store {
         let qdir = self.root.join(QUARANTINE_DIR);
         mkdirs(&qdir)?;
         let rel = path.strip_prefix(&self.root).unwrap_or(path);
+        self.written_sums().remove(rel);
         let flat = rel.to_string_lossy().replace('/', "_");
         let len = fs::symlink_metadata(path).map_or(0, |m| m.len());
         let target = qdir.join(format!(
@@ -455,6 +467,7 @@ impl Store {
     /// Removes the file at `rel` durably (the directory is fsynced, so a deleted object does
     /// not come back after a power loss); false when it was not there.
     pub fn remove_file(&self, rel: &Path) -> Result<bool, StoreError> {
+        self.written_sums().remove(rel);
         let path = self.root.join(rel);
         let len = fs::symlink_metadata(&path).map_or(0, |m| m.len());
         match fs::remove_file(&path) {
@@ -470,13 +483,33 @@ impl Store {
 
     /// Writes an object; see [`Store::write_file`].
     pub fn write(&self, key: &ObjectKey, bytes: &[u8]) -> Result<bool, StoreError> {
-        self.write_file(&key.rel_path()?, bytes)
+        let rel = key.rel_path()?;
+        let written = self.write_file(&rel, bytes)?;
+        let sum = self.fingerprint(bytes);
+        self.written_sums().insert(rel, sum);
+        Ok(written)
     }
 
-    /// Whether an object's file exists (one `stat`, no read).
-    pub fn exists(&self, key: &ObjectKey) -> bool {
-        key.rel_path()
-            .is_ok_and(|rel| fs::symlink_metadata(self.root.join(rel)).is_ok_and(|m| m.is_file()))
+    fn fingerprint(&self, bytes: &[u8]) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = self.sums.build_hasher();
+        h.write(bytes);
+        h.finish()
+    }
+
+    fn written_sums(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, u64>> {
+        self.written.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this process last wrote exactly `bytes` as `key` and has not removed it since;
+    /// no file is read. Only `yurthub cache evict` run beside the hub removes files behind
+    /// its back: such an object comes back at its next change, list or watch.
+    pub fn holds(&self, key: &ObjectKey, bytes: &[u8]) -> bool {
+        let Ok(rel) = key.rel_path() else {
+            return false;
+        };
+        let sum = self.fingerprint(bytes);
+        self.written_sums().get(&rel) == Some(&sum)
     }
 
     /// Reads an object. A file that no longer parses is quarantined and reads as absent.

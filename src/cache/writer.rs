@@ -73,38 +73,11 @@ const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 struct Shared {
     max_body_bytes: usize,
-    /// Fingerprints of the objects as this process last wrote them, so that an answer like
-    /// the stored one costs neither the writer's time nor a wake-up of its thread.
-    sums: Fingerprints,
-    known: Mutex<HashMap<ObjectKey, u64>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     views: Mutex<HashMap<TypeKey, BTreeMap<String, ViewSnapshot>>>,
     stale: Mutex<HashSet<(String, String, String)>>,
     ended: Mutex<HashSet<u64>>,
     stats: CacheStats,
-}
-
-impl Shared {
-    fn known(&self, key: &ObjectKey) -> Option<u64> {
-        self.known
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .copied()
-    }
-
-    /// Records the fingerprint of what `key` now holds (`None`: unknown or removed).
-    fn set_known(&self, key: &ObjectKey, sum: Option<u64>) {
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        match sum {
-            Some(s) => {
-                known.insert(key.clone(), s);
-            }
-            None => {
-                known.remove(key);
-            }
-        }
-    }
 }
 
 enum Job {
@@ -217,8 +190,6 @@ impl Cache {
                 0 => DEFAULT_MAX_BODY_BYTES,
                 n => n,
             },
-            sums: Fingerprints(std::hash::RandomState::new()),
-            known: Mutex::default(),
             writer: Mutex::new(None),
             views: Mutex::new(load_views(root)),
             stale: Mutex::default(),
@@ -286,14 +257,14 @@ impl Cache {
     /// Queues a complete get/create/update/patch/list response body (uncompressed).
     pub fn response(&self, target: &Target, body: Vec<u8>) {
         // kubelet reads its pods and node again and again: an answer byte for byte like the
-        // stored one is dropped here (a file removed behind the hub's back by `yurthub cache
-        // evict` comes back at the next list, watch or change).
-        if target.shape == Shape::Object && !target.name.is_empty() {
-            let sum = self.shared.sums.of(body.trim_ascii());
-            let key = target.object_key(&target.name);
-            if self.shared.known(&key) == Some(sum) {
-                return;
-            }
+        // stored one is dropped here, before it wakes the writer thread.
+        if target.shape == Shape::Object
+            && !target.name.is_empty()
+            && self
+                .store
+                .holds(&target.object_key(&target.name), body.trim_ascii())
+        {
+            return;
         }
         self.submit(
             Job::Response {
@@ -436,20 +407,6 @@ impl Cache {
     }
 }
 
-/// Fingerprints of stored objects' bytes: SipHash under a key drawn at start-up, so that
-/// nobody who writes objects into the cluster can make a changed object look unchanged.
-#[derive(Debug)]
-struct Fingerprints(std::hash::RandomState);
-
-impl Fingerprints {
-    fn of(&self, bytes: &[u8]) -> u64 {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = self.0.build_hasher();
-        h.write(bytes);
-        h.finish()
-    }
-}
-
 struct Writer {
     store: Arc<Store>,
     shared: Arc<Shared>,
@@ -585,8 +542,7 @@ impl Writer {
         if self.stored_rv(&key).is_some_and(|old| old > obj.rv) {
             return false;
         }
-        let sum = self.shared.sums.of(&obj.bytes);
-        if self.unchanged(&key, sum) {
+        if self.unchanged(&key, &obj.bytes) {
             return true;
         }
         match self.store.write(&key, &obj.bytes) {
@@ -594,7 +550,6 @@ impl Writer {
                 if written {
                     self.shared.stats.writes.fetch_add(1, Ordering::Relaxed);
                 }
-                self.shared.set_known(&key, Some(sum));
                 self.rvs.insert(key, obj.rv);
                 true
             }
@@ -605,11 +560,10 @@ impl Writer {
         }
     }
 
-    /// Whether `key` holds exactly the bytes fingerprinted `sum` (written by this process):
-    /// the same answer again (kubelet re-reading its pod) needs no reading, writing or
-    /// parsing, as long as the file is still there (`yurthub cache evict` may remove it).
-    fn unchanged(&self, key: &ObjectKey, sum: u64) -> bool {
-        self.shared.known(key) == Some(sum) && self.store.exists(key)
+    /// Whether `key` holds exactly `bytes` (written by this process): the same answer again
+    /// needs no reading, writing or parsing.
+    fn unchanged(&self, key: &ObjectKey, bytes: &[u8]) -> bool {
+        self.store.holds(key, bytes)
     }
 
     fn key_of(t: &Target, obj: &Object) -> ObjectKey {
@@ -641,7 +595,6 @@ impl Writer {
         match self.store.remove(&key) {
             Ok(_) => {
                 self.rvs.remove(&key);
-                self.shared.set_known(&key, None);
             }
             Err(e) => self.error("delete", &e),
         }
@@ -673,7 +626,6 @@ impl Writer {
                 .insert((key.component.clone(), key.resource.clone(), id));
         }
         self.rvs.remove(key);
-        self.shared.set_known(key, None);
         match self.store.remove(key) {
             Ok(removed) => removed,
             Err(e) => {
@@ -800,9 +752,7 @@ impl Writer {
             Shape::Object => {
                 // A get names its object: an answer like the last one is not even parsed.
                 let bytes = body.trim_ascii();
-                if !t.name.is_empty()
-                    && self.unchanged(&t.object_key(&t.name), self.shared.sums.of(bytes))
-                {
+                if !t.name.is_empty() && self.unchanged(&t.object_key(&t.name), bytes) {
                     return;
                 }
                 let text = std::str::from_utf8(body).unwrap_or("");

@@ -22,6 +22,9 @@ use std::fmt;
 
 use super::Chain;
 
+/// The room an item buffer keeps between items (most objects are a few KiB).
+const KEPT_ITEM_BYTES: usize = 64 * 1024;
+
 /// Why a list could not be filtered as it streamed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum StreamError {
@@ -210,7 +213,7 @@ impl ListStream {
         let filtered = match parsed {
             Some(mut v) => {
                 if !chain.apply(&mut v) {
-                    self.item.clear();
+                    self.clear_item();
                     return;
                 }
                 serde_json::to_vec(&v).ok()
@@ -222,7 +225,13 @@ impl ListStream {
         }
         out.extend_from_slice(filtered.as_deref().unwrap_or(&self.item));
         self.kept += 1;
+        self.clear_item();
+    }
+
+    /// Empties the item buffer, keeping a usual item's room but not a huge one's.
+    fn clear_item(&mut self) {
         self.item.clear();
+        self.item.shrink_to(KEPT_ITEM_BYTES);
     }
 }
 

@@ -99,7 +99,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             self.start = 0;
         }
         if self.end == self.buf.len() {
-            let grown = (self.buf.len() * 2).clamp(INITIAL_BYTES, self.capacity);
+            let grown = (self.buf.len() * 2).max(INITIAL_BYTES).min(self.capacity);
             self.buf.resize(grown, 0);
         }
         let n = self.inner.read(&mut self.buf[self.end..]).await?;
