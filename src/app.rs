@@ -26,9 +26,6 @@ use crate::{notify, runtime, server};
 /// The program's name and version, as `--version` prints it.
 pub const VERSION: &str = concat!("yurthub ", env!("CARGO_PKG_VERSION"));
 
-/// The User-Agent of the hub's own requests: it starts with `yurthub`, so they are cached and
-/// pass the readiness gate like upstream's (reference §13.2 item 13).
-pub const USER_AGENT: &str = concat!("yurthub/v", env!("CARGO_PKG_VERSION"));
 
 /// Why the hub could not start.
 #[derive(Debug)]
@@ -284,7 +281,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     });
     let proxy = Arc::new(
         Proxy::new(upstream.clone(), edge, metrics.clone())
-            .with_readiness(readiness.clone(), &config.node_name)
+            .with_readiness(readiness.clone())
             .with_filters(filters.clone()),
     );
     let admin = Arc::new(Admin {

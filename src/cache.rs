@@ -60,7 +60,7 @@ impl Agents {
         Self {
             extra,
             all,
-            multiplexer: format!("multiplexer-proxy-{node}"),
+            multiplexer: crate::kube::multiplexer(node),
         }
     }
 

@@ -177,8 +177,7 @@ impl Filters {
     pub fn chain(&self, component: &str, verb: &str, resource: &str) -> Option<Chain> {
         if !self.settings.enabled
             || self.settings.disabled.contains("*")
-            || component.starts_with("yurthub")
-            || component.starts_with("multiplexer-proxy-")
+            || crate::kube::is_hub(component)
         {
             return None;
         }

@@ -1,6 +1,8 @@
 //! Kubernetes knowledge the proxy needs, without any I/O: request classification
-//! ([`RequestInfo`]), the client component, selectors, and `metav1.Status` errors.
+//! ([`RequestInfo`]), the client component and the hub's own identity, selectors, and
+//! `metav1.Status` errors.
 
+mod component;
 mod fields;
 mod labels;
 mod lines;
@@ -9,20 +11,12 @@ mod request_info;
 mod status;
 pub mod time;
 
+pub use component::{component, is_hub, multiplexer, HUB_USER_AGENT};
 pub use fields::{escape_value, unescape_value, FieldSelector, FieldsError};
 pub use labels::{LabelSelector, LabelsError};
 pub use lines::{LineTooLong, Lines};
 pub use request_info::{ClassifyError, RequestInfo};
 pub use status::{reason_for, Status, StatusDetails};
-
-/// The component a request comes from: the lower-cased User-Agent up to its first `/`
-/// (reference §2.2), e.g. `kubelet` for `kubelet/v1.32.0 (linux/arm64) kubernetes/abc`.
-/// `None` without a User-Agent: such requests are proxied but never cached or filtered.
-pub fn component(user_agent: Option<&str>) -> Option<String> {
-    let ua = user_agent?.trim();
-    let head = ua.split('/').next().unwrap_or("").to_lowercase();
-    (!head.is_empty()).then_some(head)
-}
 
 /// `obj[key]` as a map to write into, made when absent or null; `None` when `obj` is no
 /// object or `obj[key]` is something else. Objects from the network are written through this,
@@ -43,8 +37,6 @@ pub fn object_at<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::component;
-
     #[test]
     fn object_at_writes_into_maps_only() {
         use serde_json::json;
@@ -60,19 +52,4 @@ mod tests {
         assert_eq!(v, json!({"spec": {"a": 1}, "new": {"b": 2}, "odd": "text"}));
     }
 
-    #[test]
-    fn component_is_the_lowercased_user_agent_head() {
-        assert_eq!(
-            component(Some("kubelet/v1.32.0 (linux/arm64) kubernetes/70d3cc9")).as_deref(),
-            Some("kubelet")
-        );
-        assert_eq!(
-            component(Some("Kube-Proxy/v1.30")).as_deref(),
-            Some("kube-proxy")
-        );
-        assert_eq!(component(Some("coredns")).as_deref(), Some("coredns"));
-        assert_eq!(component(Some("")), None);
-        assert_eq!(component(Some("/v1")), None);
-        assert_eq!(component(None), None);
-    }
 }

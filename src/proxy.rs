@@ -158,7 +158,6 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     filters: Option<Arc<Filters>>,
     readiness: Option<Arc<Readiness>>,
-    multiplexer: String,
 }
 
 enum Outcome {
@@ -176,7 +175,6 @@ impl Proxy {
             metrics,
             filters: None,
             readiness: None,
-            multiplexer: String::new(),
         }
     }
 
@@ -187,16 +185,11 @@ impl Proxy {
     }
 
     /// Answers 503 to every client but the hub itself until `readiness` holds (reference §1.6).
-    pub fn with_readiness(mut self, readiness: Arc<Readiness>, node: &str) -> Self {
+    pub fn with_readiness(mut self, readiness: Arc<Readiness>) -> Self {
         self.readiness = Some(readiness);
-        self.multiplexer = format!("multiplexer-proxy-{node}");
         self
     }
 
-    /// Whether a request comes from the hub itself, which readiness never holds up.
-    fn is_own(&self, user_agent: Option<&str>) -> bool {
-        user_agent.is_some_and(|ua| ua.starts_with("yurthub") || ua == self.multiplexer)
-    }
 
     /// The servers to try, in balancing order: only healthy ones in edge mode.
     fn servers(&self) -> Vec<usize> {
@@ -265,7 +258,7 @@ impl Proxy {
         if let Some(r) = &self.readiness {
             let cached_path =
                 !ctx.info.is_resource_request && local::cached_path_file(&ctx.info.path).is_some();
-            if !cached_path && !self.is_own(head.headers.get_str("user-agent")) {
+            if !cached_path && !head.headers.get_str("user-agent").is_some_and(kube::is_hub) {
                 if let Err(why) = r.check() {
                     ctx.log(503, "not ready");
                     let s = Status::failure(503, format!("yurthub is not ready: {why}"));

@@ -299,7 +299,7 @@ impl Upstream {
     ) -> Result<(u16, Vec<u8>), String> {
         let work = async {
             let mut head = RequestHead::new(method, path);
-            head.headers.push("User-Agent", crate::app::USER_AGENT);
+            head.headers.push("User-Agent", crate::kube::HUB_USER_AGENT);
             head.headers.push("Accept", accept);
             let body = match body {
                 Some(b) => {

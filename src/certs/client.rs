@@ -47,7 +47,7 @@ impl ApiClient {
         for url in &self.servers {
             let mut head = RequestHead::new(method, path);
             head.headers.set("Host", url.authority());
-            head.headers.push("User-Agent", crate::app::USER_AGENT);
+            head.headers.push("User-Agent", crate::kube::HUB_USER_AGENT);
             head.headers.push("Accept", "application/json");
             if let Some(t) = &self.token {
                 head.headers.push("Authorization", format!("Bearer {t}"));

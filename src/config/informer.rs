@@ -72,7 +72,7 @@ impl Informer {
         let mut stream = Async::<TcpStream>::connect(self.proxy).await.map_err(io)?;
         let mut head = RequestHead::new("GET", target);
         head.headers.push("Host", self.proxy.to_string());
-        head.headers.push("User-Agent", crate::app::USER_AGENT);
+        head.headers.push("User-Agent", crate::kube::HUB_USER_AGENT);
         head.headers.push("Accept", "application/json");
         let mut out = Vec::new();
         head.write_to(&mut out);
