@@ -26,7 +26,6 @@ use crate::{notify, runtime, server};
 /// The program's name and version, as `--version` prints it.
 pub const VERSION: &str = concat!("yurthub ", env!("CARGO_PKG_VERSION"));
 
-
 /// Why the hub could not start.
 #[derive(Debug)]
 pub enum StartError {
@@ -196,7 +195,7 @@ fn serve_proxy_on(
 /// tasks run while a thread is inside [`runtime::block_on`] (see [`run`] and
 /// [`runtime::spawn_thread`]).
 pub fn start(config: &Config) -> Result<Running, StartError> {
-    let certs = Certs::new(config);
+    let certs = Certs::new(config.certs_settings());
     let tls = Tls::load(certs.ca_path(), certs.client_path()).map_err(StartError::Tls)?;
     let upstream = Arc::new(Upstream::new(&config.servers, config.lb_mode, tls));
     runtime::spawn(certs.clone().run(upstream.clone())).detach();
@@ -227,14 +226,19 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             }
             let health = Arc::new(Health::new(config.servers.len()));
             let prober = Prober::new(
-                config,
+                config.health_settings(),
                 health.clone(),
                 upstream.clone(),
                 Some(cache.clone()),
             );
             let gate = certs.clone();
             runtime::spawn(async move { prober.run(gate.wait_client()).await }).detach();
-            let collector = Collector::new(config, upstream.clone(), health.clone(), cache.clone());
+            let collector = Collector::new(
+                config.gc_settings(),
+                upstream.clone(),
+                health.clone(),
+                cache.clone(),
+            );
             let gate = certs.clone();
             runtime::spawn(async move { collector.run(gate.wait_client()).await }).detach();
             let agents = Arc::new(RwLock::new(Agents::new(&config.node_name, "")));

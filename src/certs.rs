@@ -32,8 +32,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::config::{BootstrapMode, Config, ServerUrl};
 use crate::kube::time::rfc3339;
+use crate::upstream::ServerUrl;
 use crate::upstream::{client_config, read_certs, read_identity, Tls, TlsError, Upstream};
 use client::ApiClient;
 use csr::Template;
@@ -41,6 +41,15 @@ use discovery::{Token, Trust};
 use kubeconfig::Kubeconfig;
 use store::{Loaded, PemStore, Stamp};
 use x509::Certificate;
+
+/// Where the hub's client certificate comes from (reference §7.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootstrapMode {
+    /// A CSR authenticated by a bootstrap token, then by the certificate itself.
+    Token,
+    /// The kubelet's client certificate, as it is on disk.
+    KubeletCertificate,
+}
 
 /// Why a certificate could not be obtained.
 #[derive(Debug)]
@@ -209,44 +218,69 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CertError> {
     write().map_err(|e| file_err(path, e))
 }
 
+/// What the certificate manager needs from the flags.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where the client certificate comes from.
+    pub mode: BootstrapMode,
+    /// The node's name (`CN=system:node:<node>`).
+    pub node: String,
+    /// The cloud apiservers.
+    pub servers: Vec<ServerUrl>,
+    /// `--root-dir`: `pki/` and the kubeconfigs live here.
+    pub root_dir: PathBuf,
+    /// The kubeconfig with the bootstrap token.
+    pub bootstrap_file: PathBuf,
+    /// The kubelet's certificate (kubeletcertificate mode).
+    pub kubelet_client_certificate: PathBuf,
+    /// The kubelet's CA file (kubeletcertificate mode).
+    pub kubelet_ca_file: PathBuf,
+    /// `--join-token`.
+    pub join_token: Option<String>,
+    /// `--discovery-token-ca-cert-hash` pins.
+    pub pins: Vec<[u8; 32]>,
+    /// `--discovery-token-unsafe-skip-ca-verification`.
+    pub unsafe_skip_ca_verification: bool,
+    /// Extra organizations of the client certificate.
+    pub organizations: Vec<String>,
+    /// The signer of the client CSR.
+    pub signer: String,
+    /// The addresses the serving certificate is asked for (unspecified and repeated ones are
+    /// dropped).
+    pub serving_ips: Vec<IpAddr>,
+}
+
 impl Certs {
-    /// The manager for `config`, with whatever certificates are on disk already loaded (no
+    /// The manager for `settings`, with whatever certificates are on disk already loaded (no
     /// network yet).
-    pub fn new(config: &Config) -> Arc<Certs> {
-        let pki_dir = config.root_dir.join("pki");
-        let (client_path, ca_path) = match config.bootstrap_mode {
+    pub fn new(settings: Settings) -> Arc<Certs> {
+        let pki_dir = settings.root_dir.join("pki");
+        let (client_path, ca_path) = match settings.mode {
             BootstrapMode::Token => (pki_dir.join("yurthub-current.pem"), pki_dir.join("ca.crt")),
             BootstrapMode::KubeletCertificate => (
-                config.kubelet_client_certificate.clone(),
-                config.kubelet_ca_file.clone(),
+                settings.kubelet_client_certificate,
+                settings.kubelet_ca_file,
             ),
         };
-        let mut serving_ips = Vec::new();
-        if config.enable_dummy_if {
-            serving_ips.push(config.dummy_if_ip);
-        }
-        serving_ips.extend([config.bind_address, config.bind_proxy_address]);
-        serving_ips.extend(config.node_ip);
-        serving_ips.retain(|ip| !ip.is_unspecified());
         let mut unique = Vec::new();
-        for ip in serving_ips {
-            if !unique.contains(&ip) {
+        for ip in settings.serving_ips {
+            if !ip.is_unspecified() && !unique.contains(&ip) {
                 unique.push(ip);
             }
         }
         let certs = Certs {
-            mode: config.bootstrap_mode,
-            node: config.node_name.clone(),
-            servers: config.servers.clone(),
-            root_dir: config.root_dir.clone(),
+            mode: settings.mode,
+            node: settings.node,
+            servers: settings.servers,
+            root_dir: settings.root_dir,
             client_path,
             ca_path,
-            bootstrap_file: config.bootstrap_file(),
-            join_token: config.join_token.clone(),
-            pins: config.ca_cert_hashes.clone(),
-            unsafe_skip: config.unsafe_skip_ca_verification,
-            organizations: config.hub_cert_organizations.clone(),
-            signer: config.csr_signer_name.clone(),
+            bootstrap_file: settings.bootstrap_file,
+            join_token: settings.join_token,
+            pins: settings.pins,
+            unsafe_skip: settings.unsafe_skip_ca_verification,
+            organizations: settings.organizations,
+            signer: settings.signer,
             serving_ips: unique,
             client: RwLock::new(None),
             serving: RwLock::new(None),

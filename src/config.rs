@@ -19,6 +19,9 @@ mod live;
 pub use live::{LiveConfig, HUB_CONFIGMAP};
 
 use std::fmt;
+
+pub use crate::certs::BootstrapMode;
+pub use crate::upstream::{LbMode, ServerUrl};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -348,88 +351,6 @@ pub enum WorkingMode {
     Cloud,
 }
 
-/// Where the hub's client certificate comes from (reference §7.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BootstrapMode {
-    /// A CSR authenticated by a bootstrap token, then by the certificate itself.
-    Token,
-    /// The kubelet's client certificate, as it is on disk.
-    KubeletCertificate,
-}
-
-/// How requests are spread over several `--server-addr` entries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LbMode {
-    /// Round robin, skipping servers that do not answer.
-    RoundRobin,
-    /// The first server that answers, in flag order.
-    Priority,
-}
-
-/// One cloud apiserver: `https://host:port[/prefix]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerUrl {
-    /// Host name or IP address, without brackets.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// A path prefix prepended to every request path (usually empty).
-    pub path_prefix: String,
-}
-
-impl ServerUrl {
-    /// Parses `https://host[:port][/prefix]` or `host[:port]`; any scheme but https is refused,
-    /// as upstream does.
-    pub fn parse(s: &str) -> Option<ServerUrl> {
-        let rest = match s.split_once("://") {
-            Some(("https", rest)) => rest,
-            Some(_) => return None,
-            None => s,
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (h, after) = v6.split_once(']')?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().ok()?,
-                None if after.is_empty() => 443,
-                None => return None,
-            };
-            (h.to_string(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse().ok()?),
-                None => (authority.to_string(), 443),
-            }
-        };
-        if host.is_empty() || host.contains(['@', '?', '#', ' ']) {
-            return None;
-        }
-        Some(ServerUrl {
-            host,
-            port,
-            path_prefix: path.to_string(),
-        })
-    }
-
-    /// `host:port`, with brackets around an IPv6 address.
-    pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl fmt::Display for ServerUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "https://{}{}", self.authority(), self.path_prefix)
-    }
-}
-
 /// Everything the hub runs with, validated.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -663,6 +584,53 @@ fn parse_ip(v: &Values, name: &'static str) -> Result<IpAddr, FlagError> {
 }
 
 impl Config {
+    /// The certificate manager's settings.
+    pub fn certs_settings(&self) -> crate::certs::Settings {
+        let mut serving_ips = Vec::new();
+        if self.enable_dummy_if {
+            serving_ips.push(self.dummy_if_ip);
+        }
+        serving_ips.extend([self.bind_address, self.bind_proxy_address]);
+        serving_ips.extend(self.node_ip);
+        crate::certs::Settings {
+            mode: self.bootstrap_mode,
+            node: self.node_name.clone(),
+            servers: self.servers.clone(),
+            root_dir: self.root_dir.clone(),
+            bootstrap_file: self.bootstrap_file(),
+            kubelet_client_certificate: self.kubelet_client_certificate.clone(),
+            kubelet_ca_file: self.kubelet_ca_file.clone(),
+            join_token: self.join_token.clone(),
+            pins: self.ca_cert_hashes.clone(),
+            unsafe_skip_ca_verification: self.unsafe_skip_ca_verification,
+            organizations: self.hub_cert_organizations.clone(),
+            signer: self.csr_signer_name.clone(),
+            serving_ips,
+        }
+    }
+
+    /// The health prober's settings.
+    pub fn health_settings(&self) -> crate::health::Settings {
+        crate::health::Settings {
+            node: self.node_name.clone(),
+            timeout: self.heartbeat_timeout,
+            retries: self.heartbeat_failed_retry,
+            threshold: self.heartbeat_healthy_threshold,
+            grace: self.kubelet_health_grace_period,
+            interval: self.heartbeat_interval,
+        }
+    }
+
+    /// The garbage collector's settings.
+    pub fn gc_settings(&self) -> crate::gc::Settings {
+        crate::gc::Settings {
+            node: self.node_name.clone(),
+            every: self.gc_frequency,
+            event_ttl: self.event_ttl,
+            timeout: self.heartbeat_timeout,
+        }
+    }
+
     /// Parses the arguments after the program name.
     pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, FlagError> {
         let v = read_values(args)?;

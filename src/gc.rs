@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use crate::cache::object::parse_rv;
 use crate::cache::{Cache, ObjectKey};
-use crate::config::Config;
 use crate::health::Health;
 use crate::upstream::Upstream;
 
@@ -64,19 +63,32 @@ pub fn event_time(event: &Value) -> Option<u64> {
     })
 }
 
+/// What the collector needs from the flags.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The node whose pods are collected.
+    pub node: String,
+    /// `--gc-frequency`.
+    pub every: Duration,
+    /// `--event-ttl`.
+    pub event_ttl: Duration,
+    /// The timeout of each request to the cloud (at least 5 s).
+    pub timeout: Duration,
+}
+
 impl Collector {
-    /// A collector for `config`'s node, using the hub's own connections to the cloud.
+    /// A collector for the settings' node, using the hub's own connections to the cloud.
     pub fn new(
-        config: &Config,
+        settings: Settings,
         upstream: Arc<Upstream>,
         health: Arc<Health>,
         cache: Cache,
     ) -> Self {
         Self {
-            node: config.node_name.clone(),
-            every: config.gc_frequency,
-            event_ttl: config.event_ttl,
-            timeout: config.heartbeat_timeout.max(Duration::from_secs(5)),
+            node: settings.node,
+            every: settings.every,
+            event_ttl: settings.event_ttl,
+            timeout: settings.timeout.max(Duration::from_secs(5)),
             upstream,
             health,
             cache,

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cache::Cache;
-use crate::config::Config;
 use crate::upstream::Upstream;
 
 /// The namespace of node leases.
@@ -148,6 +147,23 @@ impl Health {
     }
 }
 
+/// How the prober probes (the `--heartbeat-*` flags and kubelet's grace period).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The node whose Lease is renewed.
+    pub node: String,
+    /// The timeout of each probe request.
+    pub timeout: Duration,
+    /// Lease updates tried per probe.
+    pub retries: u32,
+    /// Good probes needed before a server counts as healthy again.
+    pub threshold: u32,
+    /// Stop renewing when kubelet is silent this long.
+    pub grace: Duration,
+    /// The period of the probe.
+    pub interval: Duration,
+}
+
 /// Renews leases; one per server, remembering the last renewed copy.
 pub struct Prober {
     health: Arc<Health>,
@@ -165,7 +181,7 @@ pub struct Prober {
 impl Prober {
     /// A prober for every configured server.
     pub fn new(
-        cfg: &Config,
+        settings: Settings,
         health: Arc<Health>,
         upstream: Arc<Upstream>,
         cache: Option<Cache>,
@@ -175,12 +191,12 @@ impl Prober {
             health,
             upstream,
             cache,
-            node: cfg.node_name.clone(),
-            timeout: cfg.heartbeat_timeout,
-            retries: cfg.heartbeat_failed_retry,
-            threshold: cfg.heartbeat_healthy_threshold,
-            grace: cfg.kubelet_health_grace_period,
-            interval: cfg.heartbeat_interval,
+            node: settings.node,
+            timeout: settings.timeout,
+            retries: settings.retries,
+            threshold: settings.threshold,
+            grace: settings.grace,
+            interval: settings.interval,
             last: vec![None; n],
         }
     }

@@ -51,5 +51,4 @@ mod tests {
         assert!(super::object_at(&mut json!([1]), "spec").is_none());
         assert_eq!(v, json!({"spec": {"a": 1}, "new": {"b": 2}, "odd": "text"}));
     }
-
 }

@@ -190,7 +190,6 @@ impl Proxy {
         self
     }
 
-
     /// The servers to try, in balancing order: only healthy ones in edge mode.
     fn servers(&self) -> Vec<usize> {
         let order = self.upstream.order();

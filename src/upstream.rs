@@ -4,10 +4,12 @@
 
 mod negotiate;
 mod pool;
+mod server_url;
 mod tls;
 
 pub use negotiate::{negotiate, Negotiated};
 pub use pool::{dial, Connection, UpStream};
+pub use server_url::{LbMode, ServerUrl};
 pub use tls::{client_config, insecure_config, read_certs, read_identity, Tls, TlsError};
 
 use smol::io::{AsyncRead, AsyncWriteExt};
@@ -16,7 +18,6 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use crate::config::{LbMode, ServerUrl};
 use crate::http::{BodyReader, BodyWriter, Framing, Limits, Reader, RequestHead, ResponseHead};
 
 /// Which TLS identity a request travels with.

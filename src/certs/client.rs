@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::CertError;
-use crate::config::ServerUrl;
 use crate::http::RequestHead;
+use crate::upstream::ServerUrl;
 use crate::upstream::{dial, round_trip};
 
 /// The most bytes of an answer the manager reads (a CSR with its certificate is a few KiB).

@@ -9,7 +9,7 @@ use super::client::ApiClient;
 use super::kubeconfig::Kubeconfig;
 use super::x509::Certificate;
 use super::CertError;
-use crate::config::ServerUrl;
+use crate::upstream::ServerUrl;
 use crate::upstream::{client_config, insecure_config};
 
 const CLUSTER_INFO: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";

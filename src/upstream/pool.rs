@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Identity, Tls};
-use crate::config::ServerUrl;
 use crate::http::Reader;
+use crate::upstream::ServerUrl;
 
 /// The TLS stream to an apiserver.
 ///
