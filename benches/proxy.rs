@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 use testapi::client::{self, Session};
 use testapi::{pod, Cluster, NODE};
-use yurthub::config::{Config, Parsed};
+use yurthub::app::config::{Config, Parsed};
 
 const SAMPLES: usize = 2000;
 /// Rounds of the c=16 throughput figures (one second per path each).

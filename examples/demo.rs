@@ -8,7 +8,7 @@ use serde_json::json;
 use std::time::Instant;
 use testapi::client::{self, get, request};
 use testapi::{pod, Cluster, NODE};
-use yurthub::config::{Config, Parsed};
+use yurthub::app::config::{Config, Parsed};
 
 const KUBELET: &str = "kubelet/v1.32.0 (linux/arm64) kubernetes/demo";
 

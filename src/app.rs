@@ -1,5 +1,9 @@
 //! Wiring: builds the pieces from a [`Config`], binds the listeners and runs them.
 
+pub mod cache_cli;
+pub mod config;
+mod hubcfg;
+
 use async_io::Async;
 use std::fmt;
 use std::net::{SocketAddr, TcpListener};
@@ -10,11 +14,12 @@ use crate::admin::{Admin, Readiness};
 use crate::filter::{Filters, Settings, Topology};
 use crate::metrics::Metrics;
 
+use self::config::{Config, WorkingMode};
+use self::hubcfg::LiveConfig;
 use crate::cache::seal::{SealError, Sealer};
 use crate::cache::store::Recovery;
 use crate::cache::{Agents, Cache, Options, StoreError};
 use crate::certs::Certs;
-use crate::config::{Config, LiveConfig, WorkingMode};
 use crate::gc::Collector;
 use crate::health::{Health, Prober};
 use crate::local::Local;

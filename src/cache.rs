@@ -7,7 +7,6 @@
 //! view is marked stale and a counter bumped.
 
 mod evict;
-pub mod inspect;
 pub(crate) mod object;
 pub mod seal;
 pub mod store;

@@ -1,12 +1,12 @@
 //! The `yurthub` binary: parse flags, set up logging, run.
 
 use yurthub::app;
-use yurthub::config::{usage, Config, Parsed};
+use yurthub::app::config::{usage, Config, Parsed};
 
 fn main() {
     // `yurthub cache ...` inspects the cache instead of running the hub.
     if std::env::args().nth(1).as_deref() == Some("cache") {
-        let code = yurthub::cache::inspect::main(
+        let code = yurthub::app::cache_cli::main(
             std::env::args().skip(2),
             &mut std::io::stdout(),
             &mut std::io::stderr(),

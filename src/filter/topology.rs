@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::config::informer::{Handler, Informer};
+use crate::informer::{Handler, Informer};
 
 /// The annotation a Service chooses its topology with.
 pub const TOPOLOGY_KEYS: &str = "openyurt.io/topologyKeys";

@@ -6,17 +6,12 @@
 //! expects; `main` prints it on one line and exits with status 2.
 //!
 //! ```
-//! use yurthub::config::{Config, Parsed};
+//! use yurthub::app::config::{Config, Parsed};
 //! let args = ["--server-addr=https://10.0.0.1:6443", "--node-name", "pi-1", "--nodepool-name=edge"];
 //! let Parsed::Run(cfg) = Config::from_args(args.iter().map(|s| s.to_string())).unwrap() else { panic!() };
 //! assert_eq!(cfg.servers[0].authority(), "10.0.0.1:6443");
 //! assert_eq!(cfg.proxy_port, 10261);
 //! ```
-
-pub mod informer;
-mod live;
-
-pub use live::{LiveConfig, HUB_CONFIGMAP};
 
 use std::fmt;
 

@@ -23,11 +23,11 @@ use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
-use super::seal::{is_sealed, is_sealed_path, SealError, Sealer};
-use super::store::{
+use crate::cache::seal::{is_sealed, is_sealed_path, SealError, Sealer};
+use crate::cache::store::{
     files_below as walk, is_json_object, is_temp, valid_part, INTERNAL_DIR, QUARANTINE_DIR,
 };
-use super::{Agents, Shape, Target, ViewSnapshot};
+use crate::cache::{Agents, Shape, Target, ViewSnapshot};
 
 const USAGE: &str = "usage: yurthub cache <ls [path] | get <path> | verify | stats | why <url> --user-agent UA | evict <component>[/<resource>]>
        [--disk-cache-path DIR] [--json] [--encrypt-secrets-key-file FILE]
@@ -237,7 +237,7 @@ fn stats(root: &Path, json_out: bool, out: &mut dyn Write) -> Result<i32, String
         let (Some(component), Some(mut resource)) = (parts.next(), parts.next()) else {
             continue; // top-level files: /version and discovery answers
         };
-        if resource == super::METADATA_TREE {
+        if resource == crate::cache::METADATA_TREE {
             // `<component>/partialobjectmetadatas.v1.meta.k8s.io/<resource>/...`
             let Some(inner) = parts.next() else { continue };
             resource = format!("{resource}/{inner}");
@@ -287,7 +287,7 @@ fn stats(root: &Path, json_out: bool, out: &mut dyn Write) -> Result<i32, String
 fn cached_agents(root: &Path, namespace: &str) -> (String, Option<PathBuf>) {
     let rel = Path::new("yurthub/configmaps.v1.core")
         .join(namespace)
-        .join(crate::config::HUB_CONFIGMAP);
+        .join(super::hubcfg::HUB_CONFIGMAP);
     let value = fs::read(root.join(&rel))
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
@@ -323,7 +323,7 @@ fn why(opts: &Opts, url: &str, out: &mut dyn Write) -> Result<i32, String> {
     let (agents_value, agents_from) = cached_agents(&opts.root, &opts.namespace);
     let agents = Agents::new(&opts.node, &agents_value);
     let query = crate::http::url::Query::parse(target.split_once('?').map_or("", |(_, q)| q));
-    let t = super::target(
+    let t = crate::cache::target(
         &ri,
         component.as_deref(),
         &agents,

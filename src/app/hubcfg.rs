@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::informer::{Handler, Informer};
 use crate::cache::Agents;
 use crate::filter::Filters;
+use crate::informer::{Handler, Informer};
 
 /// The ConfigMap's name.
 pub const HUB_CONFIGMAP: &str = "yurt-hub-cfg";
