@@ -3,7 +3,7 @@
 //! to hand the hub a new bootstrap token (reference §7.4).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::cache::Cache;
@@ -12,48 +12,17 @@ use crate::filter::Topology;
 use crate::health::Health;
 use crate::http::{RequestHead, ResponseHead};
 use crate::metrics::{Exposition, Metrics};
-use crate::server::{respond, ClientConn, Service};
+use crate::server::{respond, ClientConn, Gate, Service};
 use crate::upstream::Upstream;
-
-/// What the hub needs before it serves clients other than itself (reference §1.6).
-pub struct Readiness {
-    /// The hub's certificates.
-    pub certs: Arc<Certs>,
-    /// Whether yurt-hub-cfg has been read (edge mode).
-    pub config_synced: Option<Arc<AtomicBool>>,
-    /// Whether any server answers; a missing certificate only matters while one does.
-    pub health: Option<Arc<Health>>,
-    /// servicetopology's inputs, when that filter runs.
-    pub topology: Option<Arc<Topology>>,
-}
-
-impl Readiness {
-    /// `Ok` when ready, else the reason.
-    pub fn check(&self) -> Result<(), String> {
-        let cloud_reachable = self.health.as_ref().is_none_or(|h| h.any_healthy());
-        self.certs
-            .check(cloud_reachable)
-            .map_err(|e| format!("certificates not ready: {e}"))?;
-        if self
-            .config_synced
-            .as_ref()
-            .is_some_and(|s| !s.load(Ordering::Relaxed))
-        {
-            return Err("yurt-hub-cfg not synced yet".into());
-        }
-        if let Some(t) = &self.topology {
-            t.ready()?;
-        }
-        Ok(())
-    }
-}
 
 /// The admin server.
 pub struct Admin {
     /// Request metrics.
     pub metrics: Arc<Metrics>,
     /// Readiness.
-    pub readiness: Arc<Readiness>,
+    pub readiness: Arc<dyn Gate>,
+    /// servicetopology's inputs, when that filter runs (whether it fails open).
+    pub topology: Option<Arc<Topology>>,
     /// Cloud health (edge mode).
     pub health: Option<Arc<Health>>,
     /// The cache (edge mode).
@@ -177,7 +146,7 @@ impl Admin {
             "Kept-alive connections to the cloud now idle",
             self.upstream.idle_connections() as f64,
         );
-        if let Some(t) = &self.readiness.topology {
+        if let Some(t) = &self.topology {
             out.family(
                 "yurthub_filter_fail_open",
                 "gauge",
@@ -273,7 +242,7 @@ impl Service for Admin {
             "/v1/healthz" if get => text(conn, 200, "text/plain; charset=utf-8", "OK").await,
             "/v1/readyz" if get => match self.readiness.check() {
                 Ok(()) => text(conn, 200, "text/plain; charset=utf-8", "OK").await,
-                Err(why) => text(conn, 500, "text/plain; charset=utf-8", &why).await,
+                Err(why) => text(conn, 500, "text/plain; charset=utf-8", &why.to_string()).await,
             },
             "/metrics" => {
                 let usage = match self.cache.clone() {

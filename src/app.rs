@@ -3,6 +3,7 @@
 pub mod cache_cli;
 pub mod config;
 mod hubcfg;
+mod ready;
 
 use async_io::Async;
 use std::fmt;
@@ -10,7 +11,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
-use crate::admin::{Admin, Readiness};
+use self::ready::Readiness;
+use crate::admin::Admin;
 use crate::filter::{Filters, Settings, Topology};
 use crate::metrics::Metrics;
 
@@ -296,6 +298,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let admin = Arc::new(Admin {
         metrics: metrics.clone(),
         readiness,
+        topology: topology.clone(),
         health,
         cache: cache.clone(),
         upstream,

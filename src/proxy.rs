@@ -15,7 +15,6 @@ use smol::io::AsyncWriteExt;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use crate::admin::Readiness;
 use crate::cache::{self, Agents, Cache, Shape, Target};
 use crate::filter::Filters;
 use crate::health::Health;
@@ -25,7 +24,7 @@ use crate::http::{BodyReader, BodyWriter, Framing, Headers, RequestHead, Respons
 use crate::kube::{self, RequestInfo, Status};
 use crate::local::{self, Local};
 use crate::metrics::{Metrics, RequestLabels};
-use crate::server::{respond_status, ClientConn};
+use crate::server::{respond_status, ClientConn, Gate};
 use crate::upstream::{self, Body, Identity, Negotiated, Response, Upstream, UpstreamError};
 
 /// Request bodies up to this size are read before sending, so another server can be tried.
@@ -157,7 +156,7 @@ pub struct Proxy {
     edge: Option<Edge>,
     metrics: Arc<Metrics>,
     filters: Option<Arc<Filters>>,
-    readiness: Option<Arc<Readiness>>,
+    readiness: Option<Arc<dyn Gate>>,
 }
 
 enum Outcome {
@@ -185,7 +184,7 @@ impl Proxy {
     }
 
     /// Answers 503 to every client but the hub itself until `readiness` holds (reference §1.6).
-    pub fn with_readiness(mut self, readiness: Arc<Readiness>) -> Self {
+    pub fn with_readiness(mut self, readiness: Arc<dyn Gate>) -> Self {
         self.readiness = Some(readiness);
         self
     }

@@ -25,6 +25,36 @@ pub trait Service: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = bool> + Send + 'a;
 }
 
+/// Whether the hub may serve its clients yet (reference §1.6): until it may, the proxy answers
+/// everyone but the hub itself 503 with the reason, and `/v1/readyz` says it.
+pub trait Gate: Send + Sync {
+    /// `Ok` when clients may be served, else why not.
+    fn check(&self) -> Result<(), NotReady>;
+}
+
+/// Why the hub does not serve its clients yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NotReady {
+    /// No usable client certificate while the cloud answers; what is wrong with it.
+    Certificates(String),
+    /// yurt-hub-cfg has not been read.
+    HubConfig,
+    /// servicetopology's inputs have not synced, and it does not fail open yet.
+    Topology(String),
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Certificates(why) => write!(f, "certificates not ready: {why}"),
+            Self::HubConfig => write!(f, "yurt-hub-cfg not synced yet"),
+            Self::Topology(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+impl std::error::Error for NotReady {}
+
 /// How long a connection may wait for the client (`--idle-connection-timeout`,
 /// `--request-head-timeout`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
