@@ -17,6 +17,7 @@ pub use store::{ObjectKey, Store, StoreError};
 pub use writer::{Cache, CacheStats, Options, ViewSnapshot};
 
 use std::collections::BTreeSet;
+use std::fmt;
 
 use crate::kube::{FieldSelector, LabelSelector, RequestInfo};
 
@@ -182,6 +183,50 @@ impl Target {
     }
 }
 
+/// Why a request's answer is not cached (reference §3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotCached {
+    /// The request has no User-Agent, so no component.
+    NoUserAgent,
+    /// The component is not among the cache agents.
+    NotAnAgent,
+    /// The component cannot be a directory name.
+    UnusableComponent,
+    /// A non-resource path (`/healthz`, `/version` are cached apart).
+    NotAResource,
+    /// `dryRun`: the answer is what the object would be, not what it is.
+    DryRun,
+    /// delete, deletecollection, proxy.
+    Verb,
+    /// A subresource other than `status` (logs, exec, tokens, evictions).
+    Subresource,
+    /// CSRs and SubjectAccessReviews.
+    Resource,
+    /// A label selector that does not parse.
+    LabelSelector,
+    /// A field selector that does not parse.
+    FieldSelector,
+}
+
+impl fmt::Display for NotCached {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NoUserAgent => "no User-Agent",
+            Self::NotAnAgent => "component is not a cache agent",
+            Self::UnusableComponent => "component is not a usable directory name",
+            Self::NotAResource => "not a resource request",
+            Self::DryRun => "dry-run requests are never cached",
+            Self::Verb => "verb is never cached",
+            Self::Subresource => "subresource is never cached",
+            Self::Resource => "resource is never cached",
+            Self::LabelSelector => "unparsable label selector",
+            Self::FieldSelector => "unparsable field selector",
+        })
+    }
+}
+
+impl std::error::Error for NotCached {}
+
 /// `<resource>.<version>.<group>` with `core` for the legacy group.
 pub fn resource_dir(ri: &RequestInfo) -> String {
     let group = if ri.api_group.is_empty() {
@@ -203,20 +248,20 @@ pub fn target(
     agents: &Agents,
     query: &crate::http::url::Query,
     accept: Option<&str>,
-) -> Result<Target, &'static str> {
-    let component = component.ok_or("no User-Agent")?;
+) -> Result<Target, NotCached> {
+    let component = component.ok_or(NotCached::NoUserAgent)?;
     if !agents.allows(component) {
-        return Err("component is not a cache agent");
+        return Err(NotCached::NotAnAgent);
     }
     if !store::valid_part(component) || component.starts_with('_') {
-        return Err("component is not a usable directory name");
+        return Err(NotCached::UnusableComponent);
     }
     if !ri.is_resource_request {
-        return Err("not a resource request");
+        return Err(NotCached::NotAResource);
     }
     // A dry run's answer is what the object would be, not what it is.
     if query.get("dryRun").is_some_and(|d| !d.is_empty()) {
-        return Err("dry-run requests are never cached");
+        return Err(NotCached::DryRun);
     }
     let shape = match ri.verb.as_str() {
         "get" | "create" | "update" | "patch" => Shape::Object,
@@ -229,16 +274,16 @@ pub fn target(
         "watch" => Shape::Watch {
             watch_list: query.get("sendInitialEvents") == Some("true"),
         },
-        _ => return Err("verb is never cached"),
+        _ => return Err(NotCached::Verb),
     };
     if !(ri.subresource.is_empty() || ri.subresource == "status") {
-        return Err("subresource is never cached");
+        return Err(NotCached::Subresource);
     }
     if matches!(
         ri.resource.as_str(),
         "certificatesigningrequests" | "subjectaccessreviews"
     ) {
-        return Err("resource is never cached");
+        return Err(NotCached::Resource);
     }
     let namespace = if ri.resource == "namespaces" {
         String::new()
@@ -248,10 +293,10 @@ pub fn target(
     let view = ViewKey {
         namespace: namespace.clone(),
         label_selector: LabelSelector::parse(&ri.label_selector)
-            .map_err(|_| "unparsable label selector")?
+            .map_err(|_| NotCached::LabelSelector)?
             .to_string(),
         field_selector: FieldSelector::parse(&ri.field_selector)
-            .map_err(|_| "unparsable field selector")?
+            .map_err(|_| NotCached::FieldSelector)?
             .to_string(),
     };
     let metadata_only = wants_metadata(accept);
@@ -275,12 +320,7 @@ mod tests {
     use super::*;
     use crate::http::url::Query;
 
-    fn t(
-        method: &str,
-        target_url: &str,
-        ua: &str,
-        agents: &Agents,
-    ) -> Result<Target, &'static str> {
+    fn t(method: &str, target_url: &str, ua: &str, agents: &Agents) -> Result<Target, NotCached> {
         let ri = RequestInfo::classify(method, target_url).unwrap();
         let q = Query::parse(target_url.split_once('?').map(|x| x.1).unwrap_or(""));
         target(

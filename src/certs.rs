@@ -65,7 +65,7 @@ pub enum CertError {
     /// There is neither a valid certificate nor a bootstrap token.
     NoBootstrap(String),
     /// A key or CSR could not be made.
-    Key(String),
+    Key(pkcs10::KeyError),
     /// TLS material was rejected.
     Tls(TlsError),
     /// A new bootstrap token arrived while a CSR waited (the attempt starts over).
@@ -97,14 +97,34 @@ impl fmt::Display for CertError {
 
 impl std::error::Error for CertError {}
 
+/// Why the hub's client certificate cannot serve (readiness).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientUnusable {
+    /// There is none yet.
+    Missing,
+    /// It expired at this time, and the cloud is reachable to renew it.
+    Expired(SystemTime),
+}
+
+impl fmt::Display for ClientUnusable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing => write!(f, "no node client certificate"),
+            Self::Expired(at) => write!(f, "node client certificate expired at {}", rfc3339(*at)),
+        }
+    }
+}
+
+impl std::error::Error for ClientUnusable {}
+
 /// The serving certificate of the TLS proxy, swapped in place when it is renewed.
 #[derive(Debug, Default)]
 pub struct ServingKey(RwLock<Option<Arc<CertifiedKey>>>);
 
 impl ServingKey {
-    fn set(&self, loaded: &Loaded) -> Result<(), String> {
+    fn set(&self, loaded: &Loaded) -> Result<(), store::LoadError> {
         let key = rustls::crypto::ring::sign::any_supported_type(&loaded.key)
-            .map_err(|e| format!("serving key: {e}"))?;
+            .map_err(store::LoadError::ServingKey)?;
         let ck = CertifiedKey::new(loaded.certs.clone(), key);
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(ck));
         Ok(())
@@ -319,13 +339,12 @@ impl Certs {
     /// serve); an expired one matters only while the cloud is reachable, since only then can
     /// it be renewed. The serving certificate is not a condition: clusters without OpenYurt's
     /// approver never sign it, and the TLS port simply refuses handshakes until it exists.
-    pub fn check(&self, cloud_reachable: bool) -> Result<(), String> {
+    pub fn check(&self, cloud_reachable: bool) -> Result<(), ClientUnusable> {
         match &*self.client.read().unwrap_or_else(|e| e.into_inner()) {
-            None => Err("no node client certificate".into()),
-            Some(h) if cloud_reachable && SystemTime::now() >= h.info.not_after => Err(format!(
-                "node client certificate expired at {}",
-                rfc3339(h.info.not_after)
-            )),
+            None => Err(ClientUnusable::Missing),
+            Some(h) if cloud_reachable && SystemTime::now() >= h.info.not_after => {
+                Err(ClientUnusable::Expired(h.info.not_after))
+            }
             Some(_) => Ok(()),
         }
     }
@@ -372,7 +391,7 @@ impl Certs {
         path: &Path,
         slot: &RwLock<Option<Held>>,
         what: &str,
-        apply: impl FnOnce(&Loaded) -> Result<(), String>,
+        apply: impl FnOnce(&Loaded) -> Result<(), store::LoadError>,
     ) -> bool {
         let now_stamp = store::stamp(path);
         let same = slot

@@ -17,7 +17,7 @@
 mod stream;
 mod topology;
 
-pub use topology::Topology;
+pub use topology::{NotSynced, Topology};
 
 pub use stream::{ListStream, StreamError};
 

@@ -273,7 +273,7 @@ impl Collector {
                 other => {
                     let why = match other {
                         Ok((status, _)) => format!("answered {status}"),
-                        Err(e) => e,
+                        Err(e) => e.to_string(),
                     };
                     log::info!("gc: checking Events with the cloud stopped: {path} {why}");
                     cloud = None;

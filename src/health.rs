@@ -164,6 +164,41 @@ pub struct Settings {
     pub interval: Duration,
 }
 
+/// Why a probe of a server failed.
+#[derive(Debug)]
+pub enum ProbeError {
+    /// No whole answer from the server.
+    Fetch(crate::upstream::FetchError),
+    /// The server answered with this status while reading, creating or renewing the lease.
+    Status {
+        /// What the hub was doing.
+        doing: &'static str,
+        /// The answer's status.
+        code: u16,
+    },
+    /// The lease the server sent is not a Lease the hub can renew.
+    BadLease(String),
+    /// `--heartbeat-failed-retry` is 0: nothing was tried.
+    NoAttempt,
+}
+
+impl std::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Fetch(e) => write!(f, "{e}"),
+            Self::Status { doing, code } => write!(f, "{doing} the lease: status {code}"),
+            Self::BadLease(why) => write!(f, "{why}"),
+            Self::NoAttempt => write!(f, "no attempt"),
+        }
+    }
+}
+
+impl std::error::Error for ProbeError {}
+
+fn lease_from(body: &[u8]) -> Result<Value, ProbeError> {
+    serde_json::from_slice(body).map_err(|e| ProbeError::BadLease(e.to_string()))
+}
+
 /// Renews leases; one per server, remembering the last renewed copy.
 pub struct Prober {
     health: Arc<Health>,
@@ -223,7 +258,7 @@ impl Prober {
         )
     }
 
-    async fn create(&self, server: usize) -> Result<Value, String> {
+    async fn create(&self, server: usize) -> Result<Value, ProbeError> {
         let mut lease = json!({
             "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
             "metadata": {"name": self.node, "namespace": LEASE_NAMESPACE},
@@ -248,16 +283,20 @@ impl Prober {
         match self
             .upstream
             .fetch(server, "POST", &path, Some(&body), self.timeout)
-            .await?
+            .await
+            .map_err(ProbeError::Fetch)?
         {
-            (201 | 200, b) => serde_json::from_slice(&b).map_err(|e| e.to_string()),
-            (code, _) => Err(format!("creating the lease: status {code}")),
+            (201 | 200, b) => lease_from(&b),
+            (code, _) => Err(ProbeError::Status {
+                doing: "creating",
+                code,
+            }),
         }
     }
 
     /// One probe of `server`: renew (or create) the lease; the renewed lease on success.
-    async fn probe(&mut self, server: usize) -> Result<Value, String> {
-        let mut last_err = String::from("no attempt");
+    async fn probe(&mut self, server: usize) -> Result<Value, ProbeError> {
+        let mut last_err = ProbeError::NoAttempt;
         for _ in 0..self.retries {
             let base = match self.last[server].take() {
                 Some(b) => b,
@@ -266,16 +305,19 @@ impl Prober {
                     .fetch(server, "GET", &self.lease_path(), None, self.timeout)
                     .await
                 {
-                    Ok((200, b)) => serde_json::from_slice(&b).map_err(|e| e.to_string())?,
+                    Ok((200, b)) => lease_from(&b)?,
                     Ok((404, _)) => return self.create(server).await,
                     Ok((code, _)) => {
-                        last_err = format!("reading the lease: status {code}");
+                        last_err = ProbeError::Status {
+                            doing: "reading",
+                            code,
+                        };
                         continue;
                     }
                     Err(e) => {
                         // A reset connection is retried like a bad status: one transport
                         // hiccup must not send the whole node offline.
-                        last_err = e;
+                        last_err = ProbeError::Fetch(e);
                         continue;
                     }
                 },
@@ -294,7 +336,9 @@ impl Prober {
                     spec.insert("renewTime".into(), json!(crate::kube::time::micro_now()));
                 }
                 None => {
-                    last_err = "the lease from the cloud is not an object with a spec".into();
+                    last_err = ProbeError::BadLease(
+                        "the lease from the cloud is not an object with a spec".into(),
+                    );
                     continue;
                 }
             }
@@ -304,12 +348,17 @@ impl Prober {
                 .fetch(server, "PUT", &self.lease_path(), Some(&body), self.timeout)
                 .await
             {
-                Ok((200, b)) => return serde_json::from_slice(&b).map_err(|e| e.to_string()),
-                Ok((code, _)) => last_err = format!("renewing the lease: status {code}"),
+                Ok((200, b)) => return lease_from(&b),
+                Ok((code, _)) => {
+                    last_err = ProbeError::Status {
+                        doing: "renewing",
+                        code,
+                    }
+                }
                 Err(e) => {
                     // The renewal may not have happened: read the lease again first.
                     self.last[server] = None;
-                    last_err = e;
+                    last_err = ProbeError::Fetch(e);
                     continue;
                 }
             }

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use smol::io::AsyncWriteExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::cache::{Cache, ObjectKey, Shape, Target};
+use crate::cache::{Cache, NotCached, ObjectKey, Shape, Target};
 use crate::health::Health;
 use crate::http::url::Query;
 use crate::http::{BodyReader, Framing, RequestHead, ResponseHead};
@@ -273,7 +273,7 @@ impl Local {
         framing: Framing,
         ri: &RequestInfo,
         component: Option<&str>,
-        target: Result<Target, &'static str>,
+        target: Result<Target, NotCached>,
     ) -> bool {
         let head_only = head.method == "HEAD";
         // Whatever the answer, the request's body must be consumed, or it would be read as

@@ -15,7 +15,7 @@ use smol::io::AsyncWriteExt;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use crate::cache::{self, Agents, Cache, Shape, Target};
+use crate::cache::{self, Agents, Cache, NotCached, Shape, Target};
 use crate::filter::Filters;
 use crate::health::Health;
 use crate::http::gzip::GzipDecoder;
@@ -508,7 +508,7 @@ impl Proxy {
         resp: &Response,
         ctx: &RequestContext,
         method: &str,
-        target: Option<&Result<Target, &'static str>>,
+        target: Option<&Result<Target, NotCached>>,
         gzip: Option<bool>,
     ) -> Option<Tee> {
         let edge = self.edge.as_ref()?;

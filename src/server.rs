@@ -39,7 +39,7 @@ pub enum NotReady {
     Certificates(String),
     /// yurt-hub-cfg has not been read.
     HubConfig,
-    /// servicetopology's inputs have not synced, and it does not fail open yet.
+    /// servicetopology's inputs have not synced, and it does not fail open yet; which.
     Topology(String),
 }
 

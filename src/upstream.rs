@@ -51,6 +51,32 @@ impl fmt::Display for UpstreamError {
 
 impl std::error::Error for UpstreamError {}
 
+/// Why one of the hub's own requests ([`Upstream::fetch`]) got no whole answer.
+#[derive(Debug)]
+pub enum FetchError {
+    /// The server could not be reached or did not answer.
+    Unreachable(UpstreamError),
+    /// The answer's body broke off.
+    Body(crate::http::BodyError),
+    /// The answer is larger than the hub reads for itself.
+    TooLarge,
+    /// No whole answer within the timeout.
+    Timeout(std::time::Duration),
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unreachable(e) => write!(f, "{e}"),
+            Self::Body(e) => write!(f, "{e}"),
+            Self::TooLarge => write!(f, "response too large"),
+            Self::Timeout(t) => write!(f, "no answer within {t:?}"),
+        }
+    }
+}
+
+impl std::error::Error for FetchError {}
+
 /// A request body on its way up.
 pub enum Body<'a, R> {
     /// No body.
@@ -283,7 +309,7 @@ impl Upstream {
         path: &str,
         body: Option<&[u8]>,
         timeout: std::time::Duration,
-    ) -> Result<(u16, Vec<u8>), String> {
+    ) -> Result<(u16, Vec<u8>), FetchError> {
         self.fetch_as(server, method, path, body, "application/json", timeout)
             .await
     }
@@ -297,7 +323,7 @@ impl Upstream {
         body: Option<&[u8]>,
         accept: &str,
         timeout: std::time::Duration,
-    ) -> Result<(u16, Vec<u8>), String> {
+    ) -> Result<(u16, Vec<u8>), FetchError> {
         let work = async {
             let mut head = RequestHead::new(method, path);
             head.headers.push("User-Agent", crate::kube::HUB_USER_AGENT);
@@ -313,19 +339,19 @@ impl Upstream {
             let mut resp = self
                 .send_on::<&[u8]>(vec![server], &head, body, Identity::Node, false)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(FetchError::Unreachable)?;
             let mut out = Vec::new();
             loop {
                 let n = resp
                     .body
                     .read(&mut resp.conn.reader, &mut out)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(FetchError::Body)?;
                 if n == 0 {
                     break;
                 }
                 if out.len() > MAX_FETCH_BYTES {
-                    return Err("response too large".to_string());
+                    return Err(FetchError::TooLarge);
                 }
             }
             let status = resp.head.status;
@@ -336,7 +362,7 @@ impl Upstream {
         };
         smol::future::or(work, async {
             async_io::Timer::after(timeout).await;
-            Err(format!("no answer within {timeout:?}"))
+            Err(FetchError::Timeout(timeout))
         })
         .await
     }

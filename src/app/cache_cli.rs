@@ -340,7 +340,7 @@ fn why(opts: &Opts, url: &str, out: &mut dyn Write) -> Result<i32, String> {
     match &t {
         Err(reason) => {
             report["cached"] = json!(false);
-            report["reason"] = json!(reason);
+            report["reason"] = json!(reason.to_string());
             offline = "not answered from the cache: forwarded to the cloud only".to_string();
         }
         Ok(t) => {

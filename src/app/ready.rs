@@ -27,7 +27,7 @@ impl Gate for Readiness {
         let cloud_reachable = self.health.as_ref().is_none_or(|h| h.any_healthy());
         self.certs
             .check(cloud_reachable)
-            .map_err(NotReady::Certificates)?;
+            .map_err(|e| NotReady::Certificates(e.to_string()))?;
         if self
             .config_synced
             .as_ref()
@@ -36,7 +36,7 @@ impl Gate for Readiness {
             return Err(NotReady::HubConfig);
         }
         if let Some(t) = &self.topology {
-            t.ready().map_err(NotReady::Topology)?;
+            t.ready().map_err(|e| NotReady::Topology(e.to_string()))?;
         }
         Ok(())
     }

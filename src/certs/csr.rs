@@ -101,7 +101,7 @@ pub async fn obtain(
             "usages": template.usages,
         }
     });
-    let body = serde_json::to_vec(&body).map_err(|e| CertError::Key(e.to_string()))?;
+    let body = body.to_string().into_bytes();
     let (status, answer) = client.request("POST", CSRS, Some(&body)).await?;
     if status != 201 {
         return Err(status_error("creating the CSR", status, &answer));

@@ -84,15 +84,38 @@ fn pem(label: &str, der: &[u8]) -> String {
     out
 }
 
+/// Why a key or a request could not be made.
+#[derive(Debug)]
+pub enum KeyError {
+    /// The system's random source failed.
+    Generate(ring::error::Unspecified),
+    /// The new key did not load back.
+    Load(ring::error::KeyRejected),
+    /// The request could not be signed.
+    Sign(ring::error::Unspecified),
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Generate(e) => write!(f, "generating a P-256 key: {e}"),
+            Self::Load(e) => write!(f, "loading the new key: {e}"),
+            Self::Sign(e) => write!(f, "signing the request: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
 impl KeyPair {
     /// A fresh key from the system's random source.
-    pub fn generate() -> Result<KeyPair, String> {
+    pub fn generate() -> Result<KeyPair, KeyError> {
         let rng = SystemRandom::new();
         let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
-            .map_err(|e| format!("generating a P-256 key: {e}"))?;
+            .map_err(KeyError::Generate)?;
         let pkcs8 = doc.as_ref().to_vec();
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8, &rng)
-            .map_err(|e| format!("loading the new key: {e}"))?;
+            .map_err(KeyError::Load)?;
         Ok(KeyPair { pkcs8, pair })
     }
 
@@ -110,7 +133,7 @@ impl KeyPair {
     }
 
     /// The signed PKCS#10 request for `subject`, DER.
-    pub fn request_der(&self, subject: &Subject) -> Result<Vec<u8>, String> {
+    pub fn request_der(&self, subject: &Subject) -> Result<Vec<u8>, KeyError> {
         let mut rdns = Vec::new();
         // Go's crypto/x509 order: O before CN.
         for o in &subject.organizations {
@@ -145,7 +168,7 @@ impl KeyPair {
         let sig = self
             .pair
             .sign(&SystemRandom::new(), &info)
-            .map_err(|e| format!("signing the request: {e}"))?;
+            .map_err(KeyError::Sign)?;
         Ok(seq(&[
             &info,
             &seq(&[&oid(OID_ECDSA_SHA256)]),
@@ -154,7 +177,7 @@ impl KeyPair {
     }
 
     /// The signed request as PEM (`CERTIFICATE REQUEST`).
-    pub fn request_pem(&self, subject: &Subject) -> Result<String, String> {
+    pub fn request_pem(&self, subject: &Subject) -> Result<String, KeyError> {
         Ok(pem("CERTIFICATE REQUEST", &self.request_der(subject)?))
     }
 }

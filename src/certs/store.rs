@@ -33,11 +33,45 @@ pub fn stamp(path: &Path) -> Option<Stamp> {
     Some(Stamp(target, modified))
 }
 
+/// Why a certificate file is unusable.
+#[derive(Debug)]
+pub enum LoadError {
+    /// There is no such file.
+    Missing(PathBuf),
+    /// Its PEM holds no usable chain and key.
+    Identity(crate::upstream::TlsError),
+    /// Its certificate does not parse.
+    Certificate {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        error: super::x509::ParseError,
+    },
+    /// Its key cannot sign as a TLS server.
+    ServingKey(rustls::Error),
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing(path) => write!(f, "{}: no such file", path.display()),
+            Self::Identity(e) => write!(f, "{e}"),
+            Self::Certificate { path, error } => write!(f, "{}: {error}", path.display()),
+            Self::ServingKey(e) => write!(f, "serving key: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
 /// Loads a chain and key from one PEM file; `Err` says why it is unusable.
-pub fn load(path: &Path) -> Result<Loaded, String> {
-    let stamp = stamp(path).ok_or_else(|| format!("{}: no such file", path.display()))?;
-    let (certs, key) = read_identity(path).map_err(|e| e.to_string())?;
-    let info = Certificate::parse(&certs[0]).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn load(path: &Path) -> Result<Loaded, LoadError> {
+    let stamp = stamp(path).ok_or_else(|| LoadError::Missing(path.to_path_buf()))?;
+    let (certs, key) = read_identity(path).map_err(LoadError::Identity)?;
+    let info = Certificate::parse(&certs[0]).map_err(|error| LoadError::Certificate {
+        path: path.to_path_buf(),
+        error,
+    })?;
     Ok(Loaded {
         info,
         certs,

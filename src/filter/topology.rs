@@ -24,6 +24,18 @@ use std::time::{Duration, Instant};
 
 use crate::informer::{Handler, Informer};
 
+/// servicetopology waits for these inputs (`services`, `nodepools` or both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotSynced(pub &'static str);
+
+impl std::fmt::Display for NotSynced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "servicetopology: waiting for {}", self.0)
+    }
+}
+
+impl std::error::Error for NotSynced {}
+
 /// The annotation a Service chooses its topology with.
 pub const TOPOLOGY_KEYS: &str = "openyurt.io/topologyKeys";
 
@@ -96,14 +108,11 @@ impl Topology {
     }
 
     /// `Ok` when the filter can work or has given up waiting (a readiness condition).
-    pub fn ready(&self) -> Result<(), String> {
+    pub fn ready(&self) -> Result<(), NotSynced> {
         if self.synced() || self.failing_open() {
             Ok(())
         } else {
-            Err(format!(
-                "servicetopology: waiting for {}",
-                self.missing_inputs()
-            ))
+            Err(NotSynced(self.missing_inputs()))
         }
     }
 
