@@ -24,9 +24,7 @@ pub mod x509;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::fmt;
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -215,27 +213,11 @@ fn file_err(path: &Path, error: std::io::Error) -> CertError {
     }
 }
 
-/// Writes `data` to `path` atomically with `mode` permissions.
+/// Writes `data` to `path` atomically with `mode` permissions, creating its directory.
 fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CertError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| file_err(path, e))
+    crate::atomic_file::replace(path, &[data], mode).map_err(|e| file_err(&e.path, e.error))
 }
 
 /// What the certificate manager needs from the flags.

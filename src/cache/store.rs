@@ -12,13 +12,16 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
+
+pub use crate::atomic_file::is_temp;
+use crate::atomic_file;
 
 use super::seal::{is_sealed, is_sealed_path, Sealer};
 
@@ -27,7 +30,6 @@ pub const INTERNAL_DIR: &str = "_internal";
 /// Where unparsable files are moved.
 pub const QUARANTINE_DIR: &str = "_quarantine";
 /// Starts temporary file names; no cached name can (names never start with `.`).
-const TMP_PREFIX: &str = ".tmp-";
 
 /// A cache failure, with the file concerned.
 #[derive(Debug)]
@@ -147,8 +149,6 @@ pub struct Store {
     sums: std::hash::RandomState,
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// Creates `path` and its missing parents (mode 0700), fsyncing each new directory's parent so
 /// the new entries survive a power loss.
 fn mkdirs(path: &Path) -> Result<(), StoreError> {
@@ -166,15 +166,16 @@ fn mkdirs(path: &Path) -> Result<(), StoreError> {
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    atomic_file::sync_dir(dir).map_err(StoreError::from)
 }
 
-/// Whether `path` is the temporary file of a write under way (or interrupted).
-pub fn is_temp(path: &Path) -> bool {
-    path.file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with(TMP_PREFIX))
+impl From<atomic_file::Error> for StoreError {
+    fn from(e: atomic_file::Error) -> Self {
+        StoreError::Io {
+            path: e.path,
+            error: e.error,
+        }
+    }
 }
 
 /// Every regular file below `dir`, temporary files aside, in name order. Symbolic links are
@@ -289,7 +290,7 @@ impl Store {
                 continue;
             }
             let Ok(ft) = entry.file_type() else { continue };
-            if name.starts_with(TMP_PREFIX) {
+            if is_temp(&path) {
                 let _ = fs::remove_file(&path);
                 rec.removed_temp_files += 1;
                 log::info!(
@@ -397,32 +398,20 @@ impl Store {
             None if old.as_deref() == Some(bytes) => return Ok(false),
             None => bytes,
         };
-        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        mkdirs(&dir)?;
-        // Short and unique whatever the object's name (names may be 253 bytes long).
-        let tmp = dir.join(format!(
-            "{TMP_PREFIX}{}-{}",
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io_err(&tmp))?;
-            f.write_all(bytes).map_err(io_err(&tmp))?;
-            f.sync_all().map_err(io_err(&tmp))?;
-            fs::rename(&tmp, &path).map_err(io_err(&path))?;
-            // Renamed: the new bytes are in place whatever the directory fsync says.
-            self.account(old_len, bytes.len() as u64);
-            fsync_dir(&dir)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+        mkdirs(path.parent().unwrap_or(&self.root))?;
+        match atomic_file::replace(&path, &[bytes], 0o600) {
+            Ok(()) => {
+                self.account(old_len, bytes.len() as u64);
+                Ok(true)
+            }
+            Err(e) => {
+                // Renamed: the new bytes are in place whatever the directory fsync says.
+                if e.in_place {
+                    self.account(old_len, bytes.len() as u64);
+                }
+                Err(e.into())
+            }
         }
-        result.map(|_| true)
     }
 
     fn account(&self, old: u64, new: u64) {

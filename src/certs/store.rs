@@ -2,12 +2,13 @@
 //! (chain and key, 0600) and the symlink `<prefix>-current.pem` switched atomically.
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use super::x509::Certificate;
+use crate::atomic_file;
 use crate::upstream::read_identity;
 
 /// A certificate with its key, as loaded from a PEM file.
@@ -92,10 +93,6 @@ fn timestamp(now: SystemTime) -> String {
         .replace([':', 'T'], "-")
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
 impl PemStore {
     /// `<dir>/<prefix>-*.pem`.
     pub fn new(dir: PathBuf, prefix: &'static str) -> Self {
@@ -114,27 +111,13 @@ impl PemStore {
         let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700));
         let name = format!("{}-{}.pem", self.prefix, timestamp(SystemTime::now()));
         let path = self.dir.join(&name);
-        let tmp = self.dir.join(format!(".{name}.tmp"));
-        {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(chain_pem.as_bytes())?;
-            if !chain_pem.ends_with('\n') {
-                f.write_all(b"\n")?;
-            }
-            f.write_all(key_pem.as_bytes())?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &path)?;
-        let link_tmp = self.dir.join(format!(".{}-current.pem.tmp", self.prefix));
-        let _ = std::fs::remove_file(&link_tmp);
-        std::os::unix::fs::symlink(&name, &link_tmp)?;
-        std::fs::rename(&link_tmp, self.current())?;
-        sync_dir(&self.dir)?;
+        let newline: &[u8] = if chain_pem.ends_with('\n') { b"" } else { b"\n" };
+        atomic_file::replace(
+            &path,
+            &[chain_pem.as_bytes(), newline, key_pem.as_bytes()],
+            0o600,
+        )?;
+        atomic_file::symlink(Path::new(&name), &self.current())?;
         self.prune(&path);
         Ok(path)
     }
