@@ -213,11 +213,31 @@ fn file_err(path: &Path, error: std::io::Error) -> CertError {
     }
 }
 
-/// Writes `data` to `path` atomically with `mode` permissions, creating its directory.
-fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CertError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
-    crate::atomic_file::replace(path, &[data], mode).map_err(|e| file_err(&e.path, e.error))
+/// Writes `data` to `path` atomically with `mode` permissions, creating its directory; on a
+/// blocking thread, since fsyncs on an SD card can take a while the executor must not wait.
+async fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CertError> {
+    let (path, data) = (path.to_path_buf(), data.to_vec());
+    smol::unblock(move || {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+        crate::atomic_file::replace(&path, &[&data], mode).map_err(|e| file_err(&e.path, e.error))
+    })
+    .await
+}
+
+/// Stores an issued pair under `<dir>/<prefix>-*.pem` (on a blocking thread, as `write_file`).
+async fn save_pair(
+    dir: &Path,
+    prefix: &'static str,
+    issued: csr::Issued,
+) -> Result<PathBuf, CertError> {
+    let dir = dir.to_path_buf();
+    smol::unblock(move || {
+        PemStore::new(dir.clone(), prefix)
+            .save(&issued.chain_pem, &issued.key_pem)
+            .map_err(|e| file_err(&dir, e))
+    })
+    .await
 }
 
 /// What the certificate manager needs from the flags.
@@ -570,7 +590,7 @@ impl Certs {
                     )))
                 }
             };
-            write_file(&self.ca_path, &ca, 0o644)?;
+            write_file(&self.ca_path, &ca, 0o644).await?;
         }
         let ca = read_certs(&self.ca_path).map_err(CertError::Tls)?;
         let config = client_config(&ca, None).map_err(CertError::Tls)?;
@@ -587,10 +607,10 @@ impl Certs {
         };
         let found = discovery::discover(&self.servers, token, &trust).await?;
         if trust.known_ca.is_none() {
-            write_file(&self.ca_path, &found.ca_pem, 0o644)?;
+            write_file(&self.ca_path, &found.ca_pem, 0o644).await?;
         }
         let yaml = Kubeconfig::bootstrap_yaml(&found.server, &found.ca_pem, &token.expose());
-        write_file(&self.bootstrap_file, yaml.as_bytes(), 0o600)?;
+        write_file(&self.bootstrap_file, yaml.as_bytes(), 0o600).await?;
         log::info!(
             "bootstrap token {:?} verified against cluster-info of {}; wrote {}",
             token,
@@ -621,11 +641,9 @@ impl Certs {
             self.bootstrap_client().await?
         };
         let issued = csr::obtain(&api, &self.client_template(), APPROVAL_WAIT).await?;
-        let store = PemStore::new(self.pki_dir.clone(), "yurthub");
-        let path = store
-            .save(&issued.chain_pem, &issued.key_pem)
-            .map_err(|e| file_err(&self.pki_dir, e))?;
-        log::info!("CSR {} signed: stored {}", issued.csr_name, path.display());
+        let csr_name = issued.csr_name.clone();
+        let path = save_pair(&self.pki_dir, "yurthub", issued).await?;
+        log::info!("CSR {csr_name} signed: stored {}", path.display());
         let conf = self.root_dir.join("yurthub.conf");
         if !conf.exists() {
             if let (Some(ca), Some(server)) = (self.ca_pem(), self.servers.first()) {
@@ -634,7 +652,7 @@ impl Certs {
                     &ca,
                     &self.client_path.display().to_string(),
                 );
-                write_file(&conf, yaml.as_bytes(), 0o600)?;
+                write_file(&conf, yaml.as_bytes(), 0o600).await?;
             }
         }
         self.reload(Some(upstream));
@@ -667,11 +685,9 @@ impl Certs {
     async fn renew_serving(&self, upstream: &Upstream) -> Result<(), CertError> {
         let api = self.node_client()?;
         let issued = csr::obtain(&api, &self.serving_template(), APPROVAL_WAIT).await?;
-        let store = PemStore::new(self.pki_dir.clone(), "yurthub-server");
-        let path = store
-            .save(&issued.chain_pem, &issued.key_pem)
-            .map_err(|e| file_err(&self.pki_dir, e))?;
-        log::info!("CSR {} signed: stored {}", issued.csr_name, path.display());
+        let csr_name = issued.csr_name.clone();
+        let path = save_pair(&self.pki_dir, "yurthub-server", issued).await?;
+        log::info!("CSR {csr_name} signed: stored {}", path.display());
         self.reload(Some(upstream));
         Ok(())
     }

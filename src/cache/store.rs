@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 
-pub use crate::atomic_file::is_temp;
 use crate::atomic_file;
+pub use crate::atomic_file::is_temp;
 
 use super::seal::{is_sealed, is_sealed_path, Sealer};
 

@@ -111,7 +111,11 @@ impl PemStore {
         let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700));
         let name = format!("{}-{}.pem", self.prefix, timestamp(SystemTime::now()));
         let path = self.dir.join(&name);
-        let newline: &[u8] = if chain_pem.ends_with('\n') { b"" } else { b"\n" };
+        let newline: &[u8] = if chain_pem.ends_with('\n') {
+            b""
+        } else {
+            b"\n"
+        };
         atomic_file::replace(
             &path,
             &[chain_pem.as_bytes(), newline, key_pem.as_bytes()],
