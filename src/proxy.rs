@@ -20,7 +20,7 @@ use crate::filter::Filters;
 use crate::health::Health;
 use crate::http::gzip::GzipDecoder;
 use crate::http::url::Query;
-use crate::http::{BodyReader, BodyWriter, Framing, Headers, RequestHead, ResponseHead};
+use crate::http::{BodyReader, BodyWriter, Framing, RequestHead};
 use crate::kube::{self, RequestInfo, Status};
 use crate::local::{self, Local};
 use crate::metrics::{Metrics, RequestLabels};
@@ -33,44 +33,6 @@ const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 const RELAY_PIECE: usize = 64 * 1024;
 
 /// Fields that describe one hop and never cross the proxy (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-authenticate",
-];
-
-fn strip_hop_by_hop(h: &mut Headers, keep_upgrade: bool) {
-    // The names `Connection` lists are hop-by-hop too; most messages list none but `close`
-    // or `keep-alive`, and then nothing is allocated.
-    let listed: Vec<Vec<u8>> = h
-        .get_all("connection")
-        .flat_map(|v| v.split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| {
-            !t.is_empty()
-                && !t.eq_ignore_ascii_case(b"close")
-                && !t.eq_ignore_ascii_case(b"keep-alive")
-        })
-        .map(<[u8]>::to_vec)
-        .collect();
-    // One pass over the fields, not one per name.
-    h.remove_where(|name| {
-        let hop = HOP_BY_HOP
-            .iter()
-            .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
-            || listed.iter().any(|n| name.eq_ignore_ascii_case(n));
-        let kept = keep_upgrade
-            && (name.eq_ignore_ascii_case(b"connection") || name.eq_ignore_ascii_case(b"upgrade"));
-        hop && !kept
-    });
-}
-
 /// The request identity: a pod's bearer token travels as it is, without the node certificate.
 fn identity_of(head: &RequestHead) -> Identity {
     let bearer = head
@@ -284,7 +246,7 @@ impl Proxy {
         });
 
         if head.is_upgrade() {
-            strip_hop_by_hop(&mut head.headers, true);
+            head.headers.strip_hop_by_hop(true);
             tunnel::run(&self.upstream, conn, head, id, &ctx).await;
             return false;
         }
@@ -328,7 +290,7 @@ impl Proxy {
             }
         }
         head.headers.remove("expect");
-        strip_hop_by_hop(&mut head.headers, false);
+        head.headers.strip_hop_by_hop(false);
         let mut ctx = ctx;
         // The filters that rewrite this answer, known before sending: a response the hub reads
         // (filters it or caches it) is asked for as JSON; any other keeps the client's format.
@@ -516,12 +478,7 @@ impl Proxy {
             return None;
         }
         // The copy is gzip when the wire is, unless the caller feeds decompressed bytes.
-        let gzip = gzip.unwrap_or_else(|| {
-            resp.head
-                .headers
-                .get_str("content-encoding")
-                .is_some_and(|e| e.trim().eq_ignore_ascii_case("gzip"))
-        });
+        let gzip = gzip.unwrap_or_else(|| resp.head.is_gzip());
         if !ctx.info.is_resource_request {
             let file = local::cached_path_file(&ctx.info.path)?;
             return (method == "GET" && resp.head.status == 200)
@@ -548,21 +505,13 @@ impl Proxy {
     ) -> Outcome {
         let upstream_reusable = resp.head.keep_alive();
         let up_framing = Framing::of_response(&resp.head, method).unwrap_or(Framing::Close);
-        let gzip_body = resp
-            .head
-            .headers
-            .get_str("content-encoding")
-            .is_some_and(|e| e.trim().eq_ignore_ascii_case("gzip"));
         let mut gunzip = (ctx.negotiated.applied
-            && gzip_body
+            && resp.head.is_gzip()
             && !ctx.negotiated.client_gzip
             && up_framing != Framing::Empty)
             .then(GzipDecoder::new);
 
-        let mut head = ResponseHead::new(resp.head.status);
-        head.reason = resp.head.reason.clone();
-        head.headers = resp.head.headers.clone();
-        strip_hop_by_hop(&mut head.headers, false);
+        let mut head = resp.head.relayed(gunzip.is_some());
         let writer = match up_framing {
             Framing::Empty => BodyWriter::Raw,
             Framing::Length(n) if gunzip.is_none() => {
@@ -571,18 +520,9 @@ impl Proxy {
             }
             _ => {
                 head.headers.remove("content-length");
-                // HTTP/1.0 clients cannot take chunked bodies: theirs ends with the connection.
-                if client_http10 {
-                    BodyWriter::Raw
-                } else {
-                    head.headers.set("Transfer-Encoding", "chunked");
-                    BodyWriter::Chunked
-                }
+                BodyWriter::streaming(&mut head, client_http10)
             }
         };
-        if gunzip.is_some() {
-            head.headers.remove("content-encoding");
-        }
         let close_after = !client_keep_alive
             || (writer == BodyWriter::Raw
                 && !matches!(up_framing, Framing::Empty | Framing::Length(_)))
@@ -677,24 +617,20 @@ impl Proxy {
                 Some(gz) => {
                     let mut pos = 0;
                     loop {
-                        plain.clear();
-                        match gz.decode(&piece[pos..], &mut plain, RELAY_PIECE) {
-                            Ok(used) => pos += used,
+                        match gz.step(&piece, &mut pos, &mut plain) {
+                            Ok(true) => writer.encode(&plain, &mut out),
+                            Ok(false) => break,
                             Err(e) => {
                                 log::warn!("upstream gzip body: {e}");
                                 let _ = conn.writer.write_all(&out).await;
                                 return Outcome::Close;
                             }
                         }
-                        writer.encode(&plain, &mut out);
                         if out.len() >= RELAY_PIECE {
                             if conn.writer.write_all(&out).await.is_err() {
                                 return Outcome::Close;
                             }
                             out.clear();
-                        }
-                        if pos >= piece.len() && plain.is_empty() {
-                            break;
                         }
                     }
                 }

@@ -299,6 +299,18 @@ pub enum BodyWriter {
 }
 
 impl BodyWriter {
+    /// The framing of a body of unknown length sent after `head`: chunked, and so marked in
+    /// `head`; for an HTTP/1.0 client, which cannot take chunks, raw bytes ended by closing the
+    /// connection (the caller closes it).
+    pub fn streaming(head: &mut ResponseHead, client_http10: bool) -> BodyWriter {
+        if client_http10 {
+            BodyWriter::Raw
+        } else {
+            head.headers.set("Transfer-Encoding", "chunked");
+            BodyWriter::Chunked
+        }
+    }
+
     /// Appends `data`, framed, to `out`. Empty data writes nothing: an empty chunk would end
     /// the body.
     pub fn encode(&self, data: &[u8], out: &mut Vec<u8>) {

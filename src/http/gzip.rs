@@ -158,7 +158,35 @@ fn header_len(buf: &[u8]) -> Result<Option<usize>, GzipError> {
     Ok(if buf.len() >= pos { Some(pos) } else { None })
 }
 
+/// The most plain bytes [`GzipDecoder::step`] unpacks at once: a few KiB of gzip can stand for
+/// many MiB (a bomb), so a body is unpacked a step at a time, each step used before the next.
+pub const STEP: usize = 64 * 1024;
+
 impl GzipDecoder {
+    /// Unpacks the next step of `input`, from `*pos` on, into `out` (cleared first): at most
+    /// about [`STEP`] bytes. `Ok(false)` when there is nothing more to take from `input`.
+    ///
+    /// ```
+    /// # use yurthub::http::gzip::GzipDecoder;
+    /// let body = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    /// let (mut gz, mut pos, mut plain) = (GzipDecoder::new(), 0, Vec::new());
+    /// while gz.step(&body, &mut pos, &mut plain).unwrap() {
+    ///     // relay `plain` before the next step
+    /// }
+    /// assert!(gz.finish().is_ok());
+    /// ```
+    pub fn step(
+        &mut self,
+        input: &[u8],
+        pos: &mut usize,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, GzipError> {
+        out.clear();
+        let used = self.decode(&input[*pos..], out, STEP)?;
+        *pos += used;
+        Ok(!(out.is_empty() && (used == 0 || *pos >= input.len())))
+    }
+
     /// A decoder at the start of a gzip stream.
     pub fn new() -> Self {
         Self {

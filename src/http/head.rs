@@ -227,6 +227,31 @@ impl ResponseHead {
         }
     }
 
+    /// Whether the body is gzip (`Content-Encoding: gzip`).
+    pub fn is_gzip(&self) -> bool {
+        self.headers
+            .get_str("content-encoding")
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case("gzip"))
+    }
+
+    /// The head a proxy sends on for this one: HTTP/1.1, the same status and reason, the
+    /// end-to-end fields; when the proxy sends a body other than the one described (unpacked
+    /// or rewritten), without `Content-Encoding` and `Content-Length`.
+    pub fn relayed(&self, new_body: bool) -> ResponseHead {
+        let mut head = ResponseHead {
+            minor_version: 1,
+            status: self.status,
+            reason: self.reason.clone(),
+            headers: self.headers.clone(),
+        };
+        head.headers.strip_hop_by_hop(false);
+        if new_body {
+            head.headers.remove("content-encoding");
+            head.headers.remove("content-length");
+        }
+        head
+    }
+
     /// Whether the server lets the connection carry another request.
     pub fn keep_alive(&self) -> bool {
         if self.minor_version == 0 {
@@ -321,6 +346,36 @@ mod tests {
 
     fn parse(wire: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         smol::block_on(Reader::new(wire).read_request_head(&Limits::default()))
+    }
+
+    #[test]
+    fn a_relayed_head_keeps_end_to_end_fields_only() {
+        let mut up = ResponseHead::new(200);
+        up.minor_version = 0;
+        up.reason = "Fine".into();
+        for (n, v) in [
+            ("Content-Type", "application/json"),
+            ("Content-Encoding", "gzip"),
+            ("Content-Length", "20"),
+            ("Connection", "keep-alive, X-Hop"),
+            ("X-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Transfer-Encoding", "chunked"),
+            ("Audit-Id", "a"),
+        ] {
+            up.headers.push(n, v);
+        }
+        assert!(up.is_gzip());
+        let mut out = Vec::new();
+        up.relayed(false).write_to(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 Fine\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: 20\r\nAudit-Id: a\r\n\r\n"
+        );
+        let unpacked = up.relayed(true);
+        assert!(!unpacked.is_gzip());
+        assert_eq!(unpacked.headers.get_str("content-length"), None);
+        assert_eq!(unpacked.headers.get_str("audit-id"), Some("a"));
     }
 
     #[test]

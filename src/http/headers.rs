@@ -30,7 +30,50 @@ fn key(name: &[u8]) -> u32 {
     ((name.len() as u32) << 16) | (fold(name.first()) << 8) | fold(name.last())
 }
 
+/// Fields that describe one connection, never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+];
+
 impl Headers {
+    /// Removes the hop-by-hop fields (RFC 9110 §7.6.1: `Connection`, the names it lists,
+    /// `Transfer-Encoding`, `Upgrade`, …), which belong to one connection and must not be
+    /// forwarded; `keep_upgrade` keeps `Connection` and `Upgrade` for a tunnelled upgrade.
+    pub fn strip_hop_by_hop(&mut self, keep_upgrade: bool) {
+        // The names `Connection` lists are hop-by-hop too; most messages list none but `close`
+        // or `keep-alive`, and then nothing is allocated.
+        let listed: Vec<Vec<u8>> = self
+            .get_all("connection")
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| {
+                !t.is_empty()
+                    && !t.eq_ignore_ascii_case(b"close")
+                    && !t.eq_ignore_ascii_case(b"keep-alive")
+            })
+            .map(<[u8]>::to_vec)
+            .collect();
+        // One pass over the fields, not one per name.
+        self.remove_where(|name| {
+            let hop = HOP_BY_HOP
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+                || listed.iter().any(|n| name.eq_ignore_ascii_case(n));
+            let kept = keep_upgrade
+                && (name.eq_ignore_ascii_case(b"connection")
+                    || name.eq_ignore_ascii_case(b"upgrade"));
+            hop && !kept
+        });
+    }
+
     /// An empty header list.
     pub fn new() -> Self {
         Self::default()

@@ -5,18 +5,16 @@
 
 use smol::io::AsyncWriteExt;
 
-use super::{strip_hop_by_hop, Outcome, RequestContext, Tee};
+use super::{Outcome, RequestContext, Tee};
 use crate::filter::{Chain, ListStream};
 use crate::http::gzip::GzipDecoder;
-use crate::http::{BodyWriter, Framing, ResponseHead};
+use crate::http::{BodyWriter, Framing};
 use crate::kube::Lines;
 use crate::server::ClientConn;
 use crate::upstream::Response;
 
 /// The largest get body filtered; a larger one ends the connection.
 const MAX_FILTERED_BYTES: usize = 64 * 1024 * 1024;
-/// The most plain bytes unpacked from gzip in one step.
-const GUNZIP_STEP: usize = 64 * 1024;
 /// The largest single list item or watch event filtered (etcd stores objects of at most
 /// ~1.5 MiB).
 const MAX_FILTERED_ITEM: usize = 8 * 1024 * 1024;
@@ -43,24 +41,14 @@ impl Filtered<'_> {
         method: &str,
     ) -> Outcome {
         let up_framing = Framing::of_response(&resp.head, method).unwrap_or(Framing::Close);
-        let gzip = resp
-            .head
-            .headers
-            .get_str("content-encoding")
-            .is_some_and(|e| e.trim().eq_ignore_ascii_case("gzip"));
-        let mut gunzip = (gzip && up_framing != Framing::Empty).then(GzipDecoder::new);
-        let mut head = ResponseHead::new(resp.head.status);
-        head.reason = resp.head.reason.clone();
-        head.headers = resp.head.headers.clone();
-        strip_hop_by_hop(&mut head.headers, false);
-        head.headers.remove("content-encoding");
-        head.headers.remove("content-length");
+        let mut gunzip =
+            (resp.head.is_gzip() && up_framing != Framing::Empty).then(GzipDecoder::new);
+        let mut head = resp.head.relayed(true);
         let mut list = (!self.watch && self.ctx.info.verb == "list" && method != "HEAD")
             .then(|| ListStream::new(MAX_FILTERED_ITEM));
         let streamed = self.watch || list.is_some();
-        let writer = if streamed && !self.client_http10 {
-            head.headers.set("Transfer-Encoding", "chunked");
-            BodyWriter::Chunked
+        let writer = if streamed {
+            BodyWriter::streaming(&mut head, self.client_http10)
         } else {
             BodyWriter::Raw
         };
@@ -102,21 +90,14 @@ impl Filtered<'_> {
                         taken = true;
                         &piece
                     }
-                    Some(gz) => {
-                        plain.clear();
-                        let used = match gz.decode(&piece[pos..], &mut plain, GUNZIP_STEP) {
-                            Ok(used) => used,
-                            Err(e) => {
-                                log::warn!("upstream gzip body: {e}");
-                                return Outcome::Close;
-                            }
-                        };
-                        pos += used;
-                        if plain.is_empty() && (used == 0 || pos >= piece.len()) {
-                            break;
+                    Some(gz) => match gz.step(&piece, &mut pos, &mut plain) {
+                        Ok(true) => &plain,
+                        Ok(false) => break,
+                        Err(e) => {
+                            log::warn!("upstream gzip body: {e}");
+                            return Outcome::Close;
                         }
-                        &plain
-                    }
+                    },
                 };
                 if let Some(lines) = &mut watch_lines {
                     out.clear();

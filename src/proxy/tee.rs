@@ -6,8 +6,6 @@ use crate::cache::{Cache, Target};
 use crate::http::gzip::GzipDecoder;
 use crate::kube::Lines;
 
-/// The most plain bytes unpacked from gzip in one step.
-const GUNZIP_STEP: usize = 64 * 1024;
 /// The largest single watch event kept.
 const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
@@ -73,20 +71,14 @@ impl Tee {
         let mut plain = std::mem::take(&mut self.plain);
         let mut pos = 0;
         while !self.broken {
-            plain.clear();
-            let used = match gz.decode(&raw[pos..], &mut plain, GUNZIP_STEP) {
-                Ok(used) => used,
+            match gz.step(raw, &mut pos, &mut plain) {
+                Ok(true) => self.take(&plain),
+                Ok(false) => break,
                 Err(e) => {
                     log::warn!("cache copy of a gzip body: {e}; not cached");
                     self.broken = true;
-                    break;
                 }
-            };
-            pos += used;
-            if plain.is_empty() && (used == 0 || pos >= raw.len()) {
-                break;
             }
-            self.take(&plain);
         }
         self.gunzip = Some(gz);
         self.plain = plain;
