@@ -29,7 +29,6 @@ use super::seal::{is_sealed, is_sealed_path, Sealer};
 pub const INTERNAL_DIR: &str = "_internal";
 /// Where unparsable files are moved.
 pub const QUARANTINE_DIR: &str = "_quarantine";
-/// Starts temporary file names; no cached name can (names never start with `.`).
 
 /// A cache failure, with the file concerned.
 #[derive(Debug)]
