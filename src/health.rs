@@ -51,6 +51,10 @@ impl Health {
     /// Waits until every server has been probed once (at start-up; immediate afterwards), so
     /// the first requests are routed by a real answer rather than a guess.
     pub async fn first_probe_done(&self) {
+        // Every request asks: no listener (an allocation) once the answer is known.
+        if self.probed.load(Ordering::Acquire) {
+            return;
+        }
         loop {
             let listener = self.changed.listen();
             if self.probed.load(Ordering::Acquire) {

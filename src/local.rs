@@ -10,8 +10,8 @@ use crate::cache::{Cache, NotCached, ObjectKey, Shape, Target};
 use crate::health::Health;
 use crate::http::url::Query;
 use crate::http::{BodyReader, Framing, RequestHead, ResponseHead};
-use crate::kube::{FieldSelector, LabelSelector, RequestInfo, Status, StatusDetails};
-use crate::server::{respond, respond_status, ClientConn};
+use crate::kube::{FieldSelector, LabelSelector, RequestInfo};
+use crate::server::{refuse, respond, ClientConn, Refusal};
 
 mod token;
 
@@ -126,34 +126,24 @@ async fn typed_response(
     respond(&mut conn.writer, head, body).await.is_ok()
 }
 
-async fn status(conn: &mut ClientConn, head_only: bool, s: Status) -> bool {
+async fn status(conn: &mut ClientConn, head_only: bool, r: Refusal) -> bool {
     if head_only {
-        return json_response(conn, true, s.code, &s.to_json()).await;
+        return json_response(conn, true, r.code(), &r.status().to_json()).await;
     }
-    respond_status(&mut conn.writer, &s, false).await.is_ok()
+    refuse(&mut conn.writer, &r, false).await.is_ok()
 }
 
 /// The 404 for something the cache has never seen.
 async fn not_cached(conn: &mut ClientConn, head_only: bool, what: &str) -> bool {
-    status(
-        conn,
-        head_only,
-        Status::failure(404, format!("{what} is not cached")),
-    )
-    .await
+    status(conn, head_only, Refusal::NotCached(what.to_string())).await
 }
 
-fn not_found(ri: &RequestInfo) -> Status {
-    let what = if ri.api_group.is_empty() {
-        ri.resource.clone()
-    } else {
-        format!("{}.{}", ri.resource, ri.api_group)
-    };
-    Status::failure(404, format!("{what} \"{}\" not found", ri.name)).with_details(StatusDetails {
+fn not_found(ri: &RequestInfo) -> Refusal {
+    Refusal::NotFound {
+        group: ri.api_group.clone(),
+        resource: ri.resource.clone(),
         name: ri.name.clone(),
-        kind: ri.resource.clone(),
-        ..Default::default()
-    })
+    }
 }
 
 /// Reads the client's request body (bounded); `None` when it is too large or broken.
@@ -298,13 +288,10 @@ impl Local {
             return status(
                 conn,
                 head_only,
-                Status::failure(
-                    400,
-                    format!(
-                        "local proxy does not support request({}), path: {}",
-                        ri.verb, ri.path
-                    ),
-                ),
+                Refusal::Unsupported {
+                    verb: ri.verb.clone(),
+                    path: ri.path.clone(),
+                },
             )
             .await;
         }
@@ -313,12 +300,11 @@ impl Local {
                 return status(
                     conn,
                     head_only,
-                    Status::failure(403, "delete request is not supported in local cache")
-                        .with_details(StatusDetails {
-                            name: ri.name.clone(),
-                            group: ri.api_group.clone(),
-                            kind: ri.resource.clone(),
-                        }),
+                    Refusal::DeleteOffline {
+                        group: ri.api_group.clone(),
+                        resource: ri.resource.clone(),
+                        name: ri.name.clone(),
+                    },
                 )
                 .await
             }
@@ -326,12 +312,7 @@ impl Local {
                 // A review asks the cloud to decide (may this user do that? who holds this
                 // token?): no cached answer would be true, so, as upstream does for kubelet's
                 // SubjectAccessReviews, none is given.
-                return status(
-                    conn,
-                    head_only,
-                    Status::failure(502, "no healthy backends available."),
-                )
-                .await;
+                return status(conn, head_only, Refusal::ReviewOffline).await;
             }
             "create" => {
                 return self
@@ -347,16 +328,12 @@ impl Local {
                 return status(
                     conn,
                     head_only,
-                    Status::failure(
-                        400,
-                        format!(
-                            "can not cache for {} {} {}: {}",
-                            component.unwrap_or(""),
-                            ri.verb,
-                            ri.resource,
-                            head.target
-                        ),
-                    ),
+                    Refusal::NotCacheable {
+                        component: component.unwrap_or("").to_string(),
+                        verb: ri.verb.clone(),
+                        resource: ri.resource.clone(),
+                        target: head.target.clone(),
+                    },
                 )
                 .await;
             }
@@ -376,12 +353,7 @@ impl Local {
                 };
                 // An empty pod list would make kubelet stop every pod: upstream answers 404.
                 if items.is_empty() && t.component == "kubelet" && ri.resource == "pods" {
-                    return status(
-                        conn,
-                        head_only,
-                        Status::failure(404, "no pods cached for kubelet"),
-                    )
-                    .await;
+                    return status(conn, head_only, Refusal::NoPodsCached).await;
                 }
                 match Self::list_body(ri, &t, &items, rv) {
                     Some(body) => json_response(conn, head_only, 200, &body).await,
@@ -405,12 +377,7 @@ impl Local {
         target: Option<Target>,
     ) -> bool {
         let Some(body) = read_body(conn, framing).await else {
-            let _ = status(
-                conn,
-                false,
-                Status::failure(400, "request body unreadable or too large"),
-            )
-            .await;
+            let _ = status(conn, false, Refusal::BadBody).await;
             return false;
         };
         let content_type = head
@@ -423,7 +390,7 @@ impl Local {
                     let out = token::answer(&ri.namespace, &ri.name, &spec);
                     json_response(conn, false, 201, &out).await
                 }
-                Err(e) => status(conn, false, Status::failure(400, e.to_string())).await,
+                Err(e) => status(conn, false, Refusal::BadTokenRequest(e.to_string())).await,
             };
         }
         if ri.resource == "events" {

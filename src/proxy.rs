@@ -6,6 +6,7 @@
 //! upstream request.
 
 mod filtered;
+pub mod route;
 mod tee;
 mod tunnel;
 
@@ -21,11 +22,12 @@ use crate::health::Health;
 use crate::http::gzip::GzipDecoder;
 use crate::http::url::Query;
 use crate::http::{BodyReader, BodyWriter, Framing, RequestHead};
-use crate::kube::{self, RequestInfo, Status};
+use crate::kube::{self, RequestInfo};
 use crate::local::{self, Local};
 use crate::metrics::{Metrics, RequestLabels};
-use crate::server::{respond_status, ClientConn, Gate};
+use crate::server::{self, ClientConn, Gate, Refusal};
 use crate::upstream::{self, Body, Identity, Negotiated, Response, Upstream, UpstreamError};
+use route::{Facts, Route};
 
 /// Request bodies up to this size are read before sending, so another server can be tried.
 const MAX_BUFFERED_BODY: u64 = 64 * 1024;
@@ -48,8 +50,8 @@ fn identity_of(head: &RequestHead) -> Identity {
 
 /// Answers a request the hub will not serve with `status`, before reading any body; the
 /// connection carries on only when `reusable` (kept alive, and no body left unread).
-async fn refuse(conn: &mut ClientConn, status: &Status, reusable: bool) -> bool {
-    respond_status(&mut conn.writer, status, !reusable)
+async fn refuse(conn: &mut ClientConn, refusal: &Refusal, reusable: bool) -> bool {
+    server::refuse(&mut conn.writer, refusal, !reusable)
         .await
         .is_ok()
         && reusable
@@ -169,16 +171,14 @@ impl Proxy {
             Ok(i) => i,
             Err(e) => {
                 log::info!("{} {} from {}: {e}", head.method, head.target, conn.peer);
-                let s = Status::failure(e.status(), e.to_string());
-                let _ = respond_status(&mut conn.writer, &s, true).await;
+                let _ = server::refuse(&mut conn.writer, &Refusal::BadTarget(e), true).await;
                 return false;
             }
         };
         let framing = match Framing::of_request(&head) {
             Ok(f) => f,
             Err(e) => {
-                let s = Status::failure(400, e.to_string());
-                let _ = respond_status(&mut conn.writer, &s, true).await;
+                let _ = server::refuse(&mut conn.writer, &Refusal::BadFraming(e), true).await;
                 return false;
             }
         };
@@ -199,34 +199,47 @@ impl Proxy {
             info,
             started: Instant::now(),
         };
-        if identity_of(&head) == Identity::Node && !conn.may_use_node_identity() {
-            // Pods reach this listener: they must present their own service-account token
-            // instead of borrowing the node's identity (reference §13.2 item 24).
-            // Debug, not info: a misconfigured pod retrying must not flood an SD card.
-            log::debug!(
-                "{} {} from {} without a bearer token on {}{}: 401",
-                head.method,
-                head.target,
-                conn.peer,
-                if conn.tls { "https://" } else { "http://" },
-                conn.local
-            );
-            ctx.log(401, "no token");
-            let s = Status::failure(401, "Unauthorized");
-            return refuse(conn, &s, client_keep_alive && framing == Framing::Empty).await;
-        }
-        if let Some(r) = &self.readiness {
-            let cached_path =
-                !ctx.info.is_resource_request && local::cached_path_file(&ctx.info.path).is_some();
-            if !cached_path && !head.headers.get_str("user-agent").is_some_and(kube::is_hub) {
-                if let Err(why) = r.check() {
-                    ctx.log(503, "not ready");
-                    let s = Status::failure(503, format!("yurthub is not ready: {why}"));
-                    return refuse(conn, &s, client_keep_alive && framing == Framing::Empty).await;
-                }
-            }
+        if let Some(edge) = &self.edge {
+            // Whether the cloud is up is known once the first probe has been answered.
+            edge.health.first_probe_done().await;
         }
         let id = identity_of(&head);
+        let facts = Facts {
+            bearer: id == Identity::Bearer,
+            node_identity_allowed: conn.may_use_node_identity(),
+            from_hub: user_agent.is_some_and(kube::is_hub),
+            cached_path: !ctx.info.is_resource_request
+                && local::cached_path_file(&ctx.info.path).is_some(),
+            upgrade: head.is_upgrade(),
+            edge: self.edge.is_some(),
+            kubelet_lease: ctx.component.as_deref() == Some("kubelet")
+                && ctx.info.resource == "leases",
+            cloud_healthy: self.edge.as_ref().is_none_or(|e| e.health.any_healthy()),
+        };
+        let route = route::route(&facts, || match &self.readiness {
+            Some(r) => r.check(),
+            None => Ok(()),
+        });
+        let reusable = client_keep_alive && framing == Framing::Empty;
+        match &route {
+            Route::Refuse(Refusal::Unauthorized) => {
+                // Debug, not info: a misconfigured pod retrying must not flood an SD card.
+                log::debug!(
+                    "{} {} from {} without a bearer token on {}{}: 401",
+                    head.method,
+                    head.target,
+                    conn.peer,
+                    if conn.tls { "https://" } else { "http://" },
+                    conn.local
+                );
+                ctx.log(401, "no token");
+            }
+            Route::Refuse(r) => ctx.log(r.code(), "not ready"),
+            _ => {}
+        }
+        if let Route::Refuse(r) = route {
+            return refuse(conn, &r, reusable).await;
+        }
         let peer_ip = conn.peer.ip().to_string();
         let xff = match head.headers.get_str("x-forwarded-for") {
             Some(prior) => format!("{prior}, {peer_ip}"),
@@ -245,7 +258,7 @@ impl Proxy {
             )
         });
 
-        if head.is_upgrade() {
+        if let Route::Tunnel = route {
             head.headers.strip_hop_by_hop(true);
             tunnel::run(&self.upstream, conn, head, id, &ctx).await;
             return false;
@@ -264,30 +277,23 @@ impl Proxy {
                 .await;
             let _ = conn.writer.flush().await;
         }
-        if let (Some(edge), Some(target)) = (&self.edge, &target) {
-            edge.health.first_probe_done().await;
-            // kubelet's own lease calls never leave the node: the hub renews the real lease
-            // (reference §2.4, §5).
-            let kubelet_lease =
-                ctx.component.as_deref() == Some("kubelet") && ctx.info.resource == "leases";
-            if kubelet_lease {
+        if let (Route::Local, Some(edge), Some(target)) = (&route, &self.edge, &target) {
+            if facts.kubelet_lease {
                 edge.health.kubelet_lease_seen();
             }
-            if kubelet_lease || !edge.health.any_healthy() {
-                let keep = edge
-                    .local
-                    .serve(
-                        conn,
-                        &head,
-                        framing,
-                        &ctx.info,
-                        ctx.component.as_deref(),
-                        target.clone(),
-                    )
-                    .await;
-                ctx.log(0, "answered locally");
-                return keep && client_keep_alive;
-            }
+            let keep = edge
+                .local
+                .serve(
+                    conn,
+                    &head,
+                    framing,
+                    &ctx.info,
+                    ctx.component.as_deref(),
+                    target.clone(),
+                )
+                .await;
+            ctx.log(0, "answered locally");
+            return keep && client_keep_alive;
         }
         head.headers.remove("expect");
         head.headers.strip_hop_by_hop(false);
@@ -364,8 +370,7 @@ impl Proxy {
         .await;
         if !client_body.is_done() {
             // Part of the body is still on the wire: the connection cannot carry another request.
-            let s = Status::failure(502, "the request body could not be forwarded");
-            let _ = respond_status(&mut conn.writer, &s, true).await;
+            let _ = server::refuse(&mut conn.writer, &Refusal::BodyNotForwarded, true).await;
             return false;
         }
         match sent {
@@ -423,8 +428,8 @@ impl Proxy {
                     }
                 }
                 ctx.log(502, "no upstream");
-                let s = Status::failure(502, e.to_string());
-                respond_status(&mut conn.writer, &s, !client_keep_alive)
+                let r = Refusal::Unreachable(e.to_string());
+                server::refuse(&mut conn.writer, &r, !client_keep_alive)
                     .await
                     .is_ok()
                     && client_keep_alive

@@ -13,7 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::http::{HeadError, Limits, Reader, RequestHead, ResponseHead};
-use crate::kube::Status;
+
+mod refusal;
+
+pub use refusal::Refusal;
 
 /// What answers the requests of a listener: the proxy, or the admin server.
 pub trait Service: Send + Sync + 'static {
@@ -135,12 +138,13 @@ pub async fn respond<W: AsyncWrite + Unpin>(
     w.flush().await
 }
 
-/// Answers with `status` as a `metav1.Status` JSON body; `close` adds `Connection: close`.
-pub async fn respond_status<W: AsyncWrite + Unpin>(
+/// Answers with the `metav1.Status` of `refusal`; `close` adds `Connection: close`.
+pub async fn refuse<W: AsyncWrite + Unpin>(
     w: &mut W,
-    status: &Status,
+    refusal: &Refusal,
     close: bool,
 ) -> io::Result<()> {
+    let status = refusal.status();
     let mut head = ResponseHead::new(status.code);
     head.headers.push("Content-Type", "application/json");
     head.headers.push("Cache-Control", "no-cache, private");
@@ -225,16 +229,14 @@ pub async fn serve_connection<S: Service>(mut conn: ClientConn, service: Arc<S>)
             Ok(None) => break,
             Err(HeadError::Io(e)) => {
                 if e.kind() == io::ErrorKind::TimedOut {
-                    let s = Status::failure(408, "request head not received in time");
-                    let _ = respond_status(&mut conn.writer, &s, true).await;
+                    let _ = refuse(&mut conn.writer, &Refusal::HeadTimeout, true).await;
                 }
                 log::debug!("connection from {}: {e}", conn.peer);
                 break;
             }
             Err(e) => {
                 log::info!("bad request from {}: {e}", conn.peer);
-                let s = Status::failure(e.status(), e.to_string());
-                let _ = respond_status(&mut conn.writer, &s, true).await;
+                let _ = refuse(&mut conn.writer, &Refusal::BadHead(e), true).await;
                 break;
             }
         };

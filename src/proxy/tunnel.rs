@@ -5,8 +5,7 @@ use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::RequestContext;
 use crate::http::{RequestHead, ResponseHead};
-use crate::kube::Status;
-use crate::server::{respond_status, ClientConn};
+use crate::server::{refuse, ClientConn, Refusal};
 use crate::upstream::{Identity, Upstream};
 
 /// The copy buffer of each direction.
@@ -59,8 +58,7 @@ pub(super) async fn run(
         Err(e) => {
             log::warn!("{e}");
             ctx.log(502, "upgrade: no upstream");
-            let _ =
-                respond_status(&mut conn.writer, &Status::failure(502, e.to_string()), true).await;
+            let _ = refuse(&mut conn.writer, &Refusal::Unreachable(e.to_string()), true).await;
             return;
         }
     };
