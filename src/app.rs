@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use self::ready::Readiness;
 use crate::admin::Admin;
-use crate::filter::{Filters, Settings, Topology};
+use crate::filter::{FilterKind, Filters, Topology};
 use crate::metrics::Metrics;
 
 use self::config::{Config, WorkingMode};
@@ -262,18 +262,8 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let health = edge.as_ref().map(|e| e.health.clone());
     let metrics = Arc::new(Metrics::default());
     let live = live_agents.map(|agents| (agents, Arc::new(AtomicBool::new(false))));
-    let mut filters = Filters::new(Settings {
-        hub_host: if config.enable_dummy_if {
-            config.dummy_if_ip.to_string()
-        } else {
-            config.bind_proxy_address.to_string()
-        },
-        hub_port: config.proxy_secure_port,
-        nodepool: config.nodepool_name.clone(),
-        enabled: config.enable_resource_filter,
-        disabled: config.disabled_resource_filters.iter().cloned().collect(),
-    });
-    let topology = filters.enabled("servicetopology").then(|| {
+    let mut filters = Filters::new(config.filter_settings());
+    let topology = filters.enabled(FilterKind::ServiceTopology).then(|| {
         Topology::new(
             &config.node_name,
             &config.nodepool_name,

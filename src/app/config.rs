@@ -604,6 +604,29 @@ impl Config {
         }
     }
 
+    /// The filters' settings; names in `--disabled-resource-filters` that are no filter's are
+    /// logged.
+    pub fn filter_settings(&self) -> crate::filter::Settings {
+        let names = self.disabled_resource_filters.iter().map(String::as_str);
+        let (disabled, unknown) = crate::filter::FilterKind::parse_list(names);
+        for name in unknown {
+            // Reported, not fatal: a node may carry the name of a filter an older or newer
+            // YurtHub has (a hub that refused to start would take the node offline).
+            log::warn!("--disabled-resource-filters: {name}: ignored");
+        }
+        crate::filter::Settings {
+            hub_host: if self.enable_dummy_if {
+                self.dummy_if_ip.to_string()
+            } else {
+                self.bind_proxy_address.to_string()
+            },
+            hub_port: self.proxy_secure_port,
+            nodepool: self.nodepool_name.clone(),
+            enabled: self.enable_resource_filter,
+            disabled,
+        }
+    }
+
     /// The health prober's settings.
     pub fn health_settings(&self) -> crate::health::Settings {
         crate::health::Settings {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::cache::Agents;
-use crate::filter::Filters;
+use crate::filter::{FilterKind, Filters};
 use crate::informer::{Handler, Informer};
 
 /// The ConfigMap's name.
@@ -22,6 +22,8 @@ pub struct LiveConfig {
     agents: Arc<RwLock<Agents>>,
     synced: Arc<AtomicBool>,
     filters: Option<Arc<Filters>>,
+    /// The keys last reported as meaning nothing (reported again only when they change).
+    unknown_keys: std::sync::Mutex<Vec<String>>,
 }
 
 impl LiveConfig {
@@ -41,6 +43,7 @@ impl LiveConfig {
             agents,
             synced,
             filters: None,
+            unknown_keys: Default::default(),
         }
     }
 
@@ -51,6 +54,7 @@ impl LiveConfig {
     }
 
     fn apply(&self, cm: Option<&Value>) {
+        self.report_unknown_keys(cm);
         if let Some(f) = &self.filters {
             let data: std::collections::BTreeMap<String, String> = cm
                 .and_then(|c| c["data"].as_object())
@@ -70,6 +74,27 @@ impl LiveConfig {
         if *agents != new {
             log::info!("yurt-hub-cfg: cache_agents now {value:?}");
             *agents = new;
+        }
+    }
+
+    /// A misspelt key (`servicetopolgy: coredns`) would otherwise change nothing, silently.
+    fn report_unknown_keys(&self, cm: Option<&Value>) {
+        let unknown: Vec<String> = cm
+            .and_then(|c| c["data"].as_object())
+            .into_iter()
+            .flat_map(|d| d.keys())
+            .filter(|k| *k != "cache_agents" && k.parse::<FilterKind>().is_err())
+            .cloned()
+            .collect();
+        let mut last = self.unknown_keys.lock().unwrap_or_else(|e| e.into_inner());
+        if *last != unknown {
+            if !unknown.is_empty() {
+                log::warn!(
+                    "{HUB_CONFIGMAP}: keys {unknown:?} are neither cache_agents nor a filter's name ({}): ignored",
+                    FilterKind::ALL.map(FilterKind::name).join(", ")
+                );
+            }
+            *last = unknown;
         }
     }
 
