@@ -11,7 +11,7 @@ use crate::certs::Certs;
 use crate::filter::Topology;
 use crate::health::Health;
 use crate::http::{RequestHead, ResponseHead};
-use crate::metrics::{Exposition, Metrics};
+use crate::metrics::{self, Exposition, Metrics};
 use crate::server::{respond, ClientConn, Gate, Service};
 use crate::upstream::Upstream;
 
@@ -46,122 +46,63 @@ impl Admin {
     pub fn render(&self, usage: Option<&BTreeMap<String, (u64, u64)>>) -> String {
         let mut out = Exposition::default();
         if let Some(u) = usage {
-            for (name, help, pick) in [
-                (
-                    "yurthub_cache_objects",
-                    "Objects in the cache per component",
-                    0,
-                ),
-                ("yurthub_cache_bytes", "Bytes in the cache per component", 1),
-            ] {
-                out.family(name, "gauge", help);
+            for (family, pick) in [(&metrics::CACHE_OBJECTS, 0), (&metrics::CACHE_BYTES, 1)] {
+                out.family(family);
                 for (component, v) in u {
                     let n = if pick == 0 { v.0 } else { v.1 };
-                    out.sample(name, &[("component", component.as_str())], n as f64);
+                    out.sample(family, &[("component", component.as_str())], n as f64);
                 }
             }
         }
         self.metrics.render(&mut out);
         if let Some(h) = &self.health {
-            out.family(
-                "node_yurthub_server_healthy_status",
-                "gauge",
-                "Whether the hub believes each cloud apiserver reachable (1) or not (0)",
-            );
+            out.family(&metrics::SERVER_HEALTHY);
             for (i, url) in self.upstream.server_urls().enumerate() {
                 let v = if h.is_healthy(i) { 1.0 } else { 0.0 };
-                out.sample(
-                    "node_yurthub_server_healthy_status",
-                    &[("server", url.authority())],
-                    v,
-                );
+                out.sample(&metrics::SERVER_HEALTHY, &[("server", url.authority())], v);
             }
         }
         if let Some(c) = &self.cache {
             let s = c.stats();
             let counters = [
-                (
-                    "yurthub_cache_writes_total",
-                    "Objects written to the cache",
-                    &s.writes,
-                ),
-                (
-                    "yurthub_cache_write_errors_total",
-                    "Failed cache writes and deletes (a full disk among them)",
-                    &s.write_errors,
-                ),
-                (
-                    "yurthub_cache_queue_overflows_total",
-                    "Responses not cached because the cache queue was full",
-                    &s.overflows,
-                ),
-                (
-                    "yurthub_cache_evictions_total",
-                    "Objects evicted to keep the cache within --cache-max-bytes",
-                    &s.evictions,
-                ),
-                (
-                    "yurthub_cache_gc_removed_total",
-                    "Cached pods and Events removed by garbage collection",
-                    &s.collected,
-                ),
+                (&metrics::CACHE_WRITES, &s.writes),
+                (&metrics::CACHE_WRITE_ERRORS, &s.write_errors),
+                (&metrics::CACHE_QUEUE_OVERFLOWS, &s.overflows),
+                (&metrics::CACHE_EVICTIONS, &s.evictions),
+                (&metrics::CACHE_GC_REMOVED, &s.collected),
             ];
-            for (name, help, v) in counters {
-                out.single(name, "counter", help, v.load(Ordering::Relaxed) as f64);
+            for (family, v) in counters {
+                out.single(family, v.load(Ordering::Relaxed) as f64);
             }
             out.single(
-                "yurthub_cache_quarantined_files",
-                "gauge",
-                "Unparsable cache files moved to _quarantine",
+                &metrics::CACHE_QUARANTINED,
                 s.quarantined.load(Ordering::Relaxed) as f64,
             );
         }
-        out.family(
-            "node_yurthub_closable_conns_collector",
-            "gauge",
-            "Connections now open to each cloud apiserver (relays on them end when it turns unhealthy)",
-        );
+        out.family(&metrics::CLOSABLE_CONNS);
         for (server, n) in self.upstream.open_connections() {
-            out.sample(
-                "node_yurthub_closable_conns_collector",
-                &[("server", server)],
-                n as f64,
-            );
+            out.sample(&metrics::CLOSABLE_CONNS, &[("server", server)], n as f64);
         }
-        out.family(
-            "yurthub_certificate_expiry_seconds",
-            "gauge",
-            "Seconds until the hub's client and serving certificates expire",
-        );
+        out.family(&metrics::CERTIFICATE_EXPIRY);
         for (name, secs) in self.certs.expiry_seconds() {
-            out.sample(
-                "yurthub_certificate_expiry_seconds",
-                &[("certificate", name)],
-                secs,
-            );
+            out.sample(&metrics::CERTIFICATE_EXPIRY, &[("certificate", name)], secs);
         }
         out.single(
-            "yurthub_upstream_idle_connections",
-            "gauge",
-            "Kept-alive connections to the cloud now idle",
+            &metrics::UPSTREAM_IDLE,
             self.upstream.idle_connections() as f64,
         );
         if let Some(t) = &self.topology {
-            out.family(
-                "yurthub_filter_fail_open",
-                "gauge",
-                "Whether a filter passes responses unchanged because its inputs never synced",
-            );
+            out.family(&metrics::FILTER_FAIL_OPEN);
             let v = if t.failing_open() { 1.0 } else { 0.0 };
             out.sample(
-                "yurthub_filter_fail_open",
+                &metrics::FILTER_FAIL_OPEN,
                 &[("filter", "servicetopology")],
                 v,
             );
         }
-        out.family("yurthub_build_info", "gauge", "The hub's version");
+        out.family(&metrics::BUILD_INFO);
         out.sample(
-            "yurthub_build_info",
+            &metrics::BUILD_INFO,
             &[
                 ("version", env!("CARGO_PKG_VERSION")),
                 ("arch", std::env::consts::ARCH),

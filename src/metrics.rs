@@ -110,34 +110,20 @@ impl Metrics {
                 ("client", l.client.clone()),
             ]
         };
-        out.family(
-            "node_yurthub_in_flight_requests_collector",
-            "gauge",
-            "Requests of each client, verb and resource now in flight through the hub",
-        );
+        out.family(&IN_FLIGHT);
         for (l, n) in self
             .in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            out.sample(
-                "node_yurthub_in_flight_requests_collector",
-                &request_labels(l),
-                *n as f64,
-            );
+            out.sample(&IN_FLIGHT, &request_labels(l), *n as f64);
         }
         out.single(
-            "node_yurthub_in_flight_requests_total",
-            "gauge",
-            "All requests now in flight through the hub",
+            &IN_FLIGHT_TOTAL,
             self.in_flight_total.load(Ordering::Relaxed) as f64,
         );
-        out.family(
-            "node_yurthub_proxy_traffic_collector",
-            "counter",
-            "Bytes of response bodies received from the cloud per client, verb and resource",
-        );
+        out.family(&PROXY_TRAFFIC);
         for (l, n) in self
             .traffic
             .lock()
@@ -145,7 +131,7 @@ impl Metrics {
             .iter()
         {
             out.sample(
-                "node_yurthub_proxy_traffic_collector",
+                &PROXY_TRAFFIC,
                 &[
                     ("client", l.client.clone()),
                     ("verb", l.verb.clone()),
@@ -155,14 +141,131 @@ impl Metrics {
                 *n as f64,
             );
         }
-        out.single(
-            "yurthub_gzip_saved_bytes_total",
-            "counter",
-            "Bytes gzip kept off the wire, for the responses the hub unpacked",
-            self.gzip_saved.load(Ordering::Relaxed) as f64,
-        );
+        out.single(&GZIP_SAVED, self.gzip_saved.load(Ordering::Relaxed) as f64);
     }
 }
+
+/// A metric family: every name the hub exposes is written once, below, with its type and help
+/// (upstream YurtHub's names where it has them, `yurthub_` for the hub's own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Family {
+    /// The metric name.
+    pub name: &'static str,
+    /// `gauge` or `counter`.
+    pub kind: &'static str,
+    /// The HELP text.
+    pub help: &'static str,
+}
+
+/// `node_yurthub_in_flight_requests_collector`.
+pub const IN_FLIGHT: Family = Family {
+    name: "node_yurthub_in_flight_requests_collector",
+    kind: "gauge",
+    help: "Requests of each client, verb and resource now in flight through the hub",
+};
+/// `node_yurthub_in_flight_requests_total`.
+pub const IN_FLIGHT_TOTAL: Family = Family {
+    name: "node_yurthub_in_flight_requests_total",
+    kind: "gauge",
+    help: "All requests now in flight through the hub",
+};
+/// `node_yurthub_proxy_traffic_collector`.
+pub const PROXY_TRAFFIC: Family = Family {
+    name: "node_yurthub_proxy_traffic_collector",
+    kind: "counter",
+    help: "Bytes of response bodies received from the cloud per client, verb and resource",
+};
+/// `yurthub_gzip_saved_bytes_total`.
+pub const GZIP_SAVED: Family = Family {
+    name: "yurthub_gzip_saved_bytes_total",
+    kind: "counter",
+    help: "Bytes gzip kept off the wire, for the responses the hub unpacked",
+};
+/// `node_yurthub_server_healthy_status`.
+pub const SERVER_HEALTHY: Family = Family {
+    name: "node_yurthub_server_healthy_status",
+    kind: "gauge",
+    help: "Whether the hub believes each cloud apiserver reachable (1) or not (0)",
+};
+/// `node_yurthub_closable_conns_collector`.
+pub const CLOSABLE_CONNS: Family = Family {
+    name: "node_yurthub_closable_conns_collector",
+    kind: "gauge",
+    help:
+        "Connections now open to each cloud apiserver (relays on them end when it turns unhealthy)",
+};
+/// `yurthub_cache_objects`.
+pub const CACHE_OBJECTS: Family = Family {
+    name: "yurthub_cache_objects",
+    kind: "gauge",
+    help: "Objects in the cache per component",
+};
+/// `yurthub_cache_bytes`.
+pub const CACHE_BYTES: Family = Family {
+    name: "yurthub_cache_bytes",
+    kind: "gauge",
+    help: "Bytes in the cache per component",
+};
+/// `yurthub_cache_writes_total`.
+pub const CACHE_WRITES: Family = Family {
+    name: "yurthub_cache_writes_total",
+    kind: "counter",
+    help: "Objects written to the cache",
+};
+/// `yurthub_cache_write_errors_total`.
+pub const CACHE_WRITE_ERRORS: Family = Family {
+    name: "yurthub_cache_write_errors_total",
+    kind: "counter",
+    help: "Failed cache writes and deletes (a full disk among them)",
+};
+/// `yurthub_cache_queue_overflows_total`.
+pub const CACHE_QUEUE_OVERFLOWS: Family = Family {
+    name: "yurthub_cache_queue_overflows_total",
+    kind: "counter",
+    help: "Responses not cached because the cache queue was full",
+};
+/// `yurthub_cache_evictions_total`.
+pub const CACHE_EVICTIONS: Family = Family {
+    name: "yurthub_cache_evictions_total",
+    kind: "counter",
+    help: "Objects evicted to keep the cache within --cache-max-bytes",
+};
+/// `yurthub_cache_gc_removed_total`.
+pub const CACHE_GC_REMOVED: Family = Family {
+    name: "yurthub_cache_gc_removed_total",
+    kind: "counter",
+    help: "Cached pods and Events removed by garbage collection",
+};
+/// `yurthub_cache_quarantined_files`.
+pub const CACHE_QUARANTINED: Family = Family {
+    name: "yurthub_cache_quarantined_files",
+    kind: "gauge",
+    help: "Unparsable cache files moved to _quarantine",
+};
+/// `yurthub_certificate_expiry_seconds`.
+pub const CERTIFICATE_EXPIRY: Family = Family {
+    name: "yurthub_certificate_expiry_seconds",
+    kind: "gauge",
+    help: "Seconds until the hub's client and serving certificates expire",
+};
+/// `yurthub_upstream_idle_connections`.
+pub const UPSTREAM_IDLE: Family = Family {
+    name: "yurthub_upstream_idle_connections",
+    kind: "gauge",
+    help: "Kept-alive connections to the cloud now idle",
+};
+/// `yurthub_filter_fail_open`.
+pub const FILTER_FAIL_OPEN: Family = Family {
+    name: "yurthub_filter_fail_open",
+    kind: "gauge",
+    help: "Whether a filter passes responses unchanged because its inputs never synced",
+};
+/// `yurthub_build_info`.
+pub const BUILD_INFO: Family = Family {
+    name: "yurthub_build_info",
+    kind: "gauge",
+    help: "The hub's version",
+};
 
 /// A Prometheus text document being written.
 #[derive(Default)]
@@ -178,20 +281,20 @@ fn escape(v: &str) -> String {
 
 impl Exposition {
     /// Starts a metric family with its HELP and TYPE lines.
-    pub fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {}", help.replace('\n', " "));
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    pub fn family(&mut self, f: &Family) {
+        let _ = writeln!(self.out, "# HELP {} {}", f.name, f.help);
+        let _ = writeln!(self.out, "# TYPE {} {}", f.name, f.kind);
     }
 
     /// Writes a family of one sample without labels.
-    pub fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
-        self.family(name, kind, help);
-        self.sample::<&str>(name, &[], value);
+    pub fn single(&mut self, f: &Family, value: f64) {
+        self.family(f);
+        self.sample::<&str>(f, &[], value);
     }
 
-    /// Writes one sample.
-    pub fn sample<V: AsRef<str>>(&mut self, name: &str, labels: &[(&str, V)], value: f64) {
-        self.out.push_str(name);
+    /// Writes one sample of family `f`.
+    pub fn sample<V: AsRef<str>>(&mut self, f: &Family, labels: &[(&str, V)], value: f64) {
+        self.out.push_str(f.name);
         if !labels.is_empty() {
             self.out.push('{');
             for (i, (k, v)) in labels.iter().enumerate() {
