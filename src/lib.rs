@@ -11,6 +11,9 @@ pub mod atomic_file;
 pub mod cache;
 pub mod certs;
 pub mod filter;
+/// Not API: the fuzz targets' entry points, for `fuzz/` (feature `fuzzing`) and unit tests.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
 pub mod fuzz;
 pub mod gc;
 pub mod health;

@@ -8,7 +8,7 @@ mod server_url;
 mod tls;
 
 pub use negotiate::{negotiate, Negotiated};
-pub use pool::{dial, Connection, UpStream};
+pub use pool::{dial, Connection, TlsConn};
 pub use server_url::{LbMode, ServerUrl};
 pub use tls::{client_config, insecure_config, read_certs, read_identity, Tls, TlsError};
 
@@ -376,7 +376,7 @@ enum ExchangeError {
 /// Sends one request with a small body on a connection of its own making (see [`dial`]) and
 /// reads the response head; the body is left to the caller.
 pub async fn round_trip(
-    conn: &mut Reader<UpStream>,
+    conn: &mut Reader<TlsConn>,
     head: &RequestHead,
     body: &[u8],
 ) -> io::Result<(ResponseHead, BodyReader)> {
@@ -398,7 +398,7 @@ pub async fn round_trip(
 /// Writes the request on `conn` (for a server's path `prefix` and `host` when `to` says so)
 /// and reads the response head.
 async fn exchange<R: AsyncRead + Unpin>(
-    conn: &mut Reader<UpStream>,
+    conn: &mut Reader<TlsConn>,
     head: &RequestHead,
     to: Option<(&str, &str)>,
     body: &mut Body<'_, R>,

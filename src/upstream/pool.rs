@@ -18,7 +18,7 @@ use crate::upstream::ServerUrl;
 ///
 /// Boxed: the TLS state is a few KiB, and a connection moves in and out of the pool and a
 /// response at every request.
-pub type UpStream = Box<futures_rustls::client::TlsStream<Async<TcpStream>>>;
+pub type TlsConn = Box<futures_rustls::client::TlsStream<Async<TcpStream>>>;
 
 /// How long a TCP connect or a TLS handshake may take (upstream YurtHub: 10 s each).
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,7 +31,7 @@ const MAX_IDLE_PER_SERVER: usize = 25;
 /// A connection to one apiserver, with its read buffer.
 pub struct Connection {
     /// The buffered stream.
-    pub reader: Reader<UpStream>,
+    pub reader: Reader<TlsConn>,
     /// Index of the server in the configured list.
     pub server: usize,
     identity: Identity,
@@ -174,7 +174,7 @@ pub(super) async fn connect(
 
 /// Opens a TLS connection to `url` with `config`, trying each address the host resolves to;
 /// connect and handshake are each bounded by the dial timeout.
-pub async fn dial(url: &ServerUrl, config: Arc<ClientConfig>) -> io::Result<UpStream> {
+pub async fn dial(url: &ServerUrl, config: Arc<ClientConfig>) -> io::Result<TlsConn> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     for addr in resolve(url).await? {
         let tcp = match with_timeout("connect", Async::<TcpStream>::connect(addr)).await {
