@@ -14,7 +14,7 @@ pub const MAX_HEADERS: usize = 128;
 pub struct Limits {
     /// The largest head, request line and fields together.
     pub max_head_bytes: usize,
-    /// The most header fields (at most [`MAX_HEADERS`]).
+    /// The most header fields (at most 128).
     pub max_headers: usize,
 }
 
