@@ -27,7 +27,8 @@ use crate::cache::seal::{is_sealed, is_sealed_path, SealError, Sealer};
 use crate::cache::store::{
     files_below as walk, is_json_object, is_temp, valid_part, INTERNAL_DIR, QUARANTINE_DIR,
 };
-use crate::cache::{Agents, Shape, Target, ViewSnapshot};
+use crate::cache::views::{self, ViewId};
+use crate::cache::{Agents, Shape, ViewSnapshot};
 
 const USAGE: &str = "usage: yurthub cache <ls [path] | get <path> | verify | stats | why <url> --user-agent UA | evict <component>[/<resource>]>
        [--disk-cache-path DIR] [--json] [--encrypt-secrets-key-file FILE]
@@ -298,14 +299,6 @@ fn cached_agents(root: &Path, namespace: &str) -> (String, Option<PathBuf>) {
     }
 }
 
-fn view_rel(t: &Target) -> PathBuf {
-    Path::new(INTERNAL_DIR)
-        .join("views")
-        .join(&t.component)
-        .join(&t.resource)
-        .join(format!("{}.json", t.view.id()))
-}
-
 /// Would `url` be cached for `--user-agent`, under which key, and what answers it offline.
 fn why(opts: &Opts, url: &str, out: &mut dyn Write) -> Result<i32, String> {
     let ua = opts
@@ -387,7 +380,7 @@ fn why(opts: &Opts, url: &str, out: &mut dyn Write) -> Result<i32, String> {
                         "<name>"
                     };
                     report["key"] = json!(format!("{}/{name}", objects.display()));
-                    let vrel = view_rel(t);
+                    let vrel = ViewId::of(t).rel_path();
                     let view = fs::read(opts.root.join(&vrel))
                         .ok()
                         .and_then(|b| serde_json::from_slice::<ViewSnapshot>(&b).ok());
@@ -496,7 +489,7 @@ fn evict(opts: &Opts, what: &str, out: &mut dyn Write) -> Result<i32, String> {
     files.iter().for_each(|f| t.add_file(f));
     // remove_dir_all removes symbolic links, never what they point to.
     fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let views = opts.root.join(INTERNAL_DIR).join("views").join(&rel);
+    let views = opts.root.join(views::dir_rel(&rel));
     if views.is_dir() {
         fs::remove_dir_all(&views).map_err(|e| format!("{}: {e}", views.display()))?;
     }

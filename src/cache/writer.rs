@@ -1,419 +1,34 @@
-//! The single ordered writer and the read side of the cache.
+//! The single ordered writer of the cache.
 //!
 //! Every mutation goes through one bounded queue to one thread, in arrival order. The writer
-//! keeps each list view's membership (persisted under `_internal/views/`), guards every upsert
-//! by resourceVersion (never newer by older), assembles paginated lists and watch-list initial
-//! events before they replace a view, and deletes an object's file only when no view refers
-//! to it any more.
+//! keeps each list view's membership ([`super::views`]), guards every upsert by resourceVersion
+//! (never newer by older), assembles paginated lists and watch-list initial events before they
+//! replace a view, and deletes an object's file only when no view refers to it any more.
 
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::evict::{candidates, Protected};
+use super::handle::{Job, Shared};
 use super::object::{self, parse_event, parse_list, Event, Object};
-use super::seal::Sealer;
-use super::store::{ObjectKey, Recovery, Store, StoreError, INTERNAL_DIR};
-use super::{Shape, Target, ViewKey};
+use super::store::{ObjectKey, Store, StoreError};
+use super::views::{ViewId, ViewSnapshot};
+use super::{Shape, Target};
 
-/// How many jobs may wait for the writer; past that the tee drops and marks the view stale
-/// rather than slow the client down.
-const QUEUE_JOBS: usize = 4096;
-
-/// A view's membership, as persisted.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ViewSnapshot {
-    /// The view.
-    pub key: ViewKey,
-    /// The resourceVersion of the list that last replaced it.
-    pub rv: u64,
-    /// Members as (namespace, name).
-    pub members: BTreeSet<(String, String)>,
-}
-
-type TypeKey = (String, String);
-
-/// Counters for metrics and tests.
-#[derive(Debug, Default)]
-pub struct CacheStats {
-    /// Objects written to disk.
-    pub writes: AtomicU64,
-    /// Failed writes or deletes (a full disk among them).
-    pub write_errors: AtomicU64,
-    /// Jobs dropped because the queue was full.
-    pub overflows: AtomicU64,
-    /// Files quarantined, at start-up and since.
-    pub quarantined: AtomicU64,
-    /// Jobs applied.
-    pub jobs: AtomicU64,
-    /// Objects evicted to keep the cache within its byte budget.
-    pub evictions: AtomicU64,
-    /// Objects removed by garbage collection (pods and Events the cloud no longer has).
-    pub collected: AtomicU64,
-}
-
-/// How the cache is kept.
-#[derive(Clone, Debug, Default)]
-pub struct Options {
-    /// Seals cached Secrets at rest.
-    pub sealer: Option<Arc<Sealer>>,
-    /// The byte budget of the cache directory; 0 for none.
-    pub max_bytes: u64,
-    /// The largest response body (a list, mostly) the cache takes; larger ones are only
-    /// streamed through, so the hub's memory never grows with a response. 0: 64 MiB.
-    pub max_body_bytes: usize,
-}
-
-/// [`Options::max_body_bytes`] when unset.
-const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
-
-struct Shared {
-    max_body_bytes: usize,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    views: Mutex<HashMap<TypeKey, BTreeMap<String, ViewSnapshot>>>,
-    stale: Mutex<HashSet<(String, String, String)>>,
-    ended: Mutex<HashSet<u64>>,
-    stats: CacheStats,
-}
-
-enum Job {
-    Response {
-        target: Target,
-        body: Vec<u8>,
-    },
-    Event {
-        target: Target,
-        stream: u64,
-        line: Vec<u8>,
-    },
-    EndStream {
-        stream: u64,
-    },
-    Put {
-        component: String,
-        resource: String,
-        body: Vec<u8>,
-    },
-    Raw {
-        name: String,
-        body: Vec<u8>,
-    },
-    Forget(ObjectKey, Option<u64>),
-    Flush(SyncSender<()>),
-    Stop,
-}
-
-/// The cache: a handle to the writer thread and the read side.
-#[derive(Clone)]
-pub struct Cache {
-    store: Arc<Store>,
-    shared: Arc<Shared>,
-    tx: SyncSender<Job>,
-    next_stream: Arc<AtomicU64>,
-}
-
-fn view_path(component: &str, resource: &str, id: &str) -> PathBuf {
-    Path::new(INTERNAL_DIR)
-        .join("views")
-        .join(component)
-        .join(resource)
-        .join(format!("{id}.json"))
-}
-
-fn load_views(root: &Path) -> HashMap<TypeKey, BTreeMap<String, ViewSnapshot>> {
-    let mut out: HashMap<TypeKey, BTreeMap<String, ViewSnapshot>> = HashMap::new();
-    let base = root.join(INTERNAL_DIR).join("views");
-    let Ok(components) = std::fs::read_dir(&base) else {
-        return out;
-    };
-    // (component, its directory): metadata trees add one level below a component.
-    let mut dirs: Vec<(String, PathBuf)> = components
-        .flatten()
-        .map(|c| (c.file_name().to_string_lossy().into_owned(), c.path()))
-        .collect();
-    for (component, dir) in dirs.clone() {
-        let tree = dir.join(super::METADATA_TREE);
-        if tree.is_dir() {
-            dirs.push((format!("{component}/{}", super::METADATA_TREE), tree));
-        }
-    }
-    for (component, dir) in dirs {
-        let Ok(resources) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for r in resources.flatten() {
-            let resource = r.file_name().to_string_lossy().into_owned();
-            if resource == super::METADATA_TREE {
-                continue;
-            }
-            let Ok(files) = std::fs::read_dir(r.path()) else {
-                continue;
-            };
-            for f in files.flatten() {
-                let name = f.file_name().to_string_lossy().into_owned();
-                let Some(id) = name.strip_suffix(".json") else {
-                    continue;
-                };
-                match std::fs::read(f.path())
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<ViewSnapshot>(&b).ok())
-                {
-                    Some(v) => {
-                        out.entry((component.clone(), resource.clone()))
-                            .or_default()
-                            .insert(id.to_string(), v);
-                    }
-                    None => log::warn!("cache: view {} unreadable; ignored", f.path().display()),
-                }
-            }
-        }
-    }
-    out
-}
-
-impl Cache {
-    /// Opens the cache at `root` (recovering from a crash) and starts the writer thread.
-    pub fn open(root: &Path) -> Result<(Cache, Recovery), StoreError> {
-        Cache::open_with(root, Options::default())
-    }
-
-    /// [`Cache::open`] with Secrets sealed and a byte budget.
-    pub fn open_with(root: &Path, options: Options) -> Result<(Cache, Recovery), StoreError> {
-        let (store, recovery) = Store::open_sealed(root, options.sealer)?;
-        let store = Arc::new(store);
-        let shared = Arc::new(Shared {
-            max_body_bytes: match options.max_body_bytes {
-                0 => DEFAULT_MAX_BODY_BYTES,
-                n => n,
-            },
-            writer: Mutex::new(None),
-            views: Mutex::new(load_views(root)),
-            stale: Mutex::default(),
-            ended: Mutex::default(),
-            stats: CacheStats::default(),
-        });
-        shared
-            .stats
-            .quarantined
-            .store(recovery.quarantined as u64, Ordering::Relaxed);
-        let (tx, rx) = sync_channel(QUEUE_JOBS);
-        let writer = Writer {
-            store: store.clone(),
-            shared: shared.clone(),
-            rvs: HashMap::new(),
-            pages: HashMap::new(),
-            streams: HashMap::new(),
-            dirty: HashSet::new(),
-            max_bytes: options.max_bytes,
-            over_budget: None,
-        };
-        let handle = std::thread::Builder::new()
-            .name("cache-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|error| StoreError::Io {
-                path: root.to_path_buf(),
-                error,
-            })?;
-        *shared.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
-        Ok((
-            Cache {
-                store,
-                shared,
-                tx,
-                next_stream: Arc::new(AtomicU64::new(1)),
-            },
-            recovery,
-        ))
-    }
-
-    fn submit(&self, job: Job, stale: Option<&Target>) {
-        match self.tx.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.shared.stats.overflows.fetch_add(1, Ordering::Relaxed);
-                if let Some(t) = stale {
-                    log::warn!(
-                        "cache queue full: {} {} view marked stale until the next list",
-                        t.component,
-                        t.resource
-                    );
-                    self.shared
-                        .stale
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert((t.component.clone(), t.resource.clone(), t.view.id()));
-                }
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                log::error!("cache writer is gone; response not cached");
-            }
-        }
-    }
-
-    /// Queues a complete get/create/update/patch/list response body (uncompressed).
-    pub fn response(&self, target: &Target, body: Vec<u8>) {
-        // kubelet reads its pods and node again and again: an answer byte for byte like the
-        // stored one is dropped here, before it wakes the writer thread.
-        if target.shape == Shape::Object
-            && !target.name.is_empty()
-            && self
-                .store
-                .holds(&target.object_key(&target.name), body.trim_ascii())
-        {
-            return;
-        }
-        self.submit(
-            Job::Response {
-                target: target.clone(),
-                body,
-            },
-            Some(target),
-        );
-    }
-
-    /// A new watch stream's id, for [`Cache::watch_event`] and [`Cache::end_watch`].
-    pub fn new_stream(&self) -> u64 {
-        self.next_stream.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Queues one watch event line.
-    pub fn watch_event(&self, target: &Target, stream: u64, line: Vec<u8>) {
-        self.submit(
-            Job::Event {
-                target: target.clone(),
-                stream,
-                line,
-            },
-            Some(target),
-        );
-    }
-
-    /// Tells the writer a watch stream ended (even when the queue is full).
-    pub fn end_watch(&self, stream: u64) {
-        if self.tx.try_send(Job::EndStream { stream }).is_err() {
-            self.shared
-                .ended
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(stream);
-        }
-    }
-
-    /// Stores an object under `component`/`resource` at its own namespace and name (the
-    /// renewed Lease as kubelet's, an offline-created Event).
-    pub fn put(&self, component: &str, resource: &str, body: Vec<u8>) {
-        self.submit(
-            Job::Put {
-                component: component.into(),
-                resource: resource.into(),
-                body,
-            },
-            None,
-        );
-    }
-
-    /// Stores a non-resource response (`version`, `_apis_discovery.k8s.io_v1`, ...).
-    pub fn put_raw(&self, name: &str, body: Vec<u8>) {
-        self.submit(
-            Job::Raw {
-                name: name.into(),
-                body,
-            },
-            None,
-        );
-    }
-
-    /// Removes an object from the cache and from every list view holding it (garbage
-    /// collection: the cloud no longer has it), unless the stored copy is newer than
-    /// resourceVersion `up_to` (re-created since).
-    pub fn forget(&self, key: ObjectKey, up_to: u64) {
-        self.submit(Job::Forget(key, Some(up_to)), None);
-    }
-
-    /// Waits until every job queued before this call has been applied and persisted.
-    pub fn flush(&self) {
-        let (tx, rx) = sync_channel(1);
-        if self.tx.send(Job::Flush(tx)).is_ok() {
-            let _ = rx.recv();
-        }
-    }
-
-    /// Applies everything queued, persists the views and stops the writer thread; later jobs
-    /// are dropped. Blocks until the thread has ended, so no write is cut short by the exit.
-    pub fn shutdown(&self) {
-        let _ = self.tx.send(Job::Stop);
-        if let Some(handle) = self
-            .shared
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            let _ = handle.join();
-        }
-    }
-
-    /// The largest response body the cache takes (`--max-cached-list-bytes`).
-    pub fn max_body_bytes(&self) -> usize {
-        self.shared.max_body_bytes
-    }
-
-    /// The counters.
-    pub fn stats(&self) -> &CacheStats {
-        &self.shared.stats
-    }
-
-    /// The store (blocking reads; use from `smol::unblock`).
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// A stored object (blocking).
-    pub fn get(&self, key: &ObjectKey) -> Option<Vec<u8>> {
-        match self.store.read(key) {
-            Ok(b) => b,
-            Err(e) => {
-                log::warn!("cache read: {e}");
-                None
-            }
-        }
-    }
-
-    /// A stored non-resource response (blocking).
-    pub fn get_raw(&self, name: &str) -> Option<Vec<u8>> {
-        self.store.read_file(Path::new(name)).ok().flatten()
-    }
-
-    /// The membership of a view, if that list was ever seen.
-    pub fn view(&self, component: &str, resource: &str, key: &ViewKey) -> Option<ViewSnapshot> {
-        let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
-        views
-            .get(&(component.to_string(), resource.to_string()))
-            .and_then(|m| m.get(&key.id()))
-            .cloned()
-    }
-
-    /// Whether a view was marked stale by a queue overflow.
-    pub fn is_stale(&self, component: &str, resource: &str, key: &ViewKey) -> bool {
-        self.shared
-            .stale
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&(component.to_string(), resource.to_string(), key.id()))
-    }
-}
-
-struct Writer {
+/// The one thread that changes the cache.
+pub(super) struct Writer {
     store: Arc<Store>,
     shared: Arc<Shared>,
     rvs: HashMap<ObjectKey, u64>,
-    pages: HashMap<(String, String, String), Vec<Object>>,
+    /// Pages of a paged list, until its last page replaces the view.
+    pages: HashMap<ViewId, Vec<Object>>,
     streams: HashMap<u64, Option<Vec<Object>>>,
-    dirty: HashSet<(String, String, String)>,
+    /// Views changed since they were last persisted.
+    dirty: HashSet<ViewId>,
     max_bytes: u64,
     /// The bytes left after an eviction that could not get under budget: the next attempt
     /// waits until the cache has grown by 1 % of the budget (a walk per write would be costly).
@@ -421,7 +36,22 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<Job>) {
+    /// A writer of `store`, keeping the cache within `max_bytes` (0: no budget).
+    pub(super) fn new(store: Arc<Store>, shared: Arc<Shared>, max_bytes: u64) -> Writer {
+        Writer {
+            store,
+            shared,
+            rvs: HashMap::new(),
+            pages: HashMap::new(),
+            streams: HashMap::new(),
+            dirty: HashSet::new(),
+            max_bytes,
+            over_budget: None,
+        }
+    }
+
+    /// Applies jobs until the handle stops it or every handle is gone.
+    pub(super) fn run(mut self, rx: Receiver<Job>) {
         loop {
             let job = match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(j) => j,
@@ -622,8 +252,11 @@ impl Writer {
                 .unwrap_or_default()
         };
         for id in touched {
-            self.dirty
-                .insert((key.component.clone(), key.resource.clone(), id));
+            self.dirty.insert(ViewId {
+                component: key.component.clone(),
+                resource: key.resource.clone(),
+                id,
+            });
         }
         self.rvs.remove(key);
         match self.store.remove(key) {
@@ -699,8 +332,7 @@ impl Writer {
     }
 
     fn mark_dirty(&mut self, t: &Target) {
-        self.dirty
-            .insert((t.component.clone(), t.resource.clone(), t.view.id()));
+        self.dirty.insert(ViewId::of(t));
     }
 
     /// Makes a view hold exactly `items`, except members the cache knows newer than the list
@@ -743,7 +375,7 @@ impl Writer {
             .stale
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&(t.component.clone(), t.resource.clone(), t.view.id()));
+            .remove(&ViewId::of(t));
         self.mark_dirty(t);
     }
 
@@ -767,7 +399,7 @@ impl Writer {
                 let Some(list) = parse_list(body, t.metadata_only) else {
                     return;
                 };
-                let page_key = (t.component.clone(), t.resource.clone(), t.view.id());
+                let page_key = ViewId::of(t);
                 if !paged && !continued && !list.more {
                     self.replace_view(t, list.items, list.rv);
                     return;
@@ -838,20 +470,17 @@ impl Writer {
     }
 
     fn persist_views(&mut self) {
-        for (component, resource, id) in std::mem::take(&mut self.dirty) {
+        for id in std::mem::take(&mut self.dirty) {
             let snapshot = {
                 let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
                 views
-                    .get(&(component.clone(), resource.clone()))
-                    .and_then(|m| m.get(&id))
+                    .get(&(id.component.clone(), id.resource.clone()))
+                    .and_then(|m| m.get(&id.id))
                     .cloned()
             };
             let Some(v) = snapshot else { continue };
             let bytes = serde_json::to_vec(&v).unwrap_or_default();
-            if let Err(e) = self
-                .store
-                .write_file(&view_path(&component, &resource, &id), &bytes)
-            {
+            if let Err(e) = self.store.write_file(&id.rel_path(), &bytes) {
                 self.error("view write", &e);
             }
         }
@@ -861,7 +490,9 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::{Cache, ViewKey};
     use serde_json::json;
+    use std::path::PathBuf;
 
     fn temp(tag: &str) -> PathBuf {
         let p = std::env::temp_dir().join(format!("yurthub-writer-{tag}-{}", std::process::id()));

@@ -1,0 +1,325 @@
+//! The cache's handle: what the proxy, the offline answers and the collector hold. Writes are
+//! queued to the writer thread ([`super::writer`]) without waiting; reads go to the store.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use super::seal::Sealer;
+use super::store::{ObjectKey, Recovery, Store, StoreError};
+use super::views::{self, ByType, ViewId, ViewSnapshot};
+use super::writer::Writer;
+use super::{Shape, Target, ViewKey};
+
+/// How many jobs may wait for the writer; past that the tee drops and marks the view stale
+/// rather than slow the client down.
+const QUEUE_JOBS: usize = 4096;
+
+/// Counters for metrics and tests.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Objects written to disk.
+    pub writes: AtomicU64,
+    /// Failed writes or deletes (a full disk among them).
+    pub write_errors: AtomicU64,
+    /// Jobs dropped because the queue was full.
+    pub overflows: AtomicU64,
+    /// Files quarantined, at start-up and since.
+    pub quarantined: AtomicU64,
+    /// Jobs applied.
+    pub jobs: AtomicU64,
+    /// Objects evicted to keep the cache within its byte budget.
+    pub evictions: AtomicU64,
+    /// Objects removed by garbage collection (pods and Events the cloud no longer has).
+    pub collected: AtomicU64,
+}
+
+/// How the cache is kept.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Seals cached Secrets at rest.
+    pub sealer: Option<Arc<Sealer>>,
+    /// The byte budget of the cache directory; 0 for none.
+    pub max_bytes: u64,
+    /// The largest response body (a list, mostly) the cache takes; larger ones are only
+    /// streamed through, so the hub's memory never grows with a response. 0: 64 MiB.
+    pub max_body_bytes: usize,
+}
+
+/// [`Options::max_body_bytes`] when unset.
+const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// What the handle and the writer thread share.
+pub(super) struct Shared {
+    pub(super) max_body_bytes: usize,
+    pub(super) writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    pub(super) views: Mutex<ByType>,
+    /// Views a dropped job left incomplete, until a list replaces them.
+    pub(super) stale: Mutex<HashSet<ViewId>>,
+    /// Watch streams whose end could not be queued.
+    pub(super) ended: Mutex<HashSet<u64>>,
+    pub(super) stats: CacheStats,
+}
+
+/// One mutation for the writer thread, applied in arrival order.
+pub(super) enum Job {
+    Response {
+        target: Target,
+        body: Vec<u8>,
+    },
+    Event {
+        target: Target,
+        stream: u64,
+        line: Vec<u8>,
+    },
+    EndStream {
+        stream: u64,
+    },
+    Put {
+        component: String,
+        resource: String,
+        body: Vec<u8>,
+    },
+    Raw {
+        name: String,
+        body: Vec<u8>,
+    },
+    Forget(ObjectKey, Option<u64>),
+    Flush(SyncSender<()>),
+    Stop,
+}
+
+/// The cache: a handle to the writer thread and the read side.
+#[derive(Clone)]
+pub struct Cache {
+    store: Arc<Store>,
+    shared: Arc<Shared>,
+    tx: SyncSender<Job>,
+    next_stream: Arc<AtomicU64>,
+}
+
+impl Cache {
+    /// Opens the cache at `root` (recovering from a crash) and starts the writer thread.
+    pub fn open(root: &Path) -> Result<(Cache, Recovery), StoreError> {
+        Cache::open_with(root, Options::default())
+    }
+
+    /// [`Cache::open`] with Secrets sealed and a byte budget.
+    pub fn open_with(root: &Path, options: Options) -> Result<(Cache, Recovery), StoreError> {
+        let (store, recovery) = Store::open_sealed(root, options.sealer)?;
+        let store = Arc::new(store);
+        let shared = Arc::new(Shared {
+            max_body_bytes: match options.max_body_bytes {
+                0 => DEFAULT_MAX_BODY_BYTES,
+                n => n,
+            },
+            writer: Mutex::new(None),
+            views: Mutex::new(views::load(root)),
+            stale: Mutex::default(),
+            ended: Mutex::default(),
+            stats: CacheStats::default(),
+        });
+        shared
+            .stats
+            .quarantined
+            .store(recovery.quarantined as u64, Ordering::Relaxed);
+        let (tx, rx) = sync_channel(QUEUE_JOBS);
+        let writer = Writer::new(store.clone(), shared.clone(), options.max_bytes);
+        let handle = std::thread::Builder::new()
+            .name("cache-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|error| StoreError::Io {
+                path: root.to_path_buf(),
+                error,
+            })?;
+        *shared.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok((
+            Cache {
+                store,
+                shared,
+                tx,
+                next_stream: Arc::new(AtomicU64::new(1)),
+            },
+            recovery,
+        ))
+    }
+
+    fn submit(&self, job: Job, stale: Option<&Target>) {
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.shared.stats.overflows.fetch_add(1, Ordering::Relaxed);
+                if let Some(t) = stale {
+                    log::warn!(
+                        "cache queue full: {} {} view marked stale until the next list",
+                        t.component,
+                        t.resource
+                    );
+                    self.shared
+                        .stale
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(ViewId::of(t));
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                log::error!("cache writer is gone; response not cached");
+            }
+        }
+    }
+
+    /// Queues a complete get/create/update/patch/list response body (uncompressed).
+    pub fn response(&self, target: &Target, body: Vec<u8>) {
+        // kubelet reads its pods and node again and again: an answer byte for byte like the
+        // stored one is dropped here, before it wakes the writer thread.
+        if target.shape == Shape::Object
+            && !target.name.is_empty()
+            && self
+                .store
+                .holds(&target.object_key(&target.name), body.trim_ascii())
+        {
+            return;
+        }
+        self.submit(
+            Job::Response {
+                target: target.clone(),
+                body,
+            },
+            Some(target),
+        );
+    }
+
+    /// A new watch stream's id, for [`Cache::watch_event`] and [`Cache::end_watch`].
+    pub fn new_stream(&self) -> u64 {
+        self.next_stream.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queues one watch event line.
+    pub fn watch_event(&self, target: &Target, stream: u64, line: Vec<u8>) {
+        self.submit(
+            Job::Event {
+                target: target.clone(),
+                stream,
+                line,
+            },
+            Some(target),
+        );
+    }
+
+    /// Tells the writer a watch stream ended (even when the queue is full).
+    pub fn end_watch(&self, stream: u64) {
+        if self.tx.try_send(Job::EndStream { stream }).is_err() {
+            self.shared
+                .ended
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(stream);
+        }
+    }
+
+    /// Stores an object under `component`/`resource` at its own namespace and name (the
+    /// renewed Lease as kubelet's, an offline-created Event).
+    pub fn put(&self, component: &str, resource: &str, body: Vec<u8>) {
+        self.submit(
+            Job::Put {
+                component: component.into(),
+                resource: resource.into(),
+                body,
+            },
+            None,
+        );
+    }
+
+    /// Stores a non-resource response (`version`, `_apis_discovery.k8s.io_v1`, ...).
+    pub fn put_raw(&self, name: &str, body: Vec<u8>) {
+        self.submit(
+            Job::Raw {
+                name: name.into(),
+                body,
+            },
+            None,
+        );
+    }
+
+    /// Removes an object from the cache and from every list view holding it (garbage
+    /// collection: the cloud no longer has it), unless the stored copy is newer than
+    /// resourceVersion `up_to` (re-created since).
+    pub fn forget(&self, key: ObjectKey, up_to: u64) {
+        self.submit(Job::Forget(key, Some(up_to)), None);
+    }
+
+    /// Waits until every job queued before this call has been applied and persisted.
+    pub fn flush(&self) {
+        let (tx, rx) = sync_channel(1);
+        if self.tx.send(Job::Flush(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+
+    /// Applies everything queued, persists the views and stops the writer thread; later jobs
+    /// are dropped. Blocks until the thread has ended, so no write is cut short by the exit.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Job::Stop);
+        if let Some(handle) = self
+            .shared
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = handle.join();
+        }
+    }
+
+    /// The largest response body the cache takes (`--max-cached-list-bytes`).
+    pub fn max_body_bytes(&self) -> usize {
+        self.shared.max_body_bytes
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &CacheStats {
+        &self.shared.stats
+    }
+
+    /// The store (blocking reads; use from `smol::unblock`).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// A stored object (blocking).
+    pub fn get(&self, key: &ObjectKey) -> Option<Vec<u8>> {
+        match self.store.read(key) {
+            Ok(b) => b,
+            Err(e) => {
+                log::warn!("cache read: {e}");
+                None
+            }
+        }
+    }
+
+    /// A stored non-resource response (blocking).
+    pub fn get_raw(&self, name: &str) -> Option<Vec<u8>> {
+        self.store.read_file(Path::new(name)).ok().flatten()
+    }
+
+    /// The membership of a view, if that list was ever seen.
+    pub fn view(&self, component: &str, resource: &str, key: &ViewKey) -> Option<ViewSnapshot> {
+        let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+        let id = ViewId::new(component, resource, key);
+        views
+            .get(&(id.component, id.resource))
+            .and_then(|m| m.get(&id.id))
+            .cloned()
+    }
+
+    /// Whether a view was marked stale by a queue overflow.
+    pub fn is_stale(&self, component: &str, resource: &str, key: &ViewKey) -> bool {
+        self.shared
+            .stale
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&ViewId::new(component, resource, key))
+    }
+}
