@@ -34,6 +34,96 @@ const USAGE: &str = "usage: yurthub cache <ls [path] | get <path> | verify | sta
        [--disk-cache-path DIR] [--json] [--encrypt-secrets-key-file FILE]
        why also takes [--method GET] [--accept TYPE] [--node-name NODE] [--namespace NS of yurt-hub-cfg]";
 
+/// Why a `yurthub cache` command failed: printed as `yurthub cache: <error>`, exit status 1.
+#[derive(Debug)]
+pub enum CliError {
+    /// A file or directory could not be read or removed.
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What the system said.
+        error: std::io::Error,
+    },
+    /// The output could not be written.
+    Output(std::io::Error),
+    /// A path given that is not one inside the cache.
+    NotInside(String),
+    /// A path inside the cache whose link leads out of it.
+    LeadsOut(String),
+    /// Nothing is cached at that path.
+    NothingThere(PathBuf),
+    /// The cache directory does not exist.
+    NoCache(PathBuf),
+    /// `evict` takes `<component>` or `<component>/<resource>`.
+    BadEvictTarget(String),
+    /// `why` needs `--user-agent`.
+    NoUserAgent,
+    /// `why` was given a URL that is no API request.
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why it is none.
+        error: crate::kube::ClassifyError,
+    },
+    /// A sealed file could not be opened (no key, a wrong key, or the key file).
+    Seal {
+        /// What was being opened.
+        what: String,
+        /// Why it failed.
+        error: SealError,
+    },
+    /// A cached file that is not JSON.
+    NotJson {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint.
+        error: serde_json::Error,
+    },
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            Self::Output(e) => write!(f, "writing the output: {e}"),
+            Self::NotInside(rel) => write!(f, "{rel}: not a path inside the cache"),
+            Self::LeadsOut(rel) => write!(f, "{rel}: leads out of the cache"),
+            Self::NothingThere(rel) => write!(f, "{}: nothing cached there", rel.display()),
+            Self::NoCache(root) => write!(f, "{}: no such cache directory", root.display()),
+            Self::BadEvictTarget(what) => {
+                write!(f, "{what}: expected <component> or <component>/<resource>")
+            }
+            Self::NoUserAgent => write!(
+                f,
+                "why needs --user-agent (the component is its part before the first '/')"
+            ),
+            Self::BadUrl { url, error } => write!(f, "{url}: {error}"),
+            Self::Seal { what, error } => write!(f, "{what}: {error}"),
+            Self::NotJson { path, error } => write!(
+                f,
+                "{}: not JSON ({error}); `yurthub cache verify` lists such files",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl From<std::io::Error> for CliError {
+    /// Errors of `out`, the one writer every command writes to without a path.
+    fn from(e: std::io::Error) -> Self {
+        CliError::Output(e)
+    }
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+    move |error| CliError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
 /// The command line, flags apart from the words.
 struct Opts {
     root: PathBuf,
@@ -47,10 +137,15 @@ struct Opts {
 }
 
 impl Opts {
-    fn sealer(&self) -> Result<Option<Sealer>, String> {
+    fn sealer(&self) -> Result<Option<Sealer>, CliError> {
         self.key_file
             .as_ref()
-            .map(|k| Sealer::from_key_file(k, None).map_err(|e| e.to_string()))
+            .map(|k| {
+                Sealer::from_key_file(k, None).map_err(|error| CliError::Seal {
+                    what: k.display().to_string(),
+                    error,
+                })
+            })
             .transpose()
     }
 }
@@ -82,17 +177,22 @@ fn time(t: Option<SystemTime>) -> String {
 }
 
 /// A path below the cache root, refusing `..` and absolute paths.
-fn below(root: &Path, rel: &str) -> Result<PathBuf, String> {
+fn below(root: &Path, rel: &str) -> Result<PathBuf, CliError> {
     let p = Path::new(rel.trim_matches('/'));
     if p.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err(format!("{rel}: not a path inside the cache"));
+        return Err(CliError::NotInside(rel.to_string()));
     }
     Ok(root.join(p))
 }
 
-fn ls(root: &Path, rel: Option<&str>, json_out: bool, out: &mut dyn Write) -> Result<i32, String> {
+fn ls(
+    root: &Path,
+    rel: Option<&str>,
+    json_out: bool,
+    out: &mut dyn Write,
+) -> Result<i32, CliError> {
     let dir = below(root, rel.unwrap_or(""))?;
-    let entries = fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let entries = fs::read_dir(&dir).map_err(io_at(&dir))?;
     let mut rows = Vec::new();
     let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
     names.sort();
@@ -125,7 +225,7 @@ fn ls(root: &Path, rel: Option<&str>, json_out: bool, out: &mut dyn Write) -> Re
             .iter()
             .map(|(n, t)| json!({"name": n, "objects": t.objects, "bytes": t.bytes, "newest": time(t.newest)}))
             .collect();
-        writeln!(out, "{}", Value::Array(v)).map_err(|e| e.to_string())?;
+        writeln!(out, "{}", Value::Array(v))?;
         return Ok(0);
     }
     let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
@@ -141,20 +241,20 @@ fn ls(root: &Path, rel: Option<&str>, json_out: bool, out: &mut dyn Write) -> Re
             time(t.newest)
         ));
     }
-    out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    out.write_all(text.as_bytes())?;
     Ok(0)
 }
 
-fn get(opts: &Opts, rel: &str, out: &mut dyn Write) -> Result<i32, String> {
+fn get(opts: &Opts, rel: &str, out: &mut dyn Write) -> Result<i32, CliError> {
     let root = &opts.root;
     let path = below(root, rel)?;
     // Through symbolic links a path could leave the cache; it must not.
-    let real = fs::canonicalize(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let real_root = fs::canonicalize(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let real = fs::canonicalize(&path).map_err(io_at(&path))?;
+    let real_root = fs::canonicalize(root).map_err(io_at(root))?;
     if !real.starts_with(&real_root) {
-        return Err(format!("{rel}: leads out of the cache"));
+        return Err(CliError::LeadsOut(rel.to_string()));
     }
-    let mut bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut bytes = fs::read(&path).map_err(io_at(&path))?;
     // As the hub names it (`a//b` and `a/./b` are `a/b`): the path is sealed into the file.
     let inside: PathBuf = path
         .strip_prefix(root)
@@ -163,27 +263,32 @@ fn get(opts: &Opts, rel: &str, out: &mut dyn Write) -> Result<i32, String> {
         .collect();
     let inside = inside.as_path();
     if is_sealed_path(inside) && is_sealed(&bytes) {
-        let sealer = opts.sealer()?.ok_or(SealError::NoKey.to_string())?;
+        let sealer = opts.sealer()?.ok_or(CliError::Seal {
+            what: rel.to_string(),
+            error: SealError::NoKey,
+        })?;
         bytes = sealer
             .open(inside, &bytes)
-            .map_err(|e| format!("{rel}: {e}"))?;
+            .map_err(|error| CliError::Seal {
+                what: rel.to_string(),
+                error,
+            })?;
     }
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        format!(
-            "{}: not JSON ({e}); `yurthub cache verify` lists such files",
-            path.display()
-        )
+    let v: Value = serde_json::from_slice(&bytes).map_err(|error| CliError::NotJson {
+        path: path.clone(),
+        error,
     })?;
-    let pretty = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?;
-    writeln!(out, "{pretty}").map_err(|e| e.to_string())?;
+    // A Value always serialises.
+    let pretty = serde_json::to_string_pretty(&v).unwrap_or_default();
+    writeln!(out, "{pretty}")?;
     Ok(0)
 }
 
-fn verify(opts: &Opts, out: &mut dyn Write) -> Result<i32, String> {
+fn verify(opts: &Opts, out: &mut dyn Write) -> Result<i32, CliError> {
     let (root, json_out) = (&opts.root, opts.json);
     let sealer = opts.sealer()?;
     if !root.is_dir() {
-        return Err(format!("{}: no such cache directory", root.display()));
+        return Err(CliError::NoCache(root.to_path_buf()));
     }
     let mut files = Vec::new();
     walk(root, &mut files);
@@ -214,19 +319,18 @@ fn verify(opts: &Opts, out: &mut dyn Write) -> Result<i32, String> {
             out,
             "{}",
             json!({"checked": files.len(), "unparsable": bad})
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
     } else {
         let mut text = format!("{} files checked, {} unparsable\n", files.len(), bad.len());
         for b in &bad {
             text.push_str(&format!("unparsable: {b}\n"));
         }
-        out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+        out.write_all(text.as_bytes())?;
     }
     Ok(if bad.is_empty() { 0 } else { 1 })
 }
 
-fn stats(root: &Path, json_out: bool, out: &mut dyn Write) -> Result<i32, String> {
+fn stats(root: &Path, json_out: bool, out: &mut dyn Write) -> Result<i32, CliError> {
     let mut per: BTreeMap<(String, String), Tally> = BTreeMap::new();
     let mut files = Vec::new();
     walk(root, &mut files);
@@ -262,8 +366,7 @@ fn stats(root: &Path, json_out: bool, out: &mut dyn Write) -> Result<i32, String
             out,
             "{}",
             json!({"resources": v, "objects": total.objects, "bytes": total.bytes})
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         return Ok(0);
     }
     let mut text = format!(
@@ -280,7 +383,7 @@ fn stats(root: &Path, json_out: bool, out: &mut dyn Write) -> Result<i32, String
         "{:<24}  {:<40}  {:>8}  {:>12}\n",
         "total", "", total.objects, total.bytes
     ));
-    out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    out.write_all(text.as_bytes())?;
     Ok(0)
 }
 
@@ -300,18 +403,19 @@ fn cached_agents(root: &Path, namespace: &str) -> (String, Option<PathBuf>) {
 }
 
 /// Would `url` be cached for `--user-agent`, under which key, and what answers it offline.
-fn why(opts: &Opts, url: &str, out: &mut dyn Write) -> Result<i32, String> {
-    let ua = opts
-        .user_agent
-        .as_deref()
-        .ok_or("why needs --user-agent (the component is its part before the first '/')")?;
+fn why(opts: &Opts, url: &str, out: &mut dyn Write) -> Result<i32, CliError> {
+    let ua = opts.user_agent.as_deref().ok_or(CliError::NoUserAgent)?;
     // A full URL or a path: what reaches the hub is the path and query.
     let target = match url.split_once("://") {
         Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
         None => url,
     };
-    let ri = crate::kube::RequestInfo::classify(&opts.method, target)
-        .map_err(|e| format!("{url}: {e}"))?;
+    let ri = crate::kube::RequestInfo::classify(&opts.method, target).map_err(|error| {
+        CliError::BadUrl {
+            url: url.to_string(),
+            error,
+        }
+    })?;
     let component = crate::kube::component(Some(ua));
     let (agents_value, agents_from) = cached_agents(&opts.root, &opts.namespace);
     let agents = Agents::new(&opts.node, &agents_value);
@@ -418,7 +522,7 @@ fn why(opts: &Opts, url: &str, out: &mut dyn Write) -> Result<i32, String> {
     }
     report["offline"] = json!(offline);
     if opts.json {
-        writeln!(out, "{report}").map_err(|e| e.to_string())?;
+        writeln!(out, "{report}")?;
         return Ok(0);
     }
     let mut text = String::new();
@@ -455,43 +559,40 @@ fn why(opts: &Opts, url: &str, out: &mut dyn Write) -> Result<i32, String> {
         }
     }
     text.push_str(&format!("offline:    {offline}\n"));
-    out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
+    out.write_all(text.as_bytes())?;
     Ok(0)
 }
 
 /// Removes `component[/resource]`'s objects and list views.
-fn evict(opts: &Opts, what: &str, out: &mut dyn Write) -> Result<i32, String> {
+fn evict(opts: &Opts, what: &str, out: &mut dyn Write) -> Result<i32, CliError> {
     let parts: Vec<&str> = what.trim_matches('/').split('/').collect();
     if parts.len() > 2
         || parts.iter().any(|p| !valid_part(p))
         || parts[0] == INTERNAL_DIR
         || parts[0] == QUARANTINE_DIR
     {
-        return Err(format!(
-            "{what}: expected <component> or <component>/<resource>"
-        ));
+        return Err(CliError::BadEvictTarget(what.to_string()));
     }
     let rel: PathBuf = parts.iter().collect();
     let dir = opts.root.join(&rel);
     if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
-        return Err(format!("{}: nothing cached there", rel.display()));
+        return Err(CliError::NothingThere(rel));
     }
     // A symbolic link higher up (`<root>/<component>` itself) must not lead out of the cache.
-    let real = fs::canonicalize(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let real_root =
-        fs::canonicalize(&opts.root).map_err(|e| format!("{}: {e}", opts.root.display()))?;
+    let real = fs::canonicalize(&dir).map_err(io_at(&dir))?;
+    let real_root = fs::canonicalize(&opts.root).map_err(io_at(&opts.root))?;
     if !real.starts_with(&real_root) {
-        return Err(format!("{what}: leads out of the cache"));
+        return Err(CliError::LeadsOut(what.to_string()));
     }
     let mut files = Vec::new();
     walk(&dir, &mut files);
     let mut t = Tally::default();
     files.iter().for_each(|f| t.add_file(f));
     // remove_dir_all removes symbolic links, never what they point to.
-    fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    fs::remove_dir_all(&dir).map_err(io_at(&dir))?;
     let views = opts.root.join(views::dir_rel(&rel));
     if views.is_dir() {
-        fs::remove_dir_all(&views).map_err(|e| format!("{}: {e}", views.display()))?;
+        fs::remove_dir_all(&views).map_err(io_at(&views))?;
     }
     if opts.json {
         writeln!(
@@ -507,8 +608,7 @@ fn evict(opts: &Opts, what: &str, out: &mut dyn Write) -> Result<i32, String> {
             t.objects,
             t.bytes
         )
-    }
-    .map_err(|e| e.to_string())?;
+    }?;
     Ok(0)
 }
 
