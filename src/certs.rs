@@ -52,16 +52,23 @@ pub enum BootstrapMode {
 /// Why a certificate could not be obtained.
 #[derive(Debug)]
 pub enum CertError {
-    /// No apiserver answered.
-    Unreachable(String),
-    /// The apiserver refused, denied, or did not sign in time.
-    Refused(String),
+    /// No apiserver is configured.
+    NoServer,
+    /// An apiserver could not be reached or did not answer in time.
+    Unreachable {
+        /// `host:port`.
+        server: String,
+        /// What happened.
+        error: std::io::Error,
+    },
+    /// The CSR was refused, denied, or not signed in time.
+    Csr(csr::CsrError),
     /// Token discovery failed (cluster-info missing, badly signed, or the CA not trusted).
-    Discovery(String),
+    Discovery(discovery::DiscoveryError),
     /// The bootstrap token is malformed.
-    BadToken(String),
-    /// There is neither a valid certificate nor a bootstrap token.
-    NoBootstrap(String),
+    BadToken,
+    /// There is neither a valid certificate nor a usable bootstrap kubeconfig.
+    NoBootstrap(NoBootstrap),
     /// A key or CSR could not be made.
     Key(pkcs10::KeyError),
     /// TLS material was rejected.
@@ -77,13 +84,47 @@ pub enum CertError {
     },
 }
 
+/// Why there is no way to ask for a client certificate.
+#[derive(Debug)]
+pub enum NoBootstrap {
+    /// No bootstrap kubeconfig and no `--join-token`.
+    Nothing(PathBuf),
+    /// The bootstrap kubeconfig does not parse.
+    Unparsable(PathBuf, kubeconfig::KubeconfigError),
+    /// It holds no token.
+    NoToken(PathBuf),
+    /// It names no certificate authority.
+    NoCa(PathBuf),
+}
+
+impl fmt::Display for NoBootstrap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Nothing(file) => write!(
+                f,
+                "no valid client certificate and no bootstrap kubeconfig at {}: give --join-token, or POST a token to /v1/token",
+                file.display()
+            ),
+            Self::Unparsable(file, e) => write!(f, "{}: {e}", file.display()),
+            Self::NoToken(file) => write!(f, "{}: no token", file.display()),
+            Self::NoCa(file) => write!(f, "{}: no certificate authority", file.display()),
+        }
+    }
+}
+
 impl fmt::Display for CertError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CertError::Unreachable(e) => write!(f, "apiserver unreachable: {e}"),
-            CertError::Refused(e) => write!(f, "{e}"),
+            CertError::NoServer => write!(f, "apiserver unreachable: no server configured"),
+            CertError::Unreachable { server, error } => {
+                write!(f, "apiserver unreachable: {server}: {error}")
+            }
+            CertError::Csr(e) => write!(f, "{e}"),
             CertError::Discovery(e) => write!(f, "token discovery: {e}"),
-            CertError::BadToken(e) => write!(f, "bad bootstrap token: {e}"),
+            CertError::BadToken => write!(
+                f,
+                "bad bootstrap token: a bootstrap token has the form [a-z0-9]{{6}}.[a-z0-9]{{16}}"
+            ),
             CertError::NoBootstrap(e) => write!(f, "{e}"),
             CertError::Key(e) => write!(f, "making the key or CSR: {e}"),
             CertError::Tls(e) => write!(f, "{e}"),
@@ -564,31 +605,26 @@ impl Certs {
             match &self.join_token {
                 Some(t) => self.write_bootstrap(&Token::parse(t)?).await?,
                 None => {
-                    return Err(CertError::NoBootstrap(format!(
-                        "no valid client certificate and no bootstrap kubeconfig at {}: give --join-token, or POST a token to /v1/token",
-                        self.bootstrap_file.display()
+                    return Err(CertError::NoBootstrap(NoBootstrap::Nothing(
+                        self.bootstrap_file.clone(),
                     )))
                 }
             }
         }
         let text = std::fs::read_to_string(&self.bootstrap_file)
             .map_err(|e| file_err(&self.bootstrap_file, e))?;
-        let k = Kubeconfig::parse(&text).map_err(|e| {
-            CertError::NoBootstrap(format!("{}: {e}", self.bootstrap_file.display()))
-        })?;
-        let token = k.token.clone().ok_or_else(|| {
-            CertError::NoBootstrap(format!("{}: no token", self.bootstrap_file.display()))
-        })?;
+        let file = || self.bootstrap_file.clone();
+        let k = Kubeconfig::parse(&text)
+            .map_err(|e| CertError::NoBootstrap(NoBootstrap::Unparsable(file(), e)))?;
+        let token = k
+            .token
+            .clone()
+            .ok_or_else(|| CertError::NoBootstrap(NoBootstrap::NoToken(file())))?;
         if self.ca_pem().is_none() {
             let ca = match (&k.ca_data, &k.ca_file) {
                 (Some(d), _) => d.clone(),
                 (None, Some(f)) => std::fs::read(f).map_err(|e| file_err(Path::new(f), e))?,
-                (None, None) => {
-                    return Err(CertError::NoBootstrap(format!(
-                        "{}: no certificate authority",
-                        self.bootstrap_file.display()
-                    )))
-                }
+                (None, None) => return Err(CertError::NoBootstrap(NoBootstrap::NoCa(file()))),
             };
             write_file(&self.ca_path, &ca, 0o644).await?;
         }

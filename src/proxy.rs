@@ -362,9 +362,7 @@ impl Proxy {
                     Some(e) => e.health.wait_none_healthy().await,
                     None => std::future::pending().await,
                 }
-                Err(UpstreamError::NoServer(
-                    "the cloud became unreachable".into(),
-                ))
+                Err(UpstreamError::CloudGone)
             },
         )
         .await;

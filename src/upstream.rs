@@ -34,16 +34,50 @@ pub enum Identity {
 /// Why no server gave an answer.
 #[derive(Debug)]
 pub enum UpstreamError {
-    /// Every server was tried; the text is the last failure.
-    NoServer(String),
+    /// There was no server to try (none configured, or none healthy).
+    NoServer,
+    /// Every server tried failed; the last one and what happened there.
+    Failed {
+        /// The server's URL.
+        server: String,
+        /// What happened.
+        error: ServerFailure,
+    },
+    /// The health prober found the cloud unreachable while the request waited.
+    CloudGone,
     /// The request body could not be read from the client.
-    ClientBody(String),
+    ClientBody(crate::http::BodyError),
+}
+
+/// What went wrong with one server.
+#[derive(Debug)]
+pub enum ServerFailure {
+    /// Connecting, the TLS handshake, or the exchange failed.
+    Io(io::Error),
+    /// Its answer's head is malformed.
+    Head(crate::http::HeadError),
+    /// Its answer's framing is not understood.
+    Framing(crate::http::BodyError),
+}
+
+impl fmt::Display for ServerFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerFailure::Io(e) => write!(f, "{e}"),
+            ServerFailure::Head(e) => write!(f, "{e}"),
+            ServerFailure::Framing(e) => write!(f, "bad response framing: {e}"),
+        }
+    }
 }
 
 impl fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Upstream's words first: clients and operators grep for them.
+        const NONE: &str = "no healthy backends available";
         match self {
-            UpstreamError::NoServer(last) => write!(f, "no healthy backends available: {last}"),
+            UpstreamError::NoServer => write!(f, "{NONE}: no server configured"),
+            UpstreamError::Failed { server, error } => write!(f, "{NONE}: {server}: {error}"),
+            UpstreamError::CloudGone => write!(f, "{NONE}: the cloud became unreachable"),
             UpstreamError::ClientBody(e) => write!(f, "reading the request body: {e}"),
         }
     }
@@ -240,7 +274,7 @@ impl Upstream {
         id: Identity,
         fresh: bool,
     ) -> Result<Response, UpstreamError> {
-        let mut last = String::from("no server configured");
+        let mut last = UpstreamError::NoServer;
         for server in servers {
             let mut attempts = 0;
             loop {
@@ -256,8 +290,11 @@ impl Upstream {
                 let (mut conn, reused) = match checked_out {
                     Ok(c) => c,
                     Err(e) => {
-                        last = format!("{}: {e}", self.servers[server].url);
                         log::warn!("upstream {} unreachable: {e}", self.servers[server].url);
+                        last = UpstreamError::Failed {
+                            server: self.servers[server].url.to_string(),
+                            error: ServerFailure::Io(e),
+                        };
                         break;
                     }
                 };
@@ -268,7 +305,10 @@ impl Upstream {
                     Ok(resp_head) => {
                         let framing =
                             Framing::of_response(&resp_head, &head.method).map_err(|e| {
-                                UpstreamError::NoServer(format!("bad response framing: {e}"))
+                                UpstreamError::Failed {
+                                    server: url.to_string(),
+                                    error: ServerFailure::Framing(e),
+                                }
                             })?;
                         return Ok(Response {
                             head: resp_head,
@@ -279,20 +319,23 @@ impl Upstream {
                     }
                     Err(ExchangeError::Client(e)) => return Err(UpstreamError::ClientBody(e)),
                     Err(ExchangeError::Server(e)) => {
-                        last = format!("{}: {e}", self.servers[server].url);
                         log::warn!("upstream {} failed: {e}", self.servers[server].url);
+                        last = UpstreamError::Failed {
+                            server: self.servers[server].url.to_string(),
+                            error: e,
+                        };
                         if reused && replayable && idempotent(&head.method) && attempts < 2 {
                             continue;
                         }
                         if !replayable || !idempotent(&head.method) {
-                            return Err(UpstreamError::NoServer(last));
+                            return Err(last);
                         }
                         break;
                     }
                 }
             }
         }
-        Err(UpstreamError::NoServer(last))
+        Err(last)
     }
 }
 
@@ -369,8 +412,8 @@ impl Upstream {
 }
 
 enum ExchangeError {
-    Server(String),
-    Client(String),
+    Server(ServerFailure),
+    Client(crate::http::BodyError),
 }
 
 /// Sends one request with a small body on a connection of its own making (see [`dial`]) and
@@ -388,7 +431,8 @@ pub async fn round_trip(
     let resp = exchange::<&[u8]>(conn, head, None, &mut b)
         .await
         .map_err(|e| match e {
-            ExchangeError::Server(e) | ExchangeError::Client(e) => io::Error::other(e),
+            ExchangeError::Server(e) => io::Error::other(e.to_string()),
+            ExchangeError::Client(e) => io::Error::other(e.to_string()),
         })?;
     let framing = Framing::of_response(&resp, &head.method)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
@@ -409,7 +453,7 @@ async fn exchange<R: AsyncRead + Unpin>(
         Some((prefix, host)) => head.write_for(&mut out, prefix, host),
         None => head.write_to(&mut out),
     }
-    let server = |e: io::Error| ExchangeError::Server(e.to_string());
+    let server = |e: io::Error| ExchangeError::Server(ServerFailure::Io(e));
     match body {
         Body::Empty => {}
         Body::Buffered(b) => out.extend_from_slice(b),
@@ -426,7 +470,7 @@ async fn exchange<R: AsyncRead + Unpin>(
                 let n = body
                     .read(source, &mut piece)
                     .await
-                    .map_err(|e| ExchangeError::Client(e.to_string()))?;
+                    .map_err(ExchangeError::Client)?;
                 out.clear();
                 if n == 0 {
                     writer.finish(&mut out);
@@ -448,7 +492,7 @@ async fn exchange<R: AsyncRead + Unpin>(
         let resp = conn
             .read_response_head(&Limits::default())
             .await
-            .map_err(|e| ExchangeError::Server(e.to_string()))?;
+            .map_err(|e| ExchangeError::Server(ServerFailure::Head(e)))?;
         // Interim answers (100 Continue, 103 Early Hints) are consumed here; 101 is final
         // for upgrades.
         if (100..200).contains(&resp.status) && resp.status != 101 {

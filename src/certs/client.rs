@@ -43,7 +43,7 @@ impl ApiClient {
         timeout: Duration,
         mut done: impl FnMut(&[u8]) -> bool,
     ) -> Result<(u16, Vec<u8>), CertError> {
-        let mut last = CertError::Unreachable("no server configured".into());
+        let mut last = CertError::NoServer;
         for url in &self.servers {
             let mut head = RequestHead::new(method, path);
             head.headers.set("Host", url.authority());
@@ -88,7 +88,12 @@ impl ApiClient {
             .await;
             match answer {
                 Ok(a) => return Ok(a),
-                Err(e) => last = CertError::Unreachable(format!("{url}: {e}")),
+                Err(error) => {
+                    last = CertError::Unreachable {
+                        server: url.authority(),
+                        error,
+                    }
+                }
             }
         }
         Err(last)

@@ -13,6 +13,79 @@ use super::CertError;
 
 const CSRS: &str = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
 
+/// Why a CSR did not give a certificate.
+#[derive(Debug)]
+pub enum CsrError {
+    /// The apiserver answered a request about the CSR with an error.
+    Status {
+        /// The request (`creating the CSR`, `reading CSR csr-x`).
+        what: String,
+        /// Its status code.
+        status: u16,
+        /// The `metav1.Status` message, or the start of the body.
+        message: String,
+    },
+    /// An answer that is not a CSR object.
+    NotJson {
+        /// Which answer.
+        what: String,
+        /// The parser's complaint.
+        error: serde_json::Error,
+    },
+    /// The created CSR has no name.
+    NoName,
+    /// The CSR was denied or failed: its condition, reason and message.
+    Refused {
+        /// The CSR.
+        name: String,
+        /// `Denied: <reason>: <message>`.
+        why: String,
+    },
+    /// Nobody approved it in time.
+    NotApproved {
+        /// The CSR.
+        name: String,
+        /// How long the hub waited.
+        wait: Duration,
+    },
+    /// The issued certificate is unusable.
+    BadCertificate {
+        /// The CSR.
+        name: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// The issued certificate does not parse.
+    Certificate {
+        /// The CSR.
+        name: String,
+        /// The parser's complaint.
+        error: super::x509::ParseError,
+    },
+}
+
+impl std::fmt::Display for CsrError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Status {
+                what,
+                status,
+                message,
+            } => write!(f, "{what}: {status} {message}"),
+            Self::NotJson { what, error } => write!(f, "{what} is not JSON: {error}"),
+            Self::NoName => write!(f, "the created CSR has no name"),
+            Self::Refused { name, why } => write!(f, "CSR {name} {why}"),
+            Self::NotApproved { name, wait } => {
+                write!(f, "CSR {name} was not approved within {wait:?}")
+            }
+            Self::BadCertificate { name, why } => write!(f, "CSR {name}: {why}"),
+            Self::Certificate { name, error } => write!(f, "CSR {name}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for CsrError {}
+
 /// What a certificate is asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Template {
@@ -79,7 +152,11 @@ fn status_error(what: &str, status: u16, body: &[u8]) -> CertError {
         .ok()
         .and_then(|v| v["message"].as_str().map(str::to_string))
         .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
-    CertError::Refused(format!("{what}: {status} {message}"))
+    CertError::Csr(CsrError::Status {
+        what: what.to_string(),
+        status,
+        message,
+    })
 }
 
 /// Creates a key and a CSR for `template`, and waits up to `wait` for the signed
@@ -106,14 +183,18 @@ pub async fn obtain(
     if status != 201 {
         return Err(status_error("creating the CSR", status, &answer));
     }
-    let created: Value = serde_json::from_slice(&answer)
-        .map_err(|e| CertError::Refused(format!("the created CSR is not JSON: {e}")))?;
+    let created: Value = serde_json::from_slice(&answer).map_err(|error| {
+        CertError::Csr(CsrError::NotJson {
+            what: "the created CSR".into(),
+            error,
+        })
+    })?;
     let name = created["metadata"]["name"]
         .as_str()
         .unwrap_or("")
         .to_string();
     if name.is_empty() {
-        return Err(CertError::Refused("the created CSR has no name".into()));
+        return Err(CertError::Csr(CsrError::NoName));
     }
     log::info!(
         "created CSR {name} (signer {}, subject CN={})",
@@ -130,7 +211,10 @@ pub async fn obtain(
                     .ok()
                     .and_then(|b| String::from_utf8(b).ok())
                     .ok_or_else(|| {
-                        CertError::Refused(format!("CSR {name}: the certificate is not base64 PEM"))
+                        CertError::Csr(CsrError::BadCertificate {
+                            name: name.clone(),
+                            why: "the certificate is not base64 PEM",
+                        })
                     })?;
                 check_issued(&chain, &key, &name)?;
                 return Ok(Issued {
@@ -140,15 +224,13 @@ pub async fn obtain(
                 });
             }
             Fate::Refused(why) => {
-                return Err(CertError::Refused(format!("CSR {name} {why}")));
+                return Err(CertError::Csr(CsrError::Refused { name, why }));
             }
             Fate::Pending => {}
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(CertError::Refused(format!(
-                "CSR {name} was not approved within {wait:?}"
-            )));
+            return Err(CertError::Csr(CsrError::NotApproved { name, wait }));
         }
         // Watch the CSR until it changes (or a minute passes), then read it again.
         let rv = csr["metadata"]["resourceVersion"].as_str().unwrap_or("");
@@ -176,9 +258,20 @@ pub async fn obtain(
         if status != 200 {
             return Err(status_error(&format!("reading CSR {name}"), status, &body));
         }
-        csr = serde_json::from_slice(&body)
-            .map_err(|e| CertError::Refused(format!("CSR {name} is not JSON: {e}")))?;
+        csr = serde_json::from_slice(&body).map_err(|error| {
+            CertError::Csr(CsrError::NotJson {
+                what: format!("CSR {name}"),
+                error,
+            })
+        })?;
     }
+}
+
+fn bad(name: &str, why: &'static str) -> CertError {
+    CertError::Csr(CsrError::BadCertificate {
+        name: name.to_string(),
+        why,
+    })
 }
 
 /// The certificate must be for our key and valid now.
@@ -187,18 +280,18 @@ fn check_issued(chain: &str, key: &KeyPair, name: &str) -> Result<(), CertError>
     let leaf = rustls::pki_types::CertificateDer::pem_slice_iter(chain.as_bytes())
         .next()
         .and_then(Result::ok)
-        .ok_or_else(|| CertError::Refused(format!("CSR {name}: no certificate in the answer")))?;
-    let info =
-        Certificate::parse(&leaf).map_err(|e| CertError::Refused(format!("CSR {name}: {e}")))?;
+        .ok_or_else(|| bad(name, "no certificate in the answer"))?;
+    let info = Certificate::parse(&leaf).map_err(|error| {
+        CertError::Csr(CsrError::Certificate {
+            name: name.to_string(),
+            error,
+        })
+    })?;
     if info.spki != key.spki() {
-        return Err(CertError::Refused(format!(
-            "CSR {name}: the certificate is not for the requested key"
-        )));
+        return Err(bad(name, "the certificate is not for the requested key"));
     }
     if !info.valid_at(std::time::SystemTime::now()) {
-        return Err(CertError::Refused(format!(
-            "CSR {name}: the certificate is not valid now (clock skew?)"
-        )));
+        return Err(bad(name, "the certificate is not valid now (clock skew?)"));
     }
     Ok(())
 }

@@ -12,6 +12,74 @@ use super::CertError;
 use crate::upstream::ServerUrl;
 use crate::upstream::{client_config, insecure_config};
 
+/// Why the cluster's CA could not be learnt or trusted.
+#[derive(Debug)]
+pub enum DiscoveryError {
+    /// `GET kube-public/cluster-info` answered this status.
+    Status(u16),
+    /// cluster-info is not JSON.
+    NotJson(serde_json::Error),
+    /// cluster-info has no `kubeconfig` key.
+    NoKubeconfig,
+    /// cluster-info is not signed by this token (unknown or expired).
+    NotSignedBy(String),
+    /// The signature is unusable or does not match: why.
+    Signature(&'static str),
+    /// The kubeconfig in cluster-info does not parse.
+    Kubeconfig(super::kubeconfig::KubeconfigError),
+    /// cluster-info carries no CA.
+    NoCa,
+    /// The CA is not PEM.
+    CaNotPem(rustls::pki_types::pem::Error),
+    /// The CA certificate does not parse.
+    Ca(super::x509::ParseError),
+    /// The CA's public key matches none of the pins.
+    PinMismatch,
+    /// The verified fetch differs from the first.
+    Changed,
+    /// Neither a pin nor the unsafe skip was given.
+    NoTrust,
+}
+
+impl std::fmt::Display for DiscoveryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Status(s) => write!(f, "GET kube-public/cluster-info answered {s}"),
+            Self::NotJson(e) => write!(f, "cluster-info is not JSON: {e}"),
+            Self::NoKubeconfig => write!(f, "cluster-info has no kubeconfig"),
+            Self::NotSignedBy(id) => write!(
+                f,
+                "cluster-info is not signed by token {id:?} (unknown or expired token)"
+            ),
+            Self::Signature(why) => write!(f, "the cluster-info signature {why}"),
+            Self::Kubeconfig(e) => write!(f, "{e}"),
+            Self::NoCa => write!(f, "cluster-info carries no CA"),
+            Self::CaNotPem(e) => write!(f, "the cluster CA is not PEM: {e}"),
+            Self::Ca(e) => write!(f, "the cluster CA: {e}"),
+            Self::PinMismatch => write!(
+                f,
+                "the cluster CA matches none of --discovery-token-ca-cert-hash"
+            ),
+            Self::Changed => write!(
+                f,
+                "cluster-info changed between the insecure and the verified fetch"
+            ),
+            Self::NoTrust => write!(
+                f,
+                "no CA to verify against: give --discovery-token-ca-cert-hash or --discovery-token-unsafe-skip-ca-verification"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DiscoveryError {}
+
+impl From<DiscoveryError> for CertError {
+    fn from(e: DiscoveryError) -> Self {
+        CertError::Discovery(e)
+    }
+}
+
 const CLUSTER_INFO: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
 
 /// A bootstrap token `<id>.<secret>` (`[a-z0-9]{6}.[a-z0-9]{16}`).
@@ -42,9 +110,7 @@ impl Token {
                 id: id.to_string(),
                 secret: secret.to_string(),
             }),
-            _ => Err(CertError::BadToken(
-                "a bootstrap token has the form [a-z0-9]{6}.[a-z0-9]{16}".into(),
-            )),
+            _ => Err(CertError::BadToken),
         }
     }
 
@@ -78,7 +144,7 @@ pub fn pin_of(ca: &Certificate) -> [u8; 32] {
 /// Verifies `jws` (`<header>..<signature>`) over `payload` for `token`.
 pub fn verify_detached(jws: &str, payload: &str, token: &Token) -> Result<(), CertError> {
     let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let bad = |why: &str| CertError::Discovery(format!("the cluster-info signature {why}"));
+    let bad = |why: &'static str| CertError::Discovery(DiscoveryError::Signature(why));
     let mut parts = jws.split('.');
     let (Some(header), Some(""), Some(sig), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -122,9 +188,9 @@ fn ca_certs(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>
     use rustls::pki_types::pem::PemObject;
     let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CertError::Discovery(format!("the cluster CA is not PEM: {e}")))?;
+        .map_err(DiscoveryError::CaNotPem)?;
     if certs.is_empty() {
-        return Err(CertError::Discovery("cluster-info carries no CA".into()));
+        return Err(DiscoveryError::NoCa.into());
     }
     Ok(certs)
 }
@@ -132,12 +198,9 @@ fn ca_certs(pem: &[u8]) -> Result<Vec<rustls::pki_types::CertificateDer<'static>
 async fn fetch(client: &ApiClient) -> Result<Value, CertError> {
     let (status, body) = client.request("GET", CLUSTER_INFO, None).await?;
     if status != 200 {
-        return Err(CertError::Discovery(format!(
-            "GET kube-public/cluster-info answered {status}"
-        )));
+        return Err(DiscoveryError::Status(status).into());
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| CertError::Discovery(format!("cluster-info is not JSON: {e}")))
+    Ok(serde_json::from_slice(&body).map_err(DiscoveryError::NotJson)?)
 }
 
 /// Fetches and authenticates the cluster CA with `token` from the first answering server.
@@ -146,7 +209,7 @@ pub async fn discover(
     token: &Token,
     trust: &Trust<'_>,
 ) -> Result<Discovered, CertError> {
-    let mut last = CertError::Unreachable("no server configured".into());
+    let mut last = CertError::NoServer;
     for url in servers {
         let verified = match &trust.known_ca {
             Some(ca) => client_config(&ca_certs(ca)?, None).map_err(CertError::Tls)?,
@@ -155,7 +218,7 @@ pub async fn discover(
         let client = ApiClient::new(vec![url.clone()], verified, None);
         let cm = match fetch(&client).await {
             Ok(cm) => cm,
-            Err(e @ CertError::Unreachable(_)) => {
+            Err(e @ CertError::Unreachable { .. }) => {
                 last = e;
                 continue;
             }
@@ -163,28 +226,18 @@ pub async fn discover(
         };
         let payload = cm["data"]["kubeconfig"]
             .as_str()
-            .ok_or_else(|| CertError::Discovery("cluster-info has no kubeconfig".into()))?;
+            .ok_or(DiscoveryError::NoKubeconfig)?;
         let jws = cm["data"][format!("jws-kubeconfig-{}", token.id)]
             .as_str()
-            .ok_or_else(|| {
-                CertError::Discovery(format!(
-                    "cluster-info is not signed by token {:?} (unknown or expired token)",
-                    token.id
-                ))
-            })?;
+            .ok_or_else(|| DiscoveryError::NotSignedBy(token.id.clone()))?;
         verify_detached(jws, payload, token)?;
-        let k = Kubeconfig::parse(payload).map_err(|e| CertError::Discovery(e.to_string()))?;
-        let ca_pem = k
-            .ca_data
-            .ok_or_else(|| CertError::Discovery("cluster-info carries no CA".into()))?;
+        let k = Kubeconfig::parse(payload).map_err(DiscoveryError::Kubeconfig)?;
+        let ca_pem = k.ca_data.ok_or(DiscoveryError::NoCa)?;
         let certs = ca_certs(&ca_pem)?;
         if !trust.pins.is_empty() {
-            let ca = Certificate::parse(&certs[0])
-                .map_err(|e| CertError::Discovery(format!("the cluster CA: {e}")))?;
+            let ca = Certificate::parse(&certs[0]).map_err(DiscoveryError::Ca)?;
             if !trust.pins.contains(&pin_of(&ca)) {
-                return Err(CertError::Discovery(
-                    "the cluster CA matches none of --discovery-token-ca-cert-hash".into(),
-                ));
+                return Err(DiscoveryError::PinMismatch.into());
             }
             if trust.known_ca.is_none() {
                 // Now that the CA is trusted, the same answer must come over a verified
@@ -192,15 +245,11 @@ pub async fn discover(
                 let config = client_config(&certs, None).map_err(CertError::Tls)?;
                 let again = fetch(&ApiClient::new(vec![url.clone()], config, None)).await?;
                 if again["data"]["kubeconfig"].as_str() != Some(payload) {
-                    return Err(CertError::Discovery(
-                        "cluster-info changed between the insecure and the verified fetch".into(),
-                    ));
+                    return Err(DiscoveryError::Changed.into());
                 }
             }
         } else if trust.known_ca.is_none() && !trust.unsafe_skip {
-            return Err(CertError::Discovery(
-                "no CA to verify against: give --discovery-token-ca-cert-hash or --discovery-token-unsafe-skip-ca-verification".into(),
-            ));
+            return Err(DiscoveryError::NoTrust.into());
         }
         return Ok(Discovered {
             server: format!("https://{}{}", url.authority(), url.path_prefix),
