@@ -2,6 +2,7 @@
 
 pub mod cache_cli;
 pub mod config;
+mod flags;
 mod hubcfg;
 mod ready;
 

@@ -15,6 +15,7 @@
 
 use std::fmt;
 
+use super::flags::{self, flag_table, Flag, Values};
 pub use crate::certs::BootstrapMode;
 pub use crate::upstream::{LbMode, ServerUrl};
 use std::net::IpAddr;
@@ -58,231 +59,184 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
     n.checked_mul(unit)
 }
 
-/// A flag the parser knows, with its default and its line in `--help`.
-struct Flag {
-    name: &'static str,
-    default: &'static str,
-    help: &'static str,
-    boolean: bool,
-}
-
-const fn flag(name: &'static str, default: &'static str, help: &'static str) -> Flag {
-    Flag {
-        name,
-        default,
-        help,
-        boolean: false,
-    }
-}
-
-const fn switch(name: &'static str, default: &'static str, help: &'static str) -> Flag {
-    Flag {
-        name,
-        default,
-        help,
-        boolean: true,
-    }
-}
-
-const FLAGS: &[Flag] = &[
-    flag(
-        "bootstrap-mode",
-        "token",
+flag_table! {
+    /// Where the client certificate comes from.
+    bootstrap_mode: BootstrapMode = flag("bootstrap-mode", "token",
         "how the hub gets its client certificate: token (CSR) or kubeletcertificate",
-    ),
-    flag(
-        "bootstrap-file",
-        "",
+        flags::bootstrap_mode);
+    /// `--bootstrap-file`, when given.
+    bootstrap_file: Option<PathBuf> = flag("bootstrap-file", "",
         "bootstrap kubeconfig with a token (default <root-dir>/bootstrap-hub.conf)",
-    ),
-    flag(
-        "join-token",
-        "",
+        flags::optional_path);
+    /// `--join-token`, when given.
+    join_token: Option<String> = flag("join-token", "",
         "bootstrap token <id>.<secret>, for kubeadm-style discovery",
-    ),
-    flag(
-        "discovery-token-ca-cert-hash",
-        "",
+        flags::join_token);
+    /// `--discovery-token-ca-cert-hash` pins.
+    ca_cert_hashes: Vec<[u8; 32]> = flag("discovery-token-ca-cert-hash", "",
         "comma-separated sha256:<hex> pins of the cluster CA's public key",
-    ),
-    switch(
-        "discovery-token-unsafe-skip-ca-verification",
-        "false",
+        flags::pins);
+    /// `--discovery-token-unsafe-skip-ca-verification`.
+    unsafe_skip_ca_verification: bool = switch("discovery-token-unsafe-skip-ca-verification", "false",
         "trust the discovered CA without a pin",
-    ),
-    flag(
-        "hub-cert-organizations",
-        "",
+        flags::boolean);
+    /// `--hub-cert-organizations`.
+    hub_cert_organizations: Vec<String> = flag("hub-cert-organizations", "",
         "comma-separated extra organizations of the client certificate",
-    ),
-    flag(
-        "csr-signer-name",
-        "kubernetes.io/kube-apiserver-client",
+        flags::names);
+    /// `--csr-signer-name`.
+    csr_signer_name: String = flag("csr-signer-name", "kubernetes.io/kube-apiserver-client",
         "signer of the client CSR (kubernetes.io/kube-apiserver-client-kubelet: O=system:nodes only)",
-    ),
-    flag(
-        "kubelet-client-certificate",
+        flags::text);
+    /// `--kubelet-client-certificate`.
+    kubelet_client_certificate: PathBuf = flag("kubelet-client-certificate",
         "/var/lib/kubelet/pki/kubelet-client-current.pem",
         "the kubelet's client certificate and key (kubeletcertificate mode)",
-    ),
-    flag(
-        "kubelet-ca-file",
-        "/etc/kubernetes/pki/ca.crt",
+        flags::path);
+    /// `--kubelet-ca-file`.
+    kubelet_ca_file: PathBuf = flag("kubelet-ca-file", "/etc/kubernetes/pki/ca.crt",
         "the cluster CA (kubeletcertificate mode)",
-    ),
-    flag(
-        "node-ip",
-        "",
+        flags::path);
+    /// `--node-ip`, when given.
+    node_ip: Option<IpAddr> = flag("node-ip", "",
         "the node's IP, added to the serving certificate",
-    ),
-    switch(
-        "enable-resource-filter",
-        "true",
+        flags::optional_ip);
+    /// Whether filters run at all.
+    enable_resource_filter: bool = switch("enable-resource-filter", "true",
         "rewrite responses with the filters (false: none)",
-    ),
-    flag(
-        "disabled-resource-filters",
-        "",
+        flags::boolean);
+    /// Filters turned off (checked by [`Config::filter_settings`]).
+    disabled_resource_filters: Vec<String> = flag("disabled-resource-filters", "",
         "comma-separated filter names to disable (* for all)",
-    ),
-    switch(
-        "enable-dummy-if",
-        "true",
+        flags::names);
+    /// Whether pods reach the hub on the dummy interface's address.
+    enable_dummy_if: bool = switch("enable-dummy-if", "true",
         "pods reach the hub at --dummy-if-ip (else at --bind-proxy-address)",
-    ),
-    flag(
-        "dummy-if-name",
-        "hub-dummy0",
+        flags::boolean);
+    /// The dummy link's name.
+    dummy_if_name: String = flag("dummy-if-name", "hub-dummy0",
         "name of the dummy link carrying --dummy-if-ip (at most 15 characters)",
-    ),
-    flag(
-        "dummy-if-ip",
-        "169.254.2.1",
+        flags::interface);
+    /// The dummy interface's address.
+    dummy_if_ip: IpAddr = flag("dummy-if-ip", "169.254.2.1",
         "the hub's address for pods, inside 169.254.0.0/16",
-    ),
-    flag(
-        "server-addr",
-        "",
+        flags::dummy_ip);
+    /// The cloud apiservers, in flag order.
+    servers: Vec<ServerUrl> = flag("server-addr", "",
         "comma-separated https URLs of the cloud kube-apiservers (required)",
-    ),
-    flag("node-name", "", "the name of this node (required)"),
-    flag(
-        "nodepool-name",
-        "",
+        flags::servers);
+    /// This node's name.
+    node_name: String = flag("node-name", "",
+        "the name of this node (required)",
+        flags::required);
+    /// This node's pool.
+    nodepool_name: String = flag("nodepool-name", "",
         "the NodePool this node belongs to (required)",
-    ),
-    flag(
-        "namespace",
-        "kube-system",
+        flags::required);
+    /// Namespace of yurt-hub-cfg.
+    namespace: String = flag("namespace", "kube-system",
         "namespace of the yurt-hub-cfg ConfigMap",
-    ),
-    flag(
-        "working-mode",
-        "edge",
+        flags::text);
+    /// edge or cloud.
+    working_mode: WorkingMode = flag("working-mode", "edge",
         "edge (cache and serve offline) or cloud (plain proxy)",
-    ),
-    flag("bind-address", "127.0.0.1", "address of the admin server"),
-    flag(
-        "serve-port",
-        "10267",
+        flags::working_mode);
+    /// Admin server address.
+    bind_address: IpAddr = flag("bind-address", "127.0.0.1",
+        "address of the admin server",
+        flags::ip);
+    /// Admin server port.
+    serve_port: u16 = flag("serve-port", "10267",
         "port of the admin server (/v1/healthz, /metrics, ...)",
-    ),
-    flag(
-        "bind-proxy-address",
-        "127.0.0.1",
+        flags::port);
+    /// Plain proxy address.
+    bind_proxy_address: IpAddr = flag("bind-proxy-address", "127.0.0.1",
         "address of the plain-HTTP proxy",
-    ),
-    flag("proxy-port", "10261", "port of the plain-HTTP proxy"),
-    flag("proxy-secure-port", "10268", "port of the TLS proxy"),
-    flag(
-        "root-dir",
-        "/var/lib/yurthub",
+        flags::ip);
+    /// Plain proxy port (0 picks a free one; the bound port is logged).
+    proxy_port: u16 = flag("proxy-port", "10261",
+        "port of the plain-HTTP proxy",
+        flags::port);
+    /// TLS proxy port.
+    proxy_secure_port: u16 = flag("proxy-secure-port", "10268",
+        "port of the TLS proxy",
+        flags::port);
+    /// Certificates and kubeconfigs.
+    root_dir: PathBuf = flag("root-dir", "/var/lib/yurthub",
         "directory of certificates and kubeconfigs",
-    ),
-    flag(
-        "disk-cache-path",
-        "/etc/kubernetes/cache/",
+        flags::path);
+    /// The object cache.
+    disk_cache_path: PathBuf = flag("disk-cache-path", "/etc/kubernetes/cache/",
         "directory of the object cache",
-    ),
-    flag(
-        "lb-mode",
-        "rr",
+        flags::path);
+    /// Load-balancing strategy.
+    lb_mode: LbMode = flag("lb-mode", "rr",
         "how requests spread over servers: rr or priority",
-    ),
-    flag(
-        "heartbeat-interval-seconds",
-        "10",
+        flags::lb_mode);
+    /// Health probe period.
+    heartbeat_interval: Duration = flag("heartbeat-interval-seconds", "10",
         "period of the lease-renewing health probe",
-    ),
-    flag(
-        "heartbeat-timeout-seconds",
-        "2",
+        flags::seconds);
+    /// Health probe request timeout.
+    heartbeat_timeout: Duration = flag("heartbeat-timeout-seconds", "2",
         "timeout of one health probe request",
-    ),
-    flag(
-        "heartbeat-failed-retry",
-        "3",
+        flags::seconds);
+    /// Lease updates tried per probe.
+    heartbeat_failed_retry: u32 = flag("heartbeat-failed-retry", "3",
         "lease updates tried per probe",
-    ),
-    flag(
-        "heartbeat-healthy-threshold",
-        "2",
+        flags::count);
+    /// Successes needed to turn healthy.
+    heartbeat_healthy_threshold: u32 = flag("heartbeat-healthy-threshold", "2",
         "successful probes needed to turn healthy again",
-    ),
-    flag(
-        "kubelet-health-grace-period",
-        "40s",
+        flags::count);
+    /// kubelet silence after which the lease is no longer renewed.
+    kubelet_health_grace_period: Duration = flag("kubelet-health-grace-period", "40s",
         "stop renewing when kubelet is silent this long",
-    ),
-    flag(
-        "min-request-timeout",
-        "30m",
+        flags::duration);
+    /// Offline watches without timeoutSeconds are held a random time in [t, 2t).
+    min_request_timeout: Duration = flag("min-request-timeout", "30m",
         "offline watches without timeoutSeconds last [t, 2t)",
-    ),
-    flag(
-        "idle-connection-timeout",
-        "90s",
+        flags::duration);
+    /// `--idle-connection-timeout`.
+    idle_connection_timeout: Duration = flag("idle-connection-timeout", "90s",
         "a client connection without a request this long is closed",
-    ),
-    flag(
-        "request-head-timeout",
-        "10s",
+        flags::positive_duration);
+    /// `--request-head-timeout`.
+    request_head_timeout: Duration = flag("request-head-timeout", "10s",
         "a client must send a whole request head (or TLS handshake) within this",
-    ),
-    flag(
-        "gc-frequency",
-        "120",
+        flags::positive_duration);
+    /// `--gc-frequency`: how often cached Events are collected.
+    gc_frequency: Duration = flag("gc-frequency", "120",
         "minutes between garbage collections of cached Events (or a duration: 30s, 2h)",
-    ),
-    flag(
-        "event-ttl",
-        "1h",
+        flags::minutes_or_duration);
+    /// `--event-ttl`: cached Events older than this are removed.
+    event_ttl: Duration = flag("event-ttl", "1h",
         "cached Events older than this are removed by garbage collection",
-    ),
-    flag(
-        "cache-max-bytes",
-        "256Mi",
+        flags::duration);
+    /// `--cache-max-bytes`: the cache's byte budget, 0 for none.
+    cache_max_bytes: u64 = flag("cache-max-bytes", "256Mi",
         "byte budget of the cache directory (0: none); Events go first when it is exceeded",
-    ),
-    flag(
-        "max-cached-list-bytes",
-        "64Mi",
+        flags::bytes);
+    /// `--max-cached-list-bytes`: larger response bodies are not cached.
+    max_cached_list_bytes: usize = flag("max-cached-list-bytes", "64Mi",
         "larger responses (lists, mostly) are streamed through, not cached",
-    ),
-    flag(
-        "encrypt-secrets-key-file",
-        "",
+        flags::positive_bytes);
+    /// `--encrypt-secrets-key-file`: the key that seals cached Secrets.
+    encrypt_secrets_key_file: Option<PathBuf> = flag("encrypt-secrets-key-file", "",
         "seal cached Secrets with the 256-bit key in this file (kept outside the cache directory)",
-    ),
-    flag(
-        "filter-sync-timeout",
-        "30s",
+        flags::optional_path);
+    /// `--filter-sync-timeout`.
+    filter_sync_timeout: Duration = flag("filter-sync-timeout", "30s",
         "servicetopology passes slices unfiltered if its inputs are not synced by then",
-    ),
-    flag("v", "0", "log verbosity: 0-1 info, 2-4 debug, 5+ trace"),
-    switch("version", "false", "print the version and exit"),
-    switch("help", "false", "print this help and exit"),
-];
+        flags::duration);
+    /// Log verbosity.
+    verbosity: u8 = flag("v", "0",
+        "log verbosity: 0-1 info, 2-4 debug, 5+ trace",
+        flags::verbosity);
+    ;
+    switch("version", "false", "print the version and exit");
+    switch("help", "false", "print this help and exit");
+}
 
 /// A flag that could not be accepted.
 #[derive(Debug, PartialEq, Eq)]
@@ -346,101 +300,6 @@ pub enum WorkingMode {
     Cloud,
 }
 
-/// Everything the hub runs with, validated.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// The cloud apiservers, in flag order.
-    pub servers: Vec<ServerUrl>,
-    /// This node's name.
-    pub node_name: String,
-    /// This node's pool.
-    pub nodepool_name: String,
-    /// Namespace of yurt-hub-cfg.
-    pub namespace: String,
-    /// edge or cloud.
-    pub working_mode: WorkingMode,
-    /// Admin server address.
-    pub bind_address: IpAddr,
-    /// Admin server port.
-    pub serve_port: u16,
-    /// Plain proxy address.
-    pub bind_proxy_address: IpAddr,
-    /// Plain proxy port (0 picks a free one; the bound port is logged).
-    pub proxy_port: u16,
-    /// TLS proxy port.
-    pub proxy_secure_port: u16,
-    /// Certificates and kubeconfigs.
-    pub root_dir: PathBuf,
-    /// The object cache.
-    pub disk_cache_path: PathBuf,
-    /// Load-balancing strategy.
-    pub lb_mode: LbMode,
-    /// Log verbosity.
-    pub verbosity: u8,
-    /// Health probe period.
-    pub heartbeat_interval: Duration,
-    /// Health probe request timeout.
-    pub heartbeat_timeout: Duration,
-    /// Lease updates tried per probe.
-    pub heartbeat_failed_retry: u32,
-    /// Successes needed to turn healthy.
-    pub heartbeat_healthy_threshold: u32,
-    /// kubelet silence after which the lease is no longer renewed.
-    pub kubelet_health_grace_period: Duration,
-    /// Offline watches without timeoutSeconds are held a random time in [t, 2t).
-    pub min_request_timeout: Duration,
-    /// Whether filters run at all.
-    pub enable_resource_filter: bool,
-    /// Filters turned off.
-    pub disabled_resource_filters: Vec<String>,
-    /// Whether pods reach the hub on the dummy interface's address.
-    pub enable_dummy_if: bool,
-    /// The dummy interface's address.
-    pub dummy_if_ip: IpAddr,
-    /// The dummy link's name.
-    pub dummy_if_name: String,
-    /// Where the client certificate comes from.
-    pub bootstrap_mode: BootstrapMode,
-    /// `--bootstrap-file`, when given.
-    pub bootstrap_file: Option<PathBuf>,
-    /// `--join-token`, when given.
-    pub join_token: Option<String>,
-    /// `--discovery-token-ca-cert-hash` pins.
-    pub ca_cert_hashes: Vec<[u8; 32]>,
-    /// `--discovery-token-unsafe-skip-ca-verification`.
-    pub unsafe_skip_ca_verification: bool,
-    /// `--hub-cert-organizations`.
-    pub hub_cert_organizations: Vec<String>,
-    /// `--csr-signer-name`.
-    pub csr_signer_name: String,
-    /// `--kubelet-client-certificate`.
-    pub kubelet_client_certificate: PathBuf,
-    /// `--kubelet-ca-file`.
-    pub kubelet_ca_file: PathBuf,
-    /// `--node-ip`, when given.
-    pub node_ip: Option<IpAddr>,
-    /// `--filter-sync-timeout`.
-    pub filter_sync_timeout: Duration,
-    /// `--gc-frequency`: how often cached Events are collected.
-    pub gc_frequency: Duration,
-    /// `--idle-connection-timeout`.
-    pub idle_connection_timeout: Duration,
-    /// `--request-head-timeout`.
-    pub request_head_timeout: Duration,
-    /// `--event-ttl`: cached Events older than this are removed.
-    pub event_ttl: Duration,
-    /// `--cache-max-bytes`: the cache's byte budget, 0 for none.
-    pub cache_max_bytes: u64,
-    /// `--max-cached-list-bytes`: larger response bodies are not cached.
-    pub max_cached_list_bytes: usize,
-    /// `--encrypt-secrets-key-file`: the key that seals cached Secrets.
-    pub encrypt_secrets_key_file: Option<PathBuf>,
-}
-
-fn list(s: &str) -> impl Iterator<Item = &str> {
-    s.split(',').map(str::trim).filter(|x| !x.is_empty())
-}
-
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Parsed {
@@ -452,130 +311,9 @@ pub enum Parsed {
     Help,
 }
 
-/// The `--help` text.
+/// The `--help` text, made from the flag table.
 pub fn usage() -> String {
-    let mut out = String::from(
-        "Usage: yurthub [flags]\n       yurthub cache <ls [path] | get <path> | verify | stats> [--disk-cache-path DIR] [--json]\n\nFlags:\n",
-    );
-    for f in FLAGS {
-        let default = if f.default.is_empty() || f.boolean {
-            String::new()
-        } else {
-            format!(" (default {:?})", f.default)
-        };
-        out.push_str(&format!("  --{:<22} {}{}\n", f.name, f.help, default));
-    }
-    out
-}
-
-struct Values(Vec<(&'static str, String)>);
-
-impl Values {
-    fn get(&self, name: &str) -> &str {
-        self.0
-            .iter()
-            .rev()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-            .or_else(|| FLAGS.iter().find(|f| f.name == name).map(|f| f.default))
-            .unwrap_or("")
-    }
-
-    fn parse<T: std::str::FromStr>(
-        &self,
-        name: &'static str,
-        expected: &'static str,
-    ) -> Result<T, FlagError> {
-        let v = self.get(name);
-        v.parse().map_err(|_| FlagError::Invalid {
-            flag: name,
-            value: v.to_string(),
-            expected,
-        })
-    }
-
-    fn required(&self, name: &'static str) -> Result<String, FlagError> {
-        let v = self.get(name).trim();
-        if v.is_empty() {
-            return Err(FlagError::Required(name));
-        }
-        Ok(v.to_string())
-    }
-
-    fn duration(&self, name: &'static str) -> Result<Duration, FlagError> {
-        parse_duration(self.get(name)).ok_or_else(|| FlagError::Invalid {
-            flag: name,
-            value: self.get(name).to_string(),
-            expected: "a duration such as 40s, 30m or 1h",
-        })
-    }
-
-    fn positive_duration(&self, name: &'static str) -> Result<Duration, FlagError> {
-        let d = self.duration(name)?;
-        if d.is_zero() {
-            return Err(FlagError::Invalid {
-                flag: name,
-                value: self.get(name).to_string(),
-                expected: "a duration above zero such as 10s",
-            });
-        }
-        Ok(d)
-    }
-
-    fn boolean(&self, name: &'static str) -> Result<bool, FlagError> {
-        self.parse(name, "true or false")
-    }
-}
-
-fn read_values(args: impl IntoIterator<Item = String>) -> Result<Values, FlagError> {
-    let mut values = Vec::new();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let Some(body) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
-            return Err(FlagError::Unexpected(arg));
-        };
-        let (name, inline) = match body.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (body, None),
-        };
-        let spec = FLAGS
-            .iter()
-            .find(|f| f.name == name)
-            .ok_or_else(|| FlagError::Unknown(name.to_string()))?;
-        let value = match inline {
-            Some(v) => v,
-            None if spec.boolean => "true".to_string(),
-            None => args.next().ok_or(FlagError::MissingValue(spec.name))?,
-        };
-        values.push((spec.name, value));
-    }
-    Ok(Values(values))
-}
-
-/// The dummy IP: inside 169.254.0.0/16, not in 169.254.31.0/24, not 169.254.1.1
-/// (reference §1.2), or any IPv6 address.
-fn dummy_ip(v: &Values) -> Result<IpAddr, FlagError> {
-    let ip = parse_ip(v, "dummy-if-ip")?;
-    let ok = match ip {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            o[0] == 169 && o[1] == 254 && o[2] != 31 && a != std::net::Ipv4Addr::new(169, 254, 1, 1)
-        }
-        IpAddr::V6(_) => true,
-    };
-    if ok {
-        Ok(ip)
-    } else {
-        Err(FlagError::Invalid {
-            flag: "dummy-if-ip",
-            value: ip.to_string(),
-            expected: "an address in 169.254.0.0/16 outside 169.254.31.0/24, not 169.254.1.1",
-        })
-    }
-}
-
-fn parse_ip(v: &Values, name: &'static str) -> Result<IpAddr, FlagError> {
-    v.parse(name, "an IPv4 or IPv6 address")
+    flags::usage(FLAGS)
 }
 
 impl Config {
@@ -651,188 +389,25 @@ impl Config {
 
     /// Parses the arguments after the program name.
     pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, FlagError> {
-        let v = read_values(args)?;
-        if v.boolean("help")? {
+        let v = Values::read(FLAGS, args)?;
+        if flags::boolean(&v, "help")? {
             return Ok(Parsed::Help);
         }
-        if v.boolean("version")? {
+        if flags::boolean(&v, "version")? {
             return Ok(Parsed::Version);
         }
-        let servers_raw = v.required("server-addr")?;
-        let servers = servers_raw
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                ServerUrl::parse(s).ok_or(FlagError::Invalid {
-                    flag: "server-addr",
-                    value: s.to_string(),
-                    expected: "comma-separated https://host[:port] URLs",
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let working_mode = match v.get("working-mode") {
-            "edge" => WorkingMode::Edge,
-            "cloud" => WorkingMode::Cloud,
-            other => {
-                return Err(FlagError::Invalid {
-                    flag: "working-mode",
-                    value: other.to_string(),
-                    expected: "edge or cloud",
-                })
-            }
-        };
-        let lb_mode = match v.get("lb-mode") {
-            "rr" => LbMode::RoundRobin,
-            "priority" => LbMode::Priority,
-            other => {
-                return Err(FlagError::Invalid {
-                    flag: "lb-mode",
-                    value: other.to_string(),
-                    expected: "rr or priority",
-                })
-            }
-        };
-        let bootstrap_mode = match v.get("bootstrap-mode") {
-            "token" => BootstrapMode::Token,
-            "kubeletcertificate" => BootstrapMode::KubeletCertificate,
-            other => {
-                return Err(FlagError::Invalid {
-                    flag: "bootstrap-mode",
-                    value: other.to_string(),
-                    expected: "token or kubeletcertificate",
-                })
-            }
-        };
-        let join_token = Some(v.get("join-token").trim())
-            .filter(|t| !t.is_empty())
-            .map(str::to_string);
-        if let Some(t) = &join_token {
-            if crate::certs::discovery::Token::parse(t).is_err() {
-                return Err(FlagError::Invalid {
-                    flag: "join-token",
-                    value: "<redacted>".into(),
-                    expected: "a bootstrap token [a-z0-9]{6}.[a-z0-9]{16}",
-                });
-            }
-        }
-        let ca_cert_hashes = list(v.get("discovery-token-ca-cert-hash"))
-            .map(|h| {
-                crate::certs::discovery::parse_pin(h).ok_or(FlagError::Invalid {
-                    flag: "discovery-token-ca-cert-hash",
-                    value: h.to_string(),
-                    expected: "sha256:<64 hex digits>",
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let unsafe_skip = v.boolean("discovery-token-unsafe-skip-ca-verification")?;
-        if join_token.is_some() && ca_cert_hashes.is_empty() && !unsafe_skip {
+        let config = Config::build(&v)?;
+        // What no single flag can say.
+        if config.join_token.is_some()
+            && config.ca_cert_hashes.is_empty()
+            && !config.unsafe_skip_ca_verification
+        {
             return Err(FlagError::NeedsOneOf {
                 flag: "join-token",
                 needs: "--discovery-token-ca-cert-hash or --discovery-token-unsafe-skip-ca-verification",
             });
         }
-        let port = |name| v.parse::<u16>(name, "a port number 0-65535");
-        Ok(Parsed::Run(Box::new(Config {
-            servers,
-            node_name: v.required("node-name")?,
-            nodepool_name: v.required("nodepool-name")?,
-            namespace: v.get("namespace").to_string(),
-            working_mode,
-            bind_address: parse_ip(&v, "bind-address")?,
-            serve_port: port("serve-port")?,
-            bind_proxy_address: parse_ip(&v, "bind-proxy-address")?,
-            proxy_port: port("proxy-port")?,
-            proxy_secure_port: port("proxy-secure-port")?,
-            root_dir: PathBuf::from(v.get("root-dir")),
-            disk_cache_path: PathBuf::from(v.get("disk-cache-path")),
-            lb_mode,
-            verbosity: v.parse("v", "a verbosity level 0-10")?,
-            heartbeat_interval: Duration::from_secs(
-                v.parse::<u64>("heartbeat-interval-seconds", "a number of seconds")?
-                    .max(1),
-            ),
-            heartbeat_timeout: Duration::from_secs(
-                v.parse::<u64>("heartbeat-timeout-seconds", "a number of seconds")?
-                    .max(1),
-            ),
-            heartbeat_failed_retry: v.parse::<u32>("heartbeat-failed-retry", "a count")?.max(1),
-            heartbeat_healthy_threshold: v
-                .parse::<u32>("heartbeat-healthy-threshold", "a count")?
-                .max(1),
-            kubelet_health_grace_period: v.duration("kubelet-health-grace-period")?,
-            min_request_timeout: v.duration("min-request-timeout")?,
-            enable_resource_filter: v.boolean("enable-resource-filter")?,
-            disabled_resource_filters: v
-                .get("disabled-resource-filters")
-                .split(',')
-                .map(str::trim)
-                .filter(|f| !f.is_empty())
-                .map(str::to_string)
-                .collect(),
-            enable_dummy_if: v.boolean("enable-dummy-if")?,
-            dummy_if_ip: dummy_ip(&v)?,
-            dummy_if_name: {
-                let name = v.get("dummy-if-name");
-                if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
-                    return Err(FlagError::Invalid {
-                        flag: "dummy-if-name",
-                        value: name.to_string(),
-                        expected: "an interface name of 1 to 15 characters",
-                    });
-                }
-                name.to_string()
-            },
-            bootstrap_mode,
-            bootstrap_file: Some(v.get("bootstrap-file"))
-                .filter(|f| !f.is_empty())
-                .map(PathBuf::from),
-            join_token,
-            ca_cert_hashes,
-            unsafe_skip_ca_verification: unsafe_skip,
-            hub_cert_organizations: list(v.get("hub-cert-organizations"))
-                .map(str::to_string)
-                .collect(),
-            csr_signer_name: v.get("csr-signer-name").to_string(),
-            kubelet_client_certificate: PathBuf::from(v.get("kubelet-client-certificate")),
-            kubelet_ca_file: PathBuf::from(v.get("kubelet-ca-file")),
-            filter_sync_timeout: v.duration("filter-sync-timeout")?,
-            gc_frequency: {
-                let raw = v.get("gc-frequency");
-                let every = match raw.trim().parse::<u64>() {
-                    Ok(minutes) => Some(Duration::from_secs(minutes.saturating_mul(60))),
-                    Err(_) => parse_duration(raw),
-                };
-                every.filter(|d| !d.is_zero()).ok_or(FlagError::Invalid {
-                    flag: "gc-frequency",
-                    value: raw.to_string(),
-                    expected: "minutes (a positive integer) or a duration such as 30s",
-                })?
-            },
-            event_ttl: v.duration("event-ttl")?,
-            idle_connection_timeout: v.positive_duration("idle-connection-timeout")?,
-            request_head_timeout: v.positive_duration("request-head-timeout")?,
-            cache_max_bytes: parse_bytes(v.get("cache-max-bytes")).ok_or(FlagError::Invalid {
-                flag: "cache-max-bytes",
-                value: v.get("cache-max-bytes").to_string(),
-                expected: "a byte count such as 268435456 or 256Mi",
-            })?,
-            max_cached_list_bytes: parse_bytes(v.get("max-cached-list-bytes"))
-                .and_then(|b| usize::try_from(b).ok())
-                .filter(|b| *b > 0)
-                .ok_or(FlagError::Invalid {
-                    flag: "max-cached-list-bytes",
-                    value: v.get("max-cached-list-bytes").to_string(),
-                    expected: "a positive byte count such as 67108864 or 64Mi",
-                })?,
-            encrypt_secrets_key_file: Some(v.get("encrypt-secrets-key-file"))
-                .filter(|f| !f.is_empty())
-                .map(PathBuf::from),
-            node_ip: match v.get("node-ip") {
-                "" => None,
-                _ => Some(parse_ip(&v, "node-ip")?),
-            },
-        })))
+        Ok(Parsed::Run(Box::new(config)))
     }
 
     /// The node client certificate and key, in one PEM file.
