@@ -21,7 +21,7 @@ pub use handle::{Cache, CacheStats, Options};
 pub use object::Object;
 pub use store::{ObjectKey, Store, StoreError};
 pub use target::{
-    resource_dir, target, wants_metadata, Agents, NotCached, Shape, Target, ViewKey,
-    BUILTIN_AGENTS, METADATA_TREE,
+    cached_path_file, resource_dir, target, wants_metadata, Agents, NotCached, Shape, Target,
+    ViewKey, BUILTIN_AGENTS, METADATA_TREE,
 };
 pub use views::{ViewId, ViewSnapshot};

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use smol::io::AsyncWriteExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::cache::{Cache, NotCached, ObjectKey, Shape, Target};
+use crate::cache::{self, Cache, NotCached, ObjectKey, Shape, Target};
 use crate::health::Health;
 use crate::http::url::Query;
 use crate::http::{BodyReader, Framing, RequestHead, ResponseHead};
@@ -19,32 +19,6 @@ use token::TokenRequestSpec;
 
 /// The largest request body read for an offline create.
 const MAX_OFFLINE_BODY: usize = 1024 * 1024;
-
-/// The non-resource paths answered from the cache (reference §10.6), with their file names.
-pub const CACHED_PATHS: &[(&str, &str)] = &[
-    ("/version", "version"),
-    ("/apis/discovery.k8s.io/v1", "_apis_discovery.k8s.io_v1"),
-    (
-        "/apis/discovery.k8s.io/v1beta1",
-        "_apis_discovery.k8s.io_v1beta1",
-    ),
-    (
-        "/apis/raven.openyurt.io/v1alpha1",
-        "_apis_raven.openyurt.io_v1alpha1",
-    ),
-    (
-        "/apis/raven.openyurt.io/v1beta1",
-        "_apis_raven.openyurt.io_v1beta1",
-    ),
-];
-
-/// The cache file of a cached non-resource path.
-pub fn cached_path_file(path: &str) -> Option<&'static str> {
-    CACHED_PATHS
-        .iter()
-        .find(|(p, _)| *p == path)
-        .map(|(_, f)| *f)
-}
 
 /// The Kind of common resources, for empty offline lists (items carry their own kind).
 fn kind_of(resource: &str) -> Option<&'static str> {
@@ -276,7 +250,7 @@ impl Local {
         }
         if !ri.is_resource_request {
             if head.method == "GET" || head_only {
-                if let Some(file) = cached_path_file(&ri.path) {
+                if let Some(file) = cache::cached_path_file(&ri.path) {
                     let cache = self.cache.clone();
                     let name = file.to_string();
                     return match smol::unblock(move || cache.get_raw(&name)).await {

@@ -23,7 +23,7 @@ use crate::http::gzip::GzipDecoder;
 use crate::http::url::Query;
 use crate::http::{BodyReader, BodyWriter, Framing, RequestHead};
 use crate::kube::{self, RequestInfo};
-use crate::local::{self, Local};
+use crate::local::Local;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::server::{self, ClientConn, Gate, Refusal};
 use crate::upstream::{self, Body, Identity, Negotiated, Response, Upstream, UpstreamError};
@@ -67,6 +67,12 @@ pub struct RequestContext {
     pub negotiated: Negotiated,
     /// The labels of the request metrics (resource requests only).
     pub labels: Option<RequestLabels>,
+    /// The request's method (`HEAD` answers carry no body).
+    pub method: String,
+    /// The client lets its connection carry another request.
+    pub keep_alive: bool,
+    /// The client speaks HTTP/1.0 (no chunked bodies).
+    pub http10: bool,
     started: Instant,
 }
 
@@ -197,6 +203,9 @@ impl Proxy {
             negotiated: Negotiated::default(),
             labels,
             info,
+            method: head.method.clone(),
+            keep_alive: client_keep_alive,
+            http10: client_http10,
             started: Instant::now(),
         };
         if let Some(edge) = &self.edge {
@@ -209,7 +218,7 @@ impl Proxy {
             node_identity_allowed: conn.may_use_node_identity(),
             from_hub: user_agent.is_some_and(kube::is_hub),
             cached_path: !ctx.info.is_resource_request
-                && local::cached_path_file(&ctx.info.path).is_some(),
+                && cache::cached_path_file(&ctx.info.path).is_some(),
             upgrade: head.is_upgrade(),
             edge: self.edge.is_some(),
             kubelet_lease: ctx.component.as_deref() == Some("kubelet")
@@ -352,7 +361,6 @@ impl Proxy {
                 }
             }
         };
-        let method = head.method.clone();
         // A silent (blackholed) link is noticed by the health prober, not by TCP: give up the
         // wait then, and let reads fall back to the cache below.
         let sent = smol::future::or(
@@ -374,31 +382,18 @@ impl Proxy {
         match sent {
             Ok(resp) => {
                 if let Some(chain) = chain.filter(|_| resp.head.status == 200) {
-                    let tee = self.tee_for(&resp, &ctx, &method, target.as_ref(), Some(false));
+                    let tee = self.tee_for(&resp, &ctx, target.as_ref(), Some(false));
                     let f = filtered::Filtered {
                         chain,
                         watch: ctx.info.verb == "watch",
                         tee,
                         ctx: &ctx,
-                        client_http10,
                     };
-                    let ok = matches!(f.relay(self, conn, resp, &method).await, Outcome::KeepAlive);
+                    let ok = matches!(f.relay(self, conn, resp).await, Outcome::KeepAlive);
                     return ok && client_keep_alive;
                 }
-                let tee = self.tee_for(&resp, &ctx, &method, target.as_ref(), None);
-                let ok = matches!(
-                    self.relay(
-                        conn,
-                        resp,
-                        &method,
-                        &ctx,
-                        tee,
-                        client_keep_alive,
-                        client_http10
-                    )
-                    .await,
-                    Outcome::KeepAlive
-                );
+                let tee = self.tee_for(&resp, &ctx, target.as_ref(), None);
+                let ok = matches!(self.relay(conn, resp, &ctx, tee).await, Outcome::KeepAlive);
                 ok && client_keep_alive
             }
             Err(UpstreamError::ClientBody(e)) => {
@@ -472,7 +467,6 @@ impl Proxy {
         &self,
         resp: &Response,
         ctx: &RequestContext,
-        method: &str,
         target: Option<&Result<Target, NotCached>>,
         gzip: Option<bool>,
     ) -> Option<Tee> {
@@ -483,8 +477,8 @@ impl Proxy {
         // The copy is gzip when the wire is, unless the caller feeds decompressed bytes.
         let gzip = gzip.unwrap_or_else(|| resp.head.is_gzip());
         if !ctx.info.is_resource_request {
-            let file = local::cached_path_file(&ctx.info.path)?;
-            return (method == "GET" && resp.head.status == 200)
+            let file = cache::cached_path_file(&ctx.info.path)?;
+            return (ctx.method == "GET" && resp.head.status == 200)
                 .then(|| Tee::raw(&edge.cache, file, gzip));
         }
         let t = target?.as_ref().ok()?.clone();
@@ -495,17 +489,15 @@ impl Proxy {
     }
 
     /// Streams an upstream response to the client.
-    #[allow(clippy::too_many_arguments)]
     async fn relay(
         &self,
         conn: &mut ClientConn,
         mut resp: Response,
-        method: &str,
         ctx: &RequestContext,
         mut tee: Option<Tee>,
-        client_keep_alive: bool,
-        client_http10: bool,
     ) -> Outcome {
+        let (method, client_keep_alive, client_http10) =
+            (ctx.method.as_str(), ctx.keep_alive, ctx.http10);
         let upstream_reusable = resp.head.keep_alive();
         let up_framing = Framing::of_response(&resp.head, method).unwrap_or(Framing::Close);
         let mut gunzip = (ctx.negotiated.applied

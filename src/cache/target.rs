@@ -213,6 +213,32 @@ impl fmt::Display for NotCached {
 
 impl std::error::Error for NotCached {}
 
+/// The non-resource paths answered from the cache (reference §10.6), with their file names.
+pub const CACHED_PATHS: &[(&str, &str)] = &[
+    ("/version", "version"),
+    ("/apis/discovery.k8s.io/v1", "_apis_discovery.k8s.io_v1"),
+    (
+        "/apis/discovery.k8s.io/v1beta1",
+        "_apis_discovery.k8s.io_v1beta1",
+    ),
+    (
+        "/apis/raven.openyurt.io/v1alpha1",
+        "_apis_raven.openyurt.io_v1alpha1",
+    ),
+    (
+        "/apis/raven.openyurt.io/v1beta1",
+        "_apis_raven.openyurt.io_v1beta1",
+    ),
+];
+
+/// The cache file of a cached non-resource path.
+pub fn cached_path_file(path: &str) -> Option<&'static str> {
+    CACHED_PATHS
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, f)| *f)
+}
+
 /// `<resource>.<version>.<group>` with `core` for the legacy group.
 pub fn resource_dir(ri: &RequestInfo) -> String {
     let group = if ri.api_group.is_empty() {

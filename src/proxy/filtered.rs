@@ -24,7 +24,6 @@ pub(super) struct Filtered<'a> {
     pub watch: bool,
     pub tee: Option<Tee>,
     pub ctx: &'a RequestContext,
-    pub client_http10: bool,
 }
 
 fn chunk_into(writer: BodyWriter, data: &[u8], out: &mut Vec<u8>) {
@@ -38,8 +37,8 @@ impl Filtered<'_> {
         proxy: &super::Proxy,
         conn: &mut ClientConn,
         mut resp: Response,
-        method: &str,
     ) -> Outcome {
+        let method = self.ctx.method.as_str();
         let up_framing = Framing::of_response(&resp.head, method).unwrap_or(Framing::Close);
         let mut gunzip =
             (resp.head.is_gzip() && up_framing != Framing::Empty).then(GzipDecoder::new);
@@ -48,14 +47,14 @@ impl Filtered<'_> {
             .then(|| ListStream::new(MAX_FILTERED_ITEM));
         let streamed = self.watch || list.is_some();
         let writer = if streamed {
-            BodyWriter::streaming(&mut head, self.client_http10)
+            BodyWriter::streaming(&mut head, self.ctx.http10)
         } else {
             BodyWriter::Raw
         };
         let mut out = Vec::new();
         let mut filtered = Vec::new();
         if streamed {
-            if self.client_http10 {
+            if self.ctx.http10 {
                 head.headers.set("Connection", "close");
             }
             head.write_to(&mut out);
@@ -192,7 +191,7 @@ impl Filtered<'_> {
         if resp.head.keep_alive() && up_framing != Framing::Close && resp.body.is_done() {
             proxy.upstream.release(resp.conn);
         }
-        if streamed && self.client_http10 {
+        if streamed && self.ctx.http10 {
             Outcome::Close
         } else {
             Outcome::KeepAlive
