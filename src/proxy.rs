@@ -304,9 +304,24 @@ impl Proxy {
             ctx.log(0, "answered locally");
             return keep && client_keep_alive;
         }
+        self.forward(conn, head, framing, ctx, target, id).await
+    }
+
+    /// Sends a request on to the cloud and streams the answer back (filtered, teed into the
+    /// cache); a read the cloud cannot answer falls back to the cache. Returns whether the
+    /// connection may carry another request.
+    async fn forward(
+        &self,
+        conn: &mut ClientConn,
+        mut head: RequestHead,
+        framing: Framing,
+        mut ctx: RequestContext,
+        target: Option<Result<Target, NotCached>>,
+        id: Identity,
+    ) -> bool {
+        let client_keep_alive = ctx.keep_alive;
         head.headers.remove("expect");
         head.headers.strip_hop_by_hop(false);
-        let mut ctx = ctx;
         // The filters that rewrite this answer, known before sending: a response the hub reads
         // (filters it or caches it) is asked for as JSON; any other keeps the client's format.
         let chain = self.filters.as_ref().and_then(|f| {
