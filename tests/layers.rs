@@ -182,7 +182,7 @@ fn the_reader_sees_what_a_forbidden_import_looks_like() {
     )
     .unwrap();
     std::fs::write(
-        dir.join("filter/topology.rs"),
+        dir.join("filter/service_topology.rs"),
         "fn f() { crate::upstream::dial(); crate::filter::x(); }\n",
     )
     .unwrap();
