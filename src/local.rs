@@ -20,6 +20,30 @@ use token::TokenRequestSpec;
 /// The largest request body read for an offline create.
 const MAX_OFFLINE_BODY: usize = 1024 * 1024;
 
+/// What the cache knows of a list.
+enum Listed {
+    /// Its items (possibly none: the cloud answered it empty) and resourceVersion.
+    Items(Vec<Vec<u8>>, u64),
+    /// Nothing: no list with these selectors was seen and no cached object matches.
+    NotCached,
+    /// The cloud's last answer was too large to cache.
+    TooLarge,
+    /// Updates to it were dropped (a full cache queue) since it was last listed.
+    Stale,
+}
+
+impl Listed {
+    /// The items and resourceVersion, or why the list is not answered.
+    fn items(self, resource: &str) -> Result<(Vec<Vec<u8>>, u64), Refusal> {
+        match self {
+            Listed::Items(items, rv) => Ok((items, rv)),
+            Listed::NotCached => Err(Refusal::NotCached(resource.to_string())),
+            Listed::TooLarge => Err(Refusal::ListTooLarge(resource.to_string())),
+            Listed::Stale => Err(Refusal::ListIncomplete(resource.to_string())),
+        }
+    }
+}
+
 /// The Kind of common resources, for empty offline lists (items carry their own kind).
 fn kind_of(resource: &str) -> Option<&'static str> {
     Some(match resource {
@@ -150,15 +174,16 @@ impl Local {
 
     /// The objects a list would return offline, and the list's resourceVersion: the view
     /// this exact list filled online, or else the selectors evaluated over every cached object.
-    async fn list_objects(&self, t: &Target) -> Option<(Vec<Vec<u8>>, u64)> {
+    async fn list_objects(&self, t: &Target) -> Listed {
         let cache = self.cache.clone();
         let t = t.clone();
         smol::unblock(move || {
-            // A view that missed events (queue overflow) is not trusted: the selectors are
-            // evaluated over the cached objects instead.
-            let snapshot = cache
-                .view(&t.component, &t.resource, &t.view)
-                .filter(|_| !cache.is_stale(&t.component, &t.resource, &t.view));
+            // A view that missed events (queue overflow) may be partial: it is not served,
+            // and neither is a guess from the objects (they may be partial the same way).
+            if cache.is_stale(&t.component, &t.resource, &t.view) {
+                return Listed::Stale;
+            }
+            let snapshot = cache.view(&t.component, &t.resource, &t.view);
             let mut items = Vec::new();
             let mut rv = 0u64;
             let mut push = |bytes: Vec<u8>| {
@@ -169,6 +194,9 @@ impl Local {
                 items.push(bytes);
             };
             if let Some(v) = snapshot {
+                if v.too_large {
+                    return Listed::TooLarge;
+                }
                 for (ns, name) in &v.members {
                     let key = ObjectKey {
                         component: t.component.clone(),
@@ -180,12 +208,22 @@ impl Local {
                         push(b);
                     }
                 }
-                return Some((items, rv));
+                // A list the cloud answered empty is cached empty, and answered so.
+                return Listed::Items(items, rv);
             }
-            let labels = LabelSelector::parse(&t.view.label_selector).ok()?;
-            let fields = FieldSelector::parse(&t.view.field_selector).ok()?;
+            // No list with these selectors was seen: the selectors over the objects that were
+            // cached (by gets, or by lists with other selectors) answer it, but "nothing" is
+            // not an answer: an empty list would tell kube-proxy there are no Services.
+            let (Ok(labels), Ok(fields)) = (
+                LabelSelector::parse(&t.view.label_selector),
+                FieldSelector::parse(&t.view.field_selector),
+            ) else {
+                return Listed::NotCached;
+            };
             let ns = (!t.view.namespace.is_empty()).then_some(t.view.namespace.as_str());
-            let all = cache.store().list(&t.component, &t.resource, ns).ok()?;
+            let Ok(all) = cache.store().list(&t.component, &t.resource, ns) else {
+                return Listed::NotCached;
+            };
             for (_, bytes) in all {
                 let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
                     continue;
@@ -194,7 +232,11 @@ impl Local {
                     push(bytes);
                 }
             }
-            Some((items, rv))
+            if items.is_empty() {
+                Listed::NotCached
+            } else {
+                Listed::Items(items, rv)
+            }
         })
         .await
     }
@@ -322,8 +364,9 @@ impl Local {
                 }
             }
             Shape::List { .. } => {
-                let Some((items, rv)) = self.list_objects(&t).await else {
-                    return not_cached(conn, head_only, &ri.resource).await;
+                let (items, rv) = match self.list_objects(&t).await.items(&ri.resource) {
+                    Ok(listed) => listed,
+                    Err(r) => return status(conn, head_only, r).await,
                 };
                 // An empty pod list would make kubelet stop every pod: upstream answers 404.
                 if items.is_empty() && t.component == "kubelet" && ri.resource == "pods" {
@@ -384,14 +427,21 @@ impl Local {
         t: &Target,
         watch_list: bool,
     ) -> bool {
+        // A watch-list's initial events are the list: nothing known is no answer either.
+        let initial = match watch_list {
+            true => match self.list_objects(t).await.items(&ri.resource) {
+                Ok(listed) => Some(listed),
+                Err(r) => return status(conn, false, r).await,
+            },
+            false => None,
+        };
         let mut rhead = ResponseHead::new(200);
         rhead.headers.push("Content-Type", "application/json");
         rhead.headers.push("Cache-Control", "no-cache, private");
         rhead.headers.push("Transfer-Encoding", "chunked");
         let mut out = Vec::new();
         rhead.write_to(&mut out);
-        if watch_list {
-            let (items, rv) = self.list_objects(t).await.unwrap_or_default();
+        if let Some((items, rv)) = initial {
             for item in &items {
                 let mut ev = b"{\"type\":\"ADDED\",\"object\":".to_vec();
                 ev.extend_from_slice(item);

@@ -766,3 +766,112 @@ fn kubelet_writes_are_cached_online_and_answered_truly_offline() {
     .unwrap();
     assert_eq!(sar.status, 502);
 }
+
+const KUBE_PROXY: &str = "kube-proxy/v1.32.0 (linux/arm64) kubernetes/70d3cc9";
+
+fn service(name: &str, note: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": "default", "annotations": {"note": note}},
+           "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.10", "ports": [{"name": "dns", "port": 53}]}})
+}
+
+/// kube-proxy flushes every rule on an empty Service list, flannel drops its routes on an empty
+/// Node list: offline, a list that was never cached is "not known" (404), never empty.
+#[test]
+fn offline_a_list_never_cached_is_404_and_one_cached_empty_is_empty() {
+    let c = Cluster::new();
+    let hub = c.start_hub(BIN, FAST);
+    // Online, flanneld lists an empty namespace's services: a real, empty answer.
+    let r = get(
+        hub.proxy_addr,
+        "/api/v1/namespaces/empty/services",
+        "flanneld/v0.25.1",
+    );
+    assert_eq!((r.status, names(&r.json()).len()), (200, 0));
+    wait_until("the empty view", Duration::from_secs(10), || {
+        std::fs::read_dir(
+            c.cache
+                .path()
+                .join("_internal/views/flanneld/services.v1.core"),
+        )
+        .is_ok_and(|d| d.count() == 1)
+    });
+    go_offline(&c, &hub);
+    for (path, ua) in [
+        ("/api/v1/services", KUBE_PROXY),
+        ("/api/v1/nodes", "flanneld/v0.25.1"),
+        ("/apis/discovery.k8s.io/v1/endpointslices", "coredns/1.11.3"),
+    ] {
+        let r = get(hub.proxy_addr, path, ua);
+        assert_eq!(r.status, 404, "{ua} {path}: {}", r.text());
+        assert_eq!(r.json()["reason"], "NotFound", "{path}");
+        assert_eq!(r.json()["kind"], "Status", "{path}");
+    }
+    // A watch-list's initial events are a list too.
+    let r = get(
+        hub.proxy_addr,
+        "/api/v1/services?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan",
+        KUBE_PROXY,
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    // What the cloud really answered empty is answered empty.
+    let r = get(
+        hub.proxy_addr,
+        "/api/v1/namespaces/empty/services",
+        "flanneld/v0.25.1",
+    );
+    assert_eq!((r.status, names(&r.json()).len()), (200, 0), "{}", r.text());
+}
+
+/// A list too large to cache is remembered: offline it is refused, not answered with what an
+/// older, smaller answer held.
+#[test]
+fn offline_a_list_once_too_large_to_cache_is_404_not_its_older_answer() {
+    let c = Cluster::new();
+    let mut args = FAST.to_vec();
+    args.push("--max-cached-list-bytes=4096");
+    let hub = c.start_hub(BIN, &args);
+    c.api.create(
+        "/api/v1/namespaces/default/services",
+        service("dns", "small"),
+    );
+    let r = get(hub.proxy_addr, "/api/v1/services", KUBE_PROXY);
+    assert_eq!((r.status, names(&r.json()).len()), (200, 1));
+    let view = c
+        .cache
+        .path()
+        .join("_internal/views/kube-proxy/services.v1.core");
+    wait_until("the small list's view", Duration::from_secs(10), || {
+        std::fs::read_dir(&view).is_ok_and(|d| d.count() == 1)
+    });
+    for i in 0..20 {
+        let note = "x".repeat(300);
+        c.api.create(
+            "/api/v1/namespaces/default/services",
+            service(&format!("svc-{i}"), &note),
+        );
+    }
+    let r = get(hub.proxy_addr, "/api/v1/services", KUBE_PROXY);
+    assert_eq!((r.status, names(&r.json()).len()), (200, 21));
+    hub.wait_for_log(
+        "larger than --max-cached-list-bytes",
+        Duration::from_secs(10),
+    );
+    wait_until("the view to say too large", Duration::from_secs(10), || {
+        std::fs::read_dir(&view).is_ok_and(|d| {
+            d.flatten().any(|f| {
+                std::fs::read_to_string(f.path()).is_ok_and(|t| t.contains("\"too_large\":true"))
+            })
+        })
+    });
+    go_offline(&c, &hub);
+    let r = get(hub.proxy_addr, "/api/v1/services", KUBE_PROXY);
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-cached-list-bytes"),
+        "{}",
+        r.text()
+    );
+}

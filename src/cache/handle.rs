@@ -87,6 +87,8 @@ pub(super) enum Job {
         body: Vec<u8>,
     },
     Forget(ObjectKey, Option<u64>),
+    /// A list answer too large to cache was seen for this view.
+    TooLarge(Target),
     Flush(SyncSender<()>),
     Stop,
 }
@@ -241,6 +243,12 @@ impl Cache {
             },
             None,
         );
+    }
+
+    /// Records that the cloud's answer to a list was too large to cache: offline that list
+    /// is refused, never answered with what an older, smaller answer held.
+    pub fn list_too_large(&self, target: &Target) {
+        self.submit(Job::TooLarge(target.clone()), Some(target));
     }
 
     /// Removes an object from the cache and from every list view holding it (garbage

@@ -21,6 +21,10 @@ pub struct ViewSnapshot {
     pub rv: u64,
     /// Members as (namespace, name).
     pub members: BTreeSet<(String, String)>,
+    /// The last answer to this list was larger than `--max-cached-list-bytes`: the view holds
+    /// no members, and offline the list is refused rather than answered empty or partial.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub too_large: bool,
 }
 
 /// Which view: its component, resource, and the id of its selector key ([`ViewKey::id`]).

@@ -144,6 +144,15 @@ impl Writer {
                     self.shared.stats.collected.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            Job::TooLarge(t) => {
+                // The objects stay (other views may hold them; nothing says they are gone);
+                // the view no longer claims to know the list.
+                self.with_view(&t, |v| {
+                    v.members.clear();
+                    v.too_large = true;
+                });
+                self.mark_dirty(&t);
+            }
             Job::Flush(done) => {
                 self.persist_views();
                 let _ = done.send(());
@@ -367,6 +376,7 @@ impl Writer {
         self.with_view(t, |v| {
             v.members = members;
             v.rv = list_rv;
+            v.too_large = false;
         });
         for m in gone {
             self.remove_if_unreferenced(t, &m);

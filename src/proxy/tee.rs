@@ -2,7 +2,7 @@
 //! may keep the gzip bytes), collected for bodies, split into lines for watches. It never
 //! blocks the client stream: the cache queue drops on overflow.
 
-use crate::cache::{Cache, Target};
+use crate::cache::{Cache, Shape, Target};
 use crate::http::gzip::GzipDecoder;
 use crate::kube::Lines;
 
@@ -95,6 +95,9 @@ impl Tee {
                         t.component,
                         t.resource
                     );
+                    if matches!(t.shape, Shape::List { .. }) {
+                        self.cache.list_too_large(t);
+                    }
                     self.broken = true;
                     self.buf = Vec::new();
                 }

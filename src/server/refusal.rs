@@ -32,6 +32,10 @@ pub enum Refusal {
     Unreachable(String),
     /// Offline: nothing is cached for this (a non-resource path, a list, a resource).
     NotCached(String),
+    /// Offline: the cloud's last answer to this list was too large to cache.
+    ListTooLarge(String),
+    /// Offline: updates to this list were dropped (a full cache queue) since it was listed.
+    ListIncomplete(String),
     /// Offline: the object is not in the cache.
     NotFound {
         /// The API group (empty for the core group).
@@ -92,7 +96,11 @@ impl Refusal {
             | Self::BadTokenRequest(_) => 400,
             Self::Unauthorized => 401,
             Self::DeleteOffline { .. } => 403,
-            Self::NotCached(_) | Self::NotFound { .. } | Self::NoPodsCached => 404,
+            Self::NotCached(_)
+            | Self::ListTooLarge(_)
+            | Self::ListIncomplete(_)
+            | Self::NotFound { .. }
+            | Self::NoPodsCached => 404,
             Self::BodyNotForwarded | Self::Unreachable(_) | Self::ReviewOffline => 502,
             Self::NotReady(_) => 503,
         }
@@ -133,6 +141,14 @@ impl fmt::Display for Refusal {
             Self::BodyNotForwarded => write!(f, "the request body could not be forwarded"),
             Self::Unreachable(why) => write!(f, "{why}"),
             Self::NotCached(what) => write!(f, "{what} is not cached"),
+            Self::ListTooLarge(what) => write!(
+                f,
+                "the {what} list was larger than --max-cached-list-bytes: not cached, not answered offline"
+            ),
+            Self::ListIncomplete(what) => write!(
+                f,
+                "the {what} list missed updates (cache queue overflow): not answered offline until the cloud lists it again"
+            ),
             Self::NotFound {
                 group,
                 resource,
