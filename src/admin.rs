@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::cache::Cache;
 use crate::certs::Certs;
-use crate::filter::Topology;
+use crate::filter::{FilterKind, Filters, Topology};
 use crate::health::Health;
 use crate::http::{RequestHead, ResponseHead};
 use crate::metrics::{self, Exposition, Metrics};
@@ -23,6 +23,8 @@ pub struct Admin {
     pub readiness: Arc<dyn Gate>,
     /// servicetopology's inputs, when that filter runs (whether it fails open).
     pub topology: Option<Arc<Topology>>,
+    /// The filters (which are held back for want of a serving certificate).
+    pub filters: Option<Arc<Filters>>,
     /// Cloud health (edge mode).
     pub health: Option<Arc<Health>>,
     /// The cache (edge mode).
@@ -91,14 +93,26 @@ impl Admin {
             &metrics::UPSTREAM_IDLE,
             self.upstream.idle_connections() as f64,
         );
-        if let Some(t) = &self.topology {
+        if self.topology.is_some() || self.filters.is_some() {
             out.family(&metrics::FILTER_FAIL_OPEN);
+        }
+        if let Some(t) = &self.topology {
             let v = if t.failing_open() { 1.0 } else { 0.0 };
             out.sample(
                 &metrics::FILTER_FAIL_OPEN,
                 &[("filter", "servicetopology")],
                 v,
             );
+        }
+        if let Some(f) = &self.filters {
+            let held = f.held_for_tls();
+            for kind in FilterKind::ALL
+                .into_iter()
+                .filter(|k| k.points_at_tls_listener())
+            {
+                let v = if held.contains(&kind) { 1.0 } else { 0.0 };
+                out.sample(&metrics::FILTER_FAIL_OPEN, &[("filter", kind.name())], v);
+            }
         }
         out.family(&metrics::BUILD_INFO);
         out.sample(
@@ -182,7 +196,25 @@ impl Service for Admin {
         let ok = match head.path() {
             "/v1/healthz" if get => text(conn, 200, "text/plain; charset=utf-8", "OK").await,
             "/v1/readyz" if get => match self.readiness.check() {
-                Ok(()) => text(conn, 200, "text/plain; charset=utf-8", "OK").await,
+                Ok(()) => {
+                    // Ready, but say what still waits, so an operator sees why pods are not
+                    // pointed at the hub.
+                    let held = self
+                        .filters
+                        .as_ref()
+                        .map(|f| f.held_for_tls())
+                        .unwrap_or_default();
+                    let body = if held.is_empty() {
+                        "OK".to_string()
+                    } else {
+                        let names: Vec<&str> = held.iter().map(|k| k.name()).collect();
+                        format!(
+                            "OK\nno serving certificate for the TLS listener yet: {} leave objects as the cloud sent them",
+                            names.join(", ")
+                        )
+                    };
+                    text(conn, 200, "text/plain; charset=utf-8", &body).await
+                }
                 Err(why) => text(conn, 500, "text/plain; charset=utf-8", &why.to_string()).await,
             },
             "/metrics" => {

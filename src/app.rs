@@ -274,7 +274,8 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     if let Some(t) = &topology {
         filters = filters.with_topology(t.clone());
     }
-    let filters = Arc::new(filters);
+    let serving = certs.serving_key();
+    let filters = Arc::new(filters.with_tls_listener(Arc::new(move || serving.is_set())));
     let readiness = Arc::new(Readiness {
         certs: certs.clone(),
         config_synced: live.as_ref().map(|(_, synced)| synced.clone()),
@@ -290,6 +291,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         metrics: metrics.clone(),
         readiness,
         topology: topology.clone(),
+        filters: Some(filters.clone()),
         health,
         cache: cache.clone(),
         upstream,

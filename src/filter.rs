@@ -66,6 +66,10 @@ pub struct Filters {
     bound_port: std::sync::atomic::AtomicU16,
     extra: RwLock<BTreeMap<FilterKind, BTreeSet<String>>>,
     topology: Option<Arc<Topology>>,
+    /// Whether the TLS listener has a certificate; `None`: not asked (always rewrite).
+    tls_ready: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    /// What was last logged about it: 0 nothing, 1 held back, 2 rewriting.
+    tls_said: std::sync::atomic::AtomicU8,
 }
 
 /// The filters that apply to one request, in order.
@@ -84,7 +88,57 @@ impl Filters {
             bound_port: std::sync::atomic::AtomicU16::new(0),
             extra: RwLock::new(BTreeMap::new()),
             topology: None,
+            tls_ready: None,
+            tls_said: std::sync::atomic::AtomicU8::new(0),
         }
+    }
+
+    /// Lets the filters that send pods to the TLS listener rewrite only while `ready` says it
+    /// has a serving certificate: without one, every pod sent there would fail its handshake,
+    /// so those objects pass as the cloud sent them.
+    pub fn with_tls_listener(mut self, ready: Arc<dyn Fn() -> bool + Send + Sync>) -> Self {
+        self.tls_ready = Some(ready);
+        self
+    }
+
+    /// The enabled filters held back because the TLS listener has no certificate yet.
+    pub fn held_for_tls(&self) -> Vec<FilterKind> {
+        if self.tls_ready.as_ref().is_none_or(|ready| ready()) {
+            return Vec::new();
+        }
+        FilterKind::ALL
+            .into_iter()
+            .filter(|k| k.points_at_tls_listener() && self.enabled(*k))
+            .collect()
+    }
+
+    /// Whether the TLS listener can take pods, logging each change once.
+    fn tls_listener_ready(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let Some(ready) = &self.tls_ready else {
+            return true;
+        };
+        let now = ready();
+        let said = if now { 2 } else { 1 };
+        if self.tls_said.swap(said, Ordering::Relaxed) != said {
+            let names: Vec<&str> = FilterKind::ALL
+                .into_iter()
+                .filter(|k| k.points_at_tls_listener() && self.enabled(*k))
+                .map(FilterKind::name)
+                .collect();
+            if now {
+                log::info!(
+                    "filter: the TLS listener has its serving certificate: {} rewrite again (new lists and watches)",
+                    names.join(", ")
+                );
+            } else {
+                log::warn!(
+                    "filter: no serving certificate for the TLS listener yet: {} leave objects as the cloud sent them, so that pods are not sent to a port that cannot complete a handshake",
+                    names.join(", ")
+                );
+            }
+        }
+        now
     }
 
     /// The TLS port the listener got, when the settings asked for any (port 0).
@@ -128,6 +182,7 @@ impl Filters {
             return None;
         }
         let extra = self.extra.read().unwrap_or_else(|e| e.into_inner());
+        let mut tls = None;
         let kinds: Vec<FilterKind> = FilterKind::ALL
             .into_iter()
             .filter(|kind| !self.settings.disabled.contains(kind))
@@ -137,6 +192,10 @@ impl Filters {
                     && verbs.contains(&verb)
                     && (comps.contains(&component)
                         || extra.get(kind).is_some_and(|e| e.contains(component)))
+            })
+            .filter(|kind| {
+                !kind.points_at_tls_listener()
+                    || *tls.get_or_insert_with(|| self.tls_listener_ready())
             })
             .collect();
         let mut settings = self.settings.clone();
@@ -291,6 +350,32 @@ mod tests {
             ..Settings::default()
         });
         assert!(off.chain("kubelet", "list", "services").is_none());
+    }
+
+    #[test]
+    fn filters_that_point_at_the_tls_listener_wait_for_its_certificate() {
+        let loaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = loaded.clone();
+        let f = filters().with_tls_listener(Arc::new(move || {
+            seen.load(std::sync::atomic::Ordering::Relaxed)
+        }));
+        // masterservice is kubelet's only filter on services; serviceenvupdater on pods.
+        assert!(f.chain("kubelet", "list", "services").is_none());
+        assert!(f.chain("kubelet", "get", "pods").is_none());
+        // kube-proxy's services keep discardcloudservice and nodeportisolation.
+        assert!(f.chain("kube-proxy", "list", "services").is_some());
+        assert_eq!(
+            f.held_for_tls(),
+            vec![
+                FilterKind::MasterService,
+                FilterKind::InClusterConfig,
+                FilterKind::ServiceEnvUpdater,
+                FilterKind::ForwardKubeSvcTraffic
+            ]
+        );
+        loaded.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(f.chain("kubelet", "list", "services").is_some());
+        assert!(f.held_for_tls().is_empty());
     }
 
     #[test]

@@ -258,7 +258,7 @@ pub const UPSTREAM_IDLE: Family = Family {
 pub const FILTER_FAIL_OPEN: Family = Family {
     name: "yurthub_filter_fail_open",
     kind: "gauge",
-    help: "Whether a filter passes responses unchanged because its inputs never synced",
+    help: "Whether a filter passes responses unchanged because what it needs is missing (servicetopology: inputs never synced; the filters that send pods to the TLS listener: no serving certificate yet)",
 };
 /// `yurthub_build_info`.
 pub const BUILD_INFO: Family = Family {

@@ -684,3 +684,125 @@ fn an_expired_certificate_does_not_stop_serving_the_cache_while_the_cloud_is_awa
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["items"][0]["metadata"]["name"], "web-1");
 }
+
+/// The kubernetes Service kubelet lists, as the cloud has it.
+fn kubernetes_service_of(c: &Cluster) {
+    c.api.create(
+        "/api/v1/namespaces/default/services",
+        serde_json::json!({"metadata": {"name": "kubernetes"}, "spec": {"type": "ClusterIP",
+            "clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"],
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}}),
+    );
+}
+
+/// `default/kubernetes` as kubelet sees it through the hub: (clusterIP, https port).
+fn kubernetes_as_kubelet_sees_it(hub: &Hub) -> (String, u64) {
+    let r = get(hub.proxy_addr, "/api/v1/services", KUBELET);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let list = r.json();
+    let svc = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["metadata"]["name"] == "kubernetes")
+        .expect("default/kubernetes")
+        .clone();
+    (
+        svc["spec"]["clusterIP"].as_str().unwrap().to_string(),
+        svc["spec"]["ports"][0]["port"].as_u64().unwrap(),
+    )
+}
+
+/// Pods must not be sent to a TLS port that cannot complete a handshake: until the serving
+/// certificate exists, masterservice (and the other filters that point at the TLS listener)
+/// leave objects as the cloud sent them, and say so; once it exists, they rewrite.
+#[test]
+fn without_a_serving_certificate_pods_are_not_sent_to_the_tls_port() {
+    let c = Cluster::unjoined();
+    c.api.set_csr_approval(Approval::StockKubernetes);
+    kubernetes_service_of(&c);
+    let hub = Hub::start(
+        BIN,
+        &join_args(
+            &c,
+            &["--csr-signer-name=kubernetes.io/kube-apiserver-client-kubelet"],
+        ),
+    );
+    wait_until("the serving CSR", Duration::from_secs(30), || {
+        c.api
+            .csrs()
+            .iter()
+            .any(|r| r.signer_name == "kubernetes.io/kubelet-serving")
+    });
+    assert!(!c
+        .root
+        .path()
+        .join("pki/yurthub-server-current.pem")
+        .exists());
+    assert_eq!(
+        kubernetes_as_kubelet_sees_it(&hub),
+        ("10.96.0.1".to_string(), 443),
+        "no serving certificate: default/kubernetes as the cloud sent it"
+    );
+    let ready = request(hub.admin_addr, "GET", "/v1/readyz", &[], b"").unwrap();
+    assert_eq!(ready.status, 200);
+    assert!(
+        ready.text().contains("no serving certificate") && ready.text().contains("masterservice"),
+        "{}",
+        ready.text()
+    );
+    let metrics = request(hub.admin_addr, "GET", "/metrics", &[], b"")
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("yurthub_filter_fail_open{filter=\"masterservice\"} 1"),
+        "{metrics}"
+    );
+    hub.wait_for_log(
+        "no serving certificate for the TLS listener yet",
+        Duration::from_secs(5),
+    );
+
+    // The operator approves it, as the log and the FAQ say.
+    let name = c
+        .api
+        .csrs()
+        .into_iter()
+        .find(|r| r.signer_name == "kubernetes.io/kubelet-serving")
+        .unwrap()
+        .name;
+    let approval = serde_json::json!({"status": {"conditions": [{"type": "Approved", "status": "True",
+        "reason": "KubectlApprove", "message": "approved by the operator"}]}});
+    let r = request(
+        hub.proxy_addr,
+        "PUT",
+        &format!("/apis/certificates.k8s.io/v1/certificatesigningrequests/{name}/approval"),
+        &[
+            ("User-Agent", "kubectl/v1.36.2"),
+            ("Content-Type", "application/json"),
+        ],
+        approval.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_until("the serving certificate", Duration::from_secs(30), || {
+        c.root
+            .path()
+            .join("pki/yurthub-server-current.pem")
+            .exists()
+            && request(hub.admin_addr, "GET", "/v1/readyz", &[], b"")
+                .is_ok_and(|r| r.text() == "OK")
+    });
+    assert_eq!(
+        kubernetes_as_kubelet_sees_it(&hub),
+        ("127.0.0.1".to_string(), u64::from(hub.secure_addr().port())),
+        "with the certificate, default/kubernetes leads to the hub's TLS port"
+    );
+    let metrics = request(hub.admin_addr, "GET", "/metrics", &[], b"")
+        .unwrap()
+        .text();
+    assert!(
+        metrics.contains("yurthub_filter_fail_open{filter=\"masterservice\"} 0"),
+        "{metrics}"
+    );
+}

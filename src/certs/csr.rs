@@ -12,6 +12,9 @@ use super::x509::Certificate;
 use super::CertError;
 
 const CSRS: &str = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+/// How long a CSR may wait before the log tells the operator how to approve it (clusters
+/// without OpenYurt's approver never approve the serving certificate's).
+const APPROVAL_HINT: Duration = Duration::from_secs(3 * 60);
 
 /// Why a CSR did not give a certificate.
 #[derive(Debug)]
@@ -201,7 +204,9 @@ pub async fn obtain(
         template.signer,
         template.common_name
     );
-    let deadline = Instant::now() + wait;
+    let created_at = Instant::now();
+    let deadline = created_at + wait;
+    let mut hinted = false;
     let mut csr = created;
     loop {
         match fate(&csr) {
@@ -226,7 +231,16 @@ pub async fn obtain(
             Fate::Refused(why) => {
                 return Err(CertError::Csr(CsrError::Refused { name, why }));
             }
-            Fate::Pending => {}
+            Fate::Pending => {
+                if !hinted && created_at.elapsed() >= APPROVAL_HINT {
+                    hinted = true;
+                    log::warn!(
+                        "CSR {name} (signer {}) has waited {} minutes for approval: approve it with `kubectl certificate approve {name}`",
+                        template.signer,
+                        created_at.elapsed().as_secs() / 60
+                    );
+                }
+            }
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

@@ -123,6 +123,19 @@ impl FilterKind {
         }
     }
 
+    /// Whether it sends pods to the hub's TLS listener (`default/kubernetes`, the apiserver
+    /// address in pods' env, kube-proxy's kubeconfig): pointless, and harmful, while the
+    /// listener has no certificate to present.
+    pub fn points_at_tls_listener(self) -> bool {
+        matches!(
+            self,
+            Self::MasterService
+                | Self::ForwardKubeSvcTraffic
+                | Self::ServiceEnvUpdater
+                | Self::InClusterConfig
+        )
+    }
+
     /// Whether it may drop an object (the others only rewrite).
     pub(super) fn may_drop(self) -> bool {
         matches!(
