@@ -524,14 +524,28 @@ fn chunk(out: &mut Vec<u8>, data: &[u8]) {
 /// kube-apiserver indexes are `metadata.name`, `metadata.namespace`, `spec.nodeName`).
 pub fn selected(obj: &Value, labels: &LabelSelector, fields: &FieldSelector) -> bool {
     let l = &obj["metadata"]["labels"];
-    labels.matches(|k| l[k].as_str())
-        && fields.matches(|path| {
-            let mut v = obj;
-            for part in path.split('.') {
-                v = &v[part];
-            }
-            v.as_str()
-        })
+    labels.matches(|k| l[k].as_str()) && fields.matches(|path| field_value(obj, path))
+}
+
+/// A field as kube-apiserver's field selectors see it: every selectable field is a string
+/// (`strconv.FormatBool` for booleans, decimal numbers), and the booleans a resource's
+/// selectable fields always carry read `false` when the object leaves them unset.
+fn field_value(obj: &Value, path: &str) -> Option<String> {
+    let mut v = obj;
+    for part in path.split('.') {
+        v = &v[part];
+    }
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        // Pods' spec.hostNetwork and Nodes' spec.unschedulable are `bool`s in Go: unset is
+        // false, and their field sets say so.
+        Value::Null if matches!(path, "spec.hostNetwork" | "spec.unschedulable") => {
+            Some("false".to_string())
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -549,5 +563,27 @@ mod tests {
             &l,
             &FieldSelector::parse("spec.nodeName=n2").unwrap()
         ));
+    }
+
+    #[test]
+    fn field_selectors_see_booleans_and_numbers_as_the_apiserver_does() {
+        let all = LabelSelector::parse("").unwrap();
+        let sel = |s: &str| FieldSelector::parse(s).unwrap();
+        let plain = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}});
+        let host =
+            json!({"metadata": {"name": "h"}, "spec": {"nodeName": "n1", "hostNetwork": true}});
+        assert!(selected(&plain, &all, &sel("spec.hostNetwork=false")));
+        assert!(selected(&plain, &all, &sel("spec.hostNetwork!=true")));
+        assert!(!selected(&plain, &all, &sel("spec.hostNetwork=true")));
+        assert!(selected(
+            &host,
+            &all,
+            &sel("spec.hostNetwork=true,spec.nodeName=n1")
+        ));
+        assert!(!selected(&host, &all, &sel("spec.hostNetwork=false")));
+        let node = json!({"metadata": {"name": "n1"}, "spec": {}});
+        assert!(selected(&node, &all, &sel("spec.unschedulable=false")));
+        let event = json!({"metadata": {"name": "e"}, "involvedObject": {"kind": "Pod"}});
+        assert!(selected(&event, &all, &sel("involvedObject.kind=Pod")));
     }
 }

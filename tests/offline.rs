@@ -875,3 +875,121 @@ fn offline_a_list_once_too_large_to_cache_is_404_not_its_older_answer() {
         r.text()
     );
 }
+
+/// Offline, selectors over cached objects read fields as the apiserver does: a pod that leaves
+/// `spec.hostNetwork` unset has `spec.hostNetwork=false`.
+#[test]
+fn offline_field_selectors_see_booleans_as_the_apiserver_does() {
+    let c = Cluster::new();
+    seed(&c);
+    let mut host = pod("host-1", NODE);
+    host["spec"]["hostNetwork"] = json!(true);
+    c.api.create("/api/v1/namespaces/default/pods", host);
+    let hub = c.start_hub(BIN, FAST);
+    let mine = "/api/v1/namespaces/default/pods?fieldSelector=spec.nodeName%3Dnode-1";
+    let online = get(hub.proxy_addr, mine, KUBELET);
+    assert_eq!(names(&online.json()).len(), 4);
+    wait_until("the pods to be cached", Duration::from_secs(10), || {
+        c.cache
+            .path()
+            .join("kubelet/pods.v1.core/default/host-1")
+            .is_file()
+    });
+    go_offline(&c, &hub);
+    let pod_network = get(
+        hub.proxy_addr,
+        "/api/v1/namespaces/default/pods?fieldSelector=spec.nodeName%3Dnode-1%2Cspec.hostNetwork%3Dfalse",
+        KUBELET,
+    );
+    assert_eq!(pod_network.status, 200, "{}", pod_network.text());
+    let mut got = names(&pod_network.json());
+    got.sort();
+    assert_eq!(got, ["db-1", "web-1", "web-2"]);
+    let host_network = get(
+        hub.proxy_addr,
+        "/api/v1/namespaces/default/pods?fieldSelector=spec.hostNetwork%3Dtrue",
+        KUBELET,
+    );
+    assert_eq!(names(&host_network.json()), ["host-1"]);
+}
+
+/// A dry run's answer is what the object would be, not what it is: kubelet's cached copy and
+/// this node's pods are not touched by one.
+#[test]
+fn dry_run_writes_never_reach_the_cache() {
+    let c = Cluster::new();
+    seed(&c);
+    let hub = c.start_hub(BIN, FAST);
+    let cm = "/api/v1/namespaces/default/configmaps/settings";
+    let cached = c
+        .cache
+        .path()
+        .join("kubelet/configmaps.v1.core/default/settings");
+    assert_eq!(get(hub.proxy_addr, cm, KUBELET).json()["data"]["a"], "1");
+    wait_until(
+        "the configmap to be cached",
+        Duration::from_secs(10),
+        || cached.is_file(),
+    );
+    let json = [
+        ("User-Agent", KUBELET),
+        ("Content-Type", "application/json"),
+    ];
+    let changed =
+        json!({"metadata": {"name": "settings", "namespace": "default"}, "data": {"a": "2"}});
+    let r = request(
+        hub.proxy_addr,
+        "PUT",
+        &format!("{cm}?dryRun=All"),
+        &json,
+        changed.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        (r.status, r.json()["data"]["a"].clone()),
+        (200, json!("2")),
+        "{}",
+        r.text()
+    );
+    let ghost = pod("ghost", NODE);
+    let r = request(
+        hub.proxy_addr,
+        "POST",
+        "/api/v1/namespaces/default/pods?dryRun=All",
+        &json,
+        ghost.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    // The cache's writer applies jobs in order: once a later answer is on disk, the dry runs'
+    // would be too.
+    get(
+        hub.proxy_addr,
+        "/api/v1/namespaces/default/pods/web-1",
+        KUBELET,
+    );
+    wait_until(
+        "a later answer to be cached",
+        Duration::from_secs(10),
+        || {
+            c.cache
+                .path()
+                .join("kubelet/pods.v1.core/default/web-1")
+                .is_file()
+        },
+    );
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(&cached).unwrap()).unwrap();
+    assert_eq!(on_disk["data"]["a"], "1");
+    assert!(!c
+        .cache
+        .path()
+        .join("kubelet/pods.v1.core/default/ghost")
+        .exists());
+    assert_eq!(
+        c.api.get(cm).unwrap()["data"]["a"],
+        "1",
+        "the cloud stored nothing either"
+    );
+    go_offline(&c, &hub);
+    assert_eq!(get(hub.proxy_addr, cm, KUBELET).json()["data"]["a"], "1");
+}

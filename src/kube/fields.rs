@@ -144,10 +144,11 @@ impl FieldSelector {
     }
 
     /// Whether an object whose fields read through `get` (absent reads as "") matches.
-    pub fn matches<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
-        self.terms
-            .iter()
-            .all(|t| (get(&t.field).unwrap_or("") == t.value) == t.equal)
+    pub fn matches<S: AsRef<str>>(&self, get: impl Fn(&str) -> Option<S>) -> bool {
+        self.terms.iter().all(|t| {
+            let value = get(&t.field);
+            (value.as_ref().map_or("", AsRef::as_ref) == t.value) == t.equal
+        })
     }
 
     /// The value `field` must equal, if some term requires it.

@@ -685,7 +685,12 @@ fn mutate(shared: &Shared, req: &Request, rp: &ResourcePath) -> Response {
     let body = || json_body(req);
     let result = {
         let mut store = shared.store.lock().unwrap();
-        match (req.method.as_str(), rp.name.is_some()) {
+        // `dryRun=All`: the answer is what the write would give; nothing is stored, as
+        // kube-apiserver does.
+        let dry_run = req.query("dryRun") == Some("All")
+            && matches!(req.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE");
+        let before = dry_run.then(|| store.clone());
+        let result = match (req.method.as_str(), rp.name.is_some()) {
             ("GET" | "HEAD", true) => store.get(t, ns, &name).map(|v| {
                 if wants_metadata(req) {
                     (200, json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": v["metadata"]}))
@@ -726,7 +731,11 @@ fn mutate(shared: &Shared, req: &Request, rp: &ResourcePath) -> Response {
                 Ok((200, json!({"kind": format!("{}List", t.kind), "apiVersion": t.api_version(), "metadata": {"resourceVersion": store.rv.to_string()}, "items": victims.into_iter().map(strip_type).collect::<Vec<_>>()})))
             }
             _ => Err(ApiError::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource"))),
+        };
+        if let Some(before) = before {
+            *store = before;
         }
+        result
     };
     shared.notify();
     match result {

@@ -171,6 +171,7 @@ pub struct Change {
 }
 
 /// Objects, the RV counter, history and pod logs.
+#[derive(Clone)]
 pub struct Store {
     /// The last resourceVersion handed out.
     pub rv: u64,
