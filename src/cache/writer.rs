@@ -5,7 +5,7 @@
 //! (never newer by older), assembles paginated lists and watch-list initial events before they
 //! replace a view, and deletes an object's file only when no view refers to it any more.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -19,6 +19,10 @@ use super::store::{ObjectKey, Store, StoreError};
 use super::views::{ViewId, ViewSnapshot};
 use super::{Shape, Target};
 
+/// How many deletions the writer remembers (a few hundred KiB at most): enough for any list
+/// still in flight when its objects were deleted.
+const MAX_TOMBSTONES: usize = 8192;
+
 /// The one thread that changes the cache.
 pub(super) struct Writer {
     store: Arc<Store>,
@@ -29,6 +33,10 @@ pub(super) struct Writer {
     streams: HashMap<u64, Option<Vec<Object>>>,
     /// Views changed since they were last persisted.
     dirty: HashSet<ViewId>,
+    /// Deleted objects and the resourceVersion of their deletion, so that a list answered
+    /// before the deletion but applied after it cannot bring them back; the oldest go first.
+    tombstones: HashMap<ObjectKey, u64>,
+    tombstone_order: VecDeque<ObjectKey>,
     max_bytes: u64,
     /// The bytes left after an eviction that could not get under budget: the next attempt
     /// waits until the cache has grown by 1 % of the budget (a walk per write would be costly).
@@ -45,6 +53,8 @@ impl Writer {
             pages: HashMap::new(),
             streams: HashMap::new(),
             dirty: HashSet::new(),
+            tombstones: HashMap::new(),
+            tombstone_order: VecDeque::new(),
             max_bytes,
             over_budget: None,
         }
@@ -174,8 +184,27 @@ impl Writer {
     }
 
     /// Writes `obj` unless the stored copy is newer (equal is accepted, as upstream).
+    /// Remembers that `key` was deleted at resourceVersion `rv`.
+    fn bury(&mut self, key: ObjectKey, rv: u64) {
+        if self.tombstones.insert(key.clone(), rv).is_none() {
+            self.tombstone_order.push_back(key);
+        }
+        while self.tombstone_order.len() > MAX_TOMBSTONES {
+            if let Some(old) = self.tombstone_order.pop_front() {
+                self.tombstones.remove(&old);
+            }
+        }
+    }
+
+    /// Whether `key` at `rv` is a copy from before its deletion.
+    fn buried(&self, key: &ObjectKey, rv: u64) -> bool {
+        self.tombstones
+            .get(key)
+            .is_some_and(|deleted| *deleted >= rv)
+    }
+
     fn upsert(&mut self, key: ObjectKey, obj: &Object) -> bool {
-        if !obj.storable() {
+        if !obj.storable() || self.buried(&key, obj.rv) {
             return false;
         }
         if self.stored_rv(&key).is_some_and(|old| old > obj.rv) {
@@ -349,10 +378,11 @@ impl Writer {
     fn replace_view(&mut self, t: &Target, items: Vec<Object>, list_rv: u64) {
         let mut members = BTreeSet::new();
         for obj in &items {
-            if !obj.storable() {
+            let key = Self::key_of(t, obj);
+            if !obj.storable() || self.buried(&key, obj.rv) {
                 continue;
             }
-            self.upsert(Self::key_of(t, obj), obj);
+            self.upsert(key, obj);
             members.insert((obj.namespace.clone(), obj.name.clone()));
         }
         let old = self.with_view(t, |v| std::mem::take(&mut v.members));
@@ -451,8 +481,8 @@ impl Writer {
                 }
                 // The RV guard protects the file's contents; the object belongs to this
                 // watch's view whether or not a newer copy is already on disk.
-                if obj.storable() {
-                    let key = Self::key_of(t, &obj);
+                let key = Self::key_of(t, &obj);
+                if obj.storable() && !self.buried(&key, obj.rv) {
                     self.upsert(key, &obj);
                     let member = (obj.namespace.clone(), obj.name.clone());
                     self.with_view(t, |v| v.members.insert(member));
@@ -460,6 +490,7 @@ impl Writer {
                 }
             }
             Event::Deleted(obj) => {
+                self.bury(Self::key_of(t, &obj), obj.rv);
                 let member = (obj.namespace.clone(), obj.name.clone());
                 self.with_view(t, |v| v.members.remove(&member));
                 self.remove_if_unreferenced(t, &member);
@@ -592,6 +623,43 @@ mod tests {
         assert_eq!(stored_rv(&c, "r"), None);
         assert_eq!(stored_rv(&c, "q"), None);
         assert!(root.join("_internal/views/kubelet/pods.v1.core").is_dir());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_list_from_before_a_deletion_does_not_bring_the_object_back() {
+        let root = temp("tombstone");
+        let (c, _) = Cache::open(&root).unwrap();
+        let lst = target(
+            Shape::List {
+                paged: false,
+                continued: false,
+            },
+            "",
+            "",
+        );
+        let w = target(Shape::Watch { watch_list: false }, "", "");
+        c.response(
+            &lst,
+            list(vec![pod("p", 10, "a"), pod("q", 11, "a")], 12, ""),
+        );
+        let s = c.new_stream();
+        c.watch_event(&w, s, event("DELETED", pod("q", 20, "a")));
+        // Answered at RV 15, before the deletion, applied after it.
+        c.response(
+            &lst,
+            list(vec![pod("p", 10, "a"), pod("q", 11, "a")], 15, ""),
+        );
+        // And a stale event of another stream.
+        c.watch_event(&w, c.new_stream(), event("MODIFIED", pod("q", 18, "a")));
+        c.flush();
+        assert_eq!(stored_rv(&c, "q"), None, "deleted at 20: stays deleted");
+        let v = c.view("kubelet", "pods.v1.core", &lst.view).unwrap();
+        assert_eq!(v.members.len(), 1);
+        // Created again after the deletion: a new object, kept.
+        c.watch_event(&w, s, event("ADDED", pod("q", 25, "a")));
+        c.flush();
+        assert_eq!(stored_rv(&c, "q"), Some(25));
         std::fs::remove_dir_all(&root).unwrap();
     }
 
