@@ -1,7 +1,7 @@
 //! The cache's handle: what the proxy, the offline answers and the collector hold. Writes are
 //! queued to the writer thread ([`super::writer`]) without waiting; reads go to the store.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -46,6 +46,8 @@ pub struct Options {
     /// The largest response body (a list, mostly) the cache takes; larger ones are only
     /// streamed through, so the hub's memory never grows with a response. 0: 64 MiB.
     pub max_body_bytes: usize,
+    /// How many jobs may wait for the writer. 0: 4096.
+    pub queue_jobs: usize,
 }
 
 /// [`Options::max_body_bytes`] when unset.
@@ -56,8 +58,10 @@ pub(super) struct Shared {
     pub(super) max_body_bytes: usize,
     pub(super) writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub(super) views: Mutex<ByType>,
-    /// Views a dropped job left incomplete, until a list replaces them.
-    pub(super) stale: Mutex<HashSet<ViewId>>,
+    /// Views a dropped job left incomplete, with the sequence number of the last drop: a
+    /// list replaces such a view (and clears the mark) only when all its evidence was
+    /// queued after that drop.
+    pub(super) stale: Mutex<HashMap<ViewId, u64>>,
     /// Watch streams whose end could not be queued.
     pub(super) ended: Mutex<HashSet<u64>>,
     pub(super) stats: CacheStats,
@@ -68,11 +72,15 @@ pub(super) enum Job {
     Response {
         target: Target,
         body: Vec<u8>,
+        /// Its place in the queue's order (for [`Shared::stale`]).
+        seq: u64,
     },
     Event {
         target: Target,
         stream: u64,
         line: Vec<u8>,
+        /// Its place in the queue's order.
+        seq: u64,
     },
     EndStream {
         stream: u64,
@@ -100,6 +108,7 @@ pub struct Cache {
     shared: Arc<Shared>,
     tx: SyncSender<Job>,
     next_stream: Arc<AtomicU64>,
+    next_seq: Arc<AtomicU64>,
 }
 
 impl Cache {
@@ -127,7 +136,10 @@ impl Cache {
             .stats
             .quarantined
             .store(recovery.quarantined as u64, Ordering::Relaxed);
-        let (tx, rx) = sync_channel(QUEUE_JOBS);
+        let (tx, rx) = sync_channel(match options.queue_jobs {
+            0 => QUEUE_JOBS,
+            n => n,
+        });
         let writer = Writer::new(store.clone(), shared.clone(), options.max_bytes);
         let handle = std::thread::Builder::new()
             .name("cache-writer".into())
@@ -143,12 +155,22 @@ impl Cache {
                 shared,
                 tx,
                 next_stream: Arc::new(AtomicU64::new(1)),
+                next_seq: Arc::new(AtomicU64::new(1)),
             },
             recovery,
         ))
     }
 
+    /// The next place in the queue's order.
+    fn seq(&self) -> u64 {
+        self.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
     fn submit(&self, job: Job, stale: Option<&Target>) {
+        let seq = match &job {
+            Job::Response { seq, .. } | Job::Event { seq, .. } => *seq,
+            _ => self.seq(),
+        };
         match self.tx.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -159,11 +181,9 @@ impl Cache {
                         t.component,
                         t.resource
                     );
-                    self.shared
-                        .stale
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(ViewId::of(t));
+                    let mut stale = self.shared.stale.lock().unwrap_or_else(|e| e.into_inner());
+                    let last = stale.entry(ViewId::of(t)).or_insert(seq);
+                    *last = (*last).max(seq);
                 }
             }
             Err(TrySendError::Disconnected(_)) => {
@@ -188,6 +208,7 @@ impl Cache {
             Job::Response {
                 target: target.clone(),
                 body,
+                seq: self.seq(),
             },
             Some(target),
         );
@@ -205,6 +226,7 @@ impl Cache {
                 target: target.clone(),
                 stream,
                 line,
+                seq: self.seq(),
             },
             Some(target),
         );
@@ -322,12 +344,24 @@ impl Cache {
             .cloned()
     }
 
+    /// Stops the writer before its next job while the guard lives (tests: a slow disk).
+    #[cfg(test)]
+    pub(super) fn hold_writer(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.shared.ended.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Jobs the writer has taken so far.
+    #[cfg(test)]
+    pub(super) fn jobs_taken(&self) -> u64 {
+        self.shared.stats.jobs.load(Ordering::Relaxed)
+    }
+
     /// Whether a view was marked stale by a queue overflow.
     pub fn is_stale(&self, component: &str, resource: &str, key: &ViewKey) -> bool {
         self.shared
             .stale
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(&ViewId::new(component, resource, key))
+            .contains_key(&ViewId::new(component, resource, key))
     }
 }

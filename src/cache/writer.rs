@@ -28,9 +28,12 @@ pub(super) struct Writer {
     store: Arc<Store>,
     shared: Arc<Shared>,
     rvs: HashMap<ObjectKey, u64>,
-    /// Pages of a paged list, until its last page replaces the view.
-    pages: HashMap<ViewId, Vec<Object>>,
-    streams: HashMap<u64, Option<Vec<Object>>>,
+    /// Pages of a paged list, until its last page replaces the view, with the queue place of
+    /// its first page.
+    pages: HashMap<ViewId, (u64, Vec<Object>)>,
+    /// Watch streams; a watch-list's initial events, until its end bookmark, with the queue
+    /// place of its first event.
+    streams: HashMap<u64, Option<(u64, Vec<Object>)>>,
     /// Views changed since they were last persisted.
     dirty: HashSet<ViewId>,
     /// Deleted objects and the resourceVersion of their deletion, so that a list answered
@@ -118,12 +121,13 @@ impl Writer {
             self.streams.remove(&s);
         }
         match job {
-            Job::Response { target, body } => self.response(&target, &body),
+            Job::Response { target, body, seq } => self.response(&target, &body, seq),
             Job::Event {
                 target,
                 stream,
                 line,
-            } => self.event(&target, stream, &line),
+                seq,
+            } => self.event(&target, stream, &line, seq),
             Job::EndStream { stream } => {
                 self.streams.remove(&stream);
             }
@@ -375,7 +379,37 @@ impl Writer {
 
     /// Makes a view hold exactly `items`, except members the cache knows newer than the list
     /// (a watch event processed before a late list must not be undone, reference §13.2 #5).
-    fn replace_view(&mut self, t: &Target, items: Vec<Object>, list_rv: u64) {
+    ///
+    /// `since` is the queue place of the first job of this evidence (the list, its first page,
+    /// the watch-list's first event): when a job for this view was dropped since, the evidence
+    /// may lack objects, so its items are added and nothing is removed, and the view stays
+    /// stale until a list queued wholly after the drop replaces it.
+    fn replace_view(&mut self, t: &Target, items: Vec<Object>, list_rv: u64, since: u64) {
+        let id = ViewId::of(t);
+        let dropped = self
+            .shared
+            .stale
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .copied();
+        if dropped.is_some_and(|d| d >= since) {
+            log::info!(
+                "cache: {} {} list arrived incomplete (jobs dropped while it was queued): its objects kept, nothing removed, the view stays stale",
+                t.component,
+                t.resource
+            );
+            for obj in &items {
+                let key = Self::key_of(t, obj);
+                if obj.storable() && !self.buried(&key, obj.rv) {
+                    self.upsert(key, obj);
+                    let member = (obj.namespace.clone(), obj.name.clone());
+                    self.with_view(t, |v| v.members.insert(member));
+                }
+            }
+            self.mark_dirty(t);
+            return;
+        }
         let mut members = BTreeSet::new();
         for obj in &items {
             let key = Self::key_of(t, obj);
@@ -411,15 +445,18 @@ impl Writer {
         for m in gone {
             self.remove_if_unreferenced(t, &m);
         }
-        self.shared
-            .stale
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&ViewId::of(t));
+        {
+            // Only a drop before this evidence began is healed by it (one may have come
+            // while the view was being replaced).
+            let mut stale = self.shared.stale.lock().unwrap_or_else(|e| e.into_inner());
+            if stale.get(&id).is_some_and(|d| *d < since) {
+                stale.remove(&id);
+            }
+        }
         self.mark_dirty(t);
     }
 
-    fn response(&mut self, t: &Target, body: &[u8]) {
+    fn response(&mut self, t: &Target, body: &[u8], seq: u64) {
         match t.shape {
             Shape::Object => {
                 // A get names its object: an answer like the last one is not even parsed.
@@ -441,30 +478,34 @@ impl Writer {
                 };
                 let page_key = ViewId::of(t);
                 if !paged && !continued && !list.more {
-                    self.replace_view(t, list.items, list.rv);
+                    self.replace_view(t, list.items, list.rv, seq);
                     return;
                 }
                 // Pages are assembled and replace the view only when the last has arrived.
                 let acc = if continued {
                     match self.pages.get_mut(&page_key) {
-                        Some(acc) => acc,
+                        Some(acc) => &mut acc.1,
                         None => return,
                     }
                 } else {
-                    self.pages.insert(page_key.clone(), Vec::new());
-                    self.pages.get_mut(&page_key).expect("just inserted")
+                    &mut self
+                        .pages
+                        .entry(page_key.clone())
+                        .insert_entry((seq, Vec::new()))
+                        .into_mut()
+                        .1
                 };
                 acc.extend(list.items);
                 if !list.more {
-                    let items = self.pages.remove(&page_key).unwrap_or_default();
-                    self.replace_view(t, items, list.rv);
+                    let (since, items) = self.pages.remove(&page_key).unwrap_or_default();
+                    self.replace_view(t, items, list.rv, since);
                 }
             }
             Shape::Watch { .. } => {}
         }
     }
 
-    fn event(&mut self, t: &Target, stream: u64, line: &[u8]) {
+    fn event(&mut self, t: &Target, stream: u64, line: &[u8], seq: u64) {
         let Some(ev) = parse_event(line) else {
             return;
         };
@@ -472,10 +513,10 @@ impl Writer {
         let collecting = self
             .streams
             .entry(stream)
-            .or_insert_with(|| watch_list.then(Vec::new));
+            .or_insert_with(|| watch_list.then(|| (seq, Vec::new())));
         match ev {
             Event::Upsert(obj) => {
-                if let Some(acc) = collecting {
+                if let Some((_, acc)) = collecting {
                     acc.push(obj);
                     return;
                 }
@@ -500,10 +541,10 @@ impl Writer {
                 initial_end: true,
                 rv,
             } => {
-                if let Some(Some(items)) = self.streams.insert(stream, None) {
+                if let Some(Some((since, items))) = self.streams.insert(stream, None) {
                     // The bookmark's RV is the state the initial events describe.
                     let rv = rv.max(items.iter().map(|o| o.rv).max().unwrap_or(0));
-                    self.replace_view(t, items, rv);
+                    self.replace_view(t, items, rv, since);
                 }
             }
             Event::Bookmark { .. } | Event::Other => {}
@@ -660,6 +701,79 @@ mod tests {
         c.watch_event(&w, s, event("ADDED", pod("q", 25, "a")));
         c.flush();
         assert_eq!(stored_rv(&c, "q"), Some(25));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A slow SD card during a start-up burst: the queue overflows while a paged list is on
+    /// its way. The list's last page must not replace the view with what survived, and the
+    /// objects on the dropped page must keep their files.
+    #[test]
+    fn a_page_set_with_a_dropped_page_removes_nothing_and_stays_stale() {
+        let root = temp("overflow");
+        let options = crate::cache::Options {
+            queue_jobs: 2,
+            ..Default::default()
+        };
+        let (c, _) = Cache::open_with(&root, options).unwrap();
+        let whole = target(
+            Shape::List {
+                paged: false,
+                continued: false,
+            },
+            "",
+            "",
+        );
+        let names = ["a", "b", "c", "d"];
+        let all: Vec<_> = names.iter().map(|n| pod(n, 2, "x")).collect();
+        c.response(&whole, list(all, 3, ""));
+        c.flush();
+        let page = |continued| {
+            target(
+                Shape::List {
+                    paged: true,
+                    continued,
+                },
+                "",
+                "",
+            )
+        };
+        let taken = c.jobs_taken();
+        let held = c.hold_writer();
+        c.response(&page(false), list(vec![pod("a", 2, "x")], 5, "t1"));
+        // The writer has taken the first page and waits on the slow disk.
+        while c.jobs_taken() == taken {
+            std::thread::yield_now();
+        }
+        c.response(&page(true), list(vec![pod("b", 2, "x")], 5, "t2"));
+        c.response(&page(true), list(vec![pod("c", 2, "x")], 5, "t3"));
+        // The queue (two jobs) is full: this page is dropped.
+        c.response(&page(true), list(vec![pod("d", 2, "x")], 5, "t4"));
+        assert_eq!(c.stats().overflows.load(Ordering::Relaxed), 1);
+        assert!(c.is_stale("kubelet", "pods.v1.core", &whole.view));
+        drop(held);
+        // The disk catches up: the queued pages are taken, then the last page arrives.
+        while c.jobs_taken() < taken + 3 {
+            std::thread::yield_now();
+        }
+        c.response(&page(true), list(vec![pod("e", 2, "x")], 5, ""));
+        c.flush();
+        assert_eq!(stored_rv(&c, "d"), Some(2), "d's page was dropped, not d");
+        assert_eq!(c.stats().overflows.load(Ordering::Relaxed), 1);
+        let v = c.view("kubelet", "pods.v1.core", &whole.view).unwrap();
+        assert_eq!(
+            v.members.len(),
+            5,
+            "a to e: the page set's objects were added"
+        );
+        assert!(c.is_stale("kubelet", "pods.v1.core", &whole.view));
+        // A whole list queued after the drop is clean evidence: it replaces the view.
+        c.response(
+            &whole,
+            list(vec![pod("a", 2, "x"), pod("b", 2, "x")], 6, ""),
+        );
+        c.flush();
+        assert!(!c.is_stale("kubelet", "pods.v1.core", &whole.view));
+        assert_eq!(stored_rv(&c, "d"), None);
         std::fs::remove_dir_all(&root).unwrap();
     }
 

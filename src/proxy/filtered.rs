@@ -181,11 +181,14 @@ impl Filtered<'_> {
                 out.extend_from_slice(&body);
             }
         }
-        if conn.writer.write_all(&out).await.is_err() || conn.writer.flush().await.is_err() {
-            return Outcome::Close;
-        }
+        // The answer is whole: the cache has its copy before the last write to the client, as
+        // in the plain relay (a client that stops reading must not cost the cache its copy,
+        // and one that reads on finds the cache already told).
         if let Some(t) = self.tee.take() {
             t.finish();
+        }
+        if conn.writer.write_all(&out).await.is_err() || conn.writer.flush().await.is_err() {
+            return Outcome::Close;
         }
         self.ctx.log(resp.head.status, "filtered");
         if resp.head.keep_alive() && up_framing != Framing::Close && resp.body.is_done() {
