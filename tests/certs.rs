@@ -42,6 +42,22 @@ fn join_args(c: &Cluster, extra: &[&str]) -> Vec<String> {
     args(c, &all)
 }
 
+/// Waits for the hub's serving CSR, which a stock-Kubernetes approver leaves pending: there is
+/// no serving certificate.
+fn serving_csr_pending(c: &Cluster) {
+    wait_until("the serving CSR", Duration::from_secs(30), || {
+        c.api
+            .csrs()
+            .iter()
+            .any(|r| r.signer_name == "kubernetes.io/kubelet-serving")
+    });
+    assert!(!c
+        .root
+        .path()
+        .join("pki/yurthub-server-current.pem")
+        .exists());
+}
+
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
@@ -184,17 +200,7 @@ fn a_stock_kubernetes_cluster_signs_the_kubelet_signer_and_the_hub_serves() {
     assert_eq!(client.common_name, format!("system:node:{NODE}"));
     let r = get(hub.proxy_addr, PODS, KUBELET);
     assert_eq!(r.status, 200, "{}", r.text());
-    wait_until("the serving CSR", Duration::from_secs(30), || {
-        c.api
-            .csrs()
-            .iter()
-            .any(|r| r.signer_name == "kubernetes.io/kubelet-serving")
-    });
-    assert!(!c
-        .root
-        .path()
-        .join("pki/yurthub-server-current.pem")
-        .exists());
+    serving_csr_pending(&c);
     assert!(
         tls_connect_anonymous(hub.secure_addr(), &c.pki.ca_pem)
             .and_then(|t| Session::new(t).get(PODS, KUBELET))
@@ -728,17 +734,7 @@ fn without_a_serving_certificate_pods_are_not_sent_to_the_tls_port() {
             &["--csr-signer-name=kubernetes.io/kube-apiserver-client-kubelet"],
         ),
     );
-    wait_until("the serving CSR", Duration::from_secs(30), || {
-        c.api
-            .csrs()
-            .iter()
-            .any(|r| r.signer_name == "kubernetes.io/kubelet-serving")
-    });
-    assert!(!c
-        .root
-        .path()
-        .join("pki/yurthub-server-current.pem")
-        .exists());
+    serving_csr_pending(&c);
     assert_eq!(
         kubernetes_as_kubelet_sees_it(&hub),
         ("10.96.0.1".to_string(), 443),

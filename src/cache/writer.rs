@@ -598,6 +598,23 @@ mod tests {
         }
     }
 
+    /// kubelet's unselected pod list of namespace default.
+    fn plain_list() -> Target {
+        target(
+            Shape::List {
+                paged: false,
+                continued: false,
+            },
+            "",
+            "",
+        )
+    }
+
+    /// A plain watch of the same list.
+    fn plain_watch() -> Target {
+        target(Shape::Watch { watch_list: false }, "", "")
+    }
+
     fn pod(name: &str, rv: u64, app: &str) -> serde_json::Value {
         json!({"metadata": {"name": name, "namespace": "default", "resourceVersion": rv.to_string(), "labels": {"app": app}},
                "spec": {"nodeName": "n1"}})
@@ -631,15 +648,7 @@ mod tests {
     fn a_late_older_list_never_overwrites_a_newer_watched_object() {
         let root = temp("late");
         let (c, _) = Cache::open(&root).unwrap();
-        let lst = target(
-            Shape::List {
-                paged: false,
-                continued: false,
-            },
-            "",
-            "",
-        );
-        let w = target(Shape::Watch { watch_list: false }, "", "");
+        let (lst, w) = (plain_list(), plain_watch());
         c.response(
             &lst,
             list(vec![pod("p", 10, "a"), pod("q", 10, "a")], 12, ""),
@@ -671,15 +680,7 @@ mod tests {
     fn a_list_from_before_a_deletion_does_not_bring_the_object_back() {
         let root = temp("tombstone");
         let (c, _) = Cache::open(&root).unwrap();
-        let lst = target(
-            Shape::List {
-                paged: false,
-                continued: false,
-            },
-            "",
-            "",
-        );
-        let w = target(Shape::Watch { watch_list: false }, "", "");
+        let (lst, w) = (plain_list(), plain_watch());
         c.response(
             &lst,
             list(vec![pod("p", 10, "a"), pod("q", 11, "a")], 12, ""),
@@ -715,14 +716,7 @@ mod tests {
             ..Default::default()
         };
         let (c, _) = Cache::open_with(&root, options).unwrap();
-        let whole = target(
-            Shape::List {
-                paged: false,
-                continued: false,
-            },
-            "",
-            "",
-        );
+        let whole = plain_list();
         let names = ["a", "b", "c", "d"];
         let all: Vec<_> = names.iter().map(|n| pod(n, 2, "x")).collect();
         c.response(&whole, list(all, 3, ""));
