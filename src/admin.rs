@@ -199,19 +199,9 @@ impl Service for Admin {
                 Ok(()) => {
                     // Ready, but say what still waits, so an operator sees why pods are not
                     // pointed at the hub.
-                    let held = self
-                        .filters
-                        .as_ref()
-                        .map(|f| f.held_for_tls())
-                        .unwrap_or_default();
-                    let body = if held.is_empty() {
-                        "OK".to_string()
-                    } else {
-                        let names: Vec<&str> = held.iter().map(|k| k.name()).collect();
-                        format!(
-                            "OK\nno serving certificate for the TLS listener yet: {} leave objects as the cloud sent them",
-                            names.join(", ")
-                        )
+                    let body = match self.filters.as_ref().and_then(|f| f.held_for_tls_note()) {
+                        Some(note) => format!("OK\n{note}"),
+                        None => "OK".to_string(),
                     };
                     text(conn, 200, "text/plain; charset=utf-8", &body).await
                 }

@@ -101,15 +101,25 @@ impl Filters {
         self
     }
 
+    /// The enabled filters that send pods to the TLS listener.
+    fn tls_kinds(&self) -> impl Iterator<Item = FilterKind> + '_ {
+        FilterKind::ALL
+            .into_iter()
+            .filter(|k| k.points_at_tls_listener() && self.enabled(*k))
+    }
+
     /// The enabled filters held back because the TLS listener has no certificate yet.
     pub fn held_for_tls(&self) -> Vec<FilterKind> {
         if self.tls_ready.as_ref().is_none_or(|ready| ready()) {
             return Vec::new();
         }
-        FilterKind::ALL
-            .into_iter()
-            .filter(|k| k.points_at_tls_listener() && self.enabled(*k))
-            .collect()
+        self.tls_kinds().collect()
+    }
+
+    /// What an operator is told while filters are held back (the log, `/v1/readyz`).
+    pub fn held_for_tls_note(&self) -> Option<String> {
+        let held = self.held_for_tls();
+        (!held.is_empty()).then(|| held_note(&held))
     }
 
     /// Whether the TLS listener can take pods, logging each change once.
@@ -120,21 +130,20 @@ impl Filters {
         };
         let now = ready();
         let said = if now { 2 } else { 1 };
-        if self.tls_said.swap(said, Ordering::Relaxed) != said {
-            let names: Vec<&str> = FilterKind::ALL
-                .into_iter()
-                .filter(|k| k.points_at_tls_listener() && self.enabled(*k))
-                .map(FilterKind::name)
-                .collect();
+        // A load first: every filtered request asks, and a swap would write a shared line.
+        if self.tls_said.load(Ordering::Relaxed) != said
+            && self.tls_said.swap(said, Ordering::Relaxed) != said
+        {
+            let kinds: Vec<FilterKind> = self.tls_kinds().collect();
             if now {
                 log::info!(
                     "filter: the TLS listener has its serving certificate: {} rewrite again (new lists and watches)",
-                    names.join(", ")
+                    names(&kinds)
                 );
             } else {
                 log::warn!(
-                    "filter: no serving certificate for the TLS listener yet: {} leave objects as the cloud sent them, so that pods are not sent to a port that cannot complete a handshake",
-                    names.join(", ")
+                    "filter: {}, so that pods are not sent to a port that cannot complete a handshake",
+                    held_note(&kinds)
                 );
             }
         }
@@ -208,6 +217,22 @@ impl Filters {
             topology: self.topology.clone(),
         })
     }
+}
+
+/// `masterservice, serviceenvupdater`.
+fn names(kinds: &[FilterKind]) -> String {
+    kinds
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn held_note(kinds: &[FilterKind]) -> String {
+    format!(
+        "no serving certificate for the TLS listener yet: {} leave objects as the cloud sent them",
+        names(kinds)
+    )
 }
 
 impl Chain {

@@ -428,12 +428,13 @@ impl Local {
         watch_list: bool,
     ) -> bool {
         // A watch-list's initial events are the list: nothing known is no answer either.
-        let initial = match watch_list {
-            true => match self.list_objects(t).await.items(&ri.resource) {
+        let initial = if watch_list {
+            match self.list_objects(t).await.items(&ri.resource) {
                 Ok(listed) => Some(listed),
                 Err(r) => return status(conn, false, r).await,
-            },
-            false => None,
+            }
+        } else {
+            None
         };
         let mut rhead = ResponseHead::new(200);
         rhead.headers.push("Content-Type", "application/json");

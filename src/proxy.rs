@@ -34,7 +34,6 @@ const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 /// The most bytes gathered, or unpacked from gzip, per write to the client.
 const RELAY_PIECE: usize = 64 * 1024;
 
-/// Fields that describe one hop and never cross the proxy (RFC 9110 §7.6.1).
 /// The request identity: a pod's bearer token travels as it is, without the node certificate.
 fn identity_of(head: &RequestHead) -> Identity {
     let bearer = head
@@ -230,8 +229,8 @@ impl Proxy {
             None => Ok(()),
         });
         let reusable = client_keep_alive && framing == Framing::Empty;
-        match &route {
-            Route::Refuse(Refusal::Unauthorized) => {
+        if let Route::Refuse(r) = route {
+            if let Refusal::Unauthorized = r {
                 // Debug, not info: a misconfigured pod retrying must not flood an SD card.
                 log::debug!(
                     "{} {} from {} without a bearer token on {}{}: 401",
@@ -242,11 +241,9 @@ impl Proxy {
                     conn.local
                 );
                 ctx.log(401, "no token");
+            } else {
+                ctx.log(r.code(), "not ready");
             }
-            Route::Refuse(r) => ctx.log(r.code(), "not ready"),
-            _ => {}
-        }
-        if let Route::Refuse(r) = route {
             return refuse(conn, &r, reusable).await;
         }
         let peer_ip = conn.peer.ip().to_string();

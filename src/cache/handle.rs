@@ -167,15 +167,16 @@ impl Cache {
     }
 
     fn submit(&self, job: Job, stale: Option<&Target>) {
-        let seq = match &job {
-            Job::Response { seq, .. } | Job::Event { seq, .. } => *seq,
-            _ => self.seq(),
-        };
         match self.tx.try_send(job) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full(job)) => {
                 self.shared.stats.overflows.fetch_add(1, Ordering::Relaxed);
                 if let Some(t) = stale {
+                    // Jobs that carry no place are dropped now, after all that is queued.
+                    let seq = match job {
+                        Job::Response { seq, .. } | Job::Event { seq, .. } => seq,
+                        _ => self.seq(),
+                    };
                     log::warn!(
                         "cache queue full: {} {} view marked stale until the next list",
                         t.component,

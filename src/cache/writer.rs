@@ -207,6 +207,19 @@ impl Writer {
             .is_some_and(|deleted| *deleted >= rv)
     }
 
+    /// Stores a listed or watched object of `t`'s view and names it as a member; `None` for
+    /// what the cache does not keep and for copies from before a deletion. The RV guard
+    /// protects the file's contents; the object belongs to the view whether or not a newer
+    /// copy is already on disk.
+    fn keep(&mut self, t: &Target, obj: &Object) -> Option<(String, String)> {
+        let key = Self::key_of(t, obj);
+        if !obj.storable() || self.buried(&key, obj.rv) {
+            return None;
+        }
+        self.upsert(key, obj);
+        Some((obj.namespace.clone(), obj.name.clone()))
+    }
+
     fn upsert(&mut self, key: ObjectKey, obj: &Object) -> bool {
         if !obj.storable() || self.buried(&key, obj.rv) {
             return false;
@@ -393,31 +406,21 @@ impl Writer {
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
             .copied();
+        let mut members = BTreeSet::new();
+        for obj in &items {
+            if let Some(m) = self.keep(t, obj) {
+                members.insert(m);
+            }
+        }
         if dropped.is_some_and(|d| d >= since) {
             log::info!(
                 "cache: {} {} list arrived incomplete (jobs dropped while it was queued): its objects kept, nothing removed, the view stays stale",
                 t.component,
                 t.resource
             );
-            for obj in &items {
-                let key = Self::key_of(t, obj);
-                if obj.storable() && !self.buried(&key, obj.rv) {
-                    self.upsert(key, obj);
-                    let member = (obj.namespace.clone(), obj.name.clone());
-                    self.with_view(t, |v| v.members.insert(member));
-                }
-            }
+            self.with_view(t, |v| v.members.extend(members));
             self.mark_dirty(t);
             return;
-        }
-        let mut members = BTreeSet::new();
-        for obj in &items {
-            let key = Self::key_of(t, obj);
-            if !obj.storable() || self.buried(&key, obj.rv) {
-                continue;
-            }
-            self.upsert(key, obj);
-            members.insert((obj.namespace.clone(), obj.name.clone()));
         }
         let old = self.with_view(t, |v| std::mem::take(&mut v.members));
         let mut gone = Vec::new();
@@ -520,12 +523,7 @@ impl Writer {
                     acc.push(obj);
                     return;
                 }
-                // The RV guard protects the file's contents; the object belongs to this
-                // watch's view whether or not a newer copy is already on disk.
-                let key = Self::key_of(t, &obj);
-                if obj.storable() && !self.buried(&key, obj.rv) {
-                    self.upsert(key, &obj);
-                    let member = (obj.namespace.clone(), obj.name.clone());
+                if let Some(member) = self.keep(t, &obj) {
                     self.with_view(t, |v| v.members.insert(member));
                     self.mark_dirty(t);
                 }
