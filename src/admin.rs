@@ -71,6 +71,7 @@ impl Admin {
                 (&metrics::CACHE_WRITE_ERRORS, &s.write_errors),
                 (&metrics::CACHE_QUEUE_OVERFLOWS, &s.overflows),
                 (&metrics::CACHE_EVICTIONS, &s.evictions),
+                (&metrics::CACHE_EVICTED_LISTS, &s.evicted_lists),
                 (&metrics::CACHE_GC_REMOVED, &s.collected),
             ];
             for (family, v) in counters {

@@ -28,6 +28,8 @@ enum Listed {
     NotCached,
     /// The cloud's last answer was too large to cache.
     TooLarge,
+    /// The list was dropped whole to keep the cache within its byte budget.
+    Evicted,
     /// Updates to it were dropped (a full cache queue) since it was last listed.
     Stale,
 }
@@ -39,6 +41,7 @@ impl Listed {
             Listed::Items(items, rv) => Ok((items, rv)),
             Listed::NotCached => Err(Refusal::NotCached(resource.to_string())),
             Listed::TooLarge => Err(Refusal::ListTooLarge(resource.to_string())),
+            Listed::Evicted => Err(Refusal::ListEvicted(resource.to_string())),
             Listed::Stale => Err(Refusal::ListIncomplete(resource.to_string())),
         }
     }
@@ -196,6 +199,9 @@ impl Local {
             if let Some(v) = snapshot {
                 if v.too_large {
                     return Listed::TooLarge;
+                }
+                if v.evicted {
+                    return Listed::Evicted;
                 }
                 for (ns, name) in &v.members {
                     let key = ObjectKey {

@@ -230,6 +230,12 @@ pub const CACHE_EVICTIONS: Family = Family {
     kind: "counter",
     help: "Objects evicted to keep the cache within --cache-max-bytes",
 };
+/// `yurthub_cache_evicted_lists_total`.
+pub const CACHE_EVICTED_LISTS: Family = Family {
+    name: "yurthub_cache_evicted_lists_total",
+    kind: "counter",
+    help: "List views dropped whole to keep the cache within --cache-max-bytes (answered 404 offline until listed again)",
+};
 /// `yurthub_cache_gc_removed_total`.
 pub const CACHE_GC_REMOVED: Family = Family {
     name: "yurthub_cache_gc_removed_total",

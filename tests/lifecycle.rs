@@ -320,6 +320,81 @@ fn over_budget_events_go_first_and_kubelets_restart_set_stays() {
 }
 
 #[test]
+fn an_agents_list_is_evicted_whole_and_then_refused_offline_never_partial() {
+    const KUBE_PROXY: &str = "kube-proxy/v1.36.2 (linux/arm64) kubernetes/98b3519";
+    let c = Cluster::new();
+    for i in 0..10 {
+        c.api.create(
+            "/api/v1/namespaces/default/services",
+            json!({"metadata": {"name": format!("svc-{i}"), "annotations": {"pad": "p".repeat(1000)}},
+                   "spec": {"clusterIP": format!("10.96.0.{}", 10 + i), "ports": [{"port": 80}]}}),
+        );
+    }
+    let root = c.cache.path().to_path_buf();
+    let services = root.join("kube-proxy/services.v1.core");
+    let listed = |hub: &Hub| {
+        let r = get(hub.proxy_addr, "/api/v1/services", KUBE_PROXY);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["items"].as_array().unwrap().len()
+    };
+    // Without a budget: kube-proxy's list is cached whole.
+    let before = {
+        let hub = start(&c, &[]);
+        assert_eq!(listed(&hub), 10);
+        wait_until("the services to be cached", Duration::from_secs(10), || {
+            files_below(&services).len() == 10
+        });
+        hub.kill();
+        bytes_below(&root)
+    };
+    // A budget that forces a third of the list out: the list goes whole, never a part of it.
+    let budget = before - bytes_below(&services) / 3;
+    let hub = start(&c, &[&format!("--cache-max-bytes={budget}")]);
+    let line = hub.wait_for_log("exceed --cache-max-bytes", Duration::from_secs(10));
+    assert!(
+        line.contains("dropped 1 whole lists")
+            && line.contains("kube-proxy services.v1.core list (10 objects)"),
+        "{line}"
+    );
+    assert_eq!(hub.metric("yurthub_cache_evicted_lists_total"), 1.0);
+    assert!(
+        files_below(&services).is_empty(),
+        "{:?}",
+        files_below(&services)
+    );
+    c.api.set_fault(Fault::Refuse);
+    hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
+    let offline = get(hub.proxy_addr, "/api/v1/services", KUBE_PROXY);
+    assert_eq!(offline.status, 404, "{}", offline.text());
+    assert!(
+        offline.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("evicted to keep the cache within --cache-max-bytes"),
+        "{}",
+        offline.text()
+    );
+    hub.kill();
+    // Still refused after a restart (the mark is on disk), and answered whole once the
+    // cloud has listed it again.
+    let hub = start(&c, &[]);
+    let offline = get(hub.proxy_addr, "/api/v1/services", KUBE_PROXY);
+    assert_eq!(offline.status, 404, "{}", offline.text());
+    hub.kill();
+    c.api.set_fault(Fault::None);
+    let hub = start(&c, &[]);
+    hub.wait_for_log("is now healthy", Duration::from_secs(10));
+    assert_eq!(listed(&hub), 10);
+    wait_until("the services to be cached", Duration::from_secs(10), || {
+        files_below(&services).len() == 10
+    });
+    hub.kill();
+    c.api.set_fault(Fault::Refuse);
+    let hub = start(&c, &[]);
+    assert_eq!(listed(&hub), 10);
+}
+
+#[test]
 fn sealed_secrets_hold_no_value_on_disk_and_still_serve_offline() {
     let c = Cluster::new();
     // The value and its base64 form, as a Secret carries it.

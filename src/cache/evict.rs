@@ -6,6 +6,10 @@
 //! offline (its pods, node, lease and services, and the ConfigMaps and Secrets those pods
 //! reference) and the hub's own inputs (the `yurthub` component: yurt-hub-cfg and
 //! servicetopology's NodePools and Services, which readiness waits for).
+//!
+//! The writer applies the order: an object a list view holds is never evicted alone (its
+//! list would be partial offline); the views that hold it are dropped whole, after the
+//! objects of the same class that no view holds.
 
 use serde_json::Value;
 use std::collections::HashSet;

@@ -32,6 +32,8 @@ pub struct CacheStats {
     pub jobs: AtomicU64,
     /// Objects evicted to keep the cache within its byte budget.
     pub evictions: AtomicU64,
+    /// List views dropped whole to keep the cache within its byte budget.
+    pub evicted_lists: AtomicU64,
     /// Objects removed by garbage collection (pods and Events the cloud no longer has).
     pub collected: AtomicU64,
 }

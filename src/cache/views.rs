@@ -25,6 +25,19 @@ pub struct ViewSnapshot {
     /// no members, and offline the list is refused rather than answered empty or partial.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub too_large: bool,
+    /// The view was dropped whole to keep the cache within `--cache-max-bytes` (its members
+    /// are never evicted one by one, which would leave a partial list): it holds no members,
+    /// and offline the list is refused until the cloud answers it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub evicted: bool,
+}
+
+impl ViewSnapshot {
+    /// Whether the view does not know its list (too large, or evicted): it holds no members,
+    /// keeps none from watch events, and is not answered offline.
+    pub fn withheld(&self) -> bool {
+        self.too_large || self.evicted
+    }
 }
 
 /// Which view: its component, resource, and the id of its selector key ([`ViewKey::id`]).

@@ -12,7 +12,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::evict::{candidates, Protected};
+use super::evict::{candidates, Candidate, Protected};
 use super::handle::{Job, Shared};
 use super::object::{self, parse_event, parse_list, Event, Object};
 use super::store::{ObjectKey, Store, StoreError};
@@ -22,6 +22,9 @@ use super::{Shape, Target};
 /// How many deletions the writer remembers (a few hundred KiB at most): enough for any list
 /// still in flight when its objects were deleted.
 const MAX_TOMBSTONES: usize = 8192;
+
+/// How many whole lists an eviction's log line names (the rest are counted).
+const MAX_LISTS_LOGGED: usize = 8;
 
 /// The one thread that changes the cache.
 pub(super) struct Writer {
@@ -164,6 +167,7 @@ impl Writer {
                 self.with_view(&t, |v| {
                     v.members.clear();
                     v.too_large = true;
+                    v.evicted = false;
                 });
                 self.mark_dirty(&t);
             }
@@ -260,28 +264,44 @@ impl Writer {
         }
     }
 
-    fn referenced(&self, t: &Target, member: &(String, String)) -> bool {
-        let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
-        views
-            .get(&(t.component.clone(), t.resource.clone()))
-            .is_some_and(|m| m.values().any(|v| v.members.contains(member)))
+    /// Whether a view of `key`'s type holds it.
+    fn referenced(&self, key: &ObjectKey) -> bool {
+        !self.views_holding(key).is_empty()
     }
 
-    fn remove_if_unreferenced(&mut self, t: &Target, member: &(String, String)) {
-        if self.referenced(t, member) {
-            return;
+    /// The views of `key`'s type that hold it.
+    fn views_holding(&self, key: &ObjectKey) -> Vec<ViewId> {
+        let member = (key.namespace.clone(), key.name.clone());
+        let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+        views
+            .get(&(key.component.clone(), key.resource.clone()))
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, v)| v.members.contains(&member))
+                    .map(|(id, _)| ViewId {
+                        component: key.component.clone(),
+                        resource: key.resource.clone(),
+                        id: id.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Removes `key`'s file unless a view still holds it; whether a file was removed.
+    fn remove_if_unreferenced(&mut self, key: &ObjectKey) -> bool {
+        if self.referenced(key) {
+            return false;
         }
-        let key = ObjectKey {
-            component: t.component.clone(),
-            resource: t.resource.clone(),
-            namespace: member.0.clone(),
-            name: member.1.clone(),
-        };
-        match self.store.remove(&key) {
-            Ok(_) => {
-                self.rvs.remove(&key);
+        match self.store.remove(key) {
+            Ok(removed) => {
+                self.rvs.remove(key);
+                removed
             }
-            Err(e) => self.error("delete", &e),
+            Err(e) => {
+                self.error("delete", &e);
+                false
+            }
         }
     }
 
@@ -326,6 +346,10 @@ impl Writer {
     /// Evicts objects, in [`super::evict`]'s order, until the cache is back under 90 % of
     /// its budget (the margin keeps eviction from running after every write). Checked after
     /// every job, so the cache overshoots by one job's objects at most.
+    ///
+    /// An object a list view holds is never evicted alone, which would leave its list
+    /// partial offline: its views are dropped whole (see [`Self::drop_view`]). Inside each
+    /// class, objects no view holds go first.
     fn enforce_budget(&mut self) {
         let max = self.max_bytes;
         let goal = max - max / 10;
@@ -346,23 +370,61 @@ impl Writer {
             return;
         }
         let protected = Protected::load(&self.store);
+        let mut order: Vec<(Candidate, Vec<ViewId>)> = candidates(&self.store, &protected)
+            .into_iter()
+            .map(|c| {
+                let views = self.views_holding(&c.key);
+                (c, views)
+            })
+            .collect();
+        // Stable: least recently written first inside (class, held by a view or not).
+        order.sort_by_key(|(c, views)| (c.class, !views.is_empty()));
         let mut evicted = 0u64;
-        for c in candidates(&self.store, &protected) {
+        let mut dropped: Vec<String> = Vec::new();
+        for (c, views) in order {
             if self.store.bytes() <= goal {
                 break;
             }
-            if self.forget(&c.key, None) {
-                evicted += 1;
+            if views.is_empty() {
+                evicted += u64::from(self.forget(&c.key, None));
+                continue;
+            }
+            // Dropping an earlier view may have removed this object already; the views
+            // that hold it now are the ones to drop.
+            for id in self.views_holding(&c.key) {
+                let (removed, members) = self.drop_view(&id, &protected);
+                evicted += removed;
+                dropped.push(format!(
+                    "{} {} {} ({members} objects)",
+                    id.component,
+                    id.resource,
+                    self.describe_view(&id)
+                ));
             }
         }
-        self.shared
-            .stats
-            .evictions
-            .fetch_add(evicted, Ordering::Relaxed);
+        let stats = &self.shared.stats;
+        stats.evictions.fetch_add(evicted, Ordering::Relaxed);
+        stats
+            .evicted_lists
+            .fetch_add(dropped.len() as u64, Ordering::Relaxed);
         let now = self.store.bytes();
-        // One line per episode: with the 10 % margin, episodes are far apart.
+        // One line per episode: with the 10 % margin, episodes are far apart. A few lists
+        // are named; the count says how many more.
+        let lists = match dropped.len() {
+            0 => String::new(),
+            n => {
+                let shown = dropped.iter().take(MAX_LISTS_LOGGED).cloned();
+                let mut named = shown.collect::<Vec<_>>().join(", ");
+                if n > MAX_LISTS_LOGGED {
+                    named.push_str(&format!(" and {} more", n - MAX_LISTS_LOGGED));
+                }
+                format!(
+                    ", and dropped {n} whole lists (answered 404 offline until the cloud lists them again): {named}"
+                )
+            }
+        };
         let what = format!(
-            "cache: {used} bytes exceed --cache-max-bytes={max}: evicted {evicted} objects (Events first, then other components' objects, least recently written first); {now} bytes now"
+            "cache: {used} bytes exceed --cache-max-bytes={max}: evicted {evicted} objects (Events first, then other components' objects, least recently written first){lists}; {now} bytes now"
         );
         if now > max && self.over_budget.is_none() {
             log::warn!("{what}, still over: what is left is kubelet's restart set and the hub's own, which are never evicted");
@@ -371,6 +433,71 @@ impl Writer {
         }
         // Short of the goal, the next episode waits for 1 % more growth.
         self.over_budget = (now > goal).then_some(now);
+    }
+
+    /// Drops a view whole: it forgets its members and says so ([`ViewSnapshot::evicted`],
+    /// so that offline its list is refused, never answered partial), and the members no
+    /// other view holds are removed unless `protected` keeps them. Returns the files removed
+    /// and the members the view held.
+    fn drop_view(&mut self, id: &ViewId, protected: &Protected) -> (u64, usize) {
+        let members = {
+            let mut views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(v) = views
+                .get_mut(&(id.component.clone(), id.resource.clone()))
+                .and_then(|m| m.get_mut(&id.id))
+            else {
+                return (0, 0);
+            };
+            v.evicted = true;
+            v.too_large = false;
+            std::mem::take(&mut v.members)
+        };
+        self.dirty.insert(id.clone());
+        let held = members.len();
+        let mut removed = 0;
+        for m in &members {
+            let key = member_key(&id.component, &id.resource, m);
+            if !protected.keeps(&key) {
+                removed += u64::from(self.remove_if_unreferenced(&key));
+            }
+        }
+        (removed, held)
+    }
+
+    /// Whether the view exists and does not know its list ([`ViewSnapshot::withheld`]).
+    fn withheld(&self, id: &ViewId) -> bool {
+        let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+        views
+            .get(&(id.component.clone(), id.resource.clone()))
+            .and_then(|m| m.get(&id.id))
+            .is_some_and(ViewSnapshot::withheld)
+    }
+
+    /// A view's namespace and selectors, as a log names them.
+    fn describe_view(&self, id: &ViewId) -> String {
+        let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(v) = views
+            .get(&(id.component.clone(), id.resource.clone()))
+            .and_then(|m| m.get(&id.id))
+        else {
+            return String::new();
+        };
+        let k = &v.key;
+        let mut parts = Vec::new();
+        if !k.namespace.is_empty() {
+            parts.push(format!("namespace={}", k.namespace));
+        }
+        if !k.label_selector.is_empty() {
+            parts.push(format!("labelSelector={}", k.label_selector));
+        }
+        if !k.field_selector.is_empty() {
+            parts.push(format!("fieldSelector={}", k.field_selector));
+        }
+        if parts.is_empty() {
+            "list".to_string()
+        } else {
+            format!("list {}", parts.join(" "))
+        }
     }
 
     fn with_view<R>(&self, t: &Target, f: impl FnOnce(&mut ViewSnapshot) -> R) -> R {
@@ -428,25 +555,21 @@ impl Writer {
             if members.contains(&m) {
                 continue;
             }
-            let key = ObjectKey {
-                component: t.component.clone(),
-                resource: t.resource.clone(),
-                namespace: m.0.clone(),
-                name: m.1.clone(),
-            };
+            let key = member_key(&t.component, &t.resource, &m);
             if self.stored_rv(&key).is_some_and(|rv| rv > list_rv) {
                 members.insert(m);
             } else {
-                gone.push(m);
+                gone.push(key);
             }
         }
         self.with_view(t, |v| {
             v.members = members;
             v.rv = list_rv;
             v.too_large = false;
+            v.evicted = false;
         });
-        for m in gone {
-            self.remove_if_unreferenced(t, &m);
+        for key in gone {
+            self.remove_if_unreferenced(&key);
         }
         {
             // Only a drop before this evidence began is healed by it (one may have come
@@ -523,16 +646,22 @@ impl Writer {
                     acc.push(obj);
                     return;
                 }
+                // A view that no longer knows its list gathers nothing until it is listed
+                // again (its members would only fill the disk).
+                if self.withheld(&ViewId::of(t)) {
+                    return;
+                }
                 if let Some(member) = self.keep(t, &obj) {
                     self.with_view(t, |v| v.members.insert(member));
                     self.mark_dirty(t);
                 }
             }
             Event::Deleted(obj) => {
-                self.bury(Self::key_of(t, &obj), obj.rv);
+                let key = Self::key_of(t, &obj);
+                self.bury(key.clone(), obj.rv);
                 let member = (obj.namespace.clone(), obj.name.clone());
                 self.with_view(t, |v| v.members.remove(&member));
-                self.remove_if_unreferenced(t, &member);
+                self.remove_if_unreferenced(&key);
                 self.mark_dirty(t);
             }
             Event::Bookmark {
@@ -564,6 +693,16 @@ impl Writer {
                 self.error("view write", &e);
             }
         }
+    }
+}
+
+/// The key of a view's member.
+fn member_key(component: &str, resource: &str, member: &(String, String)) -> ObjectKey {
+    ObjectKey {
+        component: component.to_string(),
+        resource: resource.to_string(),
+        namespace: member.0.clone(),
+        name: member.1.clone(),
     }
 }
 

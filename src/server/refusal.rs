@@ -34,6 +34,8 @@ pub enum Refusal {
     NotCached(String),
     /// Offline: the cloud's last answer to this list was too large to cache.
     ListTooLarge(String),
+    /// Offline: this list was dropped from the cache to keep it within its byte budget.
+    ListEvicted(String),
     /// Offline: updates to this list were dropped (a full cache queue) since it was listed.
     ListIncomplete(String),
     /// Offline: the object is not in the cache.
@@ -98,6 +100,7 @@ impl Refusal {
             Self::DeleteOffline { .. } => 403,
             Self::NotCached(_)
             | Self::ListTooLarge(_)
+            | Self::ListEvicted(_)
             | Self::ListIncomplete(_)
             | Self::NotFound { .. }
             | Self::NoPodsCached => 404,
@@ -144,6 +147,10 @@ impl fmt::Display for Refusal {
             Self::ListTooLarge(what) => write!(
                 f,
                 "the {what} list was larger than --max-cached-list-bytes: not cached, not answered offline"
+            ),
+            Self::ListEvicted(what) => write!(
+                f,
+                "the {what} list was evicted to keep the cache within --cache-max-bytes: not answered offline until the cloud lists it again"
             ),
             Self::ListIncomplete(what) => write!(
                 f,
