@@ -4,7 +4,9 @@ pub mod cache_cli;
 pub mod config;
 mod flags;
 mod hubcfg;
+mod lock;
 mod ready;
+pub mod reset;
 
 use async_io::Async;
 use std::fmt;
@@ -12,6 +14,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
+use self::lock::{DirLock, LockError};
 use self::ready::Readiness;
 use crate::admin::Admin;
 use crate::filter::{FilterKind, Filters, Topology};
@@ -22,7 +25,7 @@ use self::hubcfg::LiveConfig;
 use crate::cache::seal::{SealError, Sealer};
 use crate::cache::store::Recovery;
 use crate::cache::{Agents, Cache, Options, StoreError};
-use crate::certs::Certs;
+use crate::certs::{rebuilt, Certs};
 use crate::gc::Collector;
 use crate::health::{Health, Prober};
 use crate::local::Local;
@@ -45,6 +48,8 @@ pub enum StartError {
     Cache(StoreError),
     /// The key that seals cached Secrets could not be loaded.
     Seal(SealError),
+    /// Another hub runs on the same directories.
+    Locked(LockError),
     /// A listener could not be bound.
     Bind {
         /// The address.
@@ -60,6 +65,7 @@ impl fmt::Display for StartError {
             StartError::Tls(e) => write!(f, "loading certificates: {e}"),
             StartError::Cache(e) => write!(f, "opening the cache: {e}"),
             StartError::Seal(e) => write!(f, "--encrypt-secrets-key-file: {e}"),
+            StartError::Locked(e) => write!(f, "{e}"),
             StartError::Signals(e) => write!(f, "installing signal handlers: {e}"),
             StartError::Bind { addr, error } => write!(f, "binding {addr}: {error}"),
         }
@@ -84,6 +90,8 @@ pub struct Running {
     cache: Option<Cache>,
     metrics: Arc<Metrics>,
     admin: Arc<Admin>,
+    /// Held while the hub runs: no second hub, and no `yurthub reset`, on its directories.
+    _locks: Arc<Vec<DirLock>>,
 }
 
 impl Running {
@@ -203,6 +211,9 @@ fn serve_proxy_on(
 /// tasks run while a thread is inside [`runtime::block_on`] (see [`run`] and
 /// [`runtime::spawn_thread`]).
 pub fn start(config: &Config) -> Result<Running, StartError> {
+    let files = config.hub_files();
+    let mut locks = vec![DirLock::acquire(&files.root_dir).map_err(StartError::Locked)?];
+    put_away_another_clusters_identity(config, &files);
     let certs = Certs::new(config.certs_settings());
     let tls = Tls::load(certs.ca_path(), certs.client_path()).map_err(StartError::Tls)?;
     let upstream = Arc::new(Upstream::new(&config.servers, config.lb_mode, tls));
@@ -224,6 +235,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
                 max_body_bytes: config.max_cached_list_bytes,
                 queue_jobs: 0,
             };
+            locks.push(DirLock::acquire(&files.cache_lock_dir()).map_err(StartError::Locked)?);
             let (cache, recovery) =
                 Cache::open_with(&config.disk_cache_path, options).map_err(StartError::Cache)?;
             if recovery != Recovery::default() {
@@ -391,7 +403,35 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         cache,
         metrics,
         admin,
+        _locks: Arc::new(locks),
     })
+}
+
+/// Before anything is loaded: when the operator has pointed the hub at a rebuilt cluster
+/// ([`rebuilt`]), the old identity and cache are moved aside and the hub bootstraps afresh.
+/// The network is asked only when `--join-token` points somewhere the bootstrap kubeconfig
+/// does not, and for at most [`rebuilt::DISCOVERY_WAIT`], so an offline start is not held up.
+fn put_away_another_clusters_identity(config: &Config, files: &reset::HubFiles) {
+    let settings = config.certs_settings();
+    let Some(old_ca) = rebuilt::old_ca(&settings) else {
+        return;
+    };
+    let evidence = rebuilt::offline_evidence(&settings).or_else(|| {
+        async_io::block_on(smol::future::or(
+            rebuilt::discovered_evidence(&settings),
+            async {
+                async_io::Timer::after(rebuilt::DISCOVERY_WAIT).await;
+                log::info!(
+                    "identity: the cluster did not answer within {}s; pki/ca.crt kept",
+                    rebuilt::DISCOVERY_WAIT.as_secs()
+                );
+                None
+            },
+        ))
+    });
+    if let Some(why) = evidence {
+        files.move_aside(&why, rebuilt::bootstrap_of_ca(&settings, &old_ca));
+    }
 }
 
 /// Starts the hub and serves until SIGTERM or SIGINT, telling systemd (when it started us)

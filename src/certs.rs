@@ -20,6 +20,7 @@ pub mod discovery;
 mod files;
 pub mod kubeconfig;
 pub mod pkcs10;
+pub mod rebuilt;
 mod schedule;
 mod serving;
 pub mod store;

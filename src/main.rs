@@ -13,6 +13,16 @@ fn main() {
         );
         std::process::exit(code);
     }
+    // `yurthub reset` removes what the hub keeps on the node.
+    if std::env::args().nth(1).as_deref() == Some("reset") {
+        let code = yurthub::app::reset::main(
+            std::env::args().skip(2),
+            &mut std::io::stdin().lock(),
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        );
+        std::process::exit(code);
+    }
     let config = match Config::from_args(std::env::args().skip(1)) {
         Ok(Parsed::Run(c)) => c,
         Ok(Parsed::Help) => {

@@ -299,6 +299,17 @@ impl DummyIf {
         Ok(placement)
     }
 
+    /// Whether a link named `name` exists (no privilege needed). Blocking.
+    pub fn exists(name: &str) -> Result<bool, NetError> {
+        link_index(name).map(|i| i.is_some())
+    }
+
+    /// Removes the link of this name, made by this process or an earlier one (`yurthub
+    /// reset`); nothing when there is none. Blocking; needs CAP_NET_ADMIN.
+    pub fn remove_link(&self) -> Result<(), NetError> {
+        self.remove_placed(Some(Placement::Dummy))
+    }
+
     /// Removes what [`DummyIf::ensure`] made: the link, or the address on `lo`. Blocking.
     pub fn remove(&self) -> Result<(), NetError> {
         let mut guard = self.placed.lock().unwrap_or_else(|e| e.into_inner());

@@ -802,3 +802,279 @@ fn without_a_serving_certificate_pods_are_not_sent_to_the_tls_port() {
         "{metrics}"
     );
 }
+
+/// The copies an identity move left beside `path`.
+fn moved_aside(path: &Path) -> Vec<std::path::PathBuf> {
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let mut out: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name}.stale-"))
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// Waits until kubelet's pod list through `hub` is answered by `c` with the node's identity,
+/// and returns the pod names.
+fn pods_as_the_node(hub: &Hub, c: &Cluster) -> Vec<String> {
+    let mut names = Vec::new();
+    wait_until("requests as the node", Duration::from_secs(30), || {
+        c.api.clear_requests();
+        let r = get(hub.proxy_addr, PODS, KUBELET);
+        if r.status != 200
+            || c.api.client_requests().last().and_then(|r| r.user.clone())
+                != Some(format!("system:node:{NODE}"))
+        {
+            return false;
+        }
+        names = r.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        true
+    });
+    names
+}
+
+#[test]
+fn a_node_of_a_rebuilt_cluster_moves_its_old_identity_aside_and_joins_afresh() {
+    let a = Cluster::unjoined();
+    a.api
+        .create(PODS, testapi::pod("from-the-old-cluster", NODE));
+    let root = a.root.path().to_path_buf();
+    let cache = a.cache.path().to_path_buf();
+    let dirs = [
+        format!("--root-dir={}", root.display()),
+        format!("--disk-cache-path={}", cache.display()),
+    ];
+    let dirs: Vec<&str> = dirs.iter().map(String::as_str).collect();
+    let old_pod = cache.join("kubelet/pods.v1.core/default/from-the-old-cluster");
+    {
+        let hub = Hub::start(BIN, &join_args(&a, &[]));
+        assert_eq!(pods_as_the_node(&hub, &a), ["from-the-old-cluster"]);
+        wait_until("the old pod cached", Duration::from_secs(10), || {
+            old_pod.is_file()
+        });
+        hub.kill();
+    }
+
+    // Rebuilt, joined again with a new pin: the old CA is not the pinned one.
+    let b = Cluster::unjoined();
+    b.api
+        .create(PODS, testapi::pod("from-the-new-cluster", NODE));
+    let hub = Hub::start(BIN, &join_args(&b, &dirs));
+    let line = hub.wait_for_log("cluster was rebuilt", Duration::from_secs(10));
+    assert!(
+        line.contains("pki/ca.crt matches none of --discovery-token-ca-cert-hash"),
+        "{line}"
+    );
+    assert_eq!(pods_as_the_node(&hub, &b), ["from-the-new-cluster"]);
+    let old_pki = moved_aside(&root.join("pki"));
+    assert_eq!(old_pki.len(), 1, "{old_pki:?}");
+    assert_eq!(
+        std::fs::read_to_string(old_pki[0].join("ca.crt")).unwrap(),
+        a.pki.ca_pem,
+        "the old CA is kept, aside"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("pki/ca.crt")).unwrap(),
+        b.pki.ca_pem
+    );
+    // The old cache went into the cache's quarantine (under systemd only the cache directory
+    // itself is writable), which is never served.
+    let old_cache: Vec<_> = std::fs::read_dir(cache.join("_quarantine"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(old_cache.len(), 1, "{old_cache:?}");
+    assert!(old_cache[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("rebuilt-"));
+    assert!(old_cache[0]
+        .join("kubelet/pods.v1.core/default/from-the-old-cluster")
+        .is_file());
+    assert!(!old_pod.exists(), "the old cluster's pod is not served");
+    assert_eq!(moved_aside(&root.join("yurthub.conf")).len(), 1);
+    // The old bootstrap kubeconfig (the old CA) went aside; discovery wrote a new one.
+    assert_eq!(moved_aside(&root.join("bootstrap-hub.conf")).len(), 1);
+    assert!(std::fs::read_to_string(root.join("bootstrap-hub.conf"))
+        .unwrap()
+        .contains(&b.api.url()));
+    hub.kill();
+
+    // The same cluster again: nothing moves.
+    let hub = Hub::start(BIN, &join_args(&b, &dirs));
+    assert_eq!(pods_as_the_node(&hub, &b), ["from-the-new-cluster"]);
+    assert!(!hub.log().iter().any(|l| l.contains("cluster was rebuilt")));
+    assert_eq!(moved_aside(&root.join("pki")).len(), 1);
+    hub.kill();
+
+    // Rebuilt again; the operator writes the new bootstrap kubeconfig (as yurtadm join does).
+    let c = Cluster::unjoined();
+    std::fs::write(
+        root.join("bootstrap-hub.conf"),
+        bootstrap_conf(&c, &format!("{BOOTSTRAP_ID}.{BOOTSTRAP_SECRET}")),
+    )
+    .unwrap();
+    let hub = Hub::start(BIN, &args(&c, &dirs));
+    let line = hub.wait_for_log("cluster was rebuilt", Duration::from_secs(10));
+    assert!(
+        line.contains("bootstrap-hub.conf is not the one in pki/ca.crt"),
+        "{line}"
+    );
+    assert_eq!(pods_as_the_node(&hub, &c), Vec::<String>::new());
+    assert_eq!(moved_aside(&root.join("pki")).len(), 2);
+    // The new bootstrap kubeconfig stays where it is.
+    assert_eq!(moved_aside(&root.join("bootstrap-hub.conf")).len(), 1);
+    hub.kill();
+
+    // Rebuilt once more, joined with a new token and no pin: only the cluster can say.
+    let d = Cluster::unjoined();
+    d.api.add_bootstrap_token("d0d0d0", "0123456789d0d0d0");
+    let mut flags = vec![
+        "--join-token=d0d0d0.0123456789d0d0d0",
+        "--discovery-token-unsafe-skip-ca-verification",
+    ];
+    flags.extend_from_slice(&dirs);
+    let hub = Hub::start(BIN, &args(&d, &flags));
+    let line = hub.wait_for_log("cluster was rebuilt", Duration::from_secs(10));
+    assert!(
+        line.contains("signed by --join-token, names a CA other than pki/ca.crt"),
+        "{line}"
+    );
+    assert_eq!(pods_as_the_node(&hub, &d), Vec::<String>::new());
+    assert_eq!(moved_aside(&root.join("pki")).len(), 3);
+    assert_eq!(
+        std::fs::read_to_string(root.join("pki/ca.crt")).unwrap(),
+        d.pki.ca_pem
+    );
+    hub.kill();
+}
+
+/// Runs `yurthub reset <args>` with `answer` on its standard input: exit status, stdout, stderr.
+fn reset(args: &[String], answer: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = testapi::command(BIN)
+        .arg("reset")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answer.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn yurthub_reset_removes_what_the_hub_keeps_and_never_under_a_running_hub() {
+    let c = Cluster::new();
+    let root = c.root.path().to_path_buf();
+    let cache = c.cache.path().to_path_buf();
+    // The hub's own command line, with a dummy link that does not exist on this machine.
+    let hub_args = args(&c, &[]);
+    let mut reset_args = hub_args.clone();
+    reset_args.extend([
+        "--enable-dummy-if=true".to_string(),
+        "--dummy-if-name=yh-none0".to_string(),
+    ]);
+    std::fs::write(
+        root.join("bootstrap-hub.conf"),
+        bootstrap_conf(&c, &format!("{BOOTSTRAP_ID}.{BOOTSTRAP_SECRET}")),
+    )
+    .unwrap();
+    let hub = Hub::start(BIN, &hub_args);
+    hub.wait_ready(Duration::from_secs(30));
+    assert_eq!(get(hub.proxy_addr, PODS, KUBELET).status, 200);
+    wait_until("kubelet's cache", Duration::from_secs(10), || {
+        cache.join("kubelet").is_dir()
+    });
+
+    // A second hub on the same directories refuses to start.
+    let second = testapi::command(BIN).args(&hub_args).output().unwrap();
+    let refusal = format!(
+        "a yurthub (pid {}) is running on {}",
+        hub.pid(),
+        root.display()
+    );
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{said}");
+    assert!(said.contains(&refusal), "{said}");
+
+    // Nor does reset run under it, even forced.
+    let mut forced = reset_args.clone();
+    forced.push("--force".into());
+    let (code, _, err) = reset(&forced, "");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&refusal) && err.contains("stop it first"),
+        "{err}"
+    );
+    assert!(root.join("pki/ca.crt").is_file());
+    hub.kill();
+
+    // Asked, and not confirmed: nothing removed; everything named.
+    let (code, out, err) = reset(&reset_args, "n\n");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("nothing removed"), "{err}");
+    for p in [
+        root.join("pki"),
+        root.join("bootstrap-hub.conf"),
+        root.join("yurthub.lock"),
+        cache.clone(),
+    ] {
+        assert!(
+            out.contains(&format!("  {}\n", p.display())),
+            "{p:?} in {out}"
+        );
+        assert!(p.exists(), "{p:?} removed without a yes");
+    }
+    assert!(!out.contains("dummy link"), "{out}");
+    assert!(out.ends_with("Remove them? [y/N] "), "{out}");
+
+    // Confirmed: gone, and a second run has nothing to do.
+    let (code, out, err) = reset(&reset_args, "y\n");
+    assert_eq!(code, 0, "{out}{err}");
+    for p in [
+        root.join("pki"),
+        root.join("bootstrap-hub.conf"),
+        root.join("yurthub.lock"),
+        cache.clone(),
+    ] {
+        assert!(!p.exists(), "{p:?} left: {out}");
+        assert!(out.contains(&format!("removed {}\n", p.display())), "{out}");
+    }
+    let (code, out, _) = reset(&forced, "");
+    assert_eq!((code, out.as_str()), (0, "nothing to reset\n"));
+
+    // A mistyped cache directory is not emptied.
+    let elsewhere = TempDir::new("not-a-cache");
+    std::fs::write(elsewhere.path().join("notes.txt"), "mine").unwrap();
+    let mut wrong = forced.clone();
+    wrong.push(format!("--disk-cache-path={}", elsewhere.path().display()));
+    let (code, out, _) = reset(&wrong, "");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("is not a yurthub cache"), "{out}");
+    assert!(elsewhere.path().join("notes.txt").is_file());
+}

@@ -142,7 +142,7 @@ impl Values {
 /// The `--help` text of `table`.
 pub(super) fn usage(table: &[Flag]) -> String {
     let mut out = String::from(
-        "Usage: yurthub [flags]\n       yurthub cache <ls [path] | get <path> | verify | stats> [--disk-cache-path DIR] [--json]\n\nFlags:\n",
+        "Usage: yurthub [flags]\n       yurthub cache <ls [path] | get <path> | verify | stats> [--disk-cache-path DIR] [--json]\n       yurthub reset [--force] [the hub's flags]\n\nFlags:\n",
     );
     for f in table {
         let default = if f.default.is_empty() || f.boolean {

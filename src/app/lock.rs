@@ -1,0 +1,132 @@
+//! One hub per set of directories: a running hub holds an advisory lock on a file in its
+//! root directory and in its cache directory, so that a second hub (whose writer would tear
+//! the first one's files) and `yurthub reset` (which would pull the files from under it)
+//! both refuse with the first hub's pid. The kernel drops the lock when the process dies,
+//! however it dies, so a stale lock file never blocks anyone.
+
+use rustix::fs::{flock, FlockOperation};
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+/// The lock file's name in each directory.
+pub const LOCK_FILE: &str = "yurthub.lock";
+
+/// A held lock; released when dropped (or when the process ends).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+/// Why a directory could not be locked.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another process holds it.
+    Held {
+        /// The directory.
+        dir: PathBuf,
+        /// The holder's pid, as it wrote it.
+        pid: Option<u32>,
+    },
+    /// The lock file could not be opened or locked.
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// What went wrong.
+        error: std::io::Error,
+    },
+}
+
+impl fmt::Display for LockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Held { dir, pid } => {
+                write!(f, "a yurthub")?;
+                if let Some(pid) = pid {
+                    write!(f, " (pid {pid})")?;
+                }
+                write!(f, " is running on {}", dir.display())
+            }
+            Self::Io { path, error } => write!(f, "locking {}: {error}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for LockError {}
+
+impl DirLock {
+    /// Locks `dir` (created if missing) for this process and writes its pid in the lock file.
+    pub fn acquire(dir: &Path) -> Result<DirLock, LockError> {
+        let path = dir.join(LOCK_FILE);
+        let io = |error| LockError::Io {
+            path: path.clone(),
+            error,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(LockError::Held {
+                    dir: dir.to_path_buf(),
+                    pid: serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| v["pid"].as_u64())
+                        .and_then(|p| u32::try_from(p).ok()),
+                });
+            }
+            Err(e) => return Err(io(e.into())),
+        }
+        // Only the holder writes: the pid is for the message another process prints. JSON,
+        // as every file in the cache directory is (the cache's recovery quarantines the rest).
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        writeln!(file, "{{\"pid\":{}}}", std::process::id()).map_err(io)?;
+        Ok(DirLock { _file: file })
+    }
+
+    /// Whether a hub holds `dir`'s lock now (without taking it for longer than the check).
+    pub fn check(dir: &Path) -> Result<(), LockError> {
+        if !dir.join(LOCK_FILE).exists() {
+            return Ok(());
+        }
+        Self::acquire(dir).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_with_the_first_ones_pid() {
+        let dir = std::env::temp_dir().join(format!("yurthub-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let held = DirLock::acquire(&dir).unwrap();
+        // flock locks belong to the open file: a second open in the same process conflicts
+        // as another process's would.
+        let e = DirLock::acquire(&dir).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "a yurthub (pid {}) is running on {}",
+                std::process::id(),
+                dir.display()
+            )
+        );
+        assert!(DirLock::check(&dir).is_err());
+        drop(held);
+        DirLock::check(&dir).unwrap();
+        DirLock::acquire(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
