@@ -16,6 +16,7 @@ use std::sync::{Arc, RwLock};
 
 use self::lock::{DirLock, LockError};
 use self::ready::Readiness;
+use self::reset::HubFiles;
 use crate::admin::Admin;
 use crate::filter::{FilterKind, Filters, Topology};
 use crate::metrics::Metrics;
@@ -211,9 +212,14 @@ fn serve_proxy_on(
 /// tasks run while a thread is inside [`runtime::block_on`] (see [`run`] and
 /// [`runtime::spawn_thread`]).
 pub fn start(config: &Config) -> Result<Running, StartError> {
-    let files = config.hub_files();
+    let files = HubFiles::of(config);
+    let edge = config.working_mode == WorkingMode::Edge;
+    // Both locks before anything moves or loads: a second hub on either directory stops here.
     let mut locks = vec![DirLock::acquire(&files.root_dir).map_err(StartError::Locked)?];
-    put_away_another_clusters_identity(config, &files);
+    if edge {
+        locks.push(DirLock::acquire(&files.cache_lock_dir()).map_err(StartError::Locked)?);
+    }
+    put_away_another_clusters_identity(config, &files, edge);
     let certs = Certs::new(config.certs_settings());
     let tls = Tls::load(certs.ca_path(), certs.client_path()).map_err(StartError::Tls)?;
     let upstream = Arc::new(Upstream::new(&config.servers, config.lb_mode, tls));
@@ -235,7 +241,6 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
                 max_body_bytes: config.max_cached_list_bytes,
                 queue_jobs: 0,
             };
-            locks.push(DirLock::acquire(&files.cache_lock_dir()).map_err(StartError::Locked)?);
             let (cache, recovery) =
                 Cache::open_with(&config.disk_cache_path, options).map_err(StartError::Cache)?;
             if recovery != Recovery::default() {
@@ -411,27 +416,43 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
 /// ([`rebuilt`]), the old identity and cache are moved aside and the hub bootstraps afresh.
 /// The network is asked only when `--join-token` points somewhere the bootstrap kubeconfig
 /// does not, and for at most [`rebuilt::DISCOVERY_WAIT`], so an offline start is not held up.
-fn put_away_another_clusters_identity(config: &Config, files: &reset::HubFiles) {
+/// `f`'s answer, or `None` when the cloud does not give it within [`rebuilt::DISCOVERY_WAIT`]
+/// (the network gets a bounded say: an offline start is never held up for longer).
+fn within<T>(what: &str, f: impl std::future::Future<Output = Option<T>>) -> Option<T> {
+    async_io::block_on(smol::future::or(f, async {
+        async_io::Timer::after(rebuilt::DISCOVERY_WAIT).await;
+        log::info!(
+            "identity: the cluster did not answer {what} within {}s",
+            rebuilt::DISCOVERY_WAIT.as_secs()
+        );
+        None
+    }))
+}
+
+fn put_away_another_clusters_identity(config: &Config, files: &HubFiles, with_cache: bool) {
     let settings = config.certs_settings();
     let Some(old_ca) = rebuilt::old_ca(&settings) else {
         return;
     };
-    let evidence = rebuilt::offline_evidence(&settings).or_else(|| {
-        async_io::block_on(smol::future::or(
-            rebuilt::discovered_evidence(&settings),
-            async {
-                async_io::Timer::after(rebuilt::DISCOVERY_WAIT).await;
-                log::info!(
-                    "identity: the cluster did not answer within {}s; pki/ca.crt kept",
-                    rebuilt::DISCOVERY_WAIT.as_secs()
-                );
-                None
-            },
-        ))
+    let evidence = rebuilt::offline_evidence(&settings)
+        .or_else(|| within("the CA check", rebuilt::discovered_evidence(&settings)));
+    let Some(why) = evidence else {
+        return;
+    };
+    let works = within("with the current certificate", async {
+        Some(rebuilt::identity_still_works(&settings).await)
     });
-    if let Some(why) = evidence {
-        files.move_aside(&why, rebuilt::bootstrap_of_ca(&settings, &old_ca));
+    if works == Some(true) {
+        log::warn!(
+            "identity: {why}, but the cloud still accepts this node's certificate over pki/ca.crt: nothing moved"
+        );
+        return;
     }
+    files.move_aside(
+        &why,
+        rebuilt::bootstrap_of_ca(&settings, &old_ca),
+        with_cache,
+    );
 }
 
 /// Starts the hub and serves until SIGTERM or SIGINT, telling systemd (when it started us)

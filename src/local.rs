@@ -30,7 +30,8 @@ enum Listed {
     TooLarge,
     /// The list was dropped whole to keep the cache within its byte budget.
     Evicted,
-    /// Updates to it were dropped (a full cache queue) since it was last listed.
+    /// Updates to it were dropped (a full cache queue) since it was last listed, or some of
+    /// its members are not on disk.
     Stale,
 }
 
@@ -210,8 +211,11 @@ impl Local {
                         namespace: ns.clone(),
                         name: name.clone(),
                     };
-                    if let Some(b) = cache.get(&key) {
-                        push(b);
+                    // A member without its file (evicted or collected a moment ago, or a
+                    // write that failed) would make the answer partial.
+                    match cache.get(&key) {
+                        Some(b) => push(b),
+                        None => return Listed::Stale,
                     }
                 }
                 // A list the cloud answered empty is cached empty, and answered so.
@@ -220,6 +224,10 @@ impl Local {
             // No list with these selectors was seen: the selectors over the objects that were
             // cached (by gets, or by lists with other selectors) answer it, but "nothing" is
             // not an answer: an empty list would tell kube-proxy there are no Services.
+            // Objects of a type whose lists were evicted or too large are a partial set.
+            if cache.any_withheld(&t.component, &t.resource) {
+                return Listed::NotCached;
+            }
             let (Ok(labels), Ok(fields)) = (
                 LabelSelector::parse(&t.view.label_selector),
                 FieldSelector::parse(&t.view.field_selector),

@@ -152,6 +152,36 @@ fn name_attr(name: &str) -> Vec<u8> {
 /// Sends one request and reads until its ACK (or error); returns the ifinfomsg index of an
 /// `RTM_NEWLINK` answer, if one came.
 fn exchange(msg: Vec<u8>, what: &'static str) -> Result<Option<i32>, NetError> {
+    exchange_link(msg, what).map(|l| l.map(|(index, _)| index))
+}
+
+/// The netlink attributes in `data`: (type, payload) pairs; a malformed tail ends the walk.
+fn attrs(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = u16::from_ne_bytes([*data.first()?, *data.get(1)?]) as usize;
+        let kind = u16::from_ne_bytes([*data.get(2)?, *data.get(3)?]);
+        if len < 4 || len > data.len() {
+            return None;
+        }
+        let payload = &data[4..len];
+        data = &data[align(len).min(data.len())..];
+        Some((kind, payload))
+    })
+}
+
+/// The kind (`dummy`, `bridge`, `vxlan`, …) in an `RTM_NEWLINK` body, if it names one.
+fn link_kind(body: &[u8]) -> Option<String> {
+    let (_, info) = attrs(body.get(16..)?).find(|(k, _)| *k == IFLA_LINKINFO)?;
+    let (_, kind) = attrs(info).find(|(k, _)| *k == IFLA_INFO_KIND)?;
+    let kind = kind.split(|b| *b == 0).next().unwrap_or(kind);
+    Some(String::from_utf8_lossy(kind).into_owned())
+}
+
+/// [`exchange`], also returning the link's kind from an `RTM_NEWLINK` answer.
+fn exchange_link(
+    msg: Vec<u8>,
+    what: &'static str,
+) -> Result<Option<(i32, Option<String>)>, NetError> {
     let fd = rustix::net::socket(AddressFamily::NETLINK, SocketType::RAW, None)
         .map_err(|e| NetError::Socket(e.into()))?;
     let kernel = SocketAddrNetlink::new(0, 0);
@@ -191,7 +221,8 @@ fn exchange(msg: Vec<u8>, what: &'static str) -> Result<Option<i32>, NetError> {
                 RTM_NEWLINK => {
                     index = body
                         .get(4..8)
-                        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                        .map(|i| (i, link_kind(body)));
                 }
                 _ => {}
             }
@@ -299,9 +330,19 @@ impl DummyIf {
         Ok(placement)
     }
 
-    /// Whether a link named `name` exists (no privilege needed). Blocking.
-    pub fn exists(name: &str) -> Result<bool, NetError> {
-        link_index(name).map(|i| i.is_some())
+    /// The kind of the link named `name` (`dummy`, or another: `bridge`, `vxlan`, … or
+    /// none for a physical one), or `None` when there is no such link. No privilege
+    /// needed. Blocking.
+    pub fn kind_of(name: &str) -> Result<Option<String>, NetError> {
+        let msg = Message::new(RTM_GETLINK, 0)
+            .ifinfo(0, 0, 0)
+            .attr(IFLA_IFNAME, &name_attr(name))
+            .finish();
+        match exchange_link(msg, "looking up the link") {
+            Ok(Some((_, kind))) => Ok(Some(kind.unwrap_or_default())),
+            Ok(None) | Err(NetError::Refused { errno: ENODEV, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes the link of this name, made by this process or an earlier one (`yurthub

@@ -1038,12 +1038,13 @@ fn yurthub_reset_removes_what_the_hub_keeps_and_never_under_a_running_hub() {
     let (code, out, err) = reset(&reset_args, "n\n");
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("nothing removed"), "{err}");
-    for p in [
+    let listed = [
         root.join("pki"),
         root.join("bootstrap-hub.conf"),
-        root.join("yurthub.lock"),
-        cache.clone(),
-    ] {
+        cache.join("kubelet"),
+        cache.join("_internal/views"),
+    ];
+    for p in &listed {
         assert!(
             out.contains(&format!("  {}\n", p.display())),
             "{p:?} in {out}"
@@ -1053,28 +1054,30 @@ fn yurthub_reset_removes_what_the_hub_keeps_and_never_under_a_running_hub() {
     assert!(!out.contains("dummy link"), "{out}");
     assert!(out.ends_with("Remove them? [y/N] "), "{out}");
 
-    // Confirmed: gone, and a second run has nothing to do.
+    // Confirmed: gone (the cache directory stays, empty: under systemd it is a mount point;
+    // the root's lock file stays too), and a second run has nothing to do.
     let (code, out, err) = reset(&reset_args, "y\n");
     assert_eq!(code, 0, "{out}{err}");
-    for p in [
-        root.join("pki"),
-        root.join("bootstrap-hub.conf"),
-        root.join("yurthub.lock"),
-        cache.clone(),
-    ] {
+    for p in &listed {
         assert!(!p.exists(), "{p:?} left: {out}");
         assert!(out.contains(&format!("removed {}\n", p.display())), "{out}");
     }
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0, "{out}");
     let (code, out, _) = reset(&forced, "");
     assert_eq!((code, out.as_str()), (0, "nothing to reset\n"));
 
-    // A mistyped cache directory is not emptied.
+    // A mistyped cache directory is not emptied: one no hub has locked (even with a
+    // directory named like an agent's, as /var/lib holds kubelet/), or one holding the root.
     let elsewhere = TempDir::new("not-a-cache");
     std::fs::write(elsewhere.path().join("notes.txt"), "mine").unwrap();
-    let mut wrong = forced.clone();
-    wrong.push(format!("--disk-cache-path={}", elsewhere.path().display()));
-    let (code, out, _) = reset(&wrong, "");
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("is not a yurthub cache"), "{out}");
+    std::fs::create_dir(elsewhere.path().join("kubelet")).unwrap();
+    for dir in [elsewhere.path(), root.parent().unwrap()] {
+        let mut wrong = forced.clone();
+        wrong.push(format!("--disk-cache-path={}", dir.display()));
+        let (code, out, _) = reset(&wrong, "");
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("is not a yurthub cache"), "{out}");
+    }
     assert!(elsewhere.path().join("notes.txt").is_file());
+    assert!(root.is_dir());
 }

@@ -383,7 +383,12 @@ fn an_agents_list_is_evicted_whole_and_then_refused_offline_never_partial() {
     hub.kill();
     c.api.set_fault(Fault::None);
     let hub = start(&c, &[]);
-    hub.wait_for_log("is now healthy", Duration::from_secs(10));
+    // Until its first probe the hub may answer from the cache: 404, as above.
+    wait_until(
+        "the cloud to answer the list",
+        Duration::from_secs(10),
+        || get(hub.proxy_addr, "/api/v1/services", KUBE_PROXY).status == 200,
+    );
     assert_eq!(listed(&hub), 10);
     wait_until("the services to be cached", Duration::from_secs(10), || {
         files_below(&services).len() == 10

@@ -16,7 +16,6 @@
 use std::fmt;
 
 use super::flags::{self, flag_table, Flag, Values};
-use super::reset::HubFiles;
 pub use crate::certs::BootstrapMode;
 pub use crate::upstream::{LbMode, ServerUrl};
 use std::net::IpAddr;
@@ -312,6 +311,12 @@ pub enum Parsed {
     Help,
 }
 
+/// The hub's flags as given, unvalidated: for `yurthub reset`, which takes the hub's own
+/// command line and reads only the flags that name files.
+pub(super) fn read_flags(args: impl IntoIterator<Item = String>) -> Result<Values, FlagError> {
+    Values::read(FLAGS, args)
+}
+
 /// The `--help` text, made from the flag table.
 pub fn usage() -> String {
     flags::usage(FLAGS)
@@ -409,48 +414,6 @@ impl Config {
             });
         }
         Ok(Parsed::Run(Box::new(config)))
-    }
-
-    /// What a hub with these flags keeps on the node, and whether `--force` was given: for
-    /// `yurthub reset`, which takes every flag the hub takes (so the hub's own command line
-    /// names the same directories) and reads only those that name files and the link.
-    pub fn reset_args(
-        args: impl IntoIterator<Item = String>,
-    ) -> Result<(HubFiles, bool), FlagError> {
-        let mut force = false;
-        let mut rest = Vec::new();
-        for a in args {
-            match a.as_str() {
-                "--force" | "-force" | "--force=true" | "-f" => force = true,
-                "--force=false" => force = false,
-                _ => rest.push(a),
-            }
-        }
-        let v = Values::read(FLAGS, rest)?;
-        let root_dir = flags::path(&v, "root-dir")?;
-        let bootstrap_file = flags::optional_path(&v, "bootstrap-file")?
-            .unwrap_or_else(|| root_dir.join("bootstrap-hub.conf"));
-        let files = HubFiles {
-            bootstrap_file,
-            cache_dir: flags::path(&v, "disk-cache-path")?,
-            dummy_if: if flags::boolean(&v, "enable-dummy-if")? {
-                Some(flags::interface(&v, "dummy-if-name")?)
-            } else {
-                None
-            },
-            root_dir,
-        };
-        Ok((files, force))
-    }
-
-    /// What this hub keeps on the node.
-    pub fn hub_files(&self) -> HubFiles {
-        HubFiles {
-            root_dir: self.root_dir.clone(),
-            bootstrap_file: self.bootstrap_file(),
-            cache_dir: self.disk_cache_path.clone(),
-            dummy_if: self.enable_dummy_if.then(|| self.dummy_if_name.clone()),
-        }
     }
 
     /// The node client certificate and key, in one PEM file.

@@ -8,6 +8,7 @@ use rustix::fs::{flock, FlockOperation};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// The lock file's name in each directory.
@@ -63,7 +64,13 @@ impl DirLock {
             path: path.clone(),
             error,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        // 0700 like the cache's and the certificates' own directories: a lock taken before
+        // they exist must not leave them listable by everyone.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -93,14 +100,6 @@ impl DirLock {
         writeln!(file, "{{\"pid\":{}}}", std::process::id()).map_err(io)?;
         Ok(DirLock { _file: file })
     }
-
-    /// Whether a hub holds `dir`'s lock now (without taking it for longer than the check).
-    pub fn check(dir: &Path) -> Result<(), LockError> {
-        if !dir.join(LOCK_FILE).exists() {
-            return Ok(());
-        }
-        Self::acquire(dir).map(drop)
-    }
 }
 
 #[cfg(test)]
@@ -123,10 +122,11 @@ mod tests {
                 dir.display()
             )
         );
-        assert!(DirLock::check(&dir).is_err());
         drop(held);
-        DirLock::check(&dir).unwrap();
         DirLock::acquire(&dir).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

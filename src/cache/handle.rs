@@ -99,6 +99,9 @@ pub(super) enum Job {
     Forget(ObjectKey, Option<u64>),
     /// A list answer too large to cache was seen for this view.
     TooLarge(Target),
+    /// Drop this view as an eviction would (tests).
+    #[cfg(test)]
+    DropView(ViewId),
     Flush(SyncSender<()>),
     Stop,
 }
@@ -347,10 +350,25 @@ impl Cache {
             .cloned()
     }
 
+    /// Whether some list of `component`'s `resource` is not known (too large, or evicted):
+    /// then the cached objects of that type are not a basis for answering other lists.
+    pub fn any_withheld(&self, component: &str, resource: &str) -> bool {
+        let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+        views
+            .get(&(component.to_string(), resource.to_string()))
+            .is_some_and(|m| m.values().any(ViewSnapshot::withheld))
+    }
+
     /// Stops the writer before its next job while the guard lives (tests: a slow disk).
     #[cfg(test)]
     pub(super) fn hold_writer(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
         self.shared.ended.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops a view whole, as an eviction under the byte budget does.
+    #[cfg(test)]
+    pub(super) fn drop_view(&self, id: ViewId) {
+        self.submit(Job::DropView(id), None);
     }
 
     /// Jobs the writer has taken so far.

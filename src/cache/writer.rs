@@ -47,6 +47,9 @@ pub(super) struct Writer {
     /// The bytes left after an eviction that could not get under budget: the next attempt
     /// waits until the cache has grown by 1 % of the budget (a walk per write would be costly).
     over_budget: Option<u64>,
+    /// Evicted views and the newest resourceVersion they held or were told of since: an
+    /// older list (one in flight when the view was dropped) does not make them whole again.
+    evicted_floor: HashMap<ViewId, u64>,
 }
 
 impl Writer {
@@ -63,6 +66,7 @@ impl Writer {
             tombstone_order: VecDeque::new(),
             max_bytes,
             over_budget: None,
+            evicted_floor: HashMap::new(),
         }
     }
 
@@ -170,6 +174,11 @@ impl Writer {
                     v.evicted = false;
                 });
                 self.mark_dirty(&t);
+            }
+            #[cfg(test)]
+            Job::DropView(id) => {
+                let protected = Protected::load(&self.store);
+                self.drop_view(&id, &protected);
             }
             Job::Flush(done) => {
                 self.persist_views();
@@ -452,16 +461,37 @@ impl Writer {
             v.too_large = false;
             std::mem::take(&mut v.members)
         };
-        self.dirty.insert(id.clone());
+        // A list whose pages began before the drop describes what was dropped.
+        self.pages.remove(id);
         let held = members.len();
+        let mut floor = 0;
+        let keys: Vec<ObjectKey> = members
+            .iter()
+            .map(|m| member_key(&id.component, &id.resource, m))
+            .collect();
+        for key in &keys {
+            floor = floor.max(self.stored_rv(key).unwrap_or(0));
+        }
+        self.raise_floor(id, floor);
+        // The mark is on disk before any file goes: a crash in between must not leave a
+        // view naming members whose files are gone.
+        if !self.persist_view(id) {
+            self.dirty.insert(id.clone());
+            return (0, held);
+        }
         let mut removed = 0;
-        for m in &members {
-            let key = member_key(&id.component, &id.resource, m);
-            if !protected.keeps(&key) {
-                removed += u64::from(self.remove_if_unreferenced(&key));
+        for key in &keys {
+            if !protected.keeps(key) {
+                removed += u64::from(self.remove_if_unreferenced(key));
             }
         }
         (removed, held)
+    }
+
+    /// Raises the resourceVersion a list must reach to make an evicted view whole again.
+    fn raise_floor(&mut self, id: &ViewId, rv: u64) {
+        let floor = self.evicted_floor.entry(id.clone()).or_insert(0);
+        *floor = (*floor).max(rv);
     }
 
     /// Whether the view exists and does not know its list ([`ViewSnapshot::withheld`]).
@@ -533,13 +563,35 @@ impl Writer {
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
             .copied();
+        let incomplete = dropped.is_some_and(|d| d >= since);
+        if self.withheld(&id) {
+            // A view that does not know its list learns it only from a whole list, and for
+            // an evicted one a list at least as new as what was dropped.
+            let older = self
+                .evicted_floor
+                .get(&id)
+                .is_some_and(|floor| list_rv < *floor);
+            if incomplete || older {
+                log::info!(
+                    "cache: {} {} list arrived {}: the list stays unanswered offline",
+                    t.component,
+                    t.resource,
+                    if incomplete {
+                        "incomplete"
+                    } else {
+                        "older than the evicted one"
+                    }
+                );
+                return;
+            }
+        }
         let mut members = BTreeSet::new();
         for obj in &items {
             if let Some(m) = self.keep(t, obj) {
                 members.insert(m);
             }
         }
-        if dropped.is_some_and(|d| d >= since) {
+        if incomplete {
             log::info!(
                 "cache: {} {} list arrived incomplete (jobs dropped while it was queued): its objects kept, nothing removed, the view stays stale",
                 t.component,
@@ -568,6 +620,7 @@ impl Writer {
             v.too_large = false;
             v.evicted = false;
         });
+        self.evicted_floor.remove(&id);
         for key in gone {
             self.remove_if_unreferenced(&key);
         }
@@ -646,9 +699,16 @@ impl Writer {
                     acc.push(obj);
                     return;
                 }
-                // A view that no longer knows its list gathers nothing until it is listed
-                // again (its members would only fill the disk).
-                if self.withheld(&ViewId::of(t)) {
+                // A view that no longer knows its list gathers no members until it is listed
+                // again (they would only fill the disk); objects still on disk (read by
+                // name, or held by other views) are kept current.
+                let id = ViewId::of(t);
+                if self.withheld(&id) {
+                    self.raise_floor(&id, obj.rv);
+                    let key = Self::key_of(t, &obj);
+                    if self.stored_rv(&key).is_some() {
+                        self.upsert(key, &obj);
+                    }
                     return;
                 }
                 if let Some(member) = self.keep(t, &obj) {
@@ -680,17 +740,26 @@ impl Writer {
 
     fn persist_views(&mut self) {
         for id in std::mem::take(&mut self.dirty) {
-            let snapshot = {
-                let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
-                views
-                    .get(&(id.component.clone(), id.resource.clone()))
-                    .and_then(|m| m.get(&id.id))
-                    .cloned()
-            };
-            let Some(v) = snapshot else { continue };
-            let bytes = serde_json::to_vec(&v).unwrap_or_default();
-            if let Err(e) = self.store.write_file(&id.rel_path(), &bytes) {
+            self.persist_view(&id);
+        }
+    }
+
+    /// Writes one view's file; whether it is on disk.
+    fn persist_view(&mut self, id: &ViewId) -> bool {
+        let snapshot = {
+            let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+            views
+                .get(&(id.component.clone(), id.resource.clone()))
+                .and_then(|m| m.get(&id.id))
+                .cloned()
+        };
+        let Some(v) = snapshot else { return false };
+        let bytes = serde_json::to_vec(&v).unwrap_or_default();
+        match self.store.write_file(&id.rel_path(), &bytes) {
+            Ok(_) => true,
+            Err(e) => {
                 self.error("view write", &e);
+                false
             }
         }
     }
@@ -839,6 +908,62 @@ mod tests {
         c.watch_event(&w, s, event("ADDED", pod("q", 25, "a")));
         c.flush();
         assert_eq!(stored_rv(&c, "q"), Some(25));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A list in flight when its view was evicted describes what was dropped: only a list at
+    /// least as new as everything the view held or was told of since makes it whole again.
+    #[test]
+    fn an_evicted_list_is_made_whole_only_by_a_list_as_new_as_what_was_dropped() {
+        let root = temp("evicted");
+        let (c, _) = Cache::open(&root).unwrap();
+        let mut lst = plain_list();
+        lst.component = "coredns".into();
+        let mut w = plain_watch();
+        w.component = "coredns".into();
+        let id = ViewId::of(&lst);
+        c.response(
+            &lst,
+            list(vec![pod("p", 10, "a"), pod("q", 11, "a")], 12, ""),
+        );
+        c.drop_view(id.clone());
+        c.flush();
+        let v = c.view("coredns", "pods.v1.core", &lst.view).unwrap();
+        assert!(v.evicted && v.members.is_empty(), "{v:?}");
+        assert_eq!(
+            c.store()
+                .list("coredns", "pods.v1.core", None)
+                .unwrap()
+                .len(),
+            0
+        );
+        // The view on disk says so before the files went.
+        let on_disk: ViewSnapshot =
+            serde_json::from_slice(&std::fs::read(root.join(id.rel_path())).unwrap()).unwrap();
+        assert!(on_disk.evicted);
+        // Events while evicted gather nothing, but raise the bar.
+        c.watch_event(&w, c.new_stream(), event("MODIFIED", pod("p", 20, "a")));
+        c.response(
+            &lst,
+            list(vec![pod("p", 10, "a"), pod("q", 11, "a")], 15, ""),
+        );
+        c.flush();
+        let v = c.view("coredns", "pods.v1.core", &lst.view).unwrap();
+        assert!(v.evicted && v.members.is_empty(), "an older list: {v:?}");
+        assert_eq!(
+            c.store()
+                .list("coredns", "pods.v1.core", None)
+                .unwrap()
+                .len(),
+            0
+        );
+        c.response(
+            &lst,
+            list(vec![pod("p", 20, "a"), pod("q", 11, "a")], 25, ""),
+        );
+        c.flush();
+        let v = c.view("coredns", "pods.v1.core", &lst.view).unwrap();
+        assert!(!v.evicted && v.members.len() == 2, "a newer list: {v:?}");
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -19,11 +19,13 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::client::ApiClient;
 use super::discovery::{self, pin_of, Token, Trust};
 use super::files::write_file;
 use super::kubeconfig::Kubeconfig;
 use super::x509::Certificate;
 use super::{BootstrapMode, Settings};
+use crate::upstream::{client_config, read_certs, read_identity, ServerUrl};
 
 /// How long the start-up discovery may take before the hub starts without its verdict.
 pub const DISCOVERY_WAIT: Duration = Duration::from_secs(5);
@@ -61,6 +63,27 @@ impl fmt::Display for Evidence {
             ),
         }
     }
+}
+
+/// Whether the cloud still accepts this node's identity as it is: a TLS handshake verified
+/// by `pki/ca.crt` and a request with the node's certificate that is not refused as
+/// unauthenticated. The operator's evidence is then outweighed (a CA bundle written
+/// differently, an address that reaches the same cluster): nothing is moved. `false` also
+/// when the cloud cannot be reached or there is no certificate.
+pub async fn identity_still_works(s: &Settings) -> bool {
+    let root = s.root_dir.join("pki");
+    let (Ok(ca), Ok(identity)) = (
+        read_certs(&root.join("ca.crt")),
+        read_identity(&root.join("yurthub-current.pem")),
+    ) else {
+        return false;
+    };
+    let Ok(config) = client_config(&ca, Some(identity)) else {
+        return false;
+    };
+    let api = ApiClient::new(s.servers.clone(), config, None);
+    let path = format!("/api/v1/nodes/{}", s.node);
+    matches!(api.request("GET", &path, None).await, Ok((status, _)) if status != 401)
 }
 
 /// The certificates of a PEM bundle, as DER; empty when it holds none.
@@ -124,14 +147,16 @@ pub fn offline_evidence(s: &Settings) -> Option<Evidence> {
         }
     }
     if s.join_token.is_some() && !s.pins.is_empty() {
-        let der = certs_of(&ca);
-        let pinned = der.iter().any(|d| {
-            Certificate::parse(d)
-                .map(|c| s.pins.contains(&pin_of(&c)))
-                .unwrap_or(false)
-        });
-        if !pinned {
-            return Some(Evidence::Pins);
+        // Evidence only when every certificate could be read: failing to prove a match is
+        // not proof of a mismatch.
+        let parsed: Result<Vec<Certificate>, _> = certs_of(&ca)
+            .iter()
+            .map(|d| Certificate::parse(d))
+            .collect();
+        if let Ok(parsed) = parsed {
+            if !parsed.iter().any(|c| s.pins.contains(&pin_of(c))) {
+                return Some(Evidence::Pins);
+            }
         }
     }
     None
@@ -152,11 +177,8 @@ pub async fn discovered_evidence(s: &Settings) -> Option<Evidence> {
         .as_ref()
         .and_then(|k| k.token.as_deref())
         .is_some_and(|t| t == token.expose());
-    let same_server = current.as_ref().is_some_and(|k| {
-        s.servers
-            .iter()
-            .any(|u| k.server.trim_end_matches('/') == format!("https://{}", u.authority()))
-    });
+    let named = current.as_ref().and_then(|k| ServerUrl::parse(&k.server));
+    let same_server = named.is_some_and(|n| s.servers.contains(&n));
     if same_token && same_server {
         return None;
     }

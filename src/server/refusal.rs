@@ -36,7 +36,8 @@ pub enum Refusal {
     ListTooLarge(String),
     /// Offline: this list was dropped from the cache to keep it within its byte budget.
     ListEvicted(String),
-    /// Offline: updates to this list were dropped (a full cache queue) since it was listed.
+    /// Offline: the cached list is incomplete (updates dropped on a full cache queue since it
+    /// was listed, or members missing from disk).
     ListIncomplete(String),
     /// Offline: the object is not in the cache.
     NotFound {
@@ -154,7 +155,7 @@ impl fmt::Display for Refusal {
             ),
             Self::ListIncomplete(what) => write!(
                 f,
-                "the {what} list missed updates (cache queue overflow): not answered offline until the cloud lists it again"
+                "the {what} list is incomplete in the cache (updates dropped on a full cache queue, or objects missing from disk): not answered offline until the cloud lists it again"
             ),
             Self::NotFound {
                 group,
