@@ -4,7 +4,6 @@
 //! both refuse with the first hub's pid. The kernel drops the lock when the process dies,
 //! however it dies, so a stale lock file never blocks anyone.
 
-use rustix::fs::{flock, FlockOperation};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -78,9 +77,10 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(io)?;
-        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        // flock(2) on Linux: the lock belongs to the open file and dies with the process.
+        match file.try_lock() {
             Ok(()) => {}
-            Err(rustix::io::Errno::WOULDBLOCK) => {
+            Err(std::fs::TryLockError::WouldBlock) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
                 return Err(LockError::Held {
@@ -91,7 +91,7 @@ impl DirLock {
                         .and_then(|p| u32::try_from(p).ok()),
                 });
             }
-            Err(e) => return Err(io(e.into())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
         // Only the holder writes: the pid is for the message another process prints. JSON,
         // as every file in the cache directory is (the cache's recovery quarantines the rest).

@@ -141,9 +141,22 @@ pub fn old_ca(s: &Settings) -> Option<Vec<u8>> {
 /// files are not the hub's to move) and when there is no CA yet.
 pub fn offline_evidence(s: &Settings) -> Option<Evidence> {
     let ca = old_ca(s)?;
-    if let Some(b) = bootstrap(s).and_then(|k| ca_of(&k)) {
-        if disjoint(&b, &ca) {
-            return Some(Evidence::BootstrapCa(s.bootstrap_file.clone()));
+    // A bootstrap kubeconfig older than pki/ca.crt is the one the identity was made with
+    // (the CA is copied from it): only a newer one, as a new join writes, is read, which
+    // keeps its parser out of every ordinary start.
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let newer = match (
+        modified(&s.bootstrap_file),
+        modified(&s.root_dir.join("pki").join("ca.crt")),
+    ) {
+        (Some(b), Some(c)) => b > c,
+        (b, _) => b.is_some(),
+    };
+    if newer {
+        if let Some(b) = bootstrap(s).and_then(|k| ca_of(&k)) {
+            if disjoint(&b, &ca) {
+                return Some(Evidence::BootstrapCa(s.bootstrap_file.clone()));
+            }
         }
     }
     if s.join_token.is_some() && !s.pins.is_empty() {
