@@ -13,11 +13,7 @@ use yurthub::app::config::{Config, Parsed};
 const KUBELET: &str = "kubelet/v1.32.0 (linux/arm64) kubernetes/demo";
 
 fn main() {
-    simple_logger::SimpleLogger::new()
-        .with_level(log::LevelFilter::Info)
-        .with_module_level("rustls", log::LevelFilter::Warn)
-        .init()
-        .ok();
+    yurthub::app::logging::init(log::LevelFilter::Info);
     let c = Cluster::new();
     println!("test apiserver on {}", c.api.url());
     c.api.create(

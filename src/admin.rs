@@ -131,8 +131,28 @@ impl Admin {
 /// The largest `/v1/token` body read.
 const MAX_TOKEN_BODY: usize = 4096;
 
+/// The join token in a `/v1/token` body: upstream's JSON `{"jointoken":"…"}`, or the
+/// `jointoken:…` (or form-encoded `jointoken=…`) that the operator FAQ's own
+/// `curl -d "jointoken:xxx"` sends. `Ok(None)` when the body names no join token.
+fn join_token_of(body: &[u8]) -> Result<Option<String>, serde_json::Error> {
+    let json = serde_json::from_slice::<std::collections::HashMap<String, String>>(body);
+    match json {
+        Ok(tokens) => Ok(tokens.get("jointoken").cloned()),
+        Err(e) => {
+            let text = std::str::from_utf8(body).unwrap_or("").trim();
+            match text.split_once([':', '=']) {
+                Some((key, token)) if key.trim() == "jointoken" => {
+                    Ok(Some(token.trim().to_string()))
+                }
+                _ => Err(e),
+            }
+        }
+    }
+}
+
 impl Admin {
-    /// `POST /v1/token` with `{"jointoken":"<id>.<secret>"}`; the answers are upstream's
+    /// `POST /v1/token` with `{"jointoken":"<id>.<secret>"}` (or `jointoken:<id>.<secret>`,
+    /// as the FAQ's curl sends it); the answers are upstream's
     /// (reference §7.4), as plain text.
     async fn token(&self, conn: &mut ClientConn, head: &RequestHead) -> bool {
         let plain = "text/plain; charset=utf-8";
@@ -156,16 +176,16 @@ impl Admin {
                 Err(_) => return false,
             }
         }
-        let tokens: std::collections::HashMap<String, String> = match serde_json::from_slice(&data)
-        {
+        let token = match join_token_of(&data) {
             Ok(t) => t,
             Err(e) => {
                 return text(conn, 400, plain, &format!("could not decode tokens, {e}")).await
             }
         };
-        let Some(token) = tokens.get("jointoken").filter(|t| !t.trim().is_empty()) else {
+        let Some(token) = token.filter(|t| !t.trim().is_empty()) else {
             return text(conn, 400, plain, "no join token is set").await;
         };
+        let token = token.as_str();
         match self.certs.update_token(token).await {
             Ok(()) => {
                 log::info!("bootstrap token replaced through /v1/token");

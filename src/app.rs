@@ -5,6 +5,7 @@ pub mod config;
 mod flags;
 mod hubcfg;
 mod lock;
+pub mod logging;
 mod ready;
 pub mod reset;
 

@@ -1,5 +1,6 @@
 //! The `yurthub` binary: parse flags, set up logging, run.
 
+use std::io::Write;
 use yurthub::app;
 use yurthub::app::config::{usage, Config, Parsed};
 
@@ -26,11 +27,12 @@ fn main() {
     let config = match Config::from_args(std::env::args().skip(1)) {
         Ok(Parsed::Run(c)) => c,
         Ok(Parsed::Help) => {
-            print!("{}", usage());
+            let _ = write!(std::io::stdout(), "{}", usage());
             return;
         }
         Ok(Parsed::Version) => {
-            println!(
+            let _ = writeln!(
+                std::io::stdout(),
                 "{} ({}/{})",
                 app::VERSION,
                 std::env::consts::OS,
@@ -39,7 +41,7 @@ fn main() {
             return;
         }
         Err(e) => {
-            eprintln!("yurthub: {e}");
+            let _ = writeln!(std::io::stderr(), "yurthub: {e}");
             std::process::exit(2);
         }
     };
@@ -48,14 +50,7 @@ fn main() {
         2..=4 => log::LevelFilter::Debug,
         _ => log::LevelFilter::Trace,
     };
-    // rustls logs every handshake detail at debug; only our own lines follow --v.
-    let _ = simple_logger::SimpleLogger::new()
-        .with_level(level)
-        .with_module_level("rustls", log::LevelFilter::Warn)
-        .with_module_level("polling", log::LevelFilter::Warn)
-        .with_module_level("async_io", log::LevelFilter::Warn)
-        .with_utc_timestamps()
-        .init();
+    app::logging::init(level);
     if let Err(e) = app::run(&config) {
         log::error!("{e}");
         std::process::exit(1);

@@ -363,6 +363,19 @@ fn expired_certificate_and_token_recover_with_post_v1_token() {
                     == Some(format!("system:node:{NODE}"))
         },
     );
+
+    // The operator FAQ's form, `curl -d "jointoken:xxx"`, is taken as well.
+    c.api.add_bootstrap_token("faqtok", "0123456789faqfaq");
+    assert_eq!(
+        post_token(&hub, "jointoken:faqtok.0123456789faqfaq"),
+        (200, "update bootstrap token successfully".into())
+    );
+    let conf = std::fs::read_to_string(root.join("bootstrap-hub.conf")).unwrap();
+    assert!(conf.contains("token: faqtok.0123456789faqfaq"), "{conf}");
+    assert_eq!(
+        post_token(&hub, "jointoken:"),
+        (400, "no join token is set".into())
+    );
 }
 
 /// A bootstrap kubeconfig for `token`, as an operator would write it.

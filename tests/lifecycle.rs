@@ -559,3 +559,45 @@ fn sealed_secrets_hold_no_value_on_disk_and_still_serve_offline() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_closed_log_pipe_never_takes_the_hub_down() {
+    use std::io::BufRead;
+    let c = Cluster::new();
+    let mut args = c.hub_args(&[&c.api]);
+    args.extend(FAST.iter().map(|s| s.to_string()));
+    // A debug line for every request.
+    args.push("--v=4".into());
+    let mut child = command(BIN)
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: std::net::SocketAddr = loop {
+        let line = lines.next().expect("the hub's log").unwrap();
+        if let Some(rest) = line.split("serving proxy on http://").nth(1) {
+            break rest.split(' ').next().unwrap().parse().unwrap();
+        }
+    };
+    // The reading end goes away, as `yurthub … | head` does: every later line meets EPIPE.
+    drop(lines);
+    wait_until("the hub to answer", Duration::from_secs(10), || {
+        get(addr, "/api/v1/namespaces/default/pods", KUBELET).status == 200
+    });
+    for _ in 0..20 {
+        assert_eq!(
+            get(addr, "/api/v1/namespaces/default/pods", KUBELET).status,
+            200
+        );
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the hub exited");
+    // And it still stops cleanly.
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
