@@ -435,8 +435,12 @@ fn put_away_another_clusters_identity(config: &Config, files: &HubFiles, with_ca
     let Some(old_ca) = rebuilt::old_ca(&settings) else {
         return;
     };
-    let evidence = rebuilt::offline_evidence(&settings)
-        .or_else(|| within("the CA check", rebuilt::discovered_evidence(&settings)));
+    let evidence = rebuilt::offline_evidence(&settings, &old_ca).or_else(|| {
+        within(
+            "the CA check",
+            rebuilt::discovered_evidence(&settings, &old_ca),
+        )
+    });
     let Some(why) = evidence else {
         return;
     };

@@ -449,17 +449,12 @@ impl Writer {
     /// other view holds are removed unless `protected` keeps them. Returns the files removed
     /// and the members the view held.
     fn drop_view(&mut self, id: &ViewId, protected: &Protected) -> (u64, usize) {
-        let members = {
-            let mut views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(v) = views
-                .get_mut(&(id.component.clone(), id.resource.clone()))
-                .and_then(|m| m.get_mut(&id.id))
-            else {
-                return (0, 0);
-            };
+        let Some(members) = self.with_existing(id, |v| {
             v.evicted = true;
             v.too_large = false;
             std::mem::take(&mut v.members)
+        }) else {
+            return (0, 0);
         };
         // A list whose pages began before the drop describes what was dropped.
         self.pages.remove(id);
@@ -496,23 +491,24 @@ impl Writer {
 
     /// Whether the view exists and does not know its list ([`ViewSnapshot::withheld`]).
     fn withheld(&self, id: &ViewId) -> bool {
-        let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+        self.with_existing(id, |v| v.withheld()).unwrap_or(false)
+    }
+
+    /// `f` on the view `id` names, when it exists (unlike [`Self::with_view`], which makes
+    /// one).
+    fn with_existing<R>(&self, id: &ViewId, f: impl FnOnce(&mut ViewSnapshot) -> R) -> Option<R> {
+        let mut views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
         views
-            .get(&(id.component.clone(), id.resource.clone()))
-            .and_then(|m| m.get(&id.id))
-            .is_some_and(ViewSnapshot::withheld)
+            .get_mut(&(id.component.clone(), id.resource.clone()))
+            .and_then(|m| m.get_mut(&id.id))
+            .map(f)
     }
 
     /// A view's namespace and selectors, as a log names them.
     fn describe_view(&self, id: &ViewId) -> String {
-        let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(v) = views
-            .get(&(id.component.clone(), id.resource.clone()))
-            .and_then(|m| m.get(&id.id))
-        else {
+        let Some(k) = self.with_existing(id, |v| v.key.clone()) else {
             return String::new();
         };
-        let k = &v.key;
         let mut parts = Vec::new();
         if !k.namespace.is_empty() {
             parts.push(format!("namespace={}", k.namespace));
@@ -746,14 +742,9 @@ impl Writer {
 
     /// Writes one view's file; whether it is on disk.
     fn persist_view(&mut self, id: &ViewId) -> bool {
-        let snapshot = {
-            let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
-            views
-                .get(&(id.component.clone(), id.resource.clone()))
-                .and_then(|m| m.get(&id.id))
-                .cloned()
+        let Some(v) = self.with_existing(id, |v| v.clone()) else {
+            return false;
         };
-        let Some(v) = snapshot else { return false };
         let bytes = serde_json::to_vec(&v).unwrap_or_default();
         match self.store.write_file(&id.rel_path(), &bytes) {
             Ok(_) => true,

@@ -129,7 +129,9 @@ pub fn bootstrap_of_ca(s: &Settings, ca: &[u8]) -> bool {
         .is_some_and(|b| !disjoint(&b, ca) && !certs_of(&b).is_empty())
 }
 
-/// The old CA, for the caller to tell which files belong to it.
+/// The CA the identity was made with (`pki/ca.crt`), read once for all the checks; `None` in
+/// `kubeletcertificate` mode (the kubelet's files are not the hub's to move) and when there
+/// is no CA yet (nothing to compare).
 pub fn old_ca(s: &Settings) -> Option<Vec<u8>> {
     (s.mode == BootstrapMode::Token)
         .then(|| current_ca(s))
@@ -137,10 +139,8 @@ pub fn old_ca(s: &Settings) -> Option<Vec<u8>> {
 }
 
 /// What the files and flags alone say (no network): the bootstrap kubeconfig's CA, or the
-/// pins, disagree with `pki/ca.crt`. `None` in `kubeletcertificate` mode (the kubelet's
-/// files are not the hub's to move) and when there is no CA yet.
-pub fn offline_evidence(s: &Settings) -> Option<Evidence> {
-    let ca = old_ca(s)?;
+/// pins, disagree with `ca`, the hub's [`old_ca`].
+pub fn offline_evidence(s: &Settings, ca: &[u8]) -> Option<Evidence> {
     // A bootstrap kubeconfig older than pki/ca.crt is the one the identity was made with
     // (the CA is copied from it): only a newer one, as a new join writes, is read, which
     // keeps its parser out of every ordinary start.
@@ -154,7 +154,7 @@ pub fn offline_evidence(s: &Settings) -> Option<Evidence> {
     };
     if newer {
         if let Some(b) = bootstrap(s).and_then(|k| ca_of(&k)) {
-            if disjoint(&b, &ca) {
+            if disjoint(&b, ca) {
                 return Some(Evidence::BootstrapCa(s.bootstrap_file.clone()));
             }
         }
@@ -162,10 +162,8 @@ pub fn offline_evidence(s: &Settings) -> Option<Evidence> {
     if s.join_token.is_some() && !s.pins.is_empty() {
         // Evidence only when every certificate could be read: failing to prove a match is
         // not proof of a mismatch.
-        let parsed: Result<Vec<Certificate>, _> = certs_of(&ca)
-            .iter()
-            .map(|d| Certificate::parse(d))
-            .collect();
+        let parsed: Result<Vec<Certificate>, _> =
+            certs_of(ca).iter().map(|d| Certificate::parse(d)).collect();
         if let Ok(parsed) = parsed {
             if !parsed.iter().any(|c| s.pins.contains(&pin_of(c))) {
                 return Some(Evidence::Pins);
@@ -182,8 +180,7 @@ pub fn offline_evidence(s: &Settings) -> Option<Evidence> {
 /// for the new token and address, so the next start asks nothing. `None` when nothing
 /// differs, nothing could be learnt (the cloud unreachable, the token unknown), or the CA is
 /// the same.
-pub async fn discovered_evidence(s: &Settings) -> Option<Evidence> {
-    let ca = old_ca(s)?;
+pub async fn discovered_evidence(s: &Settings, ca: &[u8]) -> Option<Evidence> {
     let token = Token::parse(s.join_token.as_deref()?).ok()?;
     let current = bootstrap(s);
     let same_token = current
@@ -209,7 +206,7 @@ pub async fn discovered_evidence(s: &Settings) -> Option<Evidence> {
             return None;
         }
     };
-    if disjoint(&found.ca_pem, &ca) {
+    if disjoint(&found.ca_pem, ca) {
         return Some(Evidence::Discovered {
             server: found.server,
         });
