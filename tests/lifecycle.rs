@@ -332,6 +332,21 @@ fn an_agents_list_is_evicted_whole_and_then_refused_offline_never_partial() {
     }
     let root = c.cache.path().to_path_buf();
     let services = root.join("kube-proxy/services.v1.core");
+    // The view file is written after its members: until it says whole, a hub killed then
+    // rightly refuses the list offline.
+    let view = root.join("_internal/views/kube-proxy/services.v1.core");
+    let whole_on_disk = || {
+        files_below(&services).len() == 10
+            && files_below(&view).iter().any(|f| {
+                std::fs::read(f)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                    .is_some_and(|v| {
+                        v.get("evicted").is_none()
+                            && v["members"].as_array().is_some_and(|m| m.len() == 10)
+                    })
+            })
+    };
     let listed = |hub: &Hub| {
         let r = get(hub.proxy_addr, "/api/v1/services", KUBE_PROXY);
         assert_eq!(r.status, 200, "{}", r.text());
@@ -341,9 +356,11 @@ fn an_agents_list_is_evicted_whole_and_then_refused_offline_never_partial() {
     let before = {
         let hub = start(&c, &[]);
         assert_eq!(listed(&hub), 10);
-        wait_until("the services to be cached", Duration::from_secs(10), || {
-            files_below(&services).len() == 10
-        });
+        wait_until(
+            "the list to be cached",
+            Duration::from_secs(10),
+            whole_on_disk,
+        );
         hub.kill();
         bytes_below(&root)
     };
@@ -390,9 +407,11 @@ fn an_agents_list_is_evicted_whole_and_then_refused_offline_never_partial() {
         || get(hub.proxy_addr, "/api/v1/services", KUBE_PROXY).status == 200,
     );
     assert_eq!(listed(&hub), 10);
-    wait_until("the services to be cached", Duration::from_secs(10), || {
-        files_below(&services).len() == 10
-    });
+    wait_until(
+        "the list's view to be whole on disk",
+        Duration::from_secs(10),
+        whole_on_disk,
+    );
     hub.kill();
     c.api.set_fault(Fault::Refuse);
     let hub = start(&c, &[]);
