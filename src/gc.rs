@@ -281,7 +281,14 @@ impl Collector {
                 }
             }
         }
-        log::info!(
+        // A round that removed nothing is no event (offline, every round is one such).
+        let level = if expired + gone > 0 {
+            log::Level::Info
+        } else {
+            log::Level::Debug
+        };
+        log::log!(
+            level,
             "gc: Events: {expired} older than {}s and {gone} gone from the cloud removed, {kept} kept",
             ttl
         );

@@ -126,27 +126,38 @@ impl Health {
             .map(|t| t.elapsed())
     }
 
-    fn set(&self, i: usize, healthy: bool, url: &str) {
+    /// Sets a server's state; a change is one log line (with why, when lost) and a wake-up.
+    fn set(&self, i: usize, healthy: bool, url: &str, why: Option<&ProbeError>) {
         let was = self.servers[i].healthy.swap(healthy, Ordering::Relaxed);
         if was != healthy {
-            log::info!(
-                "server {url} is now {}",
-                if healthy { "healthy" } else { "unhealthy" }
-            );
+            match why {
+                Some(e) if !healthy => log::warn!("server {url} is now unhealthy: {e}"),
+                _ if !healthy => log::warn!("server {url} is now unhealthy"),
+                _ => log::info!("server {url} is now healthy"),
+            }
             self.changed.notify(usize::MAX);
         }
     }
 
-    fn record(&self, i: usize, ok: bool, threshold: u32, initial: bool, url: &str) {
+    /// Records a probe's outcome: `Err` makes the server unhealthy at once, `threshold`
+    /// successes in a row healthy again.
+    fn record(
+        &self,
+        i: usize,
+        outcome: Result<(), &ProbeError>,
+        threshold: u32,
+        initial: bool,
+        url: &str,
+    ) {
         let s = &self.servers[i];
-        if !ok {
+        if let Err(e) = outcome {
             s.successes.store(0, Ordering::Relaxed);
-            self.set(i, false, url);
+            self.set(i, false, url, Some(e));
             return;
         }
         let n = s.successes.fetch_add(1, Ordering::Relaxed) + 1;
         if initial || s.healthy.load(Ordering::Relaxed) || n >= threshold {
-            self.set(i, true, url);
+            self.set(i, true, url, None);
         }
     }
 }
@@ -184,6 +195,9 @@ pub enum ProbeError {
     BadLease(String),
     /// `--heartbeat-failed-retry` is 0: nothing was tried.
     NoAttempt,
+    /// kubelet has been silent for longer than its grace period: the node is not alive for
+    /// the cloud, so its lease is not renewed and the cloud not probed.
+    KubeletSilent,
 }
 
 impl std::fmt::Display for ProbeError {
@@ -193,6 +207,10 @@ impl std::fmt::Display for ProbeError {
             Self::Status { doing, code } => write!(f, "{doing} the lease: status {code}"),
             Self::BadLease(why) => write!(f, "{why}"),
             Self::NoAttempt => write!(f, "no attempt"),
+            Self::KubeletSilent => write!(
+                f,
+                "kubelet silent for longer than --kubelet-health-grace-period: the lease is not renewed"
+            ),
         }
     }
 }
@@ -389,12 +407,12 @@ impl Prober {
                 }
                 self.last[server] = Some(lease);
                 self.health
-                    .record(server, true, self.threshold, initial, &url);
+                    .record(server, Ok(()), self.threshold, initial, &url);
             }
             Err(e) => {
                 log::debug!("health probe of {url} failed: {e}");
                 self.health
-                    .record(server, false, self.threshold, initial, &url);
+                    .record(server, Err(&e), self.threshold, initial, &url);
             }
         }
     }
@@ -438,7 +456,8 @@ impl Prober {
                         .nth(i)
                         .map(|u| u.to_string())
                         .unwrap_or_default();
-                    self.health.record(i, false, self.threshold, false, &url);
+                    let silent = Err(&ProbeError::KubeletSilent);
+                    self.health.record(i, silent, self.threshold, false, &url);
                 }
                 log::debug!("kubelet silent for longer than the grace period: lease not renewed");
                 continue;

@@ -47,7 +47,8 @@
 //!   hub's own list-and-watch, through its own proxy; [`admin`] serves health, readiness,
 //!   metrics ([`metrics`]) and the token endpoint; [`network`] makes the dummy interface.
 //! - [`http`] is the wire (heads, bodies, chunking, gzip); [`runtime`] the one executor;
-//!   [`notify`] talks to systemd.
+//!   [`notify`] talks to systemd; [`log_repeats`] keeps a failure that repeats to a line a
+//!   minute.
 //!
 //! `tests/layers.rs` keeps this shape: each module imports only from the layers below it.
 
@@ -69,6 +70,7 @@ pub mod http;
 pub mod informer;
 pub mod kube;
 pub mod local;
+pub mod log_repeats;
 pub mod metrics;
 pub mod network;
 pub mod notify;

@@ -51,6 +51,7 @@ fn main() {
         _ => log::LevelFilter::Trace,
     };
     app::logging::init(level);
+    config.log_no_effect();
     if let Err(e) = app::run(&config) {
         log::error!("{e}");
         std::process::exit(1);

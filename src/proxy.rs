@@ -24,12 +24,17 @@ use crate::http::url::Query;
 use crate::http::{BodyReader, BodyWriter, Framing, RequestHead};
 use crate::kube::{self, RequestInfo};
 use crate::local::Local;
+use crate::log_repeats::Repeats;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::server::{self, ClientConn, Gate, Refusal};
 use crate::upstream::{self, Body, Identity, Negotiated, Response, Upstream, UpstreamError};
 use route::{Facts, Route};
 
 /// Request bodies up to this size are read before sending, so another server can be tried.
+/// Requests that found no cloud: the first of a kind is logged, its repeats once a minute (the
+/// cloud's state change has a line of its own, from [`health`](crate::health)).
+static UNREACHABLE: Repeats = Repeats::new(std::time::Duration::from_secs(60));
+
 const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 /// The most bytes gathered, or unpacked from gzip, per write to the client.
 const RELAY_PIECE: usize = 64 * 1024;
@@ -413,7 +418,10 @@ impl Proxy {
                 false
             }
             Err(e) => {
-                log::warn!("{e}");
+                let e = e.to_string();
+                if let Some(more) = UNREACHABLE.allow(&e) {
+                    log::warn!("{e}{more}");
+                }
                 if let (Some(edge), Some(Ok(t))) = (&self.edge, &target) {
                     // A cacheable read still gets an answer when the transport fails.
                     if matches!(ctx.info.verb.as_str(), "get" | "list") {
@@ -575,7 +583,10 @@ impl Proxy {
                     return Outcome::Close;
                 }
                 Some(Err(e)) => {
-                    log::warn!("upstream body broke off: {e}");
+                    let e = e.to_string();
+                    if let Some(more) = UNREACHABLE.allow(&e) {
+                        log::warn!("upstream body broke off: {e}{more}");
+                    }
                     ctx.log(resp.head.status, "upstream body broke off");
                     // Closing without the last chunk tells the client the body is incomplete.
                     let _ = conn.writer.write_all(&out).await;

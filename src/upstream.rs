@@ -290,7 +290,8 @@ impl Upstream {
                 let (mut conn, reused) = match checked_out {
                     Ok(c) => c,
                     Err(e) => {
-                        log::warn!("upstream {} unreachable: {e}", self.servers[server].url);
+                        // Every caller reports the failure (a request's line, the health state line).
+                        log::debug!("upstream {} unreachable: {e}", self.servers[server].url);
                         last = UpstreamError::Failed {
                             server: self.servers[server].url.to_string(),
                             error: ServerFailure::Io(e),
@@ -319,7 +320,7 @@ impl Upstream {
                     }
                     Err(ExchangeError::Client(e)) => return Err(UpstreamError::ClientBody(e)),
                     Err(ExchangeError::Server(e)) => {
-                        log::warn!("upstream {} failed: {e}", self.servers[server].url);
+                        log::debug!("upstream {} failed: {e}", self.servers[server].url);
                         last = UpstreamError::Failed {
                             server: self.servers[server].url.to_string(),
                             error: e,

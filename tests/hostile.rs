@@ -137,7 +137,12 @@ fn unknown_flags_and_bad_values_exit_2_with_one_line() {
             "--nodepool-name=p",
             "--lb-mode=random",
         ],
-        vec!["--server-addr=https://a", "--nodepool-name=p"],
+        // No shell expanded it: a literal $(hostname) is no node name.
+        vec![
+            "--server-addr=https://a",
+            "--nodepool-name=p",
+            "--node-name=$(hostname)",
+        ],
     ] {
         let out = testapi::command(BIN).args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

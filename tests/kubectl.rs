@@ -17,7 +17,7 @@ struct Setup {
 fn setup() -> Setup {
     assert!(
         kubectl_available(),
-        "kubectl is not installed: these tests need the real kubectl (.ci/run installs it)"
+        "kubectl is not installed: these tests need the real kubectl (install it; .ci/run stops without it)"
     );
     let c = Cluster::new();
     let hub = c.start_hub(

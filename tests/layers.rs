@@ -16,6 +16,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("notify", 0),
     ("metrics", 0),
     ("atomic_file", 0),
+    ("log_repeats", 0),
     // Kubernetes knowledge without I/O.
     ("kube", 1),
     // The cloud side, the cache's storage, the hub's own list-and-watch, the dummy link.

@@ -993,3 +993,39 @@ fn dry_run_writes_never_reach_the_cache() {
     go_offline(&c, &hub);
     assert_eq!(get(hub.proxy_addr, cm, KUBELET).json()["data"]["a"], "1");
 }
+
+/// Offline, the log says so once (with why), not once per probe or request: an operator
+/// reading the journal sees the state change, not a flood.
+#[test]
+fn offline_the_log_says_the_cloud_is_lost_once_not_per_probe_or_request() {
+    let c = Cluster::new();
+    seed(&c);
+    let hub = c.start_hub(BIN, FAST);
+    kubelet_reads(hub.proxy_addr);
+    wait_cached(&c);
+    go_offline(&c, &hub);
+    let lost = hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
+    assert!(
+        lost.contains(" WARN ") && lost.contains("unhealthy: "),
+        "{lost}"
+    );
+    let from = hub.log().len();
+    for _ in 0..10 {
+        kubelet_reads(hub.proxy_addr);
+    }
+    // Three more probe rounds (each of three lease attempts) fail meanwhile: at --v=2 each
+    // is a debug line.
+    wait_until("three more failed probes", Duration::from_secs(20), || {
+        hub.log()[from..]
+            .iter()
+            .filter(|l| l.contains("health probe of"))
+            .count()
+            >= 3
+    });
+    let warnings: Vec<String> = hub.log()[from..]
+        .iter()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .cloned()
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}

@@ -89,7 +89,11 @@ impl std::fmt::Display for CliError {
             Self::NotInside(rel) => write!(f, "{rel}: not a path inside the cache"),
             Self::LeadsOut(rel) => write!(f, "{rel}: leads out of the cache"),
             Self::NothingThere(rel) => write!(f, "{}: nothing cached there", rel.display()),
-            Self::NoCache(root) => write!(f, "{}: no such cache directory", root.display()),
+            Self::NoCache(root) => write!(
+                f,
+                "{}: no such cache directory (the hub's --disk-cache-path; give it with --disk-cache-path)",
+                root.display()
+            ),
             Self::BadEvictTarget(what) => {
                 write!(f, "{what}: expected <component> or <component>/<resource>")
             }
@@ -211,13 +215,20 @@ fn ls(
         if meta.file_type().is_symlink() {
             continue;
         }
-        if meta.is_dir() {
+        let name = if meta.is_dir() {
             let mut files = Vec::new();
             walk(&p, &mut files);
             files.iter().for_each(|f| t.add_file(f));
+            name
         } else {
             t.add_file(&p);
-        }
+            // At the top, a file is the answer to a path such as /version, not a component.
+            if rel.is_none() {
+                format!("/{name}")
+            } else {
+                name
+            }
+        };
         rows.push((name, t));
     }
     if json_out {
@@ -636,6 +647,12 @@ pub fn main(
             opts.json = true;
             continue;
         }
+        if ["--help", "-h", "help"].contains(&a.as_str()) {
+            return match writeln!(out, "{USAGE}") {
+                Ok(()) => 0,
+                Err(_) => 1,
+            };
+        }
         let Some(flag) = a.strip_prefix("--") else {
             words.push(a);
             continue;
@@ -672,12 +689,25 @@ pub fn main(
         }
     }
     let (root, json_out) = (opts.root.clone(), opts.json);
-    let result = match words
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let known = ["ls", "get", "verify", "stats", "why", "evict"];
+    match words.first() {
+        None => {
+            let _ = writeln!(err, "yurthub cache: no command given\n{USAGE}");
+            return 2;
+        }
+        Some(w) if !known.contains(w) => {
+            let _ = writeln!(err, "yurthub cache: unknown command {w:?}\n{USAGE}");
+            return 2;
+        }
+        // Every command reads the cache: a missing one is the same error for all.
+        Some(_) if !root.is_dir() => {
+            let _ = writeln!(err, "yurthub cache: {}", CliError::NoCache(root));
+            return 1;
+        }
+        Some(_) => {}
+    }
+    let result = match words.as_slice() {
         ["ls"] => ls(&root, None, json_out, out),
         ["ls", path] => ls(&root, Some(path), json_out, out),
         ["get", path] => get(&opts, path, out),
@@ -686,7 +716,11 @@ pub fn main(
         ["why", url] => why(&opts, url, out),
         ["evict", what] => evict(&opts, what, out),
         _ => {
-            let _ = writeln!(err, "{USAGE}");
+            let command = words.first().copied().unwrap_or_default();
+            let _ = writeln!(
+                err,
+                "yurthub cache: {command}: wrong number of arguments\n{USAGE}"
+            );
             return 2;
         }
     };
@@ -713,6 +747,54 @@ mod tests {
             code,
             String::from_utf8_lossy(&out).into_owned() + &String::from_utf8_lossy(&err),
         )
+    }
+
+    #[test]
+    fn usage_errors_say_what_was_wrong_and_a_missing_cache_is_one_error() {
+        let root = std::env::temp_dir().join(format!("yurthub-usage-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("version"), br#"{"major":"1"}"#).unwrap();
+        fs::create_dir_all(root.join("kubelet/pods.v1.core/default")).unwrap();
+        for help in ["--help", "-h"] {
+            let (code, text) = run(&root, &[help]);
+            assert_eq!(code, 0, "{text}");
+            assert!(text.starts_with("usage: yurthub cache"), "{text}");
+        }
+        let (code, text) = run(&root, &["frob"]);
+        assert_eq!(code, 2);
+        assert!(
+            text.starts_with("yurthub cache: unknown command \"frob\"\n"),
+            "{text}"
+        );
+        let (code, text) = run(&root, &[]);
+        assert_eq!(code, 2);
+        assert!(
+            text.starts_with("yurthub cache: no command given"),
+            "{text}"
+        );
+        let (code, text) = run(&root, &["get"]);
+        assert_eq!(code, 2);
+        assert!(text.contains("get: wrong number of arguments"), "{text}");
+        // A file at the top is an answer to a path, never listed as a component.
+        let (_, text) = run(&root, &["ls"]);
+        assert!(
+            text.contains("\n/version ") && text.contains("\nkubelet "),
+            "{text}"
+        );
+        let missing = root.join("nope");
+        for args in [
+            &["ls"][..],
+            &["verify"],
+            &["stats"],
+            &["get", "a/b"],
+            &["evict", "kubelet"],
+        ] {
+            let (code, text) = run(&missing, args);
+            assert_eq!(code, 1, "{args:?}: {text}");
+            assert!(text.contains("no such cache directory"), "{args:?}: {text}");
+        }
+        let _ = fs::remove_dir_all(&root);
     }
 
     #[test]

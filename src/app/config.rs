@@ -15,7 +15,7 @@
 
 use std::fmt;
 
-use super::flags::{self, flag_table, Flag, Values};
+use super::flags::{self, flag_table, Flag, NoEffect, Values};
 pub use crate::certs::BootstrapMode;
 pub use crate::upstream::{LbMode, ServerUrl};
 use std::net::IpAddr;
@@ -123,12 +123,12 @@ flag_table! {
         flags::dummy_ip);
     /// The cloud apiservers, in flag order.
     servers: Vec<ServerUrl> = flag("server-addr", "",
-        "comma-separated https URLs of the cloud kube-apiservers (required)",
+        "comma-separated addresses of the cloud kube-apiservers, [https://]host[:port] (required)",
         flags::servers);
     /// This node's name.
     node_name: String = flag("node-name", "",
-        "the name of this node (required)",
-        flags::required);
+        "the name of this node (default: the host name, lower-cased)",
+        flags::node_name);
     /// This node's pool.
     nodepool_name: String = flag("nodepool-name", "",
         "the NodePool this node belongs to (required)",
@@ -238,6 +238,67 @@ flag_table! {
     switch("help", "false", "print this help and exit");
 }
 
+/// Upstream YurtHub's flags (v1.2 to v1.7, reference §1.2) and its logging library's that
+/// this hub takes and does not act on, with why.
+const NO_EFFECT: &[NoEffect] = &{
+    const fn b(name: &'static str, why: &'static str) -> NoEffect {
+        NoEffect {
+            name,
+            boolean: true,
+            why,
+        }
+    }
+    const fn v(name: &'static str, why: &'static str) -> NoEffect {
+        NoEffect {
+            name,
+            boolean: false,
+            why,
+        }
+    }
+    const POOL: &str = "pool topology comes from the NodePool's status (apps.openyurt.io/v1beta2)";
+    const MULTIPLEXER: &str = "no pool-scope multiplexer between hubs here";
+    const COORDINATOR: &str = "no yurt-coordinator here";
+    const LOGS: &str =
+        "logs go to stderr (the journal under systemd), one line each; --v sets the verbosity";
+    [
+        b("enable-node-pool", POOL),
+        b("enable-pool-service-topology", "NodeBuckets are not read: pool topology comes from the NodePool's status"),
+        b("enable-iptables", "deprecated upstream; no iptables rules are made"),
+        b("profiling", "no /debug/pprof here; SIGUSR1 logs a state dump"),
+        v("max-requests-in-flight", "deprecated and unused upstream too"),
+        v("multiplexer-port", MULTIPLEXER),
+        v("pool-scope-resources", MULTIPLEXER),
+        v("host-control-plane-address", "only the local working mode uses it, which this hub does not have"),
+        v("kubeconfig", "the hub's own credentials are in <root-dir>/pki"),
+        b("access-server-through-hub", "pods reach the apiserver through the hub while the masterservice and inclusterconfig filters run"),
+        v("cert-mgr-mode", "certificates come as --bootstrap-mode says"),
+        b("enable-coordinator", COORDINATOR),
+        v("coordinator-server-addr", COORDINATOR),
+        v("coordinator-storage-prefix", COORDINATOR),
+        v("coordinator-storage-addr", COORDINATOR),
+        b("leader-elect", COORDINATOR),
+        v("leader-elect-lease-duration", COORDINATOR),
+        v("leader-elect-renew-deadline", COORDINATOR),
+        v("leader-elect-retry-period", COORDINATOR),
+        v("leader-elect-resource-lock", COORDINATOR),
+        v("leader-elect-resource-name", COORDINATOR),
+        v("leader-elect-resource-namespace", COORDINATOR),
+        b("logtostderr", LOGS),
+        b("alsologtostderr", LOGS),
+        v("log-dir", LOGS),
+        v("log-file", LOGS),
+        v("log-file-max-size", LOGS),
+        v("log-flush-frequency", LOGS),
+        b("skip-headers", LOGS),
+        b("skip-log-headers", LOGS),
+        b("add-dir-header", LOGS),
+        b("one-output", LOGS),
+        v("stderrthreshold", LOGS),
+        v("vmodule", LOGS),
+        v("log-backtrace-at", LOGS),
+    ]
+};
+
 /// A flag that could not be accepted.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FlagError {
@@ -314,12 +375,12 @@ pub enum Parsed {
 /// The hub's flags as given, unvalidated: for `yurthub reset`, which takes the hub's own
 /// command line and reads only the flags that name files.
 pub(super) fn read_flags(args: impl IntoIterator<Item = String>) -> Result<Values, FlagError> {
-    Values::read(FLAGS, args)
+    Values::read(FLAGS, NO_EFFECT, args)
 }
 
 /// The `--help` text, made from the flag table.
 pub fn usage() -> String {
-    flags::usage(FLAGS)
+    flags::usage(FLAGS, NO_EFFECT)
 }
 
 impl Config {
@@ -395,7 +456,7 @@ impl Config {
 
     /// Parses the arguments after the program name.
     pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, FlagError> {
-        let v = Values::read(FLAGS, args)?;
+        let v = Values::read(FLAGS, NO_EFFECT, args)?;
         if flags::boolean(&v, "help")? {
             return Ok(Parsed::Help);
         }
@@ -414,6 +475,15 @@ impl Config {
             });
         }
         Ok(Parsed::Run(Box::new(config)))
+    }
+
+    /// Logs, once each, the flags given that have no effect here.
+    pub fn log_no_effect(&self) {
+        for (name, why) in &self.no_effect {
+            log::info!(
+                "--{name}: accepted for upstream YurtHub's command line, no effect here: {why}"
+            );
+        }
     }
 
     /// The node client certificate and key, in one PEM file.
@@ -545,7 +615,18 @@ mod tests {
                 ],
                 "--bind-address",
             ),
-            (&["--server-addr=a", "--nodepool-name=p"], "--node-name"),
+            (
+                &[
+                    "--server-addr=a",
+                    "--nodepool-name=p",
+                    "--node-name=$(hostname)",
+                ],
+                "--node-name",
+            ),
+            (
+                &["--server-addr=a", "--nodepool-name=p", "--node-name=Pi_1"],
+                "--node-name",
+            ),
             (&["--node-name"], "--node-name"),
             (
                 &[
@@ -585,8 +666,82 @@ mod tests {
 
     #[test]
     fn help_and_version_win() {
-        assert!(matches!(parse(&["--help"]).unwrap(), Parsed::Help));
-        assert!(matches!(parse(&["--version"]).unwrap(), Parsed::Version));
-        assert!(usage().contains("--server-addr"));
+        for (args, help) in [
+            (&["--help"][..], true),
+            (&["-h"], true),
+            (&["--server-addr=x", "-h"], true),
+            (&["--version"], false),
+            (&["-V"], false),
+        ] {
+            let p = parse(args).unwrap();
+            assert!(
+                if help {
+                    matches!(p, Parsed::Help)
+                } else {
+                    matches!(p, Parsed::Version)
+                },
+                "{args:?}: {p:?}"
+            );
+        }
+        let text = usage();
+        for needle in [
+            "--server-addr",
+            "cache",
+            "why",
+            "evict",
+            "reset",
+            "--enable-node-pool",
+        ] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+    }
+
+    #[test]
+    fn the_node_name_defaults_to_the_host_name() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let c = run(&["--server-addr=a", "--nodepool-name=p"]);
+        assert_eq!(c.node_name, host.trim().to_ascii_lowercase());
+    }
+
+    #[test]
+    fn a_server_without_a_scheme_is_https_and_another_scheme_is_refused() {
+        let c = run(&[
+            "--server-addr=1.2.3.4",
+            "--node-name=n",
+            "--nodepool-name=p",
+        ]);
+        assert_eq!(c.servers[0].authority(), "1.2.3.4:443");
+        let err = parse(&[
+            "--server-addr=http://1.2.3.4",
+            "--node-name=n",
+            "--nodepool-name=p",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("https is assumed"), "{err}");
+    }
+
+    #[test]
+    fn flags_without_effect_are_taken_and_named_once() {
+        let c = run(&[
+            BASE,
+            &[
+                "--enable-node-pool",
+                "--log_dir=/var/log",
+                "--kubeconfig",
+                "/etc/kubelet.conf",
+            ],
+        ]
+        .concat());
+        let named: Vec<&str> = c.no_effect.iter().map(|(n, _)| *n).collect();
+        assert_eq!(named, ["enable-node-pool", "log-dir", "kubeconfig"]);
+        // Each once, however often given.
+        let twice = [BASE, &["--profiling", "--profiling=false"]].concat();
+        assert_eq!(run(&twice).no_effect.len(), 1);
+        // A boolean one takes no separate value, a valued one does.
+        assert!(matches!(
+            parse(&[BASE, &["--kubeconfig"]].concat()),
+            Err(FlagError::MissingValue("kubeconfig"))
+        ));
     }
 }

@@ -20,6 +20,16 @@ pub(super) struct Flag {
     pub(super) boolean: bool,
 }
 
+/// A flag upstream YurtHub (or its logging library) takes that has no effect here. It is
+/// accepted, so a unit or manifest written for upstream starts this hub unchanged, and named
+/// once in the log with why.
+pub(super) struct NoEffect {
+    pub(super) name: &'static str,
+    /// A bare `--flag` is complete (upstream's booleans); the others take a value.
+    pub(super) boolean: bool,
+    pub(super) why: &'static str,
+}
+
 /// Declares the flags once: the `Config` struct with a documented field per flag, the table
 /// `FLAGS` (`--help` and the parser read it), and `Config::build`, which parses each field
 /// with the parser its line names. `switch` marks boolean flags, `flag` the others; flags
@@ -36,6 +46,9 @@ macro_rules! flag_table {
         #[derive(Clone, Debug)]
         pub struct Config {
             $( $(#[doc = $doc])* pub $field: $ty, )*
+            /// Flags given that upstream YurtHub takes and that have no effect here, each
+            /// with why: [`Config::log_no_effect`] names them once.
+            pub no_effect: Vec<(&'static str, &'static str)>,
         }
 
         const FLAGS: &[Flag] = &[
@@ -58,6 +71,7 @@ macro_rules! flag_table {
             fn build(v: &Values) -> Result<Config, FlagError> {
                 Ok(Config {
                     $( $field: $parse(v, $name)?, )*
+                    no_effect: v.no_effect.clone(),
                 })
             }
         }
@@ -72,15 +86,24 @@ pub(super) use flag_table;
 pub(super) struct Values {
     table: &'static [Flag],
     given: Vec<(&'static str, String)>,
+    /// The [`NoEffect`] flags given, with why, each once.
+    pub(super) no_effect: Vec<(&'static str, &'static str)>,
 }
 
+/// The short forms every command-line user tries first.
+const SHORT: &[(&str, &str)] = &[("h", "help"), ("V", "version")];
+
 impl Values {
-    /// Reads `--flag=value`, `--flag value` and bare boolean `--flag`s of `table`.
+    /// Reads `--flag=value`, `--flag value` and bare boolean `--flag`s of `table`, and the
+    /// `no_effect` flags. As upstream's flag library does, `_` in a name reads as `-`
+    /// (`--log_dir` is `--log-dir`), and one dash does as well as two.
     pub(super) fn read(
         table: &'static [Flag],
+        no_effect: &'static [NoEffect],
         args: impl IntoIterator<Item = String>,
     ) -> Result<Values, FlagError> {
         let mut given = Vec::new();
+        let mut ignored: Vec<(&'static str, &'static str)> = Vec::new();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let Some(body) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
@@ -90,18 +113,32 @@ impl Values {
                 Some((n, v)) => (n, Some(v.to_string())),
                 None => (body, None),
             };
-            let spec = table
+            let name = SHORT
                 .iter()
-                .find(|f| f.name == name)
-                .ok_or_else(|| FlagError::Unknown(name.to_string()))?;
+                .find(|(short, _)| *short == name)
+                .map_or_else(|| name.replace('_', "-"), |(_, long)| long.to_string());
+            let (flag, boolean) = if let Some(spec) = table.iter().find(|f| f.name == name) {
+                (spec.name, spec.boolean)
+            } else if let Some(n) = no_effect.iter().find(|f| f.name == name) {
+                if !ignored.iter().any(|(seen, _)| *seen == n.name) {
+                    ignored.push((n.name, n.why));
+                }
+                (n.name, n.boolean)
+            } else {
+                return Err(FlagError::Unknown(name));
+            };
             let value = match inline {
                 Some(v) => v,
-                None if spec.boolean => "true".to_string(),
-                None => args.next().ok_or(FlagError::MissingValue(spec.name))?,
+                None if boolean => "true".to_string(),
+                None => args.next().ok_or(FlagError::MissingValue(flag))?,
             };
-            given.push((spec.name, value));
+            given.push((flag, value));
         }
-        Ok(Values { table, given })
+        Ok(Values {
+            table,
+            given,
+            no_effect: ignored,
+        })
     }
 
     /// The last value given for `name`, or its default.
@@ -139,10 +176,10 @@ impl Values {
     }
 }
 
-/// The `--help` text of `table`.
-pub(super) fn usage(table: &[Flag]) -> String {
+/// The `--help` text of `table`, then the names of the `no_effect` flags.
+pub(super) fn usage(table: &[Flag], no_effect: &[NoEffect]) -> String {
     let mut out = String::from(
-        "Usage: yurthub [flags]\n       yurthub cache <ls [path] | get <path> | verify | stats> [--disk-cache-path DIR] [--json]\n       yurthub reset [--force] [the hub's flags]\n\nFlags:\n",
+        "Usage: yurthub [flags]\n       yurthub cache <ls [path] | get <path> | verify | stats | why <url> | evict <what>> [flags]   (yurthub cache --help)\n       yurthub reset [--force] [the hub's flags]\n\nFlags:\n",
     );
     for f in table {
         let default = if f.default.is_empty() || f.boolean {
@@ -152,6 +189,18 @@ pub(super) fn usage(table: &[Flag]) -> String {
         };
         out.push_str(&format!("  --{:<22} {}{}\n", f.name, f.help, default));
     }
+    out.push_str("\nAccepted for upstream YurtHub's command lines, with no effect here (the log says why):\n");
+    let mut line = String::from(" ");
+    for f in no_effect {
+        if line.len() + f.name.len() + 3 > 100 {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::from(" ");
+        }
+        line.push_str(&format!(" --{}", f.name));
+    }
+    out.push_str(&line);
+    out.push('\n');
     out
 }
 
@@ -173,6 +222,32 @@ pub(super) fn required(v: &Values, name: &'static str) -> Result<String, FlagErr
         return Err(FlagError::Required(name));
     }
     Ok(s.to_string())
+}
+
+/// A node name: as given, else the host's name lower-cased (kubelet's default for its node,
+/// and upstream's); a Kubernetes object name (an RFC 1123 subdomain) either way, so a
+/// literal `$(hostname)` from a file no shell expanded is refused, not registered.
+pub(super) fn node_name(v: &Values, name: &'static str) -> Result<String, FlagError> {
+    let given = v.get(name).trim();
+    let (node, expected) = if given.is_empty() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if host.is_empty() {
+            return Err(FlagError::Required(name));
+        }
+        (host, "the host name is no node name (lower-case letters, digits, '-' and '.'): give --node-name")
+    } else {
+        (given.to_string(), "a node name: lower-case letters, digits, '-' and '.', at most 253 (no shell expands $(...) in /etc/default/yurthub)")
+    };
+    if !crate::kube::is_dns1123_subdomain(&node) {
+        return Err(FlagError::Invalid {
+            flag: name,
+            value: node,
+            expected,
+        });
+    }
+    Ok(node)
 }
 
 /// A comma-separated list.
@@ -275,7 +350,8 @@ pub(super) fn positive_bytes(v: &Values, name: &'static str) -> Result<usize, Fl
         .ok_or_else(|| v.invalid(name, "a positive byte count such as 67108864 or 64Mi"))
 }
 
-/// Comma-separated `https://host[:port]` URLs, at least one.
+/// Comma-separated `[https://]host[:port]` addresses, at least one: as upstream, the scheme
+/// is https when none is given, and any other scheme is refused.
 pub(super) fn servers(v: &Values, name: &'static str) -> Result<Vec<ServerUrl>, FlagError> {
     let raw = required(v, name)?;
     list(&raw)
@@ -283,7 +359,7 @@ pub(super) fn servers(v: &Values, name: &'static str) -> Result<Vec<ServerUrl>, 
             ServerUrl::parse(s).ok_or(FlagError::Invalid {
                 flag: name,
                 value: s.to_string(),
-                expected: "comma-separated https://host[:port] URLs",
+                expected: "comma-separated [https://]host[:port][/path] addresses (https is assumed, port 443 unless given)",
             })
         })
         .collect()

@@ -48,7 +48,19 @@ impl fmt::Display for LockError {
                 }
                 write!(f, " is running on {}", dir.display())
             }
-            Self::Io { path, error } => write!(f, "locking {}: {error}", path.display()),
+            Self::Io { path, error } => {
+                write!(f, "locking {}: {error}", path.display())?;
+                if error.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
+                    // yurthub.service's ProtectSystem=strict: only its ReadWritePaths= are
+                    // writable, and a --root-dir or --disk-cache-path elsewhere is not among them.
+                    write!(
+                        f,
+                        " (under systemd, add it to the unit's ReadWritePaths=: systemctl edit yurthub, then [Service] ReadWritePaths={})",
+                        path.parent().unwrap_or(path).display()
+                    )?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -105,6 +117,21 @@ impl DirLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_only_directory_names_the_units_read_write_paths() {
+        // EROFS, as ProtectSystem=strict makes a directory outside ReadWritePaths=.
+        let e = LockError::Io {
+            path: PathBuf::from("/srv/hub/yurthub.lock"),
+            error: std::io::Error::from_raw_os_error(30),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("locking /srv/hub/yurthub.lock: Read-only file system")
+                && text.ends_with("[Service] ReadWritePaths=/srv/hub)"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn a_second_holder_is_refused_with_the_first_ones_pid() {

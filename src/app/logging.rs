@@ -28,12 +28,16 @@ struct StderrLog {
 
 impl StderrLog {
     /// rustls logs every handshake detail at debug and the reactor its wake-ups: only the
-    /// hub's own lines follow `--v`.
+    /// hub's own lines follow `--v`. rustls' warnings too are left out: each ("peer closed
+    /// connection without sending TLS close_notify" when an apiserver goes away) comes back to
+    /// the hub as an error, which says it once with what the hub was doing.
     fn max_for(&self, target: &str) -> log::LevelFilter {
-        let quiet = ["rustls", "polling", "async_io"]
+        if target.starts_with("rustls") {
+            self.level.min(log::LevelFilter::Error)
+        } else if ["polling", "async_io"]
             .iter()
-            .any(|q| target.starts_with(q));
-        if quiet {
+            .any(|q| target.starts_with(q))
+        {
             self.level.min(log::LevelFilter::Warn)
         } else {
             self.level

@@ -13,6 +13,11 @@ use super::files::{file_err, save_pair, write_file};
 use super::kubeconfig::Kubeconfig;
 use super::schedule::{wait_until, Backoff};
 use super::{same_set, BootstrapMode, CertError, Certs, NoBootstrap, APPROVAL_WAIT, RELOAD_CHECK};
+use crate::log_repeats::Repeats;
+
+/// "Requesting a client certificate" is said once per failure back-off cycle at most every
+/// 10 minutes: each attempt's failure has its own line.
+static REQUESTING: Repeats = Repeats::new(std::time::Duration::from_secs(600));
 use crate::upstream::{client_config, read_certs, read_identity, Upstream};
 
 impl Certs {
@@ -155,7 +160,11 @@ impl Certs {
         let api = if self.client_valid(now) {
             self.node_client()?
         } else {
-            log::info!("no valid node client certificate: requesting one with the bootstrap token");
+            if let Some(more) = REQUESTING.allow("bootstrap") {
+                log::info!(
+                    "no valid node client certificate: requesting one with the bootstrap token{more}"
+                );
+            }
             self.bootstrap_client().await?
         };
         let issued = csr::obtain(&api, &self.client_template(), APPROVAL_WAIT).await?;

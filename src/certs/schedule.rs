@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use super::x509::Certificate;
 use super::CertError;
+use crate::log_repeats::Repeats;
 
 /// A random point between 70 % and 90 % of the validity (client-go's rotation deadline).
 pub(super) fn jittered_deadline(info: &Certificate) -> SystemTime {
@@ -13,6 +14,9 @@ pub(super) fn jittered_deadline(info: &Certificate) -> SystemTime {
         .unwrap_or(0.5);
     info.at_fraction(0.7 + 0.2 * r)
 }
+
+/// Certificate attempts that failed, by what and why.
+static FAILURES: Repeats = Repeats::new(Duration::from_secs(600));
 
 /// Back-off between failed attempts: 2 s doubling to 32 s, then every 32 s (upstream's).
 pub(super) struct Backoff(pub(super) u32);
@@ -24,10 +28,20 @@ impl Backoff {
         d
     }
 
-    /// Logs a failed attempt at `what` and says when to try again.
+    /// Logs a failed attempt at `what` and says when to try again. The first failure after
+    /// a success, and a new cause, are logged at once; the same one again every 10 minutes.
     pub(super) fn failed(&mut self, what: &str, e: &CertError, now: SystemTime) -> SystemTime {
+        if self.0 == 0 {
+            FAILURES.forget(what);
+        }
         let d = self.next();
-        log::warn!("{what} not obtained: {e}; next attempt in {}s", d.as_secs());
+        match FAILURES.allow(&format!("{what}: {e}")) {
+            Some(more) => log::warn!(
+                "{what} not obtained: {e}; next attempt in {}s{more}",
+                d.as_secs()
+            ),
+            None => log::debug!("{what} not obtained: {e}; next attempt in {}s", d.as_secs()),
+        }
         now + d
     }
 }

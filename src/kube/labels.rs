@@ -325,8 +325,9 @@ fn is_dns1123_label_char(b: u8) -> bool {
     b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'
 }
 
-/// RFC 1123 subdomain: lower-case labels joined by dots, at most 253 bytes.
-fn is_dns1123_subdomain(s: &str) -> bool {
+/// Whether `s` is an RFC 1123 subdomain, as Kubernetes checks object names (a Node's among
+/// them): lower-case labels joined by dots, at most 253 bytes.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
     s.len() <= 253
         && s.split('.').all(|label| {
             let b = label.as_bytes();

@@ -56,9 +56,12 @@ pub(super) async fn run(
     let resp = match upstream.upgrade(&head, id).await {
         Ok(r) => r,
         Err(e) => {
-            log::warn!("{e}");
+            let e = e.to_string();
+            if let Some(more) = super::UNREACHABLE.allow(&e) {
+                log::warn!("{e}{more}");
+            }
             ctx.log(502, "upgrade: no upstream");
-            let _ = refuse(&mut conn.writer, &Refusal::Unreachable(e.to_string()), true).await;
+            let _ = refuse(&mut conn.writer, &Refusal::Unreachable(e), true).await;
             return;
         }
     };
