@@ -51,15 +51,8 @@ fn main() {
         list["metadata"]["resourceVersion"]
     );
 
-    let rv = c.api.resource_version();
-    let mut watch = client::open(
-        addr,
-        "GET",
-        &format!("/api/v1/namespaces/kube-system/pods?watch=true&resourceVersion={rv}"),
-        &[("User-Agent", KUBELET)],
-        b"",
-    )
-    .unwrap();
+    let rv = c.api.resource_version().to_string();
+    let mut watch = watch_pods(addr, &rv);
     let t = Instant::now();
     c.api.create(
         "/api/v1/namespaces/kube-system/pods",
@@ -153,14 +146,7 @@ fn main() {
     let addr = hub.proxy_addr;
     read_offline(addr, "after the restart, still from the cache");
     let rv = list_rv(addr);
-    let mut watch = client::open(
-        addr,
-        "GET",
-        &format!("/api/v1/namespaces/kube-system/pods?watch=true&resourceVersion={rv}"),
-        &[("User-Agent", KUBELET)],
-        b"",
-    )
-    .unwrap();
+    let mut watch = watch_pods(addr, &rv);
     println!(
         "WATCH kube-system pods -> {} (held open by the hub while offline)",
         watch.status
@@ -252,6 +238,18 @@ fn read_offline(addr: std::net::SocketAddr, how: &str) {
         one.status,
         one.json()["metadata"]["name"]
     );
+}
+
+/// kubelet's watch of kube-system's pods from `rv`.
+fn watch_pods(addr: std::net::SocketAddr, rv: &str) -> client::ResponseStream {
+    client::open(
+        addr,
+        "GET",
+        &format!("/api/v1/namespaces/kube-system/pods?watch=true&resourceVersion={rv}"),
+        &[("User-Agent", KUBELET)],
+        b"",
+    )
+    .unwrap()
 }
 
 fn list_rv(addr: std::net::SocketAddr) -> String {
