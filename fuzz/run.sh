@@ -15,7 +15,7 @@ esac
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -s none -O
 mkdir -p logs
-for t in request_head chunked_body request_info cache_file watch_stream json_filter; do
+for t in request_head chunked_body request_info cache_file watch_stream json_filter kubeconfig; do
     mkdir -p "corpus/$t"
     log="logs/$t.log"
     if ! cargo fuzz run -s none -O "$t" "corpus/$t" "seeds/$t" -- $limit -max_len=65536 \

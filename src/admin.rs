@@ -1,6 +1,7 @@
 //! The admin port (`--bind-address:--serve-port`, 127.0.0.1:10267 by default): `/v1/healthz`,
-//! `/v1/readyz`, `/metrics` in Prometheus text format (reference §9), and `POST /v1/token`
-//! to hand the hub a new bootstrap token (reference §7.4).
+//! `/v1/readyz`, `/metrics` in Prometheus text format (reference §9), `GET /pods` (the pods
+//! cached for kubelet, a `PodList`), `POST /v1/token` to hand the hub a new bootstrap token
+//! (reference §7.4), and the OTA update endpoints ([`ota`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -14,6 +15,8 @@ use crate::http::{RequestHead, ResponseHead};
 use crate::metrics::{self, Exposition, Metrics};
 use crate::server::{respond, ClientConn, Gate, Service};
 use crate::upstream::Upstream;
+
+pub mod ota;
 
 /// The admin server.
 pub struct Admin {
@@ -33,6 +36,8 @@ pub struct Admin {
     pub upstream: Arc<Upstream>,
     /// The certificate manager (for `/v1/token`).
     pub certs: Arc<Certs>,
+    /// This node and its static pod directory, for OTA upgrades.
+    pub ota: ota::Settings,
 }
 
 async fn text(conn: &mut ClientConn, status: u16, content_type: &str, body: &str) -> bool {
@@ -205,6 +210,59 @@ impl Admin {
     }
 }
 
+/// `GET /pods`'s answer: a `PodList` of every pod cached for kubelet, or why there is none.
+fn cached_pods(cache: &Cache) -> Result<Vec<u8>, (u16, String)> {
+    let objects = cache
+        .store()
+        .list("kubelet", "pods.v1.core", None)
+        .map_err(|e| (500, format!("reading the cached pods: {e}")))?;
+    let mut body = br#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":["#.to_vec();
+    for (i, (key, bytes)) in objects.iter().enumerate() {
+        // As upstream: a cached object that is no Pod fails the answer, never hides in it.
+        let kind = serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|v| v["kind"].as_str().map(str::to_string));
+        if kind.as_deref() != Some("Pod") {
+            return Err((
+                500,
+                format!(
+                    "{}/{}: the cached object is not a Pod",
+                    key.namespace, key.name
+                ),
+            ));
+        }
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(bytes.trim_ascii());
+    }
+    body.extend_from_slice(b"]}");
+    Ok(body)
+}
+
+impl Admin {
+    /// `GET /pods`: kubelet's cached pods, as upstream serves them for node-local tools.
+    async fn pods(&self, conn: &mut ClientConn) -> bool {
+        let Some(cache) = self.cache.clone() else {
+            return text(
+                conn,
+                501,
+                "text/plain; charset=utf-8",
+                "/pods lists the pods cached for kubelet: in the cloud working mode nothing is cached",
+            )
+            .await;
+        };
+        match smol::unblock(move || cached_pods(&cache)).await {
+            Ok(body) => {
+                let mut head = ResponseHead::new(200);
+                head.headers.push("Content-Type", "application/json");
+                respond(&mut conn.writer, head, &body).await.is_ok()
+            }
+            Err((status, why)) => text(conn, status, "text/plain; charset=utf-8", &why).await,
+        }
+    }
+}
+
 impl Service for Admin {
     async fn serve(&self, conn: &mut ClientConn, head: RequestHead) -> bool {
         // Admin requests carry no bodies worth reading; one with a body ends the connection.
@@ -214,6 +272,23 @@ impl Service for Admin {
                 Ok(crate::http::Framing::Empty)
             );
         let get = matches!(head.method.as_str(), "GET" | "HEAD");
+        if let Some((ns, pod, action)) = ota::route(head.path()) {
+            let ok = if head.method == "POST" {
+                let health = self.health.as_deref();
+                let (status, body) =
+                    ota::run(&self.upstream, health, &self.ota, ns, pod, action).await;
+                // Upstream's answers: a success's text is sent as JSON, failures as text.
+                let content_type = if status == 200 {
+                    "application/json"
+                } else {
+                    "text/plain; charset=utf-8"
+                };
+                text(conn, status, content_type, &body).await
+            } else {
+                text(conn, 405, "text/plain; charset=utf-8", "method not allowed").await
+            };
+            return ok && keep;
+        }
         let ok = match head.path() {
             "/v1/healthz" if get => text(conn, 200, "text/plain; charset=utf-8", "OK").await,
             "/v1/readyz" if get => match self.readiness.check() {
@@ -236,10 +311,11 @@ impl Service for Admin {
                 let body = self.render(usage.as_ref());
                 text(conn, 200, "text/plain; version=0.0.4; charset=utf-8", &body).await
             }
+            "/pods" if get => self.pods(conn).await,
             "/v1/token" if matches!(head.method.as_str(), "POST" | "PUT") => {
                 return self.token(conn, &head).await && head.keep_alive();
             }
-            "/v1/healthz" | "/v1/readyz" | "/v1/token" => {
+            "/v1/healthz" | "/v1/readyz" | "/v1/token" | "/pods" => {
                 text(conn, 405, "text/plain; charset=utf-8", "method not allowed").await
             }
             _ => text(conn, 404, "text/plain; charset=utf-8", "404 page not found").await,

@@ -315,6 +315,11 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         cache: cache.clone(),
         upstream,
         certs: certs.clone(),
+        ota: crate::admin::ota::Settings {
+            node: config.node_name.clone(),
+            manifests: config.pod_manifest_path.clone(),
+            staging: config.ota_staging_dir.clone(),
+        },
     });
     let admin_listener = bind(SocketAddr::new(config.bind_address, config.serve_port))?;
     let admin_addr = admin_listener

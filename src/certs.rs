@@ -25,6 +25,7 @@ mod schedule;
 mod serving;
 pub mod store;
 pub mod x509;
+pub mod yaml;
 
 pub use serving::ServingKey;
 

@@ -140,6 +140,14 @@ pub fn json_filter(data: &[u8]) {
     }
 }
 
+/// A kubeconfig, as a bootstrap file or cluster-info may hold one: the YAML parser and the
+/// fields read from it.
+pub fn kubeconfig(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = crate::certs::yaml::parse(&text);
+    let _ = crate::certs::kubeconfig::Kubeconfig::parse(&text);
+}
+
 #[cfg(test)]
 mod tests {
     /// The seeds of `fuzz/corpus` and some random bytes go through every target.
@@ -153,6 +161,7 @@ mod tests {
             br#"{"type":"ADDED","object":{"kind":"Pod","metadata":{"name":"a","resourceVersion":"1"}}}"#,
             br#"{"kind":"ServiceList","items":[{"metadata":{"name":"kubernetes","namespace":"default"},"spec":{"type":"LoadBalancer"}}]}"#,
             b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03",
+            b"clusters:\n- {name: k, cluster: {server: 'https://a', x: [1, *b]}}\nu: &b |+\n  t\n<<: *b\n",
         ];
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
         let mut noise = Vec::new();
@@ -170,6 +179,7 @@ mod tests {
             super::cache_file(&input);
             super::watch_stream(&input);
             super::json_filter(&input);
+            super::kubeconfig(&input);
         }
     }
 }

@@ -368,13 +368,28 @@ impl Upstream {
         accept: &str,
         timeout: std::time::Duration,
     ) -> Result<(u16, Vec<u8>), FetchError> {
+        let body = body.map(|b| (b, "application/json"));
+        self.fetch_typed(server, method, path, body, accept, timeout)
+            .await
+    }
+
+    /// [`Upstream::fetch`] with a body of its own content type (a merge patch, say).
+    pub async fn fetch_typed(
+        &self,
+        server: usize,
+        method: &str,
+        path: &str,
+        body: Option<(&[u8], &str)>,
+        accept: &str,
+        timeout: std::time::Duration,
+    ) -> Result<(u16, Vec<u8>), FetchError> {
         let work = async {
             let mut head = RequestHead::new(method, path);
             head.headers.push("User-Agent", crate::kube::HUB_USER_AGENT);
             head.headers.push("Accept", accept);
             let body = match body {
-                Some(b) => {
-                    head.headers.push("Content-Type", "application/json");
+                Some((b, content_type)) => {
+                    head.headers.push("Content-Type", content_type);
                     head.headers.push("Content-Length", b.len().to_string());
                     Body::Buffered(b)
                 }

@@ -1094,3 +1094,34 @@ fn yurthub_reset_removes_what_the_hub_keeps_and_never_under_a_running_hub() {
     assert!(elsewhere.path().join("notes.txt").is_file());
     assert!(root.is_dir());
 }
+
+/// A bootstrap kubeconfig as an operator or a tool may write it, which kubectl reads: flow
+/// style, a CA file relative to the kubeconfig, the token in a `tokenFile`. The hub joins
+/// with it.
+#[test]
+fn a_bootstrap_kubeconfig_in_any_form_kubectl_reads_joins_the_node() {
+    let c = Cluster::unjoined();
+    let root = c.root.path();
+    std::fs::create_dir_all(root.join("join")).unwrap();
+    std::fs::write(root.join("join/ca.crt"), &c.pki.ca_pem).unwrap();
+    std::fs::write(
+        root.join("join/token"),
+        format!("{BOOTSTRAP_ID}.{BOOTSTRAP_SECRET}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("bootstrap-hub.conf"),
+        format!(
+            "# written by hand\napiVersion: v1\nkind: Config\nclusters:\n- name: k\n  cluster: {{server: \"{}\", certificate-authority: join/ca.crt}}\nusers: [{{name: b, user: {{tokenFile: join/token}}}}]\ncontexts:\n- {{name: c, context: {{cluster: k, user: b}}}}\ncurrent-context: c\n",
+            c.api.url()
+        ),
+    )
+    .unwrap();
+    let hub = Hub::start(BIN, &args(&c, &[]));
+    assert!(root.join("pki/yurthub-current.pem").is_file());
+    assert_eq!(
+        std::fs::read_to_string(root.join("pki/ca.crt")).unwrap(),
+        c.pki.ca_pem
+    );
+    hub.kill();
+}

@@ -263,3 +263,151 @@ fn cache_size_certificate_expiry_open_connections_and_gzip_savings() {
         "saved {saved} of {plain} (wire {wire})"
     );
 }
+
+/// A pod that yurt-manager marked for an OTA upgrade to revision `rev-2`.
+fn marked(name: &str, owner: &str, image_ready: Option<&str>) -> serde_json::Value {
+    let mut p = pod(name, NODE);
+    p["metadata"]["ownerReferences"] =
+        serde_json::json!([{"apiVersion": "v1", "kind": owner, "name": "x", "uid": "u"}]);
+    let mut conditions = vec![serde_json::json!(
+        {"type": "PodNeedUpgrade", "status": "True", "message": "controllerrevision: rev-2"})];
+    if let Some(status) = image_ready {
+        conditions.push(serde_json::json!(
+            {"type": "PodImageReady", "status": status, "message": "controllerrevision: rev-2"}));
+    }
+    p["status"] = serde_json::json!({"phase": "Running", "conditions": conditions});
+    p
+}
+
+fn ota(hub: &Hub, pod: &str, action: &str) -> (u16, String) {
+    let path = format!("/openyurt.io/v1/namespaces/default/pods/{pod}/{action}");
+    let r = request(hub.admin_addr, "POST", &path, &[], b"").unwrap();
+    (r.status, r.text())
+}
+
+/// The OTA flow of a DaemonSet pod on the node, as an operator runs it with curl: pre-pull
+/// the image, upgrade (the pod is deleted for its OnDelete strategy), and the refusals.
+#[test]
+fn ota_image_pull_then_upgrade_of_a_daemonset_pod() {
+    let c = Cluster::new();
+    c.api.create(
+        "/api/v1/namespaces/default/pods",
+        marked("ds-1", "DaemonSet", None),
+    );
+    let mut unmarked = pod("plain", NODE);
+    unmarked["metadata"]["ownerReferences"] =
+        serde_json::json!([{"kind": "DaemonSet", "name": "x"}]);
+    c.api.create("/api/v1/namespaces/default/pods", unmarked);
+    c.api.create(
+        "/api/v1/namespaces/default/pods",
+        pod("elsewhere", "node-2"),
+    );
+    let hub = c.start_hub(BIN, &["--heartbeat-interval-seconds=1"]);
+    let (status, text) = ota(&hub, "ds-1", "imagepull");
+    assert_eq!(
+        (status, text.as_str()),
+        (200, "Image pre-pull requested for pod default/ds-1")
+    );
+    let after = c.api.get("/api/v1/namespaces/default/pods/ds-1").unwrap();
+    let conditions = after["status"]["conditions"].as_array().unwrap();
+    let ready = conditions
+        .iter()
+        .find(|c| c["type"] == "PodImageReady")
+        .unwrap();
+    assert_eq!(
+        (&ready["status"], &ready["message"]),
+        (&"False".into(), &"controllerrevision: rev-2".into())
+    );
+    assert!(
+        conditions.iter().any(|c| c["type"] == "PodNeedUpgrade"),
+        "{after}"
+    );
+    // Not pulled yet: no upgrade.
+    let (status, text) = ota(&hub, "ds-1", "upgrade");
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("image is not ready"), "{text}");
+    assert!(c.api.get("/api/v1/namespaces/default/pods/ds-1").is_some());
+    // The image-pull controller says it is there: the pod goes, for its DaemonSet to remake.
+    c.api.update(
+        "/api/v1/namespaces/default/pods/ds-1",
+        marked("ds-1", "DaemonSet", Some("True")),
+    );
+    assert_eq!(
+        ota(&hub, "ds-1", "upgrade"),
+        (200, "Start updating pod default/ds-1".to_string())
+    );
+    assert!(c.api.get("/api/v1/namespaces/default/pods/ds-1").is_none());
+    // Refusals: not marked, not this node's, not there, not a POST, the cloud away.
+    assert_eq!(ota(&hub, "plain", "upgrade").0, 403);
+    assert_eq!(ota(&hub, "elsewhere", "imagepull").0, 403);
+    assert_eq!(ota(&hub, "ghost", "upgrade").0, 500);
+    let r = get(
+        hub.admin_addr,
+        "/openyurt.io/v1/namespaces/default/pods/plain/upgrade",
+        "curl/8",
+    );
+    assert_eq!(r.status, 405);
+    // The requests went to the cloud as the node.
+    let users: Vec<_> = c
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .filter_map(|r| r.user.clone())
+        .collect();
+    assert_eq!(users, [format!("system:node:{NODE}")]);
+    c.api.set_fault(testapi::Fault::Refuse);
+    hub.wait_for_log("is now unhealthy", Duration::from_secs(30));
+    assert_eq!(
+        ota(&hub, "plain", "imagepull"),
+        (
+            503,
+            "OTA upgrade is not allowed when node is disconnected to cloud".to_string()
+        )
+    );
+}
+
+/// A static pod of a YurtStaticSet: its manifest comes from ConfigMap `yurt-static-set-<name>`
+/// into kubelet's static pod directory, the old one backed up.
+#[test]
+fn ota_upgrade_of_a_static_pod_stages_its_manifest() {
+    let c = Cluster::new();
+    let dirs = testapi::TempDir::new("ota");
+    let (manifests, staging) = (dirs.path().join("manifests"), dirs.path().join("staging"));
+    std::fs::create_dir_all(&manifests).unwrap();
+    std::fs::write(manifests.join("nginx.yaml"), "old manifest\n").unwrap();
+    let static_pod = format!("nginx-{NODE}");
+    c.api.create(
+        "/api/v1/namespaces/default/pods",
+        marked(&static_pod, "Node", None),
+    );
+    c.api.create(
+        "/api/v1/namespaces/default/pods",
+        marked("orphan", "ReplicaSet", None),
+    );
+    let flags = [
+        format!("--pod-manifest-path={}", manifests.display()),
+        format!("--ota-staging-dir={}", staging.display()),
+    ];
+    let hub = c.start_hub(BIN, &[&flags[0], &flags[1]]);
+    // No ConfigMap yet.
+    let (status, text) = ota(&hub, &static_pod, "upgrade");
+    assert_eq!(
+        (status, text.as_str()),
+        (403, "Configmap for static pod does not exist")
+    );
+    c.api.create(
+        "/api/v1/namespaces/default/configmaps",
+        serde_json::json!({"metadata": {"name": "yurt-static-set-nginx"}, "data": {"nginx.yaml": "new manifest\n"}}),
+    );
+    assert_eq!(
+        ota(&hub, &static_pod, "upgrade"),
+        (200, format!("Start updating pod default/{static_pod}"))
+    );
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap();
+    assert_eq!(read(manifests.join("nginx.yaml")), "new manifest\n");
+    assert_eq!(read(staging.join("nginx.yaml.bak")), "old manifest\n");
+    assert_eq!(read(staging.join("nginx.yaml.upgrade")), "new manifest\n");
+    // Neither a DaemonSet's nor a static pod: not for OTA.
+    assert_eq!(ota(&hub, "orphan", "upgrade").0, 400);
+}

@@ -1029,3 +1029,45 @@ fn offline_the_log_says_the_cloud_is_lost_once_not_per_probe_or_request() {
         .collect();
     assert!(warnings.is_empty(), "{warnings:#?}");
 }
+
+/// `GET /pods` on the admin port, as node-local tools use it: kubelet's cached pods as a
+/// `PodList`, online or not; a cached object that is no Pod fails it (500), never hides.
+#[test]
+fn get_pods_on_the_admin_port_lists_kubelets_cached_pods() {
+    let c = Cluster::new();
+    c.api
+        .create("/api/v1/namespaces/default/pods", pod("web-1", NODE));
+    c.api
+        .create("/api/v1/namespaces/kube-system/pods", pod("dns-1", NODE));
+    let hub = c.start_hub(BIN, FAST);
+    assert_eq!(get(hub.proxy_addr, "/api/v1/pods", KUBELET).status, 200);
+    let pods = c.cache.path().join("kubelet/pods.v1.core");
+    wait_until("the pods cached", Duration::from_secs(10), || {
+        pods.join("default/web-1").is_file() && pods.join("kube-system/dns-1").is_file()
+    });
+    go_offline(&c, &hub);
+    let r = get(hub.admin_addr, "/pods", "curl/8");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let list = r.json();
+    assert_eq!(
+        (list["kind"].as_str(), list["apiVersion"].as_str()),
+        (Some("PodList"), Some("v1"))
+    );
+    assert_eq!(names(&list), ["web-1", "dns-1"]);
+    let wrong = request(hub.admin_addr, "POST", "/pods", &[], b"").unwrap();
+    assert_eq!(wrong.status, 405);
+    std::fs::write(
+        pods.join("default/odd"),
+        br#"{"kind":"ConfigMap","metadata":{"name":"odd"}}"#,
+    )
+    .unwrap();
+    let r = get(hub.admin_addr, "/pods", "curl/8");
+    assert_eq!(r.status, 500);
+    assert!(
+        r.text()
+            .contains("default/odd: the cached object is not a Pod"),
+        "{}",
+        r.text()
+    );
+}

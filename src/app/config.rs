@@ -229,6 +229,15 @@ flag_table! {
     filter_sync_timeout: Duration = flag("filter-sync-timeout", "30s",
         "servicetopology passes slices unfiltered if its inputs are not synced by then",
         flags::duration);
+    /// `--pod-manifest-path`: kubelet's static pod directory, where OTA upgrades of static
+    /// pods put the new manifest.
+    pod_manifest_path: PathBuf = flag("pod-manifest-path", "/etc/kubernetes/manifests",
+        "kubelet's static pod directory (OTA upgrades of YurtStaticSet pods write there)",
+        flags::path);
+    /// `--ota-staging-dir`: the new manifest and the old one's backup.
+    ota_staging_dir: PathBuf = flag("ota-staging-dir", "/tmp/manifests",
+        "where an OTA upgrade of a static pod keeps the new manifest and the old one's backup",
+        flags::path);
     /// Log verbosity.
     verbosity: u8 = flag("v", "0",
         "log verbosity: 0-1 info, 2-4 debug, 5+ trace",

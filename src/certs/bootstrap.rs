@@ -98,10 +98,10 @@ impl Certs {
                 }
             }
         }
-        let text = std::fs::read_to_string(&self.bootstrap_file)
-            .map_err(|e| file_err(&self.bootstrap_file, e))?;
+        // Read first (a missing file is an I/O error of its own), then as kubectl reads it.
+        std::fs::metadata(&self.bootstrap_file).map_err(|e| file_err(&self.bootstrap_file, e))?;
         let file = || self.bootstrap_file.clone();
-        let k = Kubeconfig::parse(&text)
+        let k = Kubeconfig::read(&self.bootstrap_file)
             .map_err(|e| CertError::NoBootstrap(NoBootstrap::Unparsable(file(), e)))?;
         let token = k
             .token

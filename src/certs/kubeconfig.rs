@@ -1,9 +1,10 @@
 //! Kubeconfig files: the bootstrap kubeconfig (a token), `yurthub.conf` (the node's
 //! certificate) and the one embedded in `kube-public/cluster-info`.
 //!
-//! Kubeconfigs are YAML. The hub reads the subset `kubectl config view` and kubeadm write
-//! (block mappings and sequences, plain and quoted scalars, `{}`/`[]`, comments) and JSON,
-//! without a YAML library; it writes plain block YAML.
+//! Kubeconfigs are YAML (or JSON), read by [`super::yaml`] as kubectl reads them; a file's
+//! relative paths (`certificate-authority`, `client-certificate`, `client-key`, `tokenFile`)
+//! are relative to its own directory, and `tokenFile`'s token is read from it
+//! ([`Kubeconfig::read`]). The hub writes plain block YAML.
 //!
 //! ```
 //! use yurthub::certs::kubeconfig::Kubeconfig;
@@ -13,8 +14,9 @@
 //! ```
 
 use base64::Engine;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::fmt;
+use std::path::Path;
 
 /// Why a kubeconfig could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +39,10 @@ pub struct Kubeconfig {
     pub ca_data: Option<Vec<u8>>,
     /// `cluster.certificate-authority`, a file.
     pub ca_file: Option<String>,
-    /// `user.token`.
+    /// `user.token` (or, through [`Kubeconfig::read`], the content of `user.tokenFile`).
     pub token: Option<String>,
+    /// `user.tokenFile`.
+    pub token_file: Option<String>,
     /// `user.client-certificate`.
     pub client_certificate: Option<String>,
     /// `user.client-key`.
@@ -49,184 +53,9 @@ fn err(s: impl Into<String>) -> KubeconfigError {
     KubeconfigError(s.into())
 }
 
-struct Line<'a> {
-    indent: usize,
-    text: &'a str,
-    number: usize,
-}
-
-/// Strips a comment that starts outside quotes.
-fn uncomment(s: &str) -> &str {
-    let (mut single, mut double) = (false, false);
-    let bytes = s.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b'\'' if !double => single = !single,
-            b'"' if !single => double = !double,
-            b'#' if !single && !double && (i == 0 || bytes[i - 1] == b' ') => {
-                return s[..i].trim_end()
-            }
-            _ => {}
-        }
-    }
-    s.trim_end()
-}
-
-fn scalar(s: &str, number: usize) -> Result<Value, KubeconfigError> {
-    let s = s.trim();
-    if let Some(inner) = s.strip_prefix('"') {
-        let inner = inner
-            .strip_suffix('"')
-            .ok_or_else(|| err(format!("line {number}: unterminated string")))?;
-        return serde_json::from_str::<String>(&format!("\"{inner}\""))
-            .map(Value::String)
-            .map_err(|_| err(format!("line {number}: bad escape in string")));
-    }
-    if let Some(inner) = s.strip_prefix('\'') {
-        let inner = inner
-            .strip_suffix('\'')
-            .ok_or_else(|| err(format!("line {number}: unterminated string")))?;
-        return Ok(Value::String(inner.replace("''", "'")));
-    }
-    Ok(match s {
-        "" | "~" | "null" => Value::Null,
-        "{}" => Value::Object(Map::new()),
-        "[]" => Value::Array(Vec::new()),
-        "true" => Value::Bool(true),
-        "false" => Value::Bool(false),
-        _ => Value::String(s.to_string()),
-    })
-}
-
-/// Splits `key: value` (the value may be empty); `None` when the line is no mapping entry.
-fn key_value(text: &str) -> Option<(&str, &str)> {
-    if let Some(rest) = text.strip_prefix('"') {
-        let end = rest.find('"')?;
-        let after = rest[end + 1..].strip_prefix(':')?;
-        return Some((&rest[..end], after));
-    }
-    let pos = text
-        .find(": ")
-        .or_else(|| text.ends_with(':').then(|| text.len() - 1))?;
-    Some((&text[..pos], &text[pos + 1..]))
-}
-
-struct Parser<'a> {
-    lines: Vec<Line<'a>>,
-    pos: usize,
-}
-
-impl<'a> Parser<'a> {
-    /// The node whose lines are indented at least `min` (its first line sets the level).
-    fn node(&mut self, min: usize) -> Result<Value, KubeconfigError> {
-        let Some(first) = self.lines.get(self.pos) else {
-            return Ok(Value::Null);
-        };
-        if first.indent < min {
-            return Ok(Value::Null);
-        }
-        if first.text.starts_with("- ") || first.text == "-" {
-            self.sequence(first.indent)
-        } else {
-            self.mapping(first.indent)
-        }
-    }
-
-    fn sequence(&mut self, indent: usize) -> Result<Value, KubeconfigError> {
-        let mut items = Vec::new();
-        while let Some(line) = self.lines.get(self.pos) {
-            if line.indent != indent || !(line.text.starts_with("- ") || line.text == "-") {
-                break;
-            }
-            let rest = line.text[1..].trim_start();
-            let number = line.number;
-            if rest.is_empty() {
-                self.pos += 1;
-                items.push(self.node(indent + 1)?);
-            } else if key_value(rest).is_some() {
-                // "- key: value" opens a mapping whose keys sit where "key" does.
-                let inner = indent + (line.text.len() - rest.len());
-                self.lines[self.pos] = Line {
-                    indent: inner,
-                    text: rest,
-                    number,
-                };
-                items.push(self.mapping(inner)?);
-            } else {
-                self.pos += 1;
-                items.push(scalar(rest, number)?);
-            }
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn mapping(&mut self, indent: usize) -> Result<Value, KubeconfigError> {
-        let mut map = Map::new();
-        while let Some(line) = self.lines.get(self.pos) {
-            if line.indent < indent {
-                break;
-            }
-            if line.indent > indent {
-                return Err(err(format!("line {}: unexpected indentation", line.number)));
-            }
-            let number = line.number;
-            let (key, value) = key_value(line.text)
-                .ok_or_else(|| err(format!("line {number}: expected `key: value`")))?;
-            let key = key.trim().to_string();
-            let value = value.trim();
-            self.pos += 1;
-            let v = if value.is_empty() {
-                // A nested block; a sequence may sit at the key's own indentation.
-                match self.lines.get(self.pos) {
-                    Some(next) if next.indent == indent && next.text.starts_with('-') => {
-                        self.sequence(indent)?
-                    }
-                    _ => self.node(indent + 1)?,
-                }
-            } else if value == "|" || value.starts_with("|-") || value == ">" {
-                return Err(err(format!(
-                    "line {number}: block scalars are not supported"
-                )));
-            } else {
-                scalar(value, number)?
-            };
-            map.insert(key, v);
-        }
-        Ok(Value::Object(map))
-    }
-}
-
-/// Parses the YAML subset (or JSON) into a JSON value.
+/// Parses a kubeconfig's YAML (or JSON) into a JSON value.
 pub fn parse_yaml(text: &str) -> Result<Value, KubeconfigError> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('{') {
-        return serde_json::from_str(trimmed).map_err(|e| err(e.to_string()));
-    }
-    let mut lines = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        if raw.contains('\t') && raw.trim_start().len() < raw.len() && raw.starts_with('\t') {
-            return Err(err(format!(
-                "line {}: tabs are not allowed for indentation",
-                i + 1
-            )));
-        }
-        let body = uncomment(raw);
-        let t = body.trim_start();
-        if t.is_empty() || t == "---" {
-            continue;
-        }
-        lines.push(Line {
-            indent: body.len() - t.len(),
-            text: t,
-            number: i + 1,
-        });
-    }
-    let mut p = Parser { lines, pos: 0 };
-    let v = p.node(0)?;
-    if let Some(l) = p.lines.get(p.pos) {
-        return Err(err(format!("line {}: unexpected content", l.number)));
-    }
-    Ok(v)
+    super::yaml::parse(text).map_err(|e| err(e.to_string()))
 }
 
 /// The entry of a named list (`clusters`, `users`, `contexts`) called `name`, or the first.
@@ -244,6 +73,36 @@ fn text(v: &Value) -> Option<String> {
 }
 
 impl Kubeconfig {
+    /// Reads the kubeconfig file at `path` as kubectl does: relative paths in it are relative
+    /// to its directory, and a `tokenFile` that can be read gives the token (client-go
+    /// prefers it to `token`).
+    pub fn read(path: &Path) -> Result<Kubeconfig, KubeconfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let mut k = Kubeconfig::parse(&text)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &mut Option<String>| {
+            if let Some(rel) = p.as_ref().filter(|r| !Path::new(r).is_absolute()) {
+                *p = Some(dir.join(rel).to_string_lossy().into_owned());
+            }
+        };
+        resolve(&mut k.ca_file);
+        resolve(&mut k.client_certificate);
+        resolve(&mut k.client_key);
+        resolve(&mut k.token_file);
+        if let Some(file) = &k.token_file {
+            match std::fs::read_to_string(file) {
+                Ok(t) if !t.trim().is_empty() => k.token = Some(t.trim().to_string()),
+                Ok(_) if k.token.is_none() => {
+                    return Err(err(format!("tokenFile {file} is empty")))
+                }
+                Err(e) if k.token.is_none() => return Err(err(format!("tokenFile {file}: {e}"))),
+                _ => {}
+            }
+        }
+        Ok(k)
+    }
+
     /// Reads the current context's cluster and user (the first of each without one).
     pub fn parse(text_: &str) -> Result<Kubeconfig, KubeconfigError> {
         let doc = parse_yaml(text_)?;
@@ -269,6 +128,7 @@ impl Kubeconfig {
             ca_data,
             ca_file: text(&cluster["certificate-authority"]),
             token: text(&user["token"]),
+            token_file: text(&user["tokenFile"]),
             client_certificate: text(&user["client-certificate"]),
             client_key: text(&user["client-key"]),
         })
@@ -338,6 +198,53 @@ mod tests {
         let k = Kubeconfig::parse(text).unwrap();
         assert_eq!(k.server, "https://c:6443");
         assert_eq!(k.token.as_deref(), Some("bbbbbb.bbbbbbbbbbbbbbbb"));
+    }
+
+    /// A bootstrap kubeconfig kubectl reads, in the forms operators and tools write.
+    #[test]
+    fn every_form_kubectl_reads() {
+        let flow = "apiVersion: v1\nkind: Config\nclusters:\n- name: k\n  cluster: {server: \"https://10.0.0.1:6443\", certificate-authority-data: \"aGVsbG8=\"}\nusers:\n- {name: b, user: {token: 'abcdef.0123456789abcdef'}}\ncontexts: [{name: c, context: {cluster: k, user: b}}]\ncurrent-context: c\n";
+        let json = r#"{"apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "k", "cluster": {"server": "https://10.0.0.1:6443",
+                          "certificate-authority-data": "aGVsbG8="}}],
+            "users": [{"name": "b", "user": {"token": "abcdef.0123456789abcdef"}}],
+            "contexts": [{"name": "c", "context": {"cluster": "k", "user": "b"}}],
+            "current-context": "c"}"#;
+        let folded = "# bootstrap\n---\nclusters:\n  - name: k\n    cluster:\n      server: >-\n        https://10.0.0.1:6443\n      \"certificate-authority-data\": |\n        aGVsbG8=\n    # the user\nusers:\n  - &u\n    name: b\n    user:\n      token: \"abcdef.\\\n        0123456789abcdef\"\n";
+        for (what, text) in [("flow", flow), ("json", json), ("folded", folded)] {
+            let k = Kubeconfig::parse(text).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(k.server, "https://10.0.0.1:6443", "{what}");
+            assert_eq!(k.ca_data.as_deref(), Some(&b"hello"[..]), "{what}");
+            assert_eq!(
+                k.token.as_deref(),
+                Some("abcdef.0123456789abcdef"),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn relative_paths_and_token_files_are_the_files_own() {
+        let dir = std::env::temp_dir().join(format!("yurthub-kubeconfig-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("pki")).unwrap();
+        std::fs::write(dir.join("pki/token"), "abcdef.0123456789abcdef\n").unwrap();
+        let conf = dir.join("bootstrap.conf");
+        std::fs::write(
+            &conf,
+            "clusters:\n- cluster:\n    server: https://a:6443\n    certificate-authority: pki/ca.crt\nusers:\n- user:\n    tokenFile: pki/token\n    token: zzzzzz.zzzzzzzzzzzzzzzz\n",
+        )
+        .unwrap();
+        let k = Kubeconfig::read(&conf).unwrap();
+        assert_eq!(
+            k.ca_file,
+            Some(dir.join("pki/ca.crt").to_string_lossy().into_owned())
+        );
+        assert_eq!(k.token.as_deref(), Some("abcdef.0123456789abcdef"));
+        std::fs::write(&conf, "clusters:\n- cluster:\n    server: https://a:6443\nusers:\n- user:\n    tokenFile: /nonexistent/token\n").unwrap();
+        let e = Kubeconfig::read(&conf).unwrap_err().to_string();
+        assert!(e.contains("tokenFile /nonexistent/token"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

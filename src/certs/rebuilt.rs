@@ -108,8 +108,7 @@ fn current_ca(s: &Settings) -> Option<Vec<u8>> {
 
 /// The bootstrap kubeconfig, when it parses.
 fn bootstrap(s: &Settings) -> Option<Kubeconfig> {
-    let text = std::fs::read_to_string(&s.bootstrap_file).ok()?;
-    Kubeconfig::parse(&text).ok()
+    Kubeconfig::read(&s.bootstrap_file).ok()
 }
 
 /// The CA a kubeconfig names (inline, or in a file).
