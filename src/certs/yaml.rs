@@ -771,6 +771,34 @@ impl Parser<'_> {
         }
     }
 
+    /// The entries of a flow collection from its opening bracket to `close`, each read by
+    /// `entry`, separated by commas (a trailing one allowed).
+    fn flow_entries(
+        &mut self,
+        close: u8,
+        mut entry: impl FnMut(&mut Self) -> Result<(), YamlError>,
+    ) -> Result<(), YamlError> {
+        self.pos += 1;
+        loop {
+            self.skip_flow_ws();
+            match self.peek() {
+                Some(b) if b == close => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                None => return Err(self.err("an unterminated flow collection")),
+                _ => {}
+            }
+            entry(self)?;
+            self.skip_flow_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b) if b == close => {}
+                _ => return Err(self.err("expected `,` or the collection's end")),
+            }
+        }
+    }
+
     /// A node in flow context.
     fn flow_node(&mut self) -> Result<Value, YamlError> {
         self.enter()?;
@@ -792,54 +820,29 @@ impl Parser<'_> {
         }
         let v = match self.peek() {
             Some(b'[') => {
-                self.pos += 1;
                 let mut items = Vec::new();
-                loop {
-                    self.skip_flow_ws();
-                    match self.peek() {
-                        Some(b']') => {
-                            self.pos += 1;
-                            break;
-                        }
-                        None => return Err(self.err("unterminated `[`")),
-                        _ => {}
-                    }
-                    items.push(self.flow_node()?);
-                    self.skip_flow_ws();
-                    match self.peek() {
-                        Some(b',') => self.pos += 1,
-                        Some(b']') => {}
-                        _ => return Err(self.err("expected `,` or `]`")),
-                    }
-                }
+                self.flow_entries(b']', |p| {
+                    items.push(p.flow_node()?);
+                    Ok(())
+                })?;
                 Value::Array(items)
             }
             Some(b'{') => {
-                self.pos += 1;
                 let mut map = Map::new();
-                loop {
-                    self.skip_flow_ws();
-                    match self.peek() {
-                        Some(b'}') => {
-                            self.pos += 1;
-                            break;
-                        }
-                        None => return Err(self.err("unterminated `{`")),
-                        _ => {}
-                    }
-                    let key = match self.flow_node()? {
+                self.flow_entries(b'}', |p| {
+                    let key = match p.flow_node()? {
                         Value::String(s) => s,
                         Value::Null => String::new(),
                         other => other.to_string(),
                     };
-                    self.skip_flow_ws();
-                    let value = if self.peek() == Some(b':') {
-                        self.pos += 1;
-                        self.skip_flow_ws();
-                        if matches!(self.peek(), Some(b',' | b'}')) {
+                    p.skip_flow_ws();
+                    let value = if p.peek() == Some(b':') {
+                        p.pos += 1;
+                        p.skip_flow_ws();
+                        if matches!(p.peek(), Some(b',' | b'}')) {
                             Value::Null
                         } else {
-                            self.flow_node()?
+                            p.flow_node()?
                         }
                     } else {
                         Value::Null
@@ -849,13 +852,8 @@ impl Parser<'_> {
                     } else {
                         map.insert(key, value);
                     }
-                    self.skip_flow_ws();
-                    match self.peek() {
-                        Some(b',') => self.pos += 1,
-                        Some(b'}') => {}
-                        _ => return Err(self.err("expected `,` or `}`")),
-                    }
-                }
+                    Ok(())
+                })?;
                 Value::Object(map)
             }
             Some(b'"') => Value::String(self.double_quoted(0)?),
