@@ -291,16 +291,7 @@ impl Parser<'_> {
         if self.peek() == Some(b'\t') {
             return Err(self.err("tabs are not allowed for indentation"));
         }
-        // Properties: an anchor and a tag, in either order.
-        let mut anchor = None;
-        loop {
-            match self.peek() {
-                Some(b'&') => anchor = Some(self.name()?),
-                Some(b'!') => self.tag(),
-                _ => break,
-            }
-            self.skip_inline_ws();
-        }
+        let anchor = self.properties(Self::skip_inline_ws)?;
         let v = if anchor.is_some() && self.at_eol() {
             // The anchored node starts on the next line.
             self.block_node(parent)?
@@ -322,6 +313,20 @@ impl Parser<'_> {
             self.anchors.insert(a, v.clone());
         }
         Ok(v)
+    }
+
+    /// A node's properties, an anchor and a tag in either order, each followed by what
+    /// `skip` passes over: the anchor's name, when there is one (a tag is read past).
+    fn properties(&mut self, skip: fn(&mut Self)) -> Result<Option<String>, YamlError> {
+        let mut anchor = None;
+        loop {
+            match self.peek() {
+                Some(b'&') => anchor = Some(self.name()?),
+                Some(b'!') => self.tag(),
+                _ => return Ok(anchor),
+            }
+            skip(self);
+        }
     }
 
     /// `&name` or `*name`: the name.
@@ -809,15 +814,7 @@ impl Parser<'_> {
 
     fn flow_node_inner(&mut self) -> Result<Value, YamlError> {
         self.skip_flow_ws();
-        let mut anchor = None;
-        loop {
-            match self.peek() {
-                Some(b'&') => anchor = Some(self.name()?),
-                Some(b'!') => self.tag(),
-                _ => break,
-            }
-            self.skip_flow_ws();
-        }
+        let anchor = self.properties(Self::skip_flow_ws)?;
         let v = match self.peek() {
             Some(b'[') => {
                 let mut items = Vec::new();
