@@ -48,8 +48,9 @@ printf 'yurthub (%s) unstable; urgency=medium\n\n  * Release %s.\n\n -- yurthub 
   "$version" "$version" "$(date -R -d @"${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}")" \
   | gzip -9n > "$root/usr/share/doc/yurthub/changelog.gz"
 chmod 0644 "$root/usr/share/doc/yurthub/changelog.gz"
-# A Rust binary is static on purpose: it runs on any distribution of the device.
-printf 'yurthub: statically-linked-binary [usr/bin/yurthub]\nyurthub: no-manual-page [usr/bin/yurthub]\n' \
+# A Rust binary is static on purpose: it runs on any distribution of the device. (A static-PIE,
+# as the x86_64 musl build is, has a dynamic section but no interpreter and needs nothing.)
+printf 'yurthub: statically-linked-binary [usr/bin/yurthub]\nyurthub: no-manual-page [usr/bin/yurthub]\nyurthub: shared-library-lacks-prerequisites [usr/bin/yurthub]\n' \
   > "$root/usr/share/lintian/overrides/yurthub"
 chmod 0644 "$root/usr/share/lintian/overrides/yurthub"
 install -m 0755 targets/deb/postinst targets/deb/prerm targets/deb/postrm "$root/DEBIAN/"
