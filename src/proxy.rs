@@ -30,11 +30,11 @@ use crate::server::{self, ClientConn, Gate, Refusal};
 use crate::upstream::{self, Body, Identity, Negotiated, Response, Upstream, UpstreamError};
 use route::{Facts, Route};
 
-/// Request bodies up to this size are read before sending, so another server can be tried.
 /// Requests that found no cloud: the first of a kind is logged, its repeats once a minute (the
 /// cloud's state change has a line of its own, from [`health`](crate::health)).
 static UNREACHABLE: Repeats = Repeats::new(std::time::Duration::from_secs(60));
 
+/// Request bodies up to this size are read before sending, so another server can be tried.
 const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 /// The most bytes gathered, or unpacked from gzip, per write to the client.
 const RELAY_PIECE: usize = 64 * 1024;

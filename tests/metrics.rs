@@ -398,7 +398,7 @@ fn ota_upgrade_of_a_static_pod_stages_its_manifest() {
     );
     c.api.create(
         "/api/v1/namespaces/default/configmaps",
-        serde_json::json!({"metadata": {"name": "yurt-static-set-nginx"}, "data": {"nginx.yaml": "new manifest\n"}}),
+        serde_json::json!({"metadata": {"name": "yurt-static-set-nginx"}, "data": {"nginx": "new manifest\n"}}),
     );
     assert_eq!(
         ota(&hub, &static_pod, "upgrade"),
@@ -406,8 +406,8 @@ fn ota_upgrade_of_a_static_pod_stages_its_manifest() {
     );
     let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap();
     assert_eq!(read(manifests.join("nginx.yaml")), "new manifest\n");
-    assert_eq!(read(staging.join("nginx.yaml.bak")), "old manifest\n");
-    assert_eq!(read(staging.join("nginx.yaml.upgrade")), "new manifest\n");
+    assert_eq!(read(staging.join("nginx.bak")), "old manifest\n");
+    assert_eq!(read(staging.join("nginx.upgrade")), "new manifest\n");
     // Neither a DaemonSet's nor a static pod: not for OTA.
     assert_eq!(ota(&hub, "orphan", "upgrade").0, 400);
 }

@@ -291,23 +291,33 @@ async fn upgrade(
     }
 }
 
-/// Writes the new manifest beside the old one's backup in the staging directory, then puts
-/// it in kubelet's static pod directory (kubelet restarts the pod when the file changes).
-fn stage_manifest(settings: &Settings, file: &str, text: &str) -> Result<(), String> {
-    // The ConfigMap's key names a file: one name, nothing that climbs out.
-    if file.is_empty() || file.contains('/') || file == "." || file == ".." {
-        return Err(format!("{file:?}: not a manifest file name"));
+/// Stages the new manifest and the old one's backup (`<name>.upgrade`, `<name>.bak`, as
+/// upstream names them), then puts it in kubelet's static pod directory as `<name>.yaml`
+/// (kubelet restarts the pod when the file changes). `name` is the ConfigMap's data key, which
+/// the YurtStaticSet controller sets to the manifest's name.
+fn stage_manifest(settings: &Settings, name: &str, text: &str) -> Result<(), String> {
+    // The key names a file: one name, nothing that climbs out.
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(format!("{name:?}: not a manifest name"));
     }
     let io = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
     std::fs::create_dir_all(&settings.staging).map_err(|e| io("making", &settings.staging, e))?;
-    let upgrade = settings.staging.join(format!("{file}.upgrade"));
-    std::fs::write(&upgrade, text).map_err(|e| io("writing", &upgrade, e))?;
-    let current = settings.manifests.join(file);
-    if current.exists() {
-        let backup = settings.staging.join(format!("{file}.bak"));
-        std::fs::copy(&current, &backup).map_err(|e| io("backing up to", &backup, e))?;
+    // Each file is replaced by a rename, never written through: a link planted in the staging
+    // directory is replaced, not followed.
+    let put = |path: &Path, bytes: &[u8]| {
+        crate::atomic_file::replace(path, &[bytes], 0o600).map_err(|e| e.to_string())
+    };
+    put(
+        &settings.staging.join(format!("{name}.upgrade")),
+        text.as_bytes(),
+    )?;
+    let current = settings.manifests.join(format!("{name}.yaml"));
+    match std::fs::read(&current) {
+        Ok(old) => put(&settings.staging.join(format!("{name}.bak")), &old)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("reading", &current, e)),
     }
-    crate::atomic_file::replace(&current, &[text.as_bytes()], 0o600).map_err(|e| e.to_string())
+    put(&current, text.as_bytes())
 }
 
 #[cfg(test)]

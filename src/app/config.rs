@@ -710,6 +710,8 @@ mod tests {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
         let c = run(&["--server-addr=a", "--nodepool-name=p"]);
         assert_eq!(c.node_name, host.trim().to_ascii_lowercase());
+        let c = run(&["--server-addr=a", "--nodepool-name=p", "--node-name=Pi-1"]);
+        assert_eq!(c.node_name, "pi-1");
     }
 
     #[test]

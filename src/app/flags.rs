@@ -224,9 +224,9 @@ pub(super) fn required(v: &Values, name: &'static str) -> Result<String, FlagErr
     Ok(s.to_string())
 }
 
-/// A node name: as given, else the host's name lower-cased (kubelet's default for its node,
-/// and upstream's); a Kubernetes object name (an RFC 1123 subdomain) either way, so a
-/// literal `$(hostname)` from a file no shell expanded is refused, not registered.
+/// A node name: as given, else the host's name, lower-cased either way as kubelet names its
+/// node; a Kubernetes object name (an RFC 1123 subdomain), so a literal `$(hostname)` from a
+/// file no shell expanded is refused, not registered.
 pub(super) fn node_name(v: &Values, name: &'static str) -> Result<String, FlagError> {
     let given = v.get(name).trim();
     let (node, expected) = if given.is_empty() {
@@ -238,7 +238,8 @@ pub(super) fn node_name(v: &Values, name: &'static str) -> Result<String, FlagEr
         }
         (host, "the host name is no node name (lower-case letters, digits, '-' and '.'): give --node-name")
     } else {
-        (given.to_string(), "a node name: lower-case letters, digits, '-' and '.', at most 253 (no shell expands $(...) in /etc/default/yurthub)")
+        // Lower-cased as kubelet names its node.
+        (given.to_ascii_lowercase(), "a node name: letters, digits, '-' and '.', at most 253 (no shell expands $(...) in /etc/default/yurthub)")
     };
     if !crate::kube::is_dns1123_subdomain(&node) {
         return Err(FlagError::Invalid {

@@ -58,6 +58,19 @@ pub fn parse_yaml(text: &str) -> Result<Value, KubeconfigError> {
     super::yaml::parse(text).map_err(|e| err(e.to_string()))
 }
 
+/// A token file's token: a regular file of at most 64 KiB (never a FIFO that blocks, or
+/// `/dev/zero`), trimmed.
+fn read_token(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut text = String::new();
+    f.take(64 * 1024).read_to_string(&mut text)?;
+    Ok(text.trim().to_string())
+}
+
 /// The entry of a named list (`clusters`, `users`, `contexts`) called `name`, or the first.
 fn named<'v>(doc: &'v Value, list: &str, inner: &str, name: Option<&str>) -> Option<&'v Value> {
     let items = doc[list].as_array()?;
@@ -91,13 +104,12 @@ impl Kubeconfig {
         resolve(&mut k.client_key);
         resolve(&mut k.token_file);
         if let Some(file) = &k.token_file {
-            match std::fs::read_to_string(file) {
-                Ok(t) if !t.trim().is_empty() => k.token = Some(t.trim().to_string()),
-                Ok(_) if k.token.is_none() => {
-                    return Err(err(format!("tokenFile {file} is empty")))
-                }
-                Err(e) if k.token.is_none() => return Err(err(format!("tokenFile {file}: {e}"))),
-                _ => {}
+            match read_token(Path::new(file)) {
+                Ok(t) if !t.is_empty() => k.token = Some(t),
+                Ok(_) => log::warn!("{}: tokenFile {file} is empty", path.display()),
+                // The rest of the kubeconfig (its CA) is still good: without the token the
+                // caller says what is missing.
+                Err(e) => log::warn!("{}: tokenFile {file}: {e}", path.display()),
             }
         }
         Ok(k)
@@ -241,9 +253,12 @@ mod tests {
             Some(dir.join("pki/ca.crt").to_string_lossy().into_owned())
         );
         assert_eq!(k.token.as_deref(), Some("abcdef.0123456789abcdef"));
-        std::fs::write(&conf, "clusters:\n- cluster:\n    server: https://a:6443\nusers:\n- user:\n    tokenFile: /nonexistent/token\n").unwrap();
-        let e = Kubeconfig::read(&conf).unwrap_err().to_string();
-        assert!(e.contains("tokenFile /nonexistent/token"), "{e}");
+        // An unreadable token file leaves the token out, and the rest readable (its CA).
+        std::fs::write(&conf, "clusters:\n- cluster:\n    server: https://a:6443\n    certificate-authority-data: aGVsbG8=\nusers:\n- user:\n    tokenFile: /nonexistent/token\n").unwrap();
+        let k = Kubeconfig::read(&conf).unwrap();
+        assert_eq!((k.token, k.ca_data.as_deref()), (None, Some(&b"hello"[..])));
+        std::fs::write(&conf, "clusters:\n- cluster:\n    server: https://a:6443\nusers:\n- user:\n    tokenFile: /dev/zero\n").unwrap();
+        assert_eq!(Kubeconfig::read(&conf).unwrap().token, None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

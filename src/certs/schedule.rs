@@ -29,13 +29,14 @@ impl Backoff {
     }
 
     /// Logs a failed attempt at `what` and says when to try again. The first failure after
-    /// a success, and a new cause, are logged at once; the same one again every 10 minutes.
+    /// a success is logged at once, later ones every 10 minutes with how many were left out
+    /// (keyed by `what` alone: a cause names a new CSR at each attempt).
     pub(super) fn failed(&mut self, what: &str, e: &CertError, now: SystemTime) -> SystemTime {
         if self.0 == 0 {
             FAILURES.forget(what);
         }
         let d = self.next();
-        match FAILURES.allow(&format!("{what}: {e}")) {
+        match FAILURES.allow(what) {
             Some(more) => log::warn!(
                 "{what} not obtained: {e}; next attempt in {}s{more}",
                 d.as_secs()

@@ -37,15 +37,17 @@ impl std::error::Error for YamlError {}
 /// Nesting deeper than this is refused: a hostile file must not overflow the stack.
 const MAX_DEPTH: usize = 64;
 
-/// The nodes aliases may copy in all: far above what a kubeconfig's anchors share.
-const MAX_COPIED: usize = 10_000;
+/// What aliases may copy in all, in [`weight`]: far above what a kubeconfig's anchors share
+/// (a CA or two), far below what would exhaust a small node's memory.
+const MAX_COPIED: usize = 4 << 20;
 
-/// The nodes of `v`, itself included.
-fn nodes(v: &Value) -> usize {
+/// What a copy of `v` costs: its bytes of text, and a few for each node.
+fn weight(v: &Value) -> usize {
     match v {
-        Value::Array(items) => 1 + items.iter().map(nodes).sum::<usize>(),
-        Value::Object(m) => 1 + m.values().map(nodes).sum::<usize>(),
-        _ => 1,
+        Value::Array(items) => 16 + items.iter().map(weight).sum::<usize>(),
+        Value::Object(m) => 16 + m.iter().map(|(k, v)| k.len() + weight(v)).sum::<usize>(),
+        Value::String(s) => 16 + s.len(),
+        _ => 16,
     }
 }
 
@@ -362,7 +364,7 @@ impl Parser<'_> {
             .ok_or_else(|| self.err("an alias to no anchor"))?;
         // Aliases of aliases grow a document exponentially ("billion laughs"): what they
         // copy is counted, and bounded.
-        self.copied += nodes(v);
+        self.copied += weight(v);
         if self.copied > MAX_COPIED {
             return Err(self.err("aliases copy too much"));
         }
@@ -373,7 +375,14 @@ impl Parser<'_> {
         let mut items = Vec::new();
         loop {
             self.skip_blank();
-            if self.peek().is_none() || self.col() != indent || self.at_marker(b"---") {
+            if self.peek() == Some(b'\t') {
+                return Err(self.err("tabs are not allowed for indentation"));
+            }
+            if self.peek().is_none()
+                || self.col() != indent
+                || self.at_marker(b"---")
+                || self.at_marker(b"...")
+            {
                 break;
             }
             if !(self.peek() == Some(b'-')
@@ -397,6 +406,9 @@ impl Parser<'_> {
         let mut map = Map::new();
         loop {
             self.skip_blank();
+            if self.peek() == Some(b'\t') {
+                return Err(self.err("tabs are not allowed for indentation"));
+            }
             if self.peek().is_none() || self.at_marker(b"---") || self.at_marker(b"...") {
                 break;
             }
@@ -1006,6 +1018,21 @@ mod tests {
             ));
         }
         assert_eq!(parse(&laughs).unwrap_err().what, "aliases copy too much");
+        // Few aliases of one long string count by its length.
+        let long = format!(
+            "a: &a \"{}\"\nb: [{}]\n",
+            "x".repeat(100_000),
+            vec!["*a"; 100].join(", ")
+        );
+        assert_eq!(parse(&long).unwrap_err().what, "aliases copy too much");
+        assert_eq!(
+            parse("user:\n\ttoken: abc\n").unwrap_err().what,
+            "tabs are not allowed for indentation"
+        );
+        assert_eq!(
+            ok("users:\n- name: x\n...\n"),
+            json!({"users": [{"name": "x"}]})
+        );
         for junk in [
             "\u{0}",
             ":",
