@@ -1022,9 +1022,13 @@ fn offline_the_log_says_the_cloud_is_lost_once_not_per_probe_or_request() {
             .count()
             >= 3
     });
+    // Certificate attempts are not probes or requests: they have their own limiter (the first
+    // failure after a success is news), and the harness's certificate, which rcgen gives only
+    // one organization, is renewed at start, so one may fail here.
     let warnings: Vec<String> = hub.log()[from..]
         .iter()
         .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .filter(|l| !l.contains("[yurthub::certs"))
         .cloned()
         .collect();
     assert!(warnings.is_empty(), "{warnings:#?}");
