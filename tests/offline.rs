@@ -1009,6 +1009,18 @@ fn offline_the_log_says_the_cloud_is_lost_once_not_per_probe_or_request() {
         lost.contains(" WARN ") && lost.contains("unhealthy: "),
         "{lost}"
     );
+    // Counted from the first failed probe after the change: what was cut at the change itself
+    // (a watch's body, a request caught in the gap) is the change, logged once.
+    let at = hub.log().iter().position(|l| l == &lost).unwrap_or(0);
+    wait_until(
+        "a failed probe after the change",
+        Duration::from_secs(20),
+        || {
+            hub.log()[at..]
+                .iter()
+                .any(|l| l.contains("health probe of"))
+        },
+    );
     let from = hub.log().len();
     for _ in 0..10 {
         kubelet_reads(hub.proxy_addr);
