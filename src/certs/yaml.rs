@@ -224,6 +224,14 @@ impl Parser<'_> {
         Ok(())
     }
 
+    /// Whether `pos` is at `- ` (or `-` ending the line): a block sequence entry.
+    fn at_entry_dash(&self) -> bool {
+        self.peek() == Some(b'-')
+            && self
+                .peek_at(1)
+                .is_none_or(|b| is_ws(b) || is_break(Some(b)))
+    }
+
     /// Whether the rest of the line is `key: …` (a block mapping entry).
     fn looks_like_key(&self) -> bool {
         let rest = &self.s[self.pos..];
@@ -299,11 +307,7 @@ impl Parser<'_> {
             self.block_node(parent)?
         } else {
             let col = self.col();
-            if self.peek() == Some(b'-')
-                && self
-                    .peek_at(1)
-                    .is_none_or(|b| is_ws(b) || is_break(Some(b)))
-            {
+            if self.at_entry_dash() {
                 self.block_sequence(col)?
             } else if self.looks_like_key() {
                 self.block_mapping(col)?
@@ -385,11 +389,7 @@ impl Parser<'_> {
             {
                 break;
             }
-            if !(self.peek() == Some(b'-')
-                && self
-                    .peek_at(1)
-                    .is_none_or(|b| is_ws(b) || is_break(Some(b))))
-            {
+            if !self.at_entry_dash() {
                 if self.col() == indent && self.looks_like_key() {
                     break; // the enclosing mapping's next key, at the sequence's column
                 }
@@ -451,11 +451,7 @@ impl Parser<'_> {
             self.skip_inline_ws();
             let value = if self.at_eol() {
                 self.skip_blank();
-                let seq_here = self.col() == indent
-                    && self.peek() == Some(b'-')
-                    && self
-                        .peek_at(1)
-                        .is_none_or(|b| is_ws(b) || is_break(Some(b)));
+                let seq_here = self.col() == indent && self.at_entry_dash();
                 if seq_here {
                     self.enter()?;
                     let v = self.block_sequence(indent);
@@ -541,10 +537,7 @@ impl Parser<'_> {
                     && (self.col() as isize) > parent
                     && self.peek() != Some(b'#')
                     && !self.looks_like_key()
-                    && !(self.peek() == Some(b'-')
-                        && self
-                            .peek_at(1)
-                            .is_none_or(|b| is_ws(b) || is_break(Some(b))))
+                    && !self.at_entry_dash()
                     && !(self.pos == line && (self.at_marker(b"---") || self.at_marker(b"...")));
                 if !more {
                     self.pos = save;
