@@ -8,6 +8,7 @@
 //! interleave wrongly and the client stream never slows down. On overflow the affected list
 //! view is marked stale and a counter bumped.
 
+pub mod adopt;
 mod evict;
 mod handle;
 pub(crate) mod object;

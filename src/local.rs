@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use smol::io::AsyncWriteExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::cache::{self, Cache, NotCached, ObjectKey, Shape, Target};
+use crate::cache::{self, Cache, NotCached, ObjectKey, Shape, Target, ViewKey};
 use crate::health::Health;
 use crate::http::url::Query;
 use crate::http::{BodyReader, Framing, RequestHead, ResponseHead};
@@ -219,6 +219,44 @@ impl Local {
                     }
                 }
                 // A list the cloud answered empty is cached empty, and answered so.
+                return Listed::Items(items, rv);
+            }
+            // A cache adopted from upstream YurtHub holds, per type, what upstream had cached
+            // under whatever selectors it listed: its lists are answered from that, with their
+            // own selectors, as upstream would have answered them (empty ones too).
+            let whole = ViewKey::default();
+            if let Some(v) = cache
+                .view(&t.component, &t.resource, &whole)
+                .filter(|v| v.adopted && !v.withheld())
+            {
+                if cache.is_stale(&t.component, &t.resource, &whole) {
+                    return Listed::Stale;
+                }
+                let (Ok(labels), Ok(fields)) = (
+                    LabelSelector::parse(&t.view.label_selector),
+                    FieldSelector::parse(&t.view.field_selector),
+                ) else {
+                    return Listed::NotCached;
+                };
+                for (ns, name) in &v.members {
+                    if !t.view.namespace.is_empty() && *ns != t.view.namespace {
+                        continue;
+                    }
+                    let key = ObjectKey {
+                        component: t.component.clone(),
+                        resource: t.resource.clone(),
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                    };
+                    let Some(bytes) = cache.get(&key) else {
+                        return Listed::Stale;
+                    };
+                    match serde_json::from_slice::<Value>(&bytes) {
+                        Ok(v) if selected(&v, &labels, &fields) => push(bytes),
+                        Ok(_) => {}
+                        Err(_) => return Listed::Stale,
+                    }
+                }
                 return Listed::Items(items, rv);
             }
             // No list with these selectors was seen: the selectors over the objects that were
@@ -538,29 +576,7 @@ fn chunk(out: &mut Vec<u8>, data: &[u8]) {
 /// Whether an object matches label and field selectors (fields: any dotted path; those
 /// kube-apiserver indexes are `metadata.name`, `metadata.namespace`, `spec.nodeName`).
 pub fn selected(obj: &Value, labels: &LabelSelector, fields: &FieldSelector) -> bool {
-    let l = &obj["metadata"]["labels"];
-    labels.matches(|k| l[k].as_str()) && fields.matches(|path| field_value(obj, path))
-}
-
-/// A field as kube-apiserver's field selectors see it: every selectable field is a string
-/// (`strconv.FormatBool` for booleans, decimal numbers), and the booleans a resource's
-/// selectable fields always carry read `false` when the object leaves them unset.
-fn field_value(obj: &Value, path: &str) -> Option<String> {
-    let mut v = obj;
-    for part in path.split('.') {
-        v = &v[part];
-    }
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        // Pods' spec.hostNetwork and Nodes' spec.unschedulable are `bool`s in Go: unset is
-        // false, and their field sets say so.
-        Value::Null if matches!(path, "spec.hostNetwork" | "spec.unschedulable") => {
-            Some("false".to_string())
-        }
-        _ => None,
-    }
+    labels.matches_object(obj) && fields.matches_object(obj)
 }
 
 #[cfg(test)]

@@ -124,7 +124,11 @@ impl Cache {
 
     /// [`Cache::open`] with Secrets sealed and a byte budget.
     pub fn open_with(root: &Path, options: Options) -> Result<(Cache, Recovery), StoreError> {
-        let (store, recovery) = Store::open_sealed(root, options.sealer)?;
+        // Before the store's own recovery: upstream's backups of interrupted writes are
+        // objects to it, and would be kept under names no object has.
+        let adoption = super::adopt::adopt(root)?;
+        let (store, mut recovery) = Store::open_sealed(root, options.sealer)?;
+        recovery.quarantined += adoption.map_or(0, |a| a.quarantined);
         let store = Arc::new(store);
         let shared = Arc::new(Shared {
             max_body_bytes: match options.max_body_bytes {

@@ -150,7 +150,7 @@ pub struct Store {
 
 /// Creates `path` and its missing parents (mode 0700), fsyncing each new directory's parent so
 /// the new entries survive a power loss.
-fn mkdirs(path: &Path) -> Result<(), StoreError> {
+pub(super) fn mkdirs(path: &Path) -> Result<(), StoreError> {
     if path.is_dir() {
         return Ok(());
     }
@@ -210,6 +210,25 @@ fn tally(files: &[PathBuf]) -> (u64, u64) {
 pub fn is_json_object(bytes: &[u8]) -> bool {
     serde_json::from_slice::<&serde_json::value::RawValue>(bytes)
         .is_ok_and(|raw| raw.get().trim_start().starts_with('{'))
+}
+
+/// Moves the file at `path` (below the cache `root`) to `<root>/_quarantine/`, named after
+/// its path and the time, so an operator can see what it was and nothing serves it; returns
+/// where it went.
+pub fn move_to_quarantine(root: &Path, path: &Path) -> Result<PathBuf, StoreError> {
+    let qdir = root.join(QUARANTINE_DIR);
+    mkdirs(&qdir)?;
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let flat = rel.to_string_lossy().replace('/', "_");
+    let target = qdir.join(format!(
+        "{flat}.{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    ));
+    fs::rename(path, &target).map_err(io_err(path))?;
+    Ok(target)
 }
 
 impl Store {
@@ -348,20 +367,10 @@ impl Store {
 
     /// Moves an unparsable file out of the served tree.
     pub fn quarantine(&self, path: &Path) -> Result<(), StoreError> {
-        let qdir = self.root.join(QUARANTINE_DIR);
-        mkdirs(&qdir)?;
         let rel = path.strip_prefix(&self.root).unwrap_or(path);
         self.written_sums().remove(rel);
-        let flat = rel.to_string_lossy().replace('/', "_");
         let len = fs::symlink_metadata(path).map_or(0, |m| m.len());
-        let target = qdir.join(format!(
-            "{flat}.{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-        ));
-        fs::rename(path, &target).map_err(io_err(path))?;
+        let target = move_to_quarantine(&self.root, path)?;
         self.account(len, 0);
         log::warn!(
             "cache: {} does not parse as a JSON object; moved to {}",

@@ -30,6 +30,13 @@ pub struct ViewSnapshot {
     /// and offline the list is refused until the cloud answers it again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub evicted: bool,
+    /// Built from a cache upstream YurtHub wrote ([`super::adopt`]): the objects it held for
+    /// this component and type, under whatever selectors it listed them with (it kept no
+    /// record of those). Until the cloud answers a list of this type for this component,
+    /// every list of it is answered from these members with its own selectors, as upstream
+    /// would have answered it; then the view is retired.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
 }
 
 impl ViewSnapshot {

@@ -17,7 +17,8 @@ use super::handle::{Job, Shared};
 use super::object::{self, parse_event, parse_list, Event, Object};
 use super::store::{ObjectKey, Store, StoreError};
 use super::views::{ViewId, ViewSnapshot};
-use super::{Shape, Target};
+use super::{Shape, Target, ViewKey};
+use crate::kube::{FieldSelector, LabelSelector};
 
 /// How many deletions the writer remembers (a few hundred KiB at most): enough for any list
 /// still in flight when its objects were deleted.
@@ -539,6 +540,58 @@ impl Writer {
         f(view)
     }
 
+    /// The cloud's first whole list of a type for a component ends the view adopted from
+    /// upstream YurtHub's cache for it ([`ViewSnapshot::adopted`]): from now on its lists are
+    /// answered from what the cloud says. Of the objects it held, those this list selects
+    /// (as they were cached) but did not return are gone from the cloud and removed; the
+    /// others stay, since another selector may still need them.
+    fn retire_adopted(&mut self, t: &Target, listed: &BTreeSet<(String, String)>) {
+        let key = ViewKey::default();
+        if t.view == key {
+            return;
+        }
+        let id = ViewId::new(&t.component, &t.resource, &key);
+        if !self.with_existing(&id, |v| v.adopted).unwrap_or(false) {
+            return;
+        }
+        let adopted = {
+            let mut views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+            views
+                .get_mut(&(id.component.clone(), id.resource.clone()))
+                .and_then(|m| m.remove(&id.id))
+                .unwrap_or_default()
+        };
+        self.dirty.remove(&id);
+        if let Err(e) = self.store.remove_file(&id.rel_path()) {
+            self.error("view delete", &e);
+        }
+        let mut removed = 0;
+        if let (Ok(labels), Ok(fields)) = (
+            LabelSelector::parse(&t.view.label_selector),
+            FieldSelector::parse(&t.view.field_selector),
+        ) {
+            for m in adopted.members.difference(listed) {
+                if !t.view.namespace.is_empty() && m.0 != t.view.namespace {
+                    continue;
+                }
+                let key = member_key(&t.component, &t.resource, m);
+                let selected = self.store.read(&key).ok().flatten().is_some_and(|b| {
+                    serde_json::from_slice::<serde_json::Value>(&b)
+                        .is_ok_and(|o| labels.matches_object(&o) && fields.matches_object(&o))
+                });
+                if selected && self.remove_if_unreferenced(&key) {
+                    removed += 1;
+                }
+            }
+        }
+        log::info!(
+            "cache: {} {} listed by the cloud: the list adopted from upstream YurtHub's cache is retired ({removed} of its {} objects are gone from the cloud and removed)",
+            t.component,
+            t.resource,
+            adopted.members.len()
+        );
+    }
+
     fn mark_dirty(&mut self, t: &Target) {
         self.dirty.insert(ViewId::of(t));
     }
@@ -597,6 +650,7 @@ impl Writer {
             self.mark_dirty(t);
             return;
         }
+        self.retire_adopted(t, &members);
         let old = self.with_view(t, |v| std::mem::take(&mut v.members));
         let mut gone = Vec::new();
         for m in old {
@@ -615,6 +669,7 @@ impl Writer {
             v.rv = list_rv;
             v.too_large = false;
             v.evicted = false;
+            v.adopted = false;
         });
         self.evicted_floor.remove(&id);
         for key in gone {
@@ -870,6 +925,46 @@ mod tests {
         assert_eq!(stored_rv(&c, "r"), None);
         assert_eq!(stored_rv(&c, "q"), None);
         assert!(root.join("_internal/views/kubelet/pods.v1.core").is_dir());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn an_adopted_view_retires_at_the_first_list_and_takes_only_what_the_list_disproves() {
+        let root = temp("adopted");
+        let dir = root.join("kubelet/pods.v1.core/default");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, app) in [("web", "web"), ("db", "db"), ("gone", "web")] {
+            let mut p = pod(name, 5, app);
+            p["kind"] = json!("Pod");
+            p["apiVersion"] = json!("v1");
+            std::fs::write(dir.join(name), serde_json::to_vec(&p).unwrap()).unwrap();
+        }
+        assert!(super::super::adopt::adopt(&root).unwrap().is_some());
+        let (c, _) = Cache::open(&root).unwrap();
+        let whole = ViewKey::default();
+        let adopted = c.view("kubelet", "pods.v1.core", &whole).unwrap();
+        assert!(adopted.adopted && adopted.members.len() == 3, "{adopted:?}");
+        // The cloud's list of app=web holds web only: gone (app=web as cached) is disproved,
+        // db (another selector's) is unknown and stays.
+        let web = target(
+            Shape::List {
+                paged: false,
+                continued: false,
+            },
+            "app=web",
+            "",
+        );
+        c.response(&web, list(vec![pod("web", 9, "web")], 9, ""));
+        c.flush();
+        assert!(c.view("kubelet", "pods.v1.core", &whole).is_none());
+        assert!(!root
+            .join(ViewId::new("kubelet", "pods.v1.core", &whole).rel_path())
+            .exists());
+        assert_eq!(stored_rv(&c, "web"), Some(9));
+        assert_eq!(stored_rv(&c, "gone"), None);
+        assert_eq!(stored_rv(&c, "db"), Some(5));
+        let v = c.view("kubelet", "pods.v1.core", &web.view).unwrap();
+        assert!(!v.adopted && v.members.len() == 1, "{v:?}");
         std::fs::remove_dir_all(&root).unwrap();
     }
 

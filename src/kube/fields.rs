@@ -151,6 +151,12 @@ impl FieldSelector {
         })
     }
 
+    /// Whether the JSON object `obj` matches, its fields read as kube-apiserver's field
+    /// selectors see them ([`field_value`]).
+    pub fn matches_object(&self, obj: &serde_json::Value) -> bool {
+        self.matches(|path| field_value(obj, path))
+    }
+
     /// The value `field` must equal, if some term requires it.
     pub fn requires_exact_match(&self, field: &str) -> Option<&str> {
         self.terms
@@ -162,6 +168,28 @@ impl FieldSelector {
     /// The fields the selector tests.
     pub fn fields(&self) -> impl Iterator<Item = &str> {
         self.terms.iter().map(|t| t.field.as_str())
+    }
+}
+
+/// A field as kube-apiserver's field selectors see it: every selectable field is a string
+/// (`strconv.FormatBool` for booleans, decimal numbers), and the booleans a resource's
+/// selectable fields always carry read `false` when the object leaves them unset.
+pub fn field_value(obj: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    let mut v = obj;
+    for part in path.split('.') {
+        v = &v[part];
+    }
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        // Pods' spec.hostNetwork and Nodes' spec.unschedulable are `bool`s in Go: unset is
+        // false, and their field sets say so.
+        Value::Null if matches!(path, "spec.hostNetwork" | "spec.unschedulable") => {
+            Some("false".to_string())
+        }
+        _ => None,
     }
 }
 

@@ -483,6 +483,12 @@ impl LabelSelector {
     pub fn matches<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.reqs.iter().all(|r| r.matches(&get))
     }
+
+    /// Whether the JSON object `obj`'s `metadata.labels` match.
+    pub fn matches_object(&self, obj: &serde_json::Value) -> bool {
+        let labels = &obj["metadata"]["labels"];
+        self.matches(|k| labels[k].as_str())
+    }
 }
 
 impl fmt::Display for LabelSelector {
