@@ -152,7 +152,7 @@ impl FieldSelector {
     }
 
     /// Whether the JSON object `obj` matches, its fields read as kube-apiserver's field
-    /// selectors see them ([`field_value`]).
+    /// selectors see them (`field_value`).
     pub fn matches_object(&self, obj: &serde_json::Value) -> bool {
         self.matches(|path| field_value(obj, path))
     }
