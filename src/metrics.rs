@@ -1,12 +1,18 @@
 //! Counters and gauges, with upstream YurtHub's names and labels (reference §8), and their
 //! Prometheus text exposition (format 0.0.4), written by hand: it is small.
 //!
+//! Every pod on the node can send requests, so no request may grow the metrics without bound:
+//! label values are cut to [`MAX_LABEL_BYTES`], a family holds at most [`MAX_SERIES`] series of
+//! requests that did not come with the node's identity (the rest share one `other` series per
+//! verb), an in-flight series that sits at zero is dropped after [`IDLE_SERIES`], and requests
+//! the hub refuses are only counted, by reason.
+//!
 //! ```
 //! use yurthub::metrics::{Exposition, Metrics, RequestLabels};
 //! let m = Metrics::default();
-//! let labels = RequestLabels { verb: "list".into(), resource: "pods".into(), subresources: "".into(), client: "kubelet/v1.32".into() };
-//! let guard = m.request_started(labels.clone());
-//! m.add_traffic(&labels, 512);
+//! let labels = RequestLabels::new("list", "pods", "", "kubelet/v1.32");
+//! let guard = m.request_started(labels.clone(), true);
+//! m.add_traffic(guard.labels(), true, 512);
 //! drop(guard);
 //! let mut out = Exposition::default();
 //! m.render(&mut out);
@@ -17,6 +23,16 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The longest label value kept; longer ones are cut (User-Agents, resource names from paths).
+pub const MAX_LABEL_BYTES: usize = 128;
+/// The most series a per-request family holds for requests without the node's identity.
+pub const MAX_SERIES: usize = 256;
+/// How long an in-flight series at zero stays before it is dropped.
+pub const IDLE_SERIES: Duration = Duration::from_secs(600);
+/// The label value of the series that requests past [`MAX_SERIES`] share.
+pub const OTHER: &str = "other";
 
 /// The labels of the per-request families.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -31,13 +47,79 @@ pub struct RequestLabels {
     pub client: String,
 }
 
+/// `v` cut to at most [`MAX_LABEL_BYTES`] on a character boundary.
+fn bounded(v: &str) -> String {
+    let mut end = v.len().min(MAX_LABEL_BYTES);
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    v[..end].to_string()
+}
+
+impl RequestLabels {
+    /// The labels of a request, each cut to [`MAX_LABEL_BYTES`].
+    pub fn new(verb: &str, resource: &str, subresources: &str, client: &str) -> Self {
+        Self {
+            verb: bounded(verb),
+            resource: bounded(resource),
+            subresources: bounded(subresources),
+            client: bounded(client),
+        }
+    }
+
+    /// The series requests share once a family is full: only the verb is kept.
+    fn other(&self) -> Self {
+        Self {
+            verb: self.verb.clone(),
+            resource: OTHER.into(),
+            subresources: String::new(),
+            client: OTHER.into(),
+        }
+    }
+}
+
+/// Why the hub refused a request itself (the label of [`REFUSED`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RefusalReason {
+    /// A target or body framing the hub cannot read (400).
+    BadRequest,
+    /// The node's identity asked for where only a pod's own token may be used (401).
+    Unauthorized,
+    /// The hub is not ready yet (503).
+    NotReady,
+}
+
+impl RefusalReason {
+    const ALL: [RefusalReason; 3] = [
+        RefusalReason::BadRequest,
+        RefusalReason::Unauthorized,
+        RefusalReason::NotReady,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalReason::BadRequest => "bad_request",
+            RefusalReason::Unauthorized => "unauthorized",
+            RefusalReason::NotReady => "not_ready",
+        }
+    }
+}
+
+/// One in-flight series: its count and when it last changed.
+struct Gauge {
+    n: i64,
+    changed: Instant,
+}
+
 /// The request metrics the proxy updates.
 #[derive(Default)]
 pub struct Metrics {
-    in_flight: Mutex<BTreeMap<RequestLabels, i64>>,
+    in_flight: Mutex<BTreeMap<RequestLabels, Gauge>>,
     in_flight_total: AtomicI64,
     traffic: Mutex<BTreeMap<RequestLabels, u64>>,
     gzip_saved: AtomicU64,
+    refused: [AtomicU64; 3],
 }
 
 /// Counts a request as in flight until dropped.
@@ -46,31 +128,64 @@ pub struct InFlight<'a> {
     labels: RequestLabels,
 }
 
+impl InFlight<'_> {
+    /// The labels the request is counted under (`other` ones once the family is full): its
+    /// traffic goes under the same.
+    pub fn labels(&self) -> &RequestLabels {
+        &self.labels
+    }
+}
+
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        // The series stays, at 0, once the request ends: the FAQ reads it that way.
-        if let Some(n) = self
+        // The series stays, at 0, once the request ends (the FAQ reads it that way), until
+        // it has been idle for IDLE_SERIES.
+        if let Some(g) = self
             .metrics
             .in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_mut(&self.labels)
         {
-            *n -= 1;
+            g.n -= 1;
+            g.changed = Instant::now();
         }
         self.metrics.in_flight_total.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
+/// The labels a new series gets in a family that already holds `len` series: its own while
+/// there is room (always, for the node's own requests), else the shared `other` one.
+fn admitted(labels: RequestLabels, len: usize, node_identity: bool) -> RequestLabels {
+    if node_identity || len < MAX_SERIES {
+        labels
+    } else {
+        labels.other()
+    }
+}
+
 impl Metrics {
-    /// Counts a request in flight until the returned guard is dropped.
-    pub fn request_started(&self, labels: RequestLabels) -> InFlight<'_> {
-        *self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(labels.clone())
-            .or_default() += 1;
+    /// Counts a request in flight until the returned guard is dropped. `node_identity`: the
+    /// request came as the node (token-less where that is allowed), whose components are
+    /// never folded into `other`.
+    pub fn request_started(&self, labels: RequestLabels, node_identity: bool) -> InFlight<'_> {
+        let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let labels = if map.contains_key(&labels) {
+            labels
+        } else {
+            if map.len() >= MAX_SERIES {
+                let now = Instant::now();
+                map.retain(|_, g| g.n != 0 || now.duration_since(g.changed) < IDLE_SERIES);
+            }
+            admitted(labels, map.len(), node_identity)
+        };
+        let g = map.entry(labels.clone()).or_insert(Gauge {
+            n: 0,
+            changed: Instant::now(),
+        });
+        g.n += 1;
+        g.changed = Instant::now();
+        drop(map);
         self.in_flight_total.fetch_add(1, Ordering::Relaxed);
         InFlight {
             metrics: self,
@@ -83,14 +198,22 @@ impl Metrics {
         self.in_flight_total.load(Ordering::Relaxed)
     }
 
-    /// Adds bytes received from the cloud for a request.
-    pub fn add_traffic(&self, labels: &RequestLabels, bytes: u64) {
+    /// Counts a request the hub refused itself; nothing else of it is recorded.
+    pub fn refused(&self, reason: RefusalReason) {
+        self.refused[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds bytes received from the cloud for a request (`labels` from its [`InFlight`];
+    /// `node_identity` as for [`Metrics::request_started`]).
+    pub fn add_traffic(&self, labels: &RequestLabels, node_identity: bool, bytes: u64) {
         let mut traffic = self.traffic.lock().unwrap_or_else(|e| e.into_inner());
         // Called per piece of every body: the labels are copied only for a new series.
         match traffic.get_mut(labels) {
             Some(total) => *total += bytes,
             None => {
-                traffic.insert(labels.clone(), bytes);
+                // Counters are never dropped, so this family fills on its own account.
+                let key = admitted(labels.clone(), traffic.len(), node_identity);
+                *traffic.entry(key).or_default() += bytes;
             }
         }
     }
@@ -111,13 +234,13 @@ impl Metrics {
             ]
         };
         out.family(&IN_FLIGHT);
-        for (l, n) in self
+        for (l, g) in self
             .in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            out.sample(&IN_FLIGHT, &request_labels(l), *n as f64);
+            out.sample(&IN_FLIGHT, &request_labels(l), g.n as f64);
         }
         out.single(
             &IN_FLIGHT_TOTAL,
@@ -142,6 +265,14 @@ impl Metrics {
             );
         }
         out.single(&GZIP_SAVED, self.gzip_saved.load(Ordering::Relaxed) as f64);
+        out.family(&REFUSED);
+        for reason in RefusalReason::ALL {
+            out.sample(
+                &REFUSED,
+                &[("reason", reason.as_str())],
+                self.refused[reason as usize].load(Ordering::Relaxed) as f64,
+            );
+        }
     }
 }
 
@@ -180,6 +311,12 @@ pub const GZIP_SAVED: Family = Family {
     name: "yurthub_gzip_saved_bytes_total",
     kind: "counter",
     help: "Bytes gzip kept off the wire, for the responses the hub unpacked",
+};
+/// `yurthub_refused_requests_total`.
+pub const REFUSED: Family = Family {
+    name: "yurthub_refused_requests_total",
+    kind: "counter",
+    help: "Requests the hub refused itself (bad_request, unauthorized: the node's identity asked for on the TLS port, not_ready), recorded nowhere else",
 };
 /// `node_yurthub_server_healthy_status`.
 pub const SERVER_HEALTHY: Family = Family {
@@ -279,10 +416,21 @@ pub struct Exposition {
     out: String,
 }
 
+/// A label value as the text format takes it: `\\`, `"` and line feeds escaped, and other
+/// control characters (a raw carriage return from a header) dropped, since parsers differ
+/// on them.
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl Exposition {

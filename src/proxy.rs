@@ -25,7 +25,7 @@ use crate::http::{BodyReader, BodyWriter, Framing, RequestHead};
 use crate::kube::{self, RequestInfo};
 use crate::local::Local;
 use crate::log_repeats::Repeats;
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::{Metrics, RefusalReason, RequestLabels};
 use crate::server::{self, ClientConn, Gate, Refusal};
 use crate::upstream::{self, Body, Identity, Negotiated, Response, Upstream, UpstreamError};
 use route::{Facts, Route};
@@ -71,6 +71,8 @@ pub struct RequestContext {
     pub negotiated: Negotiated,
     /// The labels of the request metrics (resource requests only).
     pub labels: Option<RequestLabels>,
+    /// The request travels with the node's identity (its metrics are never folded).
+    pub node_identity: bool,
     /// The request's method (`HEAD` answers carry no body).
     pub method: String,
     /// The client lets its connection carry another request.
@@ -181,6 +183,7 @@ impl Proxy {
             Ok(i) => i,
             Err(e) => {
                 log::info!("{} {} from {}: {e}", head.method, head.target, conn.peer);
+                self.metrics.refused(RefusalReason::BadRequest);
                 let _ = server::refuse(&mut conn.writer, &Refusal::BadTarget(e), true).await;
                 return false;
             }
@@ -188,6 +191,7 @@ impl Proxy {
         let framing = match Framing::of_request(&head) {
             Ok(f) => f,
             Err(e) => {
+                self.metrics.refused(RefusalReason::BadRequest);
                 let _ = server::refuse(&mut conn.writer, &Refusal::BadFraming(e), true).await;
                 return false;
             }
@@ -195,17 +199,19 @@ impl Proxy {
         let client_keep_alive = head.keep_alive();
         let client_http10 = head.minor_version == 0;
         let user_agent = head.headers.get_str("user-agent");
-        let labels = info.is_resource_request.then(|| RequestLabels {
-            verb: info.verb.clone(),
-            resource: info.resource.clone(),
-            subresources: info.subresource.clone(),
-            client: user_agent.unwrap_or("").to_lowercase(),
+        let labels = info.is_resource_request.then(|| {
+            RequestLabels::new(
+                &info.verb,
+                &info.resource,
+                &info.subresource,
+                &user_agent.unwrap_or("").to_lowercase(),
+            )
         });
-        let _in_flight = labels.clone().map(|l| self.metrics.request_started(l));
-        let ctx = RequestContext {
+        let mut ctx = RequestContext {
             component: kube::component(user_agent),
             negotiated: Negotiated::default(),
             labels,
+            node_identity: false,
             info,
             method: head.method.clone(),
             keep_alive: client_keep_alive,
@@ -225,8 +231,12 @@ impl Proxy {
                 && cache::cached_path_file(&ctx.info.path).is_some(),
             upgrade: head.is_upgrade(),
             edge: self.edge.is_some(),
+            // Only the node's identity is kubelet: a pod naming itself kubelet must not keep
+            // a dead node's lease alive (the hub renews it while kubelet's calls come).
             kubelet_lease: ctx.component.as_deref() == Some("kubelet")
-                && ctx.info.resource == "leases",
+                && ctx.info.resource == "leases"
+                && id == Identity::Node
+                && conn.may_use_node_identity(),
             cloud_healthy: self.edge.as_ref().is_none_or(|e| e.health.any_healthy()),
         };
         let route = route::route(&facts, || match &self.readiness {
@@ -246,17 +256,38 @@ impl Proxy {
                     conn.local
                 );
                 ctx.log(401, "no token");
+                self.metrics.refused(RefusalReason::Unauthorized);
             } else {
                 ctx.log(r.code(), "not ready");
+                self.metrics.refused(RefusalReason::NotReady);
             }
             return refuse(conn, &r, reusable).await;
         }
-        let peer_ip = conn.peer.ip().to_string();
-        let xff = match head.headers.get_str("x-forwarded-for") {
-            Some(prior) => format!("{prior}, {peer_ip}"),
-            None => peer_ip,
-        };
-        head.headers.set("X-Forwarded-For", xff);
+        if matches!(route, Route::Tunnel) && framing != Framing::Empty {
+            self.metrics.refused(RefusalReason::BadRequest);
+            ctx.log(400, "upgrade with a body");
+            return refuse(conn, &Refusal::UpgradeWithBody, false).await;
+        }
+        // Only a request the hub serves is recorded (a refused one is only counted): what
+        // any pod may send must not grow the metrics.
+        ctx.node_identity = id == Identity::Node;
+        let in_flight = ctx
+            .labels
+            .take()
+            .map(|l| self.metrics.request_started(l, ctx.node_identity));
+        ctx.labels = in_flight.as_ref().map(|g| g.labels().clone());
+        // Set, not appended: a client's own X-Forwarded-For is its claim, not a hop the hub
+        // saw, and the apiserver logs it as the source.
+        head.headers
+            .set("X-Forwarded-For", conn.peer.ip().to_canonical().to_string());
+        if id == Identity::Node {
+            // The node's certificate speaks for these: no client asks it to be someone else.
+            head.headers.remove_where(|name| {
+                [&b"impersonate-"[..], b"x-remote-"]
+                    .iter()
+                    .any(|p| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p))
+            });
+        }
         let query = Query::parse(head.query());
         let target = self.edge.as_ref().map(|e| {
             let agents = e.agents.read().unwrap_or_else(|p| p.into_inner());
@@ -598,7 +629,7 @@ impl Proxy {
                 t.feed(&piece);
             }
             if let (Some(l), Some(_)) = (&ctx.labels, &ctx.component) {
-                self.metrics.add_traffic(l, n as u64);
+                self.metrics.add_traffic(l, ctx.node_identity, n as u64);
             }
             if n == 0 {
                 // What gzip saved on the wire, counted where the hub unpacked the body.

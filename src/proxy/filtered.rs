@@ -77,7 +77,9 @@ impl Filtered<'_> {
                 Some(Ok(n)) => n,
             };
             if let (Some(l), Some(_)) = (&self.ctx.labels, &self.ctx.component) {
-                proxy.metrics.add_traffic(l, n as u64);
+                proxy
+                    .metrics
+                    .add_traffic(l, self.ctx.node_identity, n as u64);
             }
             // A gzip piece is unpacked a bounded step at a time: a few KiB can stand for
             // many MiB (a bomb), and each step is relayed before the next is unpacked.

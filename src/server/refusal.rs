@@ -83,6 +83,9 @@ pub enum Refusal {
     BadBody,
     /// Offline: a TokenRequest body that does not parse.
     BadTokenRequest(String),
+    /// A protocol upgrade (exec, attach, port-forward) that carries a body: the apiserver
+    /// would wait for it before answering, and the hub relays none.
+    UpgradeWithBody,
 }
 
 impl Refusal {
@@ -96,7 +99,8 @@ impl Refusal {
             | Self::Unsupported { .. }
             | Self::NotCacheable { .. }
             | Self::BadBody
-            | Self::BadTokenRequest(_) => 400,
+            | Self::BadTokenRequest(_)
+            | Self::UpgradeWithBody => 400,
             Self::Unauthorized => 401,
             Self::DeleteOffline { .. } => 403,
             Self::NotCached(_)
@@ -190,6 +194,7 @@ impl fmt::Display for Refusal {
             Self::NoPodsCached => write!(f, "no pods cached for kubelet"),
             Self::BadBody => write!(f, "request body unreadable or too large"),
             Self::BadTokenRequest(e) => write!(f, "{e}"),
+            Self::UpgradeWithBody => write!(f, "an upgrade request must not carry a body"),
         }
     }
 }

@@ -1,0 +1,195 @@
+//! A pod on the node as an attacker: it reaches the TLS listener (and the plain one on the
+//! dummy address) with no valid credentials, or with a token of its own, and tries to grow
+//! the hub's memory, to pass as kubelet, or to have the node's identity act for someone else.
+//! Each test plays the attack at a small scale and asserts the bound the README states.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+use testapi::client::{get, request, tls_connect_anonymous, Session};
+use testapi::{Cluster, Hub};
+
+const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
+const KUBELET: &str = "kubelet/v1.32.0 (linux/arm64) kubernetes/70d3cc9";
+
+fn metrics(hub: &Hub) -> String {
+    let r = get(hub.admin_addr, "/metrics", "curl/8");
+    assert_eq!(r.status, 200);
+    r.text()
+}
+
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).map(str::trim))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+fn series<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
+    let prefix = format!("{family}{{");
+    text.lines().filter(|l| l.starts_with(&prefix)).collect()
+}
+
+#[test]
+fn requests_from_pods_cannot_grow_the_metrics() {
+    let c = Cluster::new();
+    let hub = c.start_hub(BIN, &[]);
+    // A TLS session to the hub's listener, as a pod has.
+    let mut s = Session::new(tls_connect_anonymous(hub.secure_addr(), &c.pki.ca_pem).unwrap());
+    let long = "x".repeat(4096);
+    // Token-less: refused, and only counted.
+    for i in 0..300 {
+        let path = format!("/api/v1/namespaces/default/{long}{i}");
+        let ua = format!("evil-anonymous-{i}/{long}");
+        let r = s.get(&path, &ua).unwrap();
+        assert_eq!(r.status, 401);
+    }
+    let text = metrics(&hub);
+    assert!(
+        !text.contains("evil-anonymous"),
+        "a refused request left a series"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "yurthub_refused_requests_total{reason=\"unauthorized\"}"
+        ),
+        300.0
+    );
+    // With a token of its own (the cloud decides): recorded, but cut and capped.
+    for i in 0..400 {
+        let path = format!("/api/v1/namespaces/default/configmaps/{long}{i}");
+        let ua = format!("evil-token-{i}/{long}");
+        let r = s
+            .request(
+                "GET",
+                &path,
+                &[("User-Agent", &ua), ("Authorization", "Bearer not-a-token")],
+                b"",
+            )
+            .unwrap();
+        assert!(r.status >= 400, "{}", r.status);
+    }
+    let text = metrics(&hub);
+    let in_flight = series(&text, "node_yurthub_in_flight_requests_collector");
+    assert!(
+        in_flight.len() <= yurthub::metrics::MAX_SERIES + 1,
+        "{} in-flight series",
+        in_flight.len()
+    );
+    assert!(
+        in_flight
+            .iter()
+            .any(|l| l.contains("resource=\"other\"") && l.contains("client=\"other\"")),
+        "no shared series once the family is full"
+    );
+    for l in &in_flight {
+        for value in l.split('"').skip(1).step_by(2) {
+            assert!(value.len() <= yurthub::metrics::MAX_LABEL_BYTES, "{value}");
+        }
+    }
+    assert!(text.len() < 256 * 1024, "/metrics is {} bytes", text.len());
+}
+
+#[test]
+fn a_carriage_return_in_a_path_never_reaches_the_exposition() {
+    let c = Cluster::new();
+    let hub = c.start_hub(BIN, &[]);
+    let r = get(
+        hub.proxy_addr,
+        "/api/v1/namespaces/default/pods%0D%0Aevil%20value",
+        KUBELET,
+    );
+    assert!(r.status >= 400, "{}", r.status);
+    let text = metrics(&hub);
+    assert!(!text.contains('\r'), "a raw CR in the exposition");
+    assert!(text.contains("evil value"), "the request was not recorded");
+}
+
+#[test]
+fn only_the_node_identity_counts_as_kubelet_for_the_lease() {
+    let c = Cluster::new();
+    let hub = c.start_hub(
+        BIN,
+        &[
+            "--heartbeat-interval-seconds=1",
+            "--kubelet-health-grace-period=2s",
+        ],
+    );
+    // kubelet renews its lease through the hub once, from the node, then dies.
+    let lease = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/node-1";
+    let r = get(hub.proxy_addr, lease, KUBELET);
+    assert!(r.status < 500, "{}", r.status);
+    // A pod keeps calling the lease with kubelet's User-Agent and a token of its own.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let faker = {
+        let (addr, ca, stop) = (hub.secure_addr(), c.pki.ca_pem.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut s = Session::new(tls_connect_anonymous(addr, &ca).unwrap());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let headers = [("User-Agent", KUBELET), ("Authorization", "Bearer fake")];
+                if s.request("GET", lease, &headers, b"").is_err() {
+                    s = Session::new(tls_connect_anonymous(addr, &ca).unwrap());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    // The node is not kept alive: the hub sees kubelet silent and stops renewing.
+    hub.wait_for_log(
+        "kubelet silent for longer than --kubelet-health-grace-period",
+        Duration::from_secs(15),
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    faker.join().unwrap();
+}
+
+#[test]
+fn the_node_identity_never_carries_a_clients_impersonation_or_forwarding_claims() {
+    let c = Cluster::new();
+    let hub = c.start_hub(BIN, &[]);
+    let r = request(
+        hub.proxy_addr,
+        "GET",
+        "/api/v1/namespaces/default/configmaps",
+        &[
+            ("User-Agent", KUBELET),
+            ("Impersonate-User", "system:admin"),
+            ("Impersonate-Group", "system:masters"),
+            ("X-Remote-User", "system:admin"),
+            ("X-Forwarded-For", "203.0.113.9"),
+        ],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let seen = c.api.client_requests();
+    let last = seen.last().unwrap();
+    assert_eq!(last.user.as_deref(), Some("system:node:node-1"));
+    for name in ["impersonate-user", "impersonate-group", "x-remote-user"] {
+        assert_eq!(last.header(name), None, "{name} reached the cloud");
+    }
+    assert_eq!(last.header("x-forwarded-for"), Some("127.0.0.1"));
+}
+
+#[test]
+fn an_upgrade_with_a_body_is_refused_at_once() {
+    let c = Cluster::new();
+    let hub = c.start_hub(BIN, &[]);
+    let mut s = std::net::TcpStream::connect(hub.proxy_addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"POST /api/v1/namespaces/default/pods/web/exec?command=sh HTTP/1.1\r\nHost: x\r\n\
+          User-Agent: kubectl/v1.36\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+          Content-Length: 5\r\n\r\nhello",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(
+        text.contains("an upgrade request must not carry a body"),
+        "{text}"
+    );
+}
