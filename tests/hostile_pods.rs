@@ -193,3 +193,73 @@ fn an_upgrade_with_a_body_is_refused_at_once() {
         "{text}"
     );
 }
+
+#[test]
+fn files_in_the_cache_are_served_only_if_regular_small_and_reached_without_links() {
+    let c = Cluster::new();
+    c.api.set_fault(testapi::Fault::Refuse);
+    let hub = c.start_hub(
+        BIN,
+        &["--heartbeat-interval-seconds=1", "--filter-sync-timeout=1s"],
+    );
+    hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
+    let root = c.cache.path();
+    let cms = root.join("kubelet/configmaps.v1.core");
+    std::fs::create_dir_all(cms.join("default")).unwrap();
+    // Outside the cache: what a link would serve.
+    let outside = testapi::TempDir::new("outside");
+    let secret = outside.path().join("secret");
+    std::fs::write(
+        &secret,
+        br#"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"secret","namespace":"evil"}}"#,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&secret, cms.join("default/leak")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), cms.join("evil")).unwrap();
+    let fifo = cms.join("default/fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let big = format!(
+        r#"{{"kind":"ConfigMap","apiVersion":"v1","metadata":{{"name":"big","namespace":"default"}},"data":{{"a":"{}"}}}}"#,
+        "x".repeat(17 << 20)
+    );
+    std::fs::write(cms.join("default/big"), big).unwrap();
+
+    // `yurthub cache get` does not hang on the FIFO either.
+    let (code, out) = testapi::cache_cli(
+        BIN,
+        root,
+        &["get", "kubelet/configmaps.v1.core/default/fifo"],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("is not a regular file"), "{out}");
+
+    for path in [
+        "/api/v1/namespaces/default/configmaps/leak",
+        "/api/v1/namespaces/evil/configmaps/secret",
+        "/api/v1/namespaces/default/configmaps/fifo",
+        "/api/v1/namespaces/default/configmaps/big",
+    ] {
+        let r = get(hub.proxy_addr, path, KUBELET);
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+    }
+    // Moved aside (the links themselves), and nothing outside was touched.
+    assert!(secret.is_file());
+    let q: Vec<String> = std::fs::read_dir(root.join("_quarantine"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    for name in [
+        "default_leak.",
+        "configmaps.v1.core_evil.",
+        "default_fifo.",
+        "default_big.",
+    ] {
+        assert!(q.iter().any(|f| f.contains(name)), "{name} not in {q:?}");
+    }
+    assert!(!cms.join("evil").exists() && !cms.join("default/leak").exists());
+}

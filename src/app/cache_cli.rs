@@ -25,7 +25,8 @@ use std::time::SystemTime;
 
 use crate::cache::seal::{is_sealed, is_sealed_path, SealError, Sealer};
 use crate::cache::store::{
-    files_below as walk, is_json_object, is_temp, valid_part, INTERNAL_DIR, QUARANTINE_DIR,
+    files_below as walk, is_json_object, is_temp, read_regular, valid_part, INTERNAL_DIR,
+    QUARANTINE_DIR,
 };
 use crate::cache::views::{self, ViewId};
 use crate::cache::{Agents, Shape, ViewSnapshot};
@@ -72,6 +73,8 @@ pub enum CliError {
         /// Why it failed.
         error: SealError,
     },
+    /// A cached file the hub would not read either (a link, a FIFO, too large).
+    Unreadable(crate::cache::store::ReadError),
     /// A cached file that is not JSON.
     NotJson {
         /// The file.
@@ -103,6 +106,7 @@ impl std::fmt::Display for CliError {
             ),
             Self::BadUrl { url, error } => write!(f, "{url}: {error}"),
             Self::Seal { what, error } => write!(f, "{what}: {error}"),
+            Self::Unreadable(e) => write!(f, "{e}; the hub quarantines such files"),
             Self::NotJson { path, error } => write!(
                 f,
                 "{}: not JSON ({error}); `yurthub cache verify` lists such files",
@@ -265,7 +269,6 @@ fn get(opts: &Opts, rel: &str, out: &mut dyn Write) -> Result<i32, CliError> {
     if !real.starts_with(&real_root) {
         return Err(CliError::LeadsOut(rel.to_string()));
     }
-    let mut bytes = fs::read(&path).map_err(io_at(&path))?;
     // As the hub names it (`a//b` and `a/./b` are `a/b`): the path is sealed into the file.
     let inside: PathBuf = path
         .strip_prefix(root)
@@ -273,6 +276,19 @@ fn get(opts: &Opts, rel: &str, out: &mut dyn Write) -> Result<i32, CliError> {
         .components()
         .collect();
     let inside = inside.as_path();
+    let mut bytes = match crate::cache::store::read_regular(root, inside) {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            return Err(CliError::Io {
+                path: path.clone(),
+                error: std::io::ErrorKind::NotFound.into(),
+            })
+        }
+        Err(crate::cache::store::ReadError::Io(path, error)) => {
+            return Err(CliError::Io { path, error })
+        }
+        Err(e) => return Err(CliError::Unreadable(e)),
+    };
     if is_sealed_path(inside) && is_sealed(&bytes) {
         let sealer = opts.sealer()?.ok_or(CliError::Seal {
             what: rel.to_string(),
@@ -311,18 +327,22 @@ fn verify(opts: &Opts, out: &mut dyn Write) -> Result<i32, CliError> {
     let bad: Vec<String> = files
         .iter()
         // A file deleted meanwhile (the hub runs on) is not damage.
-        .filter(|f| match fs::read(f) {
-            // With the key, a sealed Secret must also open where it lies.
-            Ok(b) => {
-                let inside = f.strip_prefix(root).unwrap_or(f);
-                !is_json_object(&b)
-                    || (is_sealed_path(inside) && is_sealed(&b))
-                        && sealer.as_ref().is_some_and(|s| {
-                            s.open(inside, &b).map_or(true, |p| !is_json_object(&p))
-                        })
-            }
-            Err(e) => e.kind() != std::io::ErrorKind::NotFound,
-        })
+        .filter(
+            |f| match read_regular(root, f.strip_prefix(root).unwrap_or(f)) {
+                // With the key, a sealed Secret must also open where it lies.
+                Ok(Some(b)) => {
+                    let inside = f.strip_prefix(root).unwrap_or(f);
+                    !is_json_object(&b)
+                        || (is_sealed_path(inside) && is_sealed(&b))
+                            && sealer.as_ref().is_some_and(|s| {
+                                s.open(inside, &b).map_or(true, |p| !is_json_object(&p))
+                            })
+                }
+                Ok(None) => false,
+                // A link, a FIFO, a file too large: the hub quarantines what it would not read.
+                Err(_) => true,
+            },
+        )
         .map(|f| f.strip_prefix(root).unwrap_or(f).display().to_string())
         .collect();
     if json_out {

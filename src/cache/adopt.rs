@@ -31,8 +31,8 @@ use std::path::{Path, PathBuf};
 
 use super::object::{storable_kind, Object};
 use super::store::{
-    files_below, is_temp, mkdirs, move_to_quarantine, valid_part, StoreError, INTERNAL_DIR,
-    QUARANTINE_DIR,
+    files_below, is_temp, mkdirs, move_to_quarantine, read_regular, valid_part, StoreError,
+    INTERNAL_DIR, QUARANTINE_DIR,
 };
 use super::views::{self, ViewId, ViewSnapshot};
 use super::{ViewKey, METADATA_TREE};
@@ -48,8 +48,6 @@ const LAYOUT: &[u8] = br#"{"layout":1,"objects":"<component>/<resource>.<version
 const VIEWS_STAGE: &str = "views.adopting";
 /// Upstream's prefix for the backup of a file or directory being rewritten.
 const BACKUP_PREFIX: &str = "tmp_";
-/// No object the apiserver stores comes near this (etcd refuses requests over 1.5 MiB).
-const MAX_OBJECT_BYTES: u64 = 16 << 20;
 /// How many quarantined files are named in the log; the rest are counted.
 const NAMED: usize = 5;
 
@@ -281,16 +279,19 @@ impl Adopter<'_> {
             let Ok(rel) = file.strip_prefix(&from).map(Path::to_path_buf) else {
                 continue;
             };
-            let version_group = fs::read(&file)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<ApiVersion>(&b).ok())
-                .and_then(|o| {
-                    let (group, version) = o
-                        .api_version
-                        .split_once('/')
-                        .unwrap_or(("core", &o.api_version));
-                    (valid_part(group) && valid_part(version)).then(|| format!("{version}.{group}"))
-                });
+            let version_group =
+                read_regular(self.root, file.strip_prefix(self.root).unwrap_or(&file))
+                    .ok()
+                    .flatten()
+                    .and_then(|b| serde_json::from_slice::<ApiVersion>(&b).ok())
+                    .and_then(|o| {
+                        let (group, version) = o
+                            .api_version
+                            .split_once('/')
+                            .unwrap_or(("core", &o.api_version));
+                        (valid_part(group) && valid_part(version))
+                            .then(|| format!("{version}.{group}"))
+                    });
             let Some(vg) = version_group else {
                 self.quarantine(&file, "it has no apiVersion")?;
                 continue;
@@ -344,7 +345,7 @@ impl Adopter<'_> {
             } else if !ft.is_file() {
                 self.quarantine(&path, "it is not a regular file")?;
             } else {
-                match read_object(&path, metadata_only) {
+                match read_object(self.root, &path, metadata_only) {
                     Some(o) if o.name == name && o.namespace == namespace => {
                         view.rv = view.rv.max(o.rv);
                         view.members.insert((o.namespace, o.name));
@@ -387,13 +388,9 @@ struct ApiVersion {
     api_version: String,
 }
 
-/// The object in `path`, if the file is one the cache can serve.
-fn read_object(path: &Path, metadata_only: bool) -> Option<Object> {
-    let len = fs::symlink_metadata(path).ok()?.len();
-    if len > MAX_OBJECT_BYTES {
-        return None;
-    }
-    let bytes = fs::read(path).ok()?;
+/// The object in `path` (below `root`), if the file is one the cache can serve.
+fn read_object(root: &Path, path: &Path, metadata_only: bool) -> Option<Object> {
+    let bytes = read_regular(root, path.strip_prefix(root).ok()?).ok()??;
     let o = Object::parse(std::str::from_utf8(&bytes).ok()?, None)?;
     storable_kind(&o.kind, metadata_only).then_some(o)
 }

@@ -206,6 +206,115 @@ fn tally(files: &[PathBuf]) -> (u64, u64) {
     (files.len() as u64, bytes)
 }
 
+/// The most a cached file may hold: no object the apiserver stores comes near it (etcd takes
+/// requests up to 1.5 MiB), and a larger file would cost its size in memory on each read.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+/// Why a file in the cache was not read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The file or a directory on the way is a symbolic link (it could lead anywhere).
+    Link(PathBuf),
+    /// Not a regular file (a FIFO would block the reader, a device could be anything).
+    NotRegular(PathBuf),
+    /// Larger than [`MAX_FILE_BYTES`].
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        len: u64,
+    },
+    /// The system refused.
+    Io(PathBuf, io::Error),
+}
+
+impl ReadError {
+    /// The entry at fault (the link itself for a linked directory: never what it points at).
+    pub fn path(&self) -> &Path {
+        match self {
+            ReadError::Link(p) | ReadError::NotRegular(p) | ReadError::Io(p, _) => p,
+            ReadError::TooLarge { path, .. } => path,
+        }
+    }
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Link(p) => write!(f, "{} is a symbolic link", p.display()),
+            ReadError::NotRegular(p) => write!(f, "{} is not a regular file", p.display()),
+            ReadError::TooLarge { path, len } => write!(
+                f,
+                "{} holds {len} bytes, more than the {MAX_FILE_BYTES} a cached file may",
+                path.display()
+            ),
+            ReadError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// Reads the file `rel` below `root` (`Ok(None)` when it is absent) only if it is a regular
+/// file of at most [`MAX_FILE_BYTES`] reached without a symbolic link: whoever could write
+/// into the cache directory must not make the hub serve, or hang on, anything else.
+pub fn read_regular(root: &Path, rel: &Path) -> Result<Option<Vec<u8>>, ReadError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut at = root.to_path_buf();
+    let mut parts = rel.components().peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            break;
+        }
+        at.push(part);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => return Err(ReadError::Link(at)),
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(ReadError::Io(at, e)),
+        }
+    }
+    let path = root.join(rel);
+    // No following the last link, and no waiting for a FIFO's writer.
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(ReadError::Link(path))
+        }
+        Err(e) => return Err(ReadError::Io(path, e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| ReadError::Io(path.clone(), e))?;
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular(path));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(ReadError::TooLarge {
+            path,
+            len: meta.len(),
+        });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // Bounded even if the file grows while it is read.
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ReadError::Io(path.clone(), e))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        let len = bytes.len() as u64;
+        return Err(ReadError::TooLarge { path, len });
+    }
+    Ok(Some(bytes))
+}
+
 /// Whether `bytes` is one JSON object, the only thing the cache serves.
 pub fn is_json_object(bytes: &[u8]) -> bool {
     serde_json::from_slice::<&serde_json::value::RawValue>(bytes)
@@ -319,16 +428,30 @@ impl Store {
             }
             if ft.is_dir() {
                 self.recover_dir(&path, depth + 1, rec, clear)?;
-            } else if ft.is_file() {
+            } else if !ft.is_file() {
+                // A link or a FIFO is never served; moved aside (the link itself).
+                let why = format!("{} is not a regular file", path.display());
+                self.quarantine(&path, &why)?;
+                rec.quarantined += 1;
+            } else {
                 let len = entry.metadata().map_or(0, |m| m.len());
                 self.bytes.fetch_add(len, Ordering::Relaxed);
-                let bytes = fs::read(&path).ok().filter(|b| is_json_object(b));
-                let Some(bytes) = bytes else {
-                    self.quarantine(&path)?;
-                    rec.quarantined += 1;
-                    continue;
-                };
                 let rel = path.strip_prefix(&self.root).unwrap_or(&path);
+                let bytes = match read_regular(&self.root, rel) {
+                    Ok(Some(b)) if is_json_object(&b) => b,
+                    Ok(None) => continue,
+                    Ok(Some(_)) => {
+                        let why = format!("{} does not parse as a JSON object", path.display());
+                        self.quarantine(&path, &why)?;
+                        rec.quarantined += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.quarantine(e.path(), &e.to_string())?;
+                        rec.quarantined += 1;
+                        continue;
+                    }
+                };
                 if self.sealer.is_some() && is_sealed_path(rel) && !is_sealed(&bytes) {
                     clear.push(rel.to_path_buf());
                 }
@@ -365,18 +488,16 @@ impl Store {
             .collect()
     }
 
-    /// Moves an unparsable file out of the served tree.
-    pub fn quarantine(&self, path: &Path) -> Result<(), StoreError> {
+    /// Moves a file the cache must not serve out of the served tree; `why` is logged.
+    pub fn quarantine(&self, path: &Path, why: &str) -> Result<(), StoreError> {
         let rel = path.strip_prefix(&self.root).unwrap_or(path);
         self.written_sums().remove(rel);
-        let len = fs::symlink_metadata(path).map_or(0, |m| m.len());
+        let meta = fs::symlink_metadata(path);
+        // Only regular files were counted (a link's target never was).
+        let len = meta.map_or(0, |m| if m.is_file() { m.len() } else { 0 });
         let target = move_to_quarantine(&self.root, path)?;
         self.account(len, 0);
-        log::warn!(
-            "cache: {} does not parse as a JSON object; moved to {}",
-            path.display(),
-            target.display()
-        );
+        log::warn!("cache: {why}; moved to {}", target.display());
         Ok(())
     }
 
@@ -439,11 +560,15 @@ impl Store {
     /// opened; one that does not open (no key, another key) reads as absent, logged, and
     /// stays on disk for the right key.
     pub fn read_file(&self, rel: &Path) -> Result<Option<Vec<u8>>, StoreError> {
-        let path = self.root.join(rel);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(&path)(e)),
+        let bytes = match read_regular(&self.root, rel) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(None),
+            Err(ReadError::Io(path, error)) => return Err(StoreError::Io { path, error }),
+            Err(e) => {
+                // Not served, and moved aside (a link itself, never what it points at).
+                self.quarantine(e.path(), &e.to_string())?;
+                return Ok(None);
+            }
         };
         if !(is_sealed_path(rel) && is_sealed(&bytes)) {
             return Ok(Some(bytes));
@@ -515,7 +640,9 @@ impl Store {
         match self.read_file(&rel)? {
             Some(b) if is_json_object(&b) => Ok(Some(b)),
             Some(_) => {
-                self.quarantine(&self.root.join(&rel))?;
+                let path = self.root.join(&rel);
+                let why = format!("{} does not parse as a JSON object", path.display());
+                self.quarantine(&path, &why)?;
                 Ok(None)
             }
             None => Ok(None),

@@ -125,8 +125,11 @@ pub(super) fn load(root: &Path) -> ByType {
                 let Some(id) = name.strip_suffix(".json") else {
                     continue;
                 };
-                match std::fs::read(f.path())
+                let rel = f.path();
+                let rel = rel.strip_prefix(root).unwrap_or(&rel);
+                match super::store::read_regular(root, rel)
                     .ok()
+                    .flatten()
                     .and_then(|b| serde_json::from_slice::<ViewSnapshot>(&b).ok())
                 {
                     Some(v) => {
