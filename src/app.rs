@@ -241,6 +241,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
                 max_bytes: config.cache_max_bytes,
                 max_body_bytes: config.max_cached_list_bytes,
                 queue_jobs: 0,
+                queue_bytes: 0,
             };
             let (cache, recovery) =
                 Cache::open_with(&config.disk_cache_path, options).map_err(StartError::Cache)?;

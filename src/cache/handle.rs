@@ -16,6 +16,10 @@ use super::{Shape, Target, ViewKey};
 /// How many jobs may wait for the writer; past that the tee drops and marks the view stale
 /// rather than slow the client down.
 const QUEUE_JOBS: usize = 4096;
+/// How many bytes of bodies may wait for the writer (one body larger than this is taken
+/// when nothing else waits, so a list up to `--max-cached-list-bytes` is still cached):
+/// a flood of large watch events must not pile up in memory.
+const QUEUE_BYTES: u64 = 8 << 20;
 
 /// Counters for metrics and tests.
 #[derive(Debug, Default)]
@@ -50,6 +54,8 @@ pub struct Options {
     pub max_body_bytes: usize,
     /// How many jobs may wait for the writer. 0: 4096.
     pub queue_jobs: usize,
+    /// How many bytes of bodies may wait for the writer. 0: 8 MiB.
+    pub queue_bytes: u64,
 }
 
 /// [`Options::max_body_bytes`] when unset.
@@ -66,7 +72,23 @@ pub(super) struct Shared {
     pub(super) stale: Mutex<HashMap<ViewId, u64>>,
     /// Watch streams whose end could not be queued.
     pub(super) ended: Mutex<HashSet<u64>>,
+    /// Bytes of the bodies queued and not yet applied.
+    pub(super) queued_bytes: AtomicU64,
+    max_queue_bytes: u64,
     pub(super) stats: CacheStats,
+}
+
+impl Job {
+    /// The body bytes it holds (what the queue's byte bound counts).
+    pub(super) fn bytes(&self) -> u64 {
+        match self {
+            Job::Response { body, .. } | Job::Put { body, .. } | Job::Raw { body, .. } => {
+                body.len() as u64
+            }
+            Job::Event { line, .. } => line.len() as u64,
+            _ => 0,
+        }
+    }
 }
 
 /// One mutation for the writer thread, applied in arrival order.
@@ -139,6 +161,11 @@ impl Cache {
             views: Mutex::new(views::load(root)),
             stale: Mutex::default(),
             ended: Mutex::default(),
+            queued_bytes: AtomicU64::new(0),
+            max_queue_bytes: match options.queue_bytes {
+                0 => QUEUE_BYTES,
+                n => n,
+            },
             stats: CacheStats::default(),
         });
         shared
@@ -176,7 +203,17 @@ impl Cache {
     }
 
     fn submit(&self, job: Job, stale: Option<&Target>) {
-        match self.tx.try_send(job) {
+        let bytes = job.bytes();
+        let before = self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let result = if before > 0 && before + bytes > self.shared.max_queue_bytes {
+            Err(TrySendError::Full(job))
+        } else {
+            self.tx.try_send(job)
+        };
+        if result.is_err() {
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        match result {
             Ok(()) => {}
             Err(TrySendError::Full(job)) => {
                 self.shared.stats.overflows.fetch_add(1, Ordering::Relaxed);
@@ -187,7 +224,7 @@ impl Cache {
                         _ => self.seq(),
                     };
                     log::warn!(
-                        "cache queue full: {} {} view marked stale until the next list",
+                        "cache queue full (jobs or bytes): {} {} view marked stale until the next list",
                         t.component,
                         t.resource
                     );
@@ -373,6 +410,12 @@ impl Cache {
     #[cfg(test)]
     pub(super) fn drop_view(&self, id: ViewId) {
         self.submit(Job::DropView(id), None);
+    }
+
+    /// Bytes of bodies waiting for the writer.
+    #[cfg(test)]
+    pub(super) fn shared_queued_bytes(&self) -> u64 {
+        self.shared.queued_bytes.load(Ordering::Relaxed)
     }
 
     /// Jobs the writer has taken so far.
