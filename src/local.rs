@@ -197,7 +197,8 @@ impl Local {
                 }
                 items.push(bytes);
             };
-            if let Some(v) = snapshot {
+            // A view only watch events filled does not know its list.
+            if let Some(v) = snapshot.filter(|v| !v.unlisted || v.withheld()) {
                 if v.too_large {
                     return Listed::TooLarge;
                 }
@@ -232,12 +233,20 @@ impl Local {
                 if cache.is_stale(&t.component, &t.resource, &whole) {
                     return Listed::Stale;
                 }
+                // Upstream answered a namespace's list only if it had its directory, and
+                // PartialObjectMetadata carries no fields but metadata to select on.
+                let ns = &t.view.namespace;
                 let (Ok(labels), Ok(fields)) = (
                     LabelSelector::parse(&t.view.label_selector),
                     FieldSelector::parse(&t.view.field_selector),
                 ) else {
                     return Listed::NotCached;
                 };
+                if (!ns.is_empty() && !v.adopted_namespaces.contains(ns))
+                    || (t.metadata_only && fields.fields().any(|f| !f.starts_with("metadata.")))
+                {
+                    return Listed::NotCached;
+                }
                 for (ns, name) in &v.members {
                     if !t.view.namespace.is_empty() && *ns != t.view.namespace {
                         continue;

@@ -207,8 +207,8 @@ fn a_cache_upstream_yurthub_wrote_is_served_offline_from_the_first_start() {
     let line = hub.wait_for_log("adopted upstream YurtHub's cache", Duration::from_secs(10));
     assert!(
         line.contains("6 objects of 4 types for 2 components")
-            && line.contains("1 interrupted writes undone")
-            && line.contains("2 files quarantined"),
+            && line.contains("1 interrupted writes settled")
+            && line.contains("3 files quarantined"),
         "{line}"
     );
 
@@ -251,23 +251,28 @@ fn a_cache_upstream_yurthub_wrote_is_served_offline_from_the_first_start() {
     assert_eq!(s, 200, "{slices}");
     assert_eq!(slices["kind"], "EndpointSliceList");
     assert!(names(&slices).is_empty());
-    // What upstream never cached for a component is still not known.
+    // What upstream never cached for a component is still not known: a type, or a
+    // namespace it had no directory for.
     let (s, _) = list(a, "/api/v1/nodes", KUBE_PROXY);
     assert_eq!(s, 404);
+    let (s, _) = list(a, "/api/v1/namespaces/kube-public/pods", KUBELET);
+    assert_eq!(s, 404);
+    let (s, dns) = list(a, "/api/v1/namespaces/kube-system/services", KUBE_PROXY);
+    assert_eq!((s, names(&dns)), (200, vec!["kube-dns".to_string()]));
 
-    // On disk: the backup put back, the strays quarantined, the tree closed to other users.
+    // On disk: the whole copy in place and the cut one quarantined, the strays quarantined,
+    // the tree closed to other users.
     let pod_dir = root.join(pods);
     assert!(!pod_dir.join("kube-system/tmp_coredns-1").exists());
     let q = quarantined(&root);
-    assert_eq!(q.len(), 2, "{q:?}");
-    assert!(
-        q[0].starts_with("kubelet_pods.v1.core_default_garbage."),
-        "{q:?}"
-    );
-    assert!(
-        q[1].starts_with("kubelet_pods.v1.core_default_renamed."),
-        "{q:?}"
-    );
+    assert_eq!(q.len(), 3, "{q:?}");
+    for (file, name) in q.iter().zip([
+        "kubelet_pods.v1.core_default_garbage.",
+        "kubelet_pods.v1.core_default_renamed.",
+        "kubelet_pods.v1.core_kube-system_coredns-1.",
+    ]) {
+        assert!(file.starts_with(name), "{q:?}");
+    }
     assert_eq!(mode(&pod_dir.join("default")), 0o700);
     assert_eq!(mode(&root.join("kube-proxy")), 0o700);
     assert!(root.join("_internal/layout").is_file());
@@ -347,10 +352,11 @@ fn an_older_layout_cache_moves_to_the_current_one_and_is_served_offline() {
         "v1",
         service("kubernetes", "default", json!({})),
     );
+    // kube-proxy's EndpointSlices of kube-system were listed, and there were none.
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
-        .create(root.join("kube-proxy/endpointslices"))
+        .create(root.join("kube-proxy/endpointslices/kube-system"))
         .unwrap();
     // An object without an apiVersion cannot be placed: quarantined, not guessed.
     upstream_file(
@@ -415,6 +421,11 @@ fn an_older_layout_cache_moves_to_the_current_one_and_is_served_offline() {
         (200, vec![]),
     ];
     assert_eq!(reads(&hub), expected);
+    let slices = "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices";
+    let (s, none) = list(hub.proxy_addr, slices, KUBE_PROXY);
+    assert_eq!((s, names(&none)), (200, vec![]));
+    let slices = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
+    assert_eq!(list(hub.proxy_addr, slices, KUBE_PROXY).0, 404);
 
     // A second start finds the tree its own: nothing adopted again, the same answers.
     hub.stop();

@@ -329,13 +329,21 @@ pub fn move_to_quarantine(root: &Path, path: &Path) -> Result<PathBuf, StoreErro
     mkdirs(&qdir)?;
     let rel = path.strip_prefix(root).unwrap_or(path);
     let flat = rel.to_string_lossy().replace('/', "_");
-    let target = qdir.join(format!(
+    let base = format!(
         "{flat}.{}",
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0)
-    ));
+    );
+    // Flattened names can meet (`a/b_c` and `a_b/c`, names that are not UTF-8): a numbered
+    // name then, so that nothing quarantined replaces anything quarantined before.
+    let mut target = qdir.join(&base);
+    let mut n = 1;
+    while fs::symlink_metadata(&target).is_ok() {
+        target = qdir.join(format!("{base}.{n}"));
+        n += 1;
+    }
     fs::rename(path, &target).map_err(io_err(path))?;
     Ok(target)
 }

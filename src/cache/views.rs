@@ -37,6 +37,14 @@ pub struct ViewSnapshot {
     /// would have answered it; then the view is retired.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopted: bool,
+    /// For an adopted view, the namespaces upstream had a directory for (a list of one of
+    /// them was made, maybe answered empty); a list of another namespace was never cached.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub adopted_namespaces: BTreeSet<String>,
+    /// Only watch events made it (no list with these selectors was seen): it holds what the
+    /// events touched, not the list, and is not answered offline.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unlisted: bool,
 }
 
 impl ViewSnapshot {

@@ -542,9 +542,32 @@ impl Writer {
             .entry(t.view.id())
             .or_insert_with(|| ViewSnapshot {
                 key: t.view.clone(),
+                // Until a whole list replaces it (see `replace_view`).
+                unlisted: true,
                 ..ViewSnapshot::default()
             });
         f(view)
+    }
+
+    /// Keeps the view adopted from upstream's cache for `t`'s type current with a watch's
+    /// events (a client may watch on from its last resourceVersion without listing again).
+    fn touch_adopted(&mut self, t: &Target, member: &(String, String), present: bool) {
+        let id = ViewId::new(&t.component, &t.resource, &ViewKey::default());
+        if id.id == t.view.id() {
+            return;
+        }
+        let touched = self.with_existing(&id, |v| {
+            v.adopted && {
+                if present {
+                    v.members.insert(member.clone())
+                } else {
+                    v.members.remove(member)
+                }
+            }
+        });
+        if touched == Some(true) {
+            self.dirty.insert(id);
+        }
     }
 
     /// The cloud's first whole list of a type for a component ends the view adopted from
@@ -552,7 +575,7 @@ impl Writer {
     /// answered from what the cloud says. Of the objects it held, those this list selects
     /// (as they were cached) but did not return are gone from the cloud and removed; the
     /// others stay, since another selector may still need them.
-    fn retire_adopted(&mut self, t: &Target, listed: &BTreeSet<(String, String)>) {
+    fn retire_adopted(&mut self, t: &Target, listed: &BTreeSet<(String, String)>, list_rv: u64) {
         let key = ViewKey::default();
         if t.view == key {
             return;
@@ -582,6 +605,10 @@ impl Writer {
                     continue;
                 }
                 let key = member_key(&t.component, &t.resource, m);
+                // A watch event newer than the list stored it: the list is not evidence.
+                if self.stored_rv(&key).is_some_and(|rv| rv > list_rv) {
+                    continue;
+                }
                 let selected = self.store.read(&key).ok().flatten().is_some_and(|b| {
                     serde_json::from_slice::<serde_json::Value>(&b)
                         .is_ok_and(|o| labels.matches_object(&o) && fields.matches_object(&o))
@@ -657,7 +684,7 @@ impl Writer {
             self.mark_dirty(t);
             return;
         }
-        self.retire_adopted(t, &members);
+        self.retire_adopted(t, &members, list_rv);
         let old = self.with_view(t, |v| std::mem::take(&mut v.members));
         let mut gone = Vec::new();
         for m in old {
@@ -677,6 +704,7 @@ impl Writer {
             v.too_large = false;
             v.evicted = false;
             v.adopted = false;
+            v.unlisted = false;
         });
         self.evicted_floor.remove(&id);
         for key in gone {
@@ -770,6 +798,7 @@ impl Writer {
                     return;
                 }
                 if let Some(member) = self.keep(t, &obj) {
+                    self.touch_adopted(t, &member, true);
                     self.with_view(t, |v| v.members.insert(member));
                     self.mark_dirty(t);
                 }
@@ -778,6 +807,7 @@ impl Writer {
                 let key = Self::key_of(t, &obj);
                 self.bury(key.clone(), obj.rv);
                 let member = (obj.namespace.clone(), obj.name.clone());
+                self.touch_adopted(t, &member, false);
                 self.with_view(t, |v| v.members.remove(&member));
                 self.remove_if_unreferenced(&key);
                 self.mark_dirty(t);
@@ -940,17 +970,39 @@ mod tests {
         let root = temp("adopted");
         let dir = root.join("kubelet/pods.v1.core/default");
         std::fs::create_dir_all(&dir).unwrap();
-        for (name, app) in [("web", "web"), ("db", "db"), ("gone", "web")] {
+        for (name, app) in [
+            ("web", "web"),
+            ("db", "db"),
+            ("gone", "web"),
+            ("dead", "web"),
+        ] {
             let mut p = pod(name, 5, app);
             p["kind"] = json!("Pod");
             p["apiVersion"] = json!("v1");
             std::fs::write(dir.join(name), serde_json::to_vec(&p).unwrap()).unwrap();
         }
+        // Upstream's mark: its CRD kind map.
+        std::fs::create_dir_all(root.join("_internal/restmapper")).unwrap();
         assert!(super::super::adopt::adopt(&root).unwrap().is_some());
         let (c, _) = Cache::open(&root).unwrap();
         let whole = ViewKey::default();
         let adopted = c.view("kubelet", "pods.v1.core", &whole).unwrap();
-        assert!(adopted.adopted && adopted.members.len() == 3, "{adopted:?}");
+        assert!(adopted.adopted && adopted.members.len() == 4, "{adopted:?}");
+        // A client that watches on from its last resourceVersion, without a list: its
+        // events keep the adopted view current, and its own view knows no list.
+        let watch = target(Shape::Watch { watch_list: false }, "app=web", "");
+        let s = c.new_stream();
+        c.watch_event(&watch, s, event("MODIFIED", pod("web", 6, "web")));
+        c.watch_event(&watch, s, event("DELETED", pod("dead", 7, "web")));
+        c.flush();
+        let adopted = c.view("kubelet", "pods.v1.core", &whole).unwrap();
+        assert_eq!(adopted.members.len(), 3, "{adopted:?}");
+        assert_eq!(stored_rv(&c, "dead"), None);
+        assert!(
+            c.view("kubelet", "pods.v1.core", &watch.view)
+                .unwrap()
+                .unlisted
+        );
         // The cloud's list of app=web holds web only: gone (app=web as cached) is disproved,
         // db (another selector's) is unknown and stays.
         let web = target(
@@ -971,7 +1023,7 @@ mod tests {
         assert_eq!(stored_rv(&c, "gone"), None);
         assert_eq!(stored_rv(&c, "db"), Some(5));
         let v = c.view("kubelet", "pods.v1.core", &web.view).unwrap();
-        assert!(!v.adopted && v.members.len() == 1, "{v:?}");
+        assert!(!v.adopted && !v.unlisted && v.members.len() == 1, "{v:?}");
         std::fs::remove_dir_all(&root).unwrap();
     }
 
