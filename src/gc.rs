@@ -224,14 +224,19 @@ impl Collector {
                             v.as_ref()
                                 .and_then(|v| v["metadata"]["resourceVersion"].as_str()),
                         );
-                        let at = v.as_ref().and_then(event_time).or_else(|| {
-                            let rel = key.rel_path().ok()?;
+                        let stored = key.rel_path().ok().and_then(|rel| {
                             let m = std::fs::metadata(store.root().join(rel)).ok()?;
                             let t = m.modified().ok()?;
                             t.duration_since(std::time::UNIX_EPOCH)
                                 .ok()
                                 .map(|d| d.as_secs())
                         });
+                        // The TTL runs at the latest from when the hub stored the Event: a
+                        // body's own times (an offline create's, in 2099) never extend it.
+                        let at = match (v.as_ref().and_then(event_time), stored) {
+                            (Some(t), Some(s)) => Some(t.min(s)),
+                            (t, s) => t.or(s),
+                        };
                         out.push((key, at, rv));
                     }
                 }

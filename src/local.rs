@@ -93,6 +93,31 @@ pub struct Local {
     cache: Cache,
     health: std::sync::Arc<Health>,
     min_request_timeout: Duration,
+    event_budget: EventBudget,
+}
+
+/// The largest Event taken offline (kubelet's are about 1 KiB).
+const MAX_OFFLINE_EVENT_BYTES: usize = 16 * 1024;
+/// How many Events created offline are stored per hour; with the size above and the Event
+/// TTL, this bounds what offline creates put on disk (and Events are evicted first).
+const OFFLINE_EVENTS_PER_HOUR: u32 = 500;
+
+/// Offline Events stored in the current hour.
+#[derive(Default)]
+struct EventBudget(std::sync::Mutex<Option<(std::time::Instant, u32)>>);
+
+impl EventBudget {
+    /// Whether one more may be stored now.
+    fn take(&self) -> bool {
+        let mut b = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let (since, n) = b.get_or_insert((now, 0));
+        if now.duration_since(*since) >= Duration::from_secs(3600) {
+            (*since, *n) = (now, 0);
+        }
+        *n += 1;
+        *n <= OFFLINE_EVENTS_PER_HOUR
+    }
 }
 
 fn random_between(lo: Duration, hi: Duration) -> Duration {
@@ -173,6 +198,7 @@ impl Local {
             cache,
             health,
             min_request_timeout,
+            event_budget: EventBudget::default(),
         }
     }
 
@@ -454,6 +480,15 @@ impl Local {
         component: Option<&str>,
         target: Option<Target>,
     ) -> bool {
+        // Offline, creates are echoed only to the node itself (kubelet registers its node,
+        // CSINode and mirror pods, and reports Events), never to a pod with a token, whose
+        // body is not even read; TokenRequests are answered to all as before.
+        let token_request = ri.resource == "serviceaccounts" && ri.subresource == "token";
+        let node_identity = conn.may_use_node_identity() && !head.headers.contains("authorization");
+        if !node_identity && !token_request {
+            let _ = status(conn, false, Refusal::CreateOffline(ri.resource.clone())).await;
+            return false;
+        }
         let Some(body) = read_body(conn, framing).await else {
             let _ = status(conn, false, Refusal::BadBody).await;
             return false;
@@ -462,7 +497,7 @@ impl Local {
             .headers
             .get_str("content-type")
             .unwrap_or("application/json");
-        if ri.resource == "serviceaccounts" && ri.subresource == "token" {
+        if token_request {
             return match TokenRequestSpec::from_body(&body, Some(content_type)) {
                 Ok(spec) => {
                     let out = token::answer(&ri.namespace, &ri.name, &spec);
@@ -471,10 +506,18 @@ impl Local {
                 Err(e) => status(conn, false, Refusal::BadTokenRequest(e.to_string())).await,
             };
         }
+        // Of the node's creates, only small Events are stored, within an hourly share, so no
+        // client fills the disk.
         if ri.resource == "events" {
+            if body.len() > MAX_OFFLINE_EVENT_BYTES {
+                return status(conn, false, Refusal::EventTooLargeOffline).await;
+            }
             if let (Some(t), Some(_)) = (&target, component) {
-                // Stored so that later offline patches (count bumps) find the event.
-                self.cache.put(&t.component, &t.resource, body.clone());
+                // Stored so that later offline patches (count bumps) find the event; past
+                // the hour's share it is answered but not kept (Events are best effort).
+                if self.event_budget.take() {
+                    self.cache.put(&t.component, &t.resource, body.clone());
+                }
             }
         }
         typed_response(conn, false, 201, content_type, &body).await

@@ -263,3 +263,79 @@ fn files_in_the_cache_are_served_only_if_regular_small_and_reached_without_links
     }
     assert!(!cms.join("evil").exists() && !cms.join("default/leak").exists());
 }
+
+#[test]
+fn offline_creates_are_the_nodes_only_and_its_events_are_small_and_expire() {
+    let c = Cluster::new();
+    c.api.set_fault(testapi::Fault::Refuse);
+    let hub = c.start_hub(
+        BIN,
+        &[
+            "--heartbeat-interval-seconds=1",
+            "--filter-sync-timeout=1s",
+            "--gc-frequency=1s",
+            "--event-ttl=3s",
+        ],
+    );
+    hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
+    let event = |name: &str, pad: usize| {
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": "default"},
+            "firstTimestamp": "2099-01-01T00:00:00Z", "lastTimestamp": "2099-01-01T00:00:00Z",
+            "message": "x".repeat(pad)
+        }))
+        .unwrap()
+    };
+    let path = "/api/v1/namespaces/default/events";
+    // A pod, with a token of its own, naming itself the hub: refused before its 1 MiB body
+    // is read.
+    for _ in 0..5 {
+        let mut s = Session::new(tls_connect_anonymous(hub.secure_addr(), &c.pki.ca_pem).unwrap());
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: yurthub/v1\r\n\
+             Authorization: Bearer forged\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            1 << 20
+        );
+        s.write_raw(head.as_bytes()).unwrap();
+        let r = s.read_response().unwrap();
+        assert_eq!(r.status, 403, "{}", r.text());
+    }
+    let headers = [
+        ("User-Agent", KUBELET),
+        ("Content-Type", "application/json"),
+    ];
+    let big = request(
+        hub.proxy_addr,
+        "POST",
+        path,
+        &headers,
+        &event("big", 40 << 10),
+    )
+    .unwrap();
+    assert_eq!(big.status, 413, "{}", big.text());
+    let small = request(hub.proxy_addr, "POST", path, &headers, &event("small", 100)).unwrap();
+    assert_eq!(small.status, 201, "{}", small.text());
+    let root = c.cache.path();
+    let stored = root.join("kubelet/events.v1.core/default/small");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !stored.is_file() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node's Event was not stored"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!root.join("yurthub/events.v1.core").exists());
+    assert!(!root.join("kubelet/events.v1.core/default/big").exists());
+    // Its times say 2099; its TTL runs from when the hub stored it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stored.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an Event dated 2099 outlived --event-ttl"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

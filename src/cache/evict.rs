@@ -142,6 +142,10 @@ impl Protected {
 
     /// Whether `key` is never evicted.
     pub fn keeps(&self, key: &ObjectKey) -> bool {
+        // Events are never part of what must stay, whoever cached them: they go first.
+        if key.resource.starts_with("events.") {
+            return false;
+        }
         match key.component.as_str() {
             "yurthub" => true,
             "kubelet" => {

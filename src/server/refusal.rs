@@ -83,6 +83,10 @@ pub enum Refusal {
     BadBody,
     /// Offline: a TokenRequest body that does not parse.
     BadTokenRequest(String),
+    /// Offline: a create from another identity than the node's waits for the cloud.
+    CreateOffline(String),
+    /// Offline: an Event larger than the hub stores.
+    EventTooLargeOffline,
     /// A protocol upgrade (exec, attach, port-forward) that carries a body: the apiserver
     /// would wait for it before answering, and the hub relays none.
     UpgradeWithBody,
@@ -102,7 +106,8 @@ impl Refusal {
             | Self::BadTokenRequest(_)
             | Self::UpgradeWithBody => 400,
             Self::Unauthorized => 401,
-            Self::DeleteOffline { .. } => 403,
+            Self::DeleteOffline { .. } | Self::CreateOffline(_) => 403,
+            Self::EventTooLargeOffline => 413,
             Self::NotCached(_)
             | Self::ListTooLarge(_)
             | Self::ListEvicted(_)
@@ -195,6 +200,14 @@ impl fmt::Display for Refusal {
             Self::BadBody => write!(f, "request body unreadable or too large"),
             Self::BadTokenRequest(e) => write!(f, "{e}"),
             Self::UpgradeWithBody => write!(f, "an upgrade request must not carry a body"),
+            Self::CreateOffline(resource) => write!(
+                f,
+                "the cloud is unreachable: offline, {resource} are created only by the node itself"
+            ),
+            Self::EventTooLargeOffline => write!(
+                f,
+                "the cloud is unreachable: offline, Events of at most 16 KiB are taken"
+            ),
         }
     }
 }
