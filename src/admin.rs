@@ -78,6 +78,7 @@ impl Admin {
                 (&metrics::CACHE_EVICTIONS, &s.evictions),
                 (&metrics::CACHE_EVICTED_LISTS, &s.evicted_lists),
                 (&metrics::CACHE_GC_REMOVED, &s.collected),
+                (&metrics::CACHE_VIEWS_DROPPED, &s.views_dropped),
             ];
             for (family, v) in counters {
                 out.single(family, v.load(Ordering::Relaxed) as f64);
@@ -86,6 +87,7 @@ impl Admin {
                 &metrics::CACHE_QUARANTINED,
                 s.quarantined.load(Ordering::Relaxed) as f64,
             );
+            out.single(&metrics::CACHE_VIEWS, c.view_count() as f64);
         }
         out.family(&metrics::CLOSABLE_CONNS);
         for (server, n) in self.upstream.open_connections() {

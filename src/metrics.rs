@@ -373,6 +373,18 @@ pub const CACHE_EVICTED_LISTS: Family = Family {
     kind: "counter",
     help: "List views dropped whole to keep the cache within --cache-max-bytes (answered 404 offline until listed again)",
 };
+/// `yurthub_cache_views`.
+pub const CACHE_VIEWS: Family = Family {
+    name: "yurthub_cache_views",
+    kind: "gauge",
+    help: "List views the cache keeps (one per component, type and selector)",
+};
+/// `yurthub_cache_views_dropped_total`.
+pub const CACHE_VIEWS_DROPPED: Family = Family {
+    name: "yurthub_cache_views_dropped_total",
+    kind: "counter",
+    help: "List views dropped, least recently used first, past 1024 per component and type or 4096 in all",
+};
 /// `yurthub_cache_gc_removed_total`.
 pub const CACHE_GC_REMOVED: Family = Family {
     name: "yurthub_cache_gc_removed_total",

@@ -19,7 +19,7 @@ fn metrics(hub: &Hub) -> String {
 
 fn value(text: &str, series: &str) -> f64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(series).map(str::trim))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .unwrap_or_else(|| panic!("no {series} in\n{text}"))
         .parse()
         .unwrap()
@@ -338,4 +338,39 @@ fn offline_creates_are_the_nodes_only_and_its_events_are_small_and_expire() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn lists_with_ever_new_selectors_keep_at_most_the_capped_views() {
+    let c = Cluster::new();
+    let hub = c.start_hub(BIN, &[]);
+    let mut s = Session::new(std::net::TcpStream::connect(hub.proxy_addr).unwrap());
+    let n = 1100;
+    for i in 0..n {
+        let path = format!("/api/v1/namespaces/default/configmaps?labelSelector=probe%3D{i}");
+        let r = s.get(&path, KUBELET).unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let dir = c
+        .cache
+        .path()
+        .join("_internal/views/kubelet/configmaps.v1.core");
+    let cap = 1024;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = metrics(&hub);
+        let dropped = value(&text, "yurthub_cache_views_dropped_total");
+        if dropped >= (n - cap) as f64 {
+            assert!(value(&text, "yurthub_cache_views") <= cap as f64 + 8.0);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "views never capped:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let files = std::fs::read_dir(&dir).unwrap().count();
+    assert!(files <= cap, "{files} view files");
+    hub.wait_for_log("more lists than the hub keeps", Duration::from_secs(5));
 }

@@ -40,6 +40,8 @@ pub struct CacheStats {
     pub evicted_lists: AtomicU64,
     /// Objects removed by garbage collection (pods and Events the cloud no longer has).
     pub collected: AtomicU64,
+    /// List views dropped, least recently used first, to keep within the caps on views.
+    pub views_dropped: AtomicU64,
 }
 
 /// How the cache is kept.
@@ -389,6 +391,12 @@ impl Cache {
             .get(&(id.component, id.resource))
             .and_then(|m| m.get(&id.id))
             .cloned()
+    }
+
+    /// How many list views the cache keeps.
+    pub fn view_count(&self) -> usize {
+        let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+        views.values().map(|m| m.len()).sum()
     }
 
     /// Whether some list of `component`'s `resource` is not known (too large, or evicted):

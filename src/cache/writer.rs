@@ -51,7 +51,21 @@ pub(super) struct Writer {
     /// Evicted views and the newest resourceVersion they held or were told of since: an
     /// older list (one in flight when the view was dropped) does not make them whole again.
     evicted_floor: HashMap<ViewId, u64>,
+    /// When each view was last touched (a tick of [`Self::clock`]): past the caps, the least
+    /// recently used go.
+    used: HashMap<ViewId, u64>,
+    clock: u64,
 }
+
+/// The most list views kept per component and type: kubelet keeps one per ConfigMap and
+/// Secret its pods use (a field selector each), far fewer than this.
+pub(super) const MAX_VIEWS_PER_TYPE: usize = 1024;
+/// The most list views kept in all.
+pub(super) const MAX_VIEWS: usize = 4096;
+
+/// Views dropped past the caps: a client making list after list with new selectors.
+static VIEWS_DROPPED: crate::log_repeats::Repeats =
+    crate::log_repeats::Repeats::new(Duration::from_secs(60));
 
 impl Writer {
     /// A writer of `store`, keeping the cache within `max_bytes` (0: no budget).
@@ -68,6 +82,8 @@ impl Writer {
             max_bytes,
             over_budget: None,
             evicted_floor: HashMap::new(),
+            used: HashMap::new(),
+            clock: 0,
         }
     }
 
@@ -627,7 +643,77 @@ impl Writer {
     }
 
     fn mark_dirty(&mut self, t: &Target) {
-        self.dirty.insert(ViewId::of(t));
+        let id = ViewId::of(t);
+        self.clock += 1;
+        self.used.insert(id.clone(), self.clock);
+        self.dirty.insert(id.clone());
+        self.cap_views(&id);
+    }
+
+    /// Keeps the views within [`MAX_VIEWS_PER_TYPE`] and [`MAX_VIEWS`] by dropping the least
+    /// recently used (never `keep`, the one just touched, nor an adopted one): every new
+    /// selector makes a view, and a client must not grow the hub's memory and disk with them.
+    /// A dropped view's list is then one never cached: 404 offline, never partial.
+    fn cap_views(&mut self, keep: &ViewId) {
+        loop {
+            let victim = {
+                let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+                let pair = (keep.component.clone(), keep.resource.clone());
+                let of_type = views.get(&pair).map_or(0, |m| m.len());
+                let total: usize = views.values().map(|m| m.len()).sum();
+                let scope: Vec<_> = if of_type > MAX_VIEWS_PER_TYPE {
+                    views.get_key_value(&pair).into_iter().collect()
+                } else if total > MAX_VIEWS {
+                    views.iter().collect()
+                } else {
+                    Vec::new()
+                };
+                scope
+                    .into_iter()
+                    .flat_map(|((c, r), m)| {
+                        m.iter().filter(|(_, v)| !v.adopted).map(|(id, _)| ViewId {
+                            component: c.clone(),
+                            resource: r.clone(),
+                            id: id.clone(),
+                        })
+                    })
+                    .filter(|id| id != keep)
+                    .min_by_key(|id| self.used.get(id).copied().unwrap_or(0))
+            };
+            let Some(victim) = victim else {
+                return;
+            };
+            self.drop_lru_view(&victim);
+        }
+    }
+
+    fn drop_lru_view(&mut self, id: &ViewId) {
+        let removed = {
+            let mut views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+            views
+                .get_mut(&(id.component.clone(), id.resource.clone()))
+                .and_then(|m| m.remove(&id.id))
+        };
+        self.dirty.remove(id);
+        self.used.remove(id);
+        if let Err(e) = self.store.remove_file(&id.rel_path()) {
+            self.error("view delete", &e);
+        }
+        self.shared
+            .stats
+            .views_dropped
+            .fetch_add(1, Ordering::Relaxed);
+        let members = removed.map(|v| v.members).unwrap_or_default();
+        for m in &members {
+            self.remove_if_unreferenced(&member_key(&id.component, &id.resource, m));
+        }
+        let what = format!("{} {}", id.component, id.resource);
+        if let Some(more) = VIEWS_DROPPED.allow(&what) {
+            log::info!(
+                "cache: {what}: more lists than the hub keeps ({MAX_VIEWS_PER_TYPE} per type, {MAX_VIEWS} in all): the least recently used one dropped ({} objects); offline it is 404 until listed again{more}",
+                members.len()
+            );
+        }
     }
 
     /// Makes a view hold exactly `items`, except members the cache knows newer than the list
