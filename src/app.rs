@@ -26,6 +26,7 @@ use self::config::{Config, WorkingMode};
 use self::hubcfg::LiveConfig;
 use crate::cache::seal::{SealError, Sealer};
 use crate::cache::store::Recovery;
+use crate::cache::tokens::Tokens;
 use crate::cache::{Agents, Cache, Options, StoreError};
 use crate::certs::{rebuilt, Certs};
 use crate::gc::Collector;
@@ -273,6 +274,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             live_agents = Some(agents.clone());
             Some(Edge {
                 local: Local::new(cache.clone(), health.clone(), config.min_request_timeout),
+                tokens: Arc::new(Tokens::open(&config.disk_cache_path)),
                 cache,
                 health,
                 agents,

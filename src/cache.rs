@@ -15,6 +15,7 @@ pub(crate) mod object;
 pub mod seal;
 pub mod store;
 mod target;
+pub mod tokens;
 pub mod views;
 mod writer;
 

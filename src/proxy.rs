@@ -16,6 +16,7 @@ use smol::io::AsyncWriteExt;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use crate::cache::tokens::Tokens;
 use crate::cache::{self, Agents, Cache, NotCached, Shape, Target};
 use crate::filter::Filters;
 use crate::health::Health;
@@ -124,6 +125,38 @@ pub struct Edge {
     pub local: Local,
     /// Who is cached (live from yurt-hub-cfg).
     pub agents: Arc<RwLock<Agents>>,
+    /// The bearer tokens the cloud accepted: offline, the only ones honoured.
+    pub tokens: Arc<Tokens>,
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer_token(head: &RequestHead) -> Option<&str> {
+    let v = head.headers.get_str("authorization")?;
+    (v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ")).then(|| v[7..].trim())
+}
+
+impl Edge {
+    /// Whether a request may be answered from the cache: the node's own, or one whose token
+    /// the cloud accepted before (the hub cannot ask it now).
+    fn may_answer(&self, head: &RequestHead, id: Identity) -> bool {
+        id == Identity::Node
+            || bearer_token(head)
+                .is_some_and(|t| self.tokens.accepted(t, crate::kube::time::now_secs()))
+    }
+
+    /// Remembers that the cloud accepted the request's token (it answered, and not 401).
+    fn note_accepted(&self, head: &RequestHead, id: Identity, status: u16) {
+        let Some(token) = bearer_token(head).filter(|_| id == Identity::Bearer && status != 401)
+        else {
+            return;
+        };
+        let now = crate::kube::time::now_secs();
+        if self.tokens.recorded(token, now) {
+            return;
+        }
+        let (tokens, token) = (self.tokens.clone(), token.to_string());
+        smol::unblock(move || tokens.accept(&token, now)).detach();
+    }
 }
 
 /// Routes requests to the cloud, or to the cache when the cloud is unreachable.
@@ -320,6 +353,10 @@ impl Proxy {
             let _ = conn.writer.flush().await;
         }
         if let (Route::Local, Some(edge), Some(target)) = (&route, &self.edge, &target) {
+            if !edge.may_answer(&head, id) {
+                ctx.log(401, "token unknown offline");
+                return refuse(conn, &Refusal::TokenUnknownOffline, reusable).await;
+            }
             if facts.kubelet_lease {
                 edge.health.kubelet_lease_seen();
             }
@@ -429,6 +466,9 @@ impl Proxy {
         }
         match sent {
             Ok(resp) => {
+                if let Some(edge) = &self.edge {
+                    edge.note_accepted(&head, id, resp.head.status);
+                }
                 if let Some(chain) = chain.filter(|_| resp.head.status == 200) {
                     let tee = self.tee_for(&resp, &ctx, target.as_ref(), Some(false));
                     let f = filtered::Filtered {
@@ -455,7 +495,9 @@ impl Proxy {
                 }
                 if let (Some(edge), Some(Ok(t))) = (&self.edge, &target) {
                     // A cacheable read still gets an answer when the transport fails.
-                    if matches!(ctx.info.verb.as_str(), "get" | "list") {
+                    if matches!(ctx.info.verb.as_str(), "get" | "list")
+                        && edge.may_answer(&head, id)
+                    {
                         ctx.log(0, "transport error: answered locally");
                         return edge
                             .local

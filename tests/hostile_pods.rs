@@ -267,7 +267,9 @@ fn files_in_the_cache_are_served_only_if_regular_small_and_reached_without_links
 #[test]
 fn offline_creates_are_the_nodes_only_and_its_events_are_small_and_expire() {
     let c = Cluster::new();
-    c.api.set_fault(testapi::Fault::Refuse);
+    // A pod's own token, which the cloud accepts while it is there.
+    c.api
+        .add_token("pod-token", "system:serviceaccount:default:app", &[]);
     let hub = c.start_hub(
         BIN,
         &[
@@ -277,6 +279,26 @@ fn offline_creates_are_the_nodes_only_and_its_events_are_small_and_expire() {
             "--event-ttl=3s",
         ],
     );
+    let mut s = Session::new(tls_connect_anonymous(hub.secure_addr(), &c.pki.ca_pem).unwrap());
+    let seen = s
+        .request(
+            "GET",
+            "/api/v1/namespaces/default/events",
+            &[
+                ("User-Agent", "app/v1"),
+                ("Authorization", "Bearer pod-token"),
+            ],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(seen.status, 200);
+    let tokens = c.cache.path().join("_internal/tokens.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !tokens.is_file() {
+        assert!(std::time::Instant::now() < deadline, "token not remembered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.api.set_fault(testapi::Fault::Refuse);
     hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
     let event = |name: &str, pad: usize| {
         serde_json::to_vec(&serde_json::json!({
@@ -294,7 +316,7 @@ fn offline_creates_are_the_nodes_only_and_its_events_are_small_and_expire() {
         let mut s = Session::new(tls_connect_anonymous(hub.secure_addr(), &c.pki.ca_pem).unwrap());
         let head = format!(
             "POST {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: yurthub/v1\r\n\
-             Authorization: Bearer forged\r\nContent-Type: application/json\r\n\
+             Authorization: Bearer pod-token\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\n\r\n",
             1 << 20
         );
@@ -373,4 +395,57 @@ fn lists_with_ever_new_selectors_keep_at_most_the_capped_views() {
     let files = std::fs::read_dir(&dir).unwrap().count();
     assert!(files <= cap, "{files} view files");
     hub.wait_for_log("more lists than the hub keeps", Duration::from_secs(5));
+}
+
+#[test]
+fn offline_only_tokens_the_cloud_accepted_read_the_cache_also_after_a_restart() {
+    let c = Cluster::new();
+    c.api.add_token(
+        "coredns-token",
+        "system:serviceaccount:kube-system:coredns",
+        &["system:serviceaccounts"],
+    );
+    let args = ["--heartbeat-interval-seconds=1", "--filter-sync-timeout=1s"];
+    let mut hub = c.start_hub(BIN, &args);
+    let read = |hub: &Hub, token: &str| {
+        let mut s = Session::new(tls_connect_anonymous(hub.secure_addr(), &c.pki.ca_pem).unwrap());
+        let auth = format!("Bearer {token}");
+        s.request(
+            "GET",
+            "/api/v1/services",
+            &[("User-Agent", "coredns/v1.11"), ("Authorization", &auth)],
+            b"",
+        )
+        .unwrap()
+    };
+    assert_eq!(read(&hub, "coredns-token").status, 200);
+    assert_eq!(read(&hub, "made-up").status, 401, "the cloud's own verdict");
+    let cached = c
+        .cache
+        .path()
+        .join("_internal/views/coredns/services.v1.core");
+    let tokens = c.cache.path().join("_internal/tokens.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(cached.is_dir() && tokens.is_file()) {
+        assert!(std::time::Instant::now() < deadline, "not cached");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!std::fs::read_to_string(&tokens)
+        .unwrap()
+        .contains("coredns-token"));
+    for restart in [false, true] {
+        if restart {
+            hub.stop();
+            hub = c.start_hub(BIN, &args);
+        } else {
+            c.api.set_fault(testapi::Fault::Refuse);
+        }
+        hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
+        assert_eq!(read(&hub, "coredns-token").status, 200);
+        let forged = read(&hub, "made-up");
+        assert_eq!(forged.status, 401, "{}", forged.text());
+        assert!(forged
+            .text()
+            .contains("only tokens the cloud accepted before"));
+    }
 }

@@ -83,6 +83,8 @@ pub enum Refusal {
     BadBody,
     /// Offline: a TokenRequest body that does not parse.
     BadTokenRequest(String),
+    /// Offline: a bearer token the cloud never accepted, or one expired since.
+    TokenUnknownOffline,
     /// Offline: a create from another identity than the node's waits for the cloud.
     CreateOffline(String),
     /// Offline: an Event larger than the hub stores.
@@ -105,7 +107,7 @@ impl Refusal {
             | Self::BadBody
             | Self::BadTokenRequest(_)
             | Self::UpgradeWithBody => 400,
-            Self::Unauthorized => 401,
+            Self::Unauthorized | Self::TokenUnknownOffline => 401,
             Self::DeleteOffline { .. } | Self::CreateOffline(_) => 403,
             Self::EventTooLargeOffline => 413,
             Self::NotCached(_)
@@ -200,6 +202,10 @@ impl fmt::Display for Refusal {
             Self::BadBody => write!(f, "request body unreadable or too large"),
             Self::BadTokenRequest(e) => write!(f, "{e}"),
             Self::UpgradeWithBody => write!(f, "an upgrade request must not carry a body"),
+            Self::TokenUnknownOffline => write!(
+                f,
+                "Unauthorized: the cloud is unreachable, and offline the hub honours only tokens the cloud accepted before, until they expire"
+            ),
             Self::CreateOffline(resource) => write!(
                 f,
                 "the cloud is unreachable: offline, {resource} are created only by the node itself"
