@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use testapi::client::{self, get, request};
-use testapi::{pod, Cluster, Fault, Hub, NODE};
+use testapi::{names, pod, Cluster, Fault, Hub, NODE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
 const KUBELET: &str = "kubelet/v1.32.0 (linux/arm64) kubernetes/70d3cc9";
@@ -16,15 +16,6 @@ const FAST: &[&str] = &[
     "--heartbeat-timeout-seconds=1",
     "--heartbeat-healthy-threshold=2",
 ];
-
-fn names(list: &Value) -> Vec<String> {
-    list["items"]
-        .as_array()
-        .unwrap_or_else(|| panic!("not a list: {list}"))
-        .iter()
-        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
-        .collect()
-}
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

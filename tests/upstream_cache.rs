@@ -12,7 +12,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use testapi::client::get;
-use testapi::{pod, Cluster, Fault, NODE};
+use testapi::{names, pod, Cluster, Fault, NODE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
 const KUBELET: &str = "kubelet/v1.32.0 (linux/arm64) kubernetes/70d3cc9";
@@ -78,15 +78,6 @@ fn service(name: &str, ns: &str, labels: Value) -> Value {
         "metadata": {"name": name, "namespace": ns, "resourceVersion": "40", "labels": labels},
         "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 53}]}
     })
-}
-
-fn names(list: &Value) -> Vec<String> {
-    list["items"]
-        .as_array()
-        .unwrap_or_else(|| panic!("not a list: {list}"))
-        .iter()
-        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
-        .collect()
 }
 
 fn list(addr: std::net::SocketAddr, path: &str, ua: &str) -> (u16, Value) {

@@ -546,6 +546,16 @@ impl Default for Cluster {
     }
 }
 
+/// The names of a list's items, in order; panics on what is no list.
+pub fn names(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
 /// A minimal pod bound to `node`.
 pub fn pod(name: &str, node: &str) -> Value {
     serde_json::json!({
