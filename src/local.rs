@@ -223,6 +223,16 @@ impl Local {
                 }
                 items.push(bytes);
             };
+            // A view's member, read; one without its file (evicted or collected a moment ago,
+            // or a write that failed) would make the answer partial.
+            let member = |(ns, name): &(String, String)| {
+                cache.get(&ObjectKey {
+                    component: t.component.clone(),
+                    resource: t.resource.clone(),
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                })
+            };
             // A view only watch events filled does not know its list.
             if let Some(v) = snapshot.filter(|v| !v.unlisted || v.withheld()) {
                 if v.too_large {
@@ -231,16 +241,8 @@ impl Local {
                 if v.evicted {
                     return Listed::Evicted;
                 }
-                for (ns, name) in &v.members {
-                    let key = ObjectKey {
-                        component: t.component.clone(),
-                        resource: t.resource.clone(),
-                        namespace: ns.clone(),
-                        name: name.clone(),
-                    };
-                    // A member without its file (evicted or collected a moment ago, or a
-                    // write that failed) would make the answer partial.
-                    match cache.get(&key) {
+                for m in &v.members {
+                    match member(m) {
                         Some(b) => push(b),
                         None => return Listed::Stale,
                     }
@@ -248,6 +250,12 @@ impl Local {
                 // A list the cloud answered empty is cached empty, and answered so.
                 return Listed::Items(items, rv);
             }
+            let (Ok(labels), Ok(fields)) = (
+                LabelSelector::parse(&t.view.label_selector),
+                FieldSelector::parse(&t.view.field_selector),
+            ) else {
+                return Listed::NotCached;
+            };
             // A cache adopted from upstream YurtHub holds, per type, what upstream had cached
             // under whatever selectors it listed: its lists are answered from that, with their
             // own selectors, as upstream would have answered them (empty ones too).
@@ -262,28 +270,13 @@ impl Local {
                 // Upstream answered a namespace's list only if it had its directory, and
                 // PartialObjectMetadata carries no fields but metadata to select on.
                 let ns = &t.view.namespace;
-                let (Ok(labels), Ok(fields)) = (
-                    LabelSelector::parse(&t.view.label_selector),
-                    FieldSelector::parse(&t.view.field_selector),
-                ) else {
-                    return Listed::NotCached;
-                };
                 if (!ns.is_empty() && !v.adopted_namespaces.contains(ns))
                     || (t.metadata_only && fields.fields().any(|f| !f.starts_with("metadata.")))
                 {
                     return Listed::NotCached;
                 }
-                for (ns, name) in &v.members {
-                    if !t.view.namespace.is_empty() && *ns != t.view.namespace {
-                        continue;
-                    }
-                    let key = ObjectKey {
-                        component: t.component.clone(),
-                        resource: t.resource.clone(),
-                        namespace: ns.clone(),
-                        name: name.clone(),
-                    };
-                    let Some(bytes) = cache.get(&key) else {
+                for m in v.members.iter().filter(|m| ns.is_empty() || m.0 == *ns) {
+                    let Some(bytes) = member(m) else {
                         return Listed::Stale;
                     };
                     match serde_json::from_slice::<Value>(&bytes) {
@@ -301,12 +294,6 @@ impl Local {
             if cache.any_withheld(&t.component, &t.resource) {
                 return Listed::NotCached;
             }
-            let (Ok(labels), Ok(fields)) = (
-                LabelSelector::parse(&t.view.label_selector),
-                FieldSelector::parse(&t.view.field_selector),
-            ) else {
-                return Listed::NotCached;
-            };
             let ns = (!t.view.namespace.is_empty()).then_some(t.view.namespace.as_str());
             let Ok(all) = cache.store().list(&t.component, &t.resource, ns) else {
                 return Listed::NotCached;

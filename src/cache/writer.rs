@@ -600,17 +600,7 @@ impl Writer {
         if !self.with_existing(&id, |v| v.adopted).unwrap_or(false) {
             return;
         }
-        let adopted = {
-            let mut views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
-            views
-                .get_mut(&(id.component.clone(), id.resource.clone()))
-                .and_then(|m| m.remove(&id.id))
-                .unwrap_or_default()
-        };
-        self.dirty.remove(&id);
-        if let Err(e) = self.store.remove_file(&id.rel_path()) {
-            self.error("view delete", &e);
-        }
+        let adopted = self.remove_view(&id).unwrap_or_default();
         let mut removed = 0;
         if let (Ok(labels), Ok(fields)) = (
             LabelSelector::parse(&t.view.label_selector),
@@ -687,7 +677,8 @@ impl Writer {
         }
     }
 
-    fn drop_lru_view(&mut self, id: &ViewId) {
+    /// Removes a view whole, from memory and disk; what it held.
+    fn remove_view(&mut self, id: &ViewId) -> Option<ViewSnapshot> {
         let removed = {
             let mut views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
             views
@@ -699,6 +690,11 @@ impl Writer {
         if let Err(e) = self.store.remove_file(&id.rel_path()) {
             self.error("view delete", &e);
         }
+        removed
+    }
+
+    fn drop_lru_view(&mut self, id: &ViewId) {
+        let removed = self.remove_view(id);
         self.shared
             .stats
             .views_dropped
