@@ -12,6 +12,7 @@ pub mod adopt;
 mod evict;
 mod handle;
 pub(crate) mod object;
+pub mod owners;
 pub mod seal;
 pub mod store;
 mod target;

@@ -16,6 +16,7 @@ use smol::io::AsyncWriteExt;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use crate::cache::owners::Owner;
 use crate::cache::tokens::Tokens;
 use crate::cache::{self, Agents, Cache, NotCached, Shape, Target};
 use crate::filter::Filters;
@@ -135,13 +136,42 @@ fn bearer_token(head: &RequestHead) -> Option<&str> {
     (v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ")).then(|| v[7..].trim())
 }
 
+/// Whose cache a request is answered from and filled into ([`cache::owners`]).
+fn owner_of(head: &RequestHead, id: Identity) -> Owner {
+    match (id, bearer_token(head)) {
+        (Identity::Bearer, Some(token)) => Owner::of_token(token),
+        _ => Owner::Node,
+    }
+}
+
 impl Edge {
-    /// Whether a request may be answered from the cache: the node's own, or one whose token
-    /// the cloud accepted before (the hub cannot ask it now).
-    fn may_answer(&self, head: &RequestHead, id: Identity) -> bool {
-        id == Identity::Node
+    /// Whether a request may be answered from the cache (the hub cannot ask the cloud
+    /// now): the node's own, or one whose token the cloud accepted before; a read only from
+    /// what was cached for the same identity.
+    fn may_answer(
+        &self,
+        head: &RequestHead,
+        id: Identity,
+        verb: &str,
+        target: &Result<Target, NotCached>,
+    ) -> Result<(), Refusal> {
+        let known = id == Identity::Node
             || bearer_token(head)
-                .is_some_and(|t| self.tokens.accepted(t, crate::kube::time::now_secs()))
+                .is_some_and(|t| self.tokens.accepted(t, crate::kube::time::now_secs()));
+        if !known {
+            return Err(Refusal::TokenUnknownOffline);
+        }
+        match target {
+            // Creates are not answered from the cache (offline they are the node's only).
+            Ok(t) if verb != "create" => {
+                if self.cache.may_read(&t.component, &t.owner) {
+                    Ok(())
+                } else {
+                    Err(Refusal::CacheOfAnother(t.component.clone()))
+                }
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Remembers that the cloud accepted the request's token (it answered, and not 401).
@@ -330,6 +360,7 @@ impl Proxy {
                 &agents,
                 &query,
                 head.headers.get_str("accept"),
+                owner_of(&head, id),
             )
         });
 
@@ -353,9 +384,9 @@ impl Proxy {
             let _ = conn.writer.flush().await;
         }
         if let (Route::Local, Some(edge), Some(target)) = (&route, &self.edge, &target) {
-            if !edge.may_answer(&head, id) {
-                ctx.log(401, "token unknown offline");
-                return refuse(conn, &Refusal::TokenUnknownOffline, reusable).await;
+            if let Err(r) = edge.may_answer(&head, id, &ctx.info.verb, target) {
+                ctx.log(r.code(), "not answered offline");
+                return refuse(conn, &r, reusable).await;
             }
             if facts.kubelet_lease {
                 edge.health.kubelet_lease_seen();
@@ -496,7 +527,9 @@ impl Proxy {
                 if let (Some(edge), Some(Ok(t))) = (&self.edge, &target) {
                     // A cacheable read still gets an answer when the transport fails.
                     if matches!(ctx.info.verb.as_str(), "get" | "list")
-                        && edge.may_answer(&head, id)
+                        && edge
+                            .may_answer(&head, id, &ctx.info.verb, &Ok(t.clone()))
+                            .is_ok()
                     {
                         ctx.log(0, "transport error: answered locally");
                         return edge
@@ -575,6 +608,10 @@ impl Proxy {
                 .then(|| Tee::raw(&edge.cache, file, gzip));
         }
         let t = target?.as_ref().ok()?.clone();
+        // The cloud answered this identity: its answers are cached if the component is its.
+        if !edge.cache.claim(&t.component, &t.owner) {
+            return None;
+        }
         Some(match t.shape {
             Shape::Watch { .. } => Tee::watch(&edge.cache, t, gzip),
             _ => Tee::body(&edge.cache, t, gzip),

@@ -10,6 +10,7 @@ use testapi::{Cluster, Hub};
 
 const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
 const KUBELET: &str = "kubelet/v1.32.0 (linux/arm64) kubernetes/70d3cc9";
+const PROXY: &str = "kube-proxy/v1.32.0 (linux/arm64) kubernetes/70d3cc9";
 
 fn metrics(hub: &Hub) -> String {
     let r = get(hub.admin_addr, "/metrics", "curl/8");
@@ -448,4 +449,198 @@ fn offline_only_tokens_the_cloud_accepted_read_the_cache_also_after_a_restart() 
             .text()
             .contains("only tokens the cloud accepted before"));
     }
+}
+
+#[test]
+fn offline_each_identity_reads_only_what_was_cached_for_it() {
+    let c = Cluster::new();
+    c.api.create(
+        "/api/v1/namespaces/default/secrets",
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "web-secret", "namespace": "default"}, "data": {"k": "djE="}}),
+    );
+    let coredns = c.api.add_service_account_token("kube-system", "coredns", 1);
+    let coredns_renewed = c.api.add_service_account_token("kube-system", "coredns", 2);
+    let app = c.api.add_service_account_token("default", "app", 1);
+    let args = ["--heartbeat-interval-seconds=1", "--filter-sync-timeout=1s"];
+    let mut hub = c.start_hub(BIN, &args);
+    let with_token = |hub: &Hub, path: &str, ua: &str, token: &str| {
+        let mut s = Session::new(tls_connect_anonymous(hub.secure_addr(), &c.pki.ca_pem).unwrap());
+        let auth = format!("Bearer {token}");
+        s.request(
+            "GET",
+            path,
+            &[("User-Agent", ua), ("Authorization", &auth)],
+            b"",
+        )
+        .unwrap()
+    };
+    let secrets = "/api/v1/namespaces/default/secrets";
+    let services = "/api/v1/services";
+    // Online: kubelet (the node) lists Secrets, coredns (its service account) Services; a
+    // pod names itself kubelet, then coredns, and the cloud answers it too.
+    assert_eq!(get(hub.proxy_addr, secrets, KUBELET).status, 200);
+    assert_eq!(
+        with_token(&hub, services, "coredns/v1.11", &coredns).status,
+        200
+    );
+    // coredns's renewed token is seen online once (on another request).
+    let endpoints = "/apis/discovery.k8s.io/v1/endpointslices";
+    assert_eq!(
+        with_token(&hub, endpoints, "coredns/v1.11", &coredns_renewed).status,
+        200
+    );
+    assert_eq!(with_token(&hub, secrets, KUBELET, &app).status, 200);
+    assert_eq!(
+        with_token(&hub, services, "coredns/v1.11", &app).status,
+        200
+    );
+    let views = c.cache.path().join("_internal/views");
+    let owners = c.cache.path().join("_internal/owners.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(views.join("kubelet/secrets.v1.core").is_dir()
+        && views.join("coredns/services.v1.core").is_dir()
+        && std::fs::read_to_string(&owners).is_ok_and(|o| o.contains("coredns")))
+    {
+        assert!(std::time::Instant::now() < deadline, "not cached");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let recorded = std::fs::read_to_string(&owners).unwrap();
+    assert!(
+        recorded.contains("system:serviceaccount:kube-system:coredns")
+            && !recorded.contains("default:app"),
+        "{recorded}"
+    );
+    hub.wait_for_log(
+        "coredns is cached for system:serviceaccount:kube-system:coredns",
+        Duration::from_secs(5),
+    );
+    for restart in [false, true] {
+        if restart {
+            hub.stop();
+            hub = c.start_hub(BIN, &args);
+        } else {
+            c.api.set_fault(testapi::Fault::Refuse);
+        }
+        hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
+        // The node reads kubelet's Secrets; a pod's accepted token with kubelet's name does not.
+        let node = get(hub.proxy_addr, secrets, KUBELET);
+        assert_eq!(node.status, 200, "{}", node.text());
+        assert!(node.text().contains("web-secret"));
+        let pod = with_token(&hub, secrets, KUBELET, &app);
+        assert_eq!(pod.status, 403, "{}", pod.text());
+        assert!(!pod.text().contains("web-secret"));
+        assert!(pod
+            .text()
+            .contains("read only by the identity it was cached for"));
+        let one = with_token(
+            &hub,
+            "/api/v1/namespaces/default/secrets/web-secret",
+            KUBELET,
+            &app,
+        );
+        assert_eq!(one.status, 403, "{}", one.text());
+        // coredns's Services: to coredns's account, with any of its tokens; not to the pod's
+        // nor to the node.
+        for token in [&coredns, &coredns_renewed] {
+            let r = with_token(&hub, services, "coredns/v1.11", token);
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        assert_eq!(
+            with_token(&hub, services, "coredns/v1.11", &app).status,
+            403
+        );
+        assert_eq!(get(hub.proxy_addr, services, "coredns/v1.11").status, 403);
+    }
+}
+
+#[test]
+fn the_node_takes_over_a_component_a_pod_named_first_and_what_the_pod_cached_goes() {
+    let c = Cluster::new();
+    c.api.create(
+        "/api/v1/namespaces/default/secrets",
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "app-secret", "namespace": "default"}}),
+    );
+    let app = c.api.add_service_account_token("default", "app", 1);
+    let hub = c.start_hub(
+        BIN,
+        &["--heartbeat-interval-seconds=1", "--filter-sync-timeout=1s"],
+    );
+    // A pod is the first to call itself kube-proxy (a fresh node: kube-proxy not started
+    // yet; kubelet's name the hub claims for the node at once, renewing its lease).
+    let mut s = Session::new(tls_connect_anonymous(hub.secure_addr(), &c.pki.ca_pem).unwrap());
+    let auth = format!("Bearer {app}");
+    let squat = s
+        .request(
+            "GET",
+            "/api/v1/namespaces/default/secrets",
+            &[("User-Agent", PROXY), ("Authorization", &auth)],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(squat.status, 200);
+    let squatted = c
+        .cache
+        .path()
+        .join("kube-proxy/secrets.v1.core/default/app-secret");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !squatted.is_file() {
+        assert!(std::time::Instant::now() < deadline, "not cached");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // kube-proxy comes: its own requests are cached, and what the pod cached is gone.
+    assert_eq!(get(hub.proxy_addr, "/api/v1/services", PROXY).status, 200);
+    hub.wait_for_log(
+        "kube-proxy: 1 lists and 1 objects cached for another identity removed",
+        Duration::from_secs(10),
+    );
+    assert!(!squatted.exists());
+    assert!(!c
+        .cache
+        .path()
+        .join("_internal/views/kube-proxy/secrets.v1.core")
+        .read_dir()
+        .is_ok_and(|mut d| d.next().is_some()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !c
+        .cache
+        .path()
+        .join("_internal/views/kube-proxy/services.v1.core")
+        .is_dir()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kube-proxy's list not cached"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.api.set_fault(testapi::Fault::Refuse);
+    hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
+    let again = s.request(
+        "GET",
+        "/api/v1/namespaces/default/secrets",
+        &[("User-Agent", PROXY), ("Authorization", &auth)],
+        b"",
+    );
+    let again = match again {
+        Ok(r) => r,
+        Err(_) => {
+            let mut s2 =
+                Session::new(tls_connect_anonymous(hub.secure_addr(), &c.pki.ca_pem).unwrap());
+            s2.request(
+                "GET",
+                "/api/v1/namespaces/default/secrets",
+                &[("User-Agent", PROXY), ("Authorization", &auth)],
+                b"",
+            )
+            .unwrap()
+        }
+    };
+    assert_eq!(again.status, 403, "{}", again.text());
+    assert_eq!(
+        get(hub.proxy_addr, "/api/v1/namespaces/default/secrets", PROXY).status,
+        404,
+        "the node never listed them: not cached for it"
+    );
 }

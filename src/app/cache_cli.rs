@@ -457,6 +457,7 @@ fn why(opts: &Opts, url: &str, out: &mut dyn Write) -> Result<i32, CliError> {
         &agents,
         &query,
         opts.accept.as_deref(),
+        crate::cache::owners::Owner::Node,
     );
     let mut report = json!({
         "request": format!("{} {target}", opts.method),

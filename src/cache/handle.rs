@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
+use super::owners::{Claim, Owner, Owners};
 use super::seal::Sealer;
 use super::store::{ObjectKey, Recovery, Store, StoreError};
 use super::views::{self, ByType, ViewId, ViewSnapshot};
@@ -20,6 +21,10 @@ const QUEUE_JOBS: usize = 4096;
 /// when nothing else waits, so a list up to `--max-cached-list-bytes` is still cached):
 /// a flood of large watch events must not pile up in memory.
 const QUEUE_BYTES: u64 = 8 << 20;
+
+/// Answers not cached because another identity owns the component, logged once a minute.
+static NOT_OWNER: crate::log_repeats::Repeats =
+    crate::log_repeats::Repeats::new(std::time::Duration::from_secs(60));
 
 /// Counters for metrics and tests.
 #[derive(Debug, Default)]
@@ -78,6 +83,10 @@ pub(super) struct Shared {
     pub(super) queued_bytes: AtomicU64,
     max_queue_bytes: u64,
     pub(super) stats: CacheStats,
+    /// Whose each component's cache is.
+    pub(super) owners: Owners,
+    /// Components the node took over whose [`Job::DropComponent`] could not be queued.
+    pub(super) taken_over: Mutex<HashSet<String>>,
 }
 
 impl Job {
@@ -121,6 +130,8 @@ pub(super) enum Job {
         body: Vec<u8>,
     },
     Forget(ObjectKey, Option<u64>),
+    /// Remove everything cached for this component (the node took it over).
+    DropComponent(String),
     /// A list answer too large to cache was seen for this view.
     TooLarge(Target),
     /// Drop this view as an eviction would (tests).
@@ -169,6 +180,8 @@ impl Cache {
                 n => n,
             },
             stats: CacheStats::default(),
+            owners: Owners::open(root, &store.components()),
+            taken_over: Mutex::default(),
         });
         shared
             .stats
@@ -292,9 +305,58 @@ impl Cache {
         }
     }
 
+    /// Whether `owner`'s answers for `component` are to be cached ([`super::owners`]): yes
+    /// for the component's owner, or the first to claim it, or the node, which takes it over
+    /// (what another identity cached there is removed).
+    pub fn claim(&self, component: &str, owner: &Owner) -> bool {
+        match self.shared.owners.claim(component, owner) {
+            Claim::Holds => true,
+            Claim::Claimed => {
+                log::info!("cache: {component} is cached for {owner}, and offline read by it only");
+                true
+            }
+            Claim::TakenOver(before) => {
+                log::warn!(
+                    "cache: {component} was cached for {before}; the node's own requests take it over: what was cached for {before} is removed"
+                );
+                let agent = component.split('/').next().unwrap_or(component).to_string();
+                // Never lost to a full queue: the writer also takes it from the side.
+                if let Err(
+                    TrySendError::Full(Job::DropComponent(agent))
+                    | TrySendError::Disconnected(Job::DropComponent(agent)),
+                ) = self.tx.try_send(Job::DropComponent(agent))
+                {
+                    self.shared
+                        .taken_over
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(agent);
+                }
+                true
+            }
+            Claim::HeldBy(holder) => {
+                let what = format!("{component} {owner}");
+                if let Some(more) = NOT_OWNER.allow(&what) {
+                    log::info!(
+                        "cache: {component} is cached for {holder}: requests of {owner} with that User-Agent are relayed, not cached{more}"
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    /// Whether `reader` may be answered from `component`'s cache ([`super::owners`]).
+    pub fn may_read(&self, component: &str, reader: &Owner) -> bool {
+        self.shared.owners.may_read(component, reader)
+    }
+
     /// Stores an object under `component`/`resource` at its own namespace and name (the
-    /// renewed Lease as kubelet's, an offline-created Event).
+    /// renewed Lease as kubelet's, an offline-created Event): the node's, always.
     pub fn put(&self, component: &str, resource: &str, body: Vec<u8>) {
+        if !self.claim(component, &Owner::Node) {
+            return;
+        }
         self.submit(
             Job::Put {
                 component: component.into(),

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use super::owners::Owner;
 use super::store::{self, ObjectKey};
 use crate::kube::{FieldSelector, LabelSelector, RequestInfo};
 
@@ -155,6 +156,8 @@ pub struct Target {
     pub shape: Shape,
     /// The answers are PartialObjectMetadata, kept in their own tree.
     pub metadata_only: bool,
+    /// Who the answers are for ([`super::owners`]): only its owner's are cached.
+    pub owner: Owner,
 }
 
 impl Target {
@@ -260,6 +263,7 @@ pub fn target(
     agents: &Agents,
     query: &crate::http::url::Query,
     accept: Option<&str>,
+    owner: Owner,
 ) -> Result<Target, NotCached> {
     let component = component.ok_or(NotCached::NoUserAgent)?;
     if !agents.allows(component) {
@@ -324,6 +328,7 @@ pub fn target(
         name: ri.name.clone(),
         view,
         shape,
+        owner,
     })
 }
 
@@ -341,6 +346,7 @@ mod tests {
             agents,
             &q,
             None,
+            Owner::Node,
         )
     }
 
@@ -402,7 +408,15 @@ mod tests {
         let ri = RequestInfo::classify("GET", "/api/v1/pods").unwrap();
         let meta =
             "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
-        let m = target(&ri, Some("kubelet"), &a, &Query::default(), Some(meta)).unwrap();
+        let m = target(
+            &ri,
+            Some("kubelet"),
+            &a,
+            &Query::default(),
+            Some(meta),
+            Owner::Node,
+        )
+        .unwrap();
         assert_eq!(m.component, "kubelet/partialobjectmetadatas.v1.meta.k8s.io");
         assert!(!wants_metadata(Some(
             "application/json;as=Table;g=meta.k8s.io;v=v1"

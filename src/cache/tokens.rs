@@ -46,8 +46,8 @@ fn digest(token: &str) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The `exp` of a JWT (`header.payload.signature`, base64url), if `token` is one.
-fn jwt_expiry(token: &str) -> Option<u64> {
+/// The claims of a JWT (`header.payload.signature`, base64url), if `token` is one.
+fn jwt_claims(token: &str) -> Option<serde_json::Value> {
     let mut parts = token.split('.');
     let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
@@ -56,7 +56,22 @@ fn jwt_expiry(token: &str) -> Option<u64> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["exp"].as_u64()
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The `exp` of a JWT, if `token` is one.
+fn jwt_expiry(token: &str) -> Option<u64> {
+    jwt_claims(token)?["exp"].as_u64()
+}
+
+/// Who `token` stands for: a JWT's `sub` (`system:serviceaccount:<ns>:<name>` for a service
+/// account), else `token:` and the start of its digest. Only meaningful for a token the
+/// cloud accepted: the hub checks no signature, the cloud did.
+pub fn subject(token: &str) -> String {
+    match jwt_claims(token).as_ref().and_then(|c| c["sub"].as_str()) {
+        Some(sub) => sub.to_string(),
+        None => format!("token:{}", &digest(token)[..16]),
+    }
 }
 
 impl Tokens {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use super::evict::{candidates, Candidate, Protected};
 use super::handle::{Job, Shared};
 use super::object::{self, parse_event, parse_list, Event, Object};
+use super::owners::Owner;
 use super::store::{ObjectKey, Store, StoreError};
 use super::views::{ViewId, ViewSnapshot};
 use super::{Shape, Target, ViewKey};
@@ -151,6 +152,29 @@ impl Writer {
         for s in ended {
             self.streams.remove(&s);
         }
+        let taken_over: Vec<String> = self
+            .shared
+            .taken_over
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        for c in taken_over {
+            self.drop_component(&c);
+        }
+        // Answers queued for an identity that no longer owns the component are not kept.
+        let owner_ok =
+            |component: &str, owner: &Owner| self.shared.owners.may_cache(component, owner);
+        let current = match &job {
+            Job::Response { target, .. } | Job::Event { target, .. } | Job::TooLarge(target) => {
+                owner_ok(&target.component, &target.owner)
+            }
+            Job::Put { component, .. } => owner_ok(component, &Owner::Node),
+            _ => true,
+        };
+        if !current {
+            return;
+        }
         match job {
             Job::Response { target, body, seq } => self.response(&target, &body, seq),
             Job::Event {
@@ -189,6 +213,7 @@ impl Writer {
                     self.shared.stats.collected.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            Job::DropComponent(c) => self.drop_component(&c),
             Job::TooLarge(t) => {
                 // The objects stay (other views may hold them; nothing says they are gone);
                 // the view no longer claims to know the list.
@@ -693,6 +718,60 @@ impl Writer {
         removed
     }
 
+    /// Removes everything cached for `component` (its views, its objects, its metadata
+    /// tree), in the queue's order: answers applied before are removed with it, and those
+    /// after are for its new owner.
+    fn drop_component(&mut self, component: &str) {
+        let inside = |c: &str| {
+            c == component
+                || c.strip_prefix(component)
+                    .is_some_and(|r| r.starts_with('/'))
+        };
+        let ids: Vec<ViewId> = {
+            let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+            views
+                .iter()
+                .filter(|((c, _), _)| inside(c))
+                .flat_map(|((c, r), m)| {
+                    m.keys().map(|id| ViewId {
+                        component: c.clone(),
+                        resource: r.clone(),
+                        id: id.clone(),
+                    })
+                })
+                .collect()
+        };
+        for id in &ids {
+            self.remove_view(id);
+            self.pages.remove(id);
+            self.evicted_floor.remove(id);
+        }
+        self.shared
+            .stale
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| !inside(&id.component));
+        let mut files = Vec::new();
+        super::store::files_below(&self.store.root().join(component), &mut files);
+        let mut removed = 0usize;
+        for f in &files {
+            let Ok(rel) = f.strip_prefix(self.store.root()) else {
+                continue;
+            };
+            match self.store.remove_file(rel) {
+                Ok(_) => removed += 1,
+                Err(e) => self.error("delete", &e),
+            }
+        }
+        self.rvs.retain(|k, _| !inside(&k.component));
+        self.tombstones.retain(|k, _| !inside(&k.component));
+        self.tombstone_order.retain(|k| !inside(&k.component));
+        log::info!(
+            "cache: {component}: {} lists and {removed} objects cached for another identity removed",
+            ids.len()
+        );
+    }
+
     fn drop_lru_view(&mut self, id: &ViewId) {
         let removed = self.remove_view(id);
         self.shared
@@ -955,6 +1034,7 @@ mod tests {
 
     fn target(shape: Shape, label: &str, field: &str) -> Target {
         Target {
+            owner: Owner::Node,
             component: "kubelet".into(),
             resource: "pods.v1.core".into(),
             namespace: "default".into(),

@@ -85,6 +85,9 @@ pub enum Refusal {
     BadTokenRequest(String),
     /// Offline: a bearer token the cloud never accepted, or one expired since.
     TokenUnknownOffline,
+    /// Offline: the component's cache was filled for another identity (the node, or another
+    /// token's subject) than the request's.
+    CacheOfAnother(String),
     /// Offline: a create from another identity than the node's waits for the cloud.
     CreateOffline(String),
     /// Offline: an Event larger than the hub stores.
@@ -108,7 +111,7 @@ impl Refusal {
             | Self::BadTokenRequest(_)
             | Self::UpgradeWithBody => 400,
             Self::Unauthorized | Self::TokenUnknownOffline => 401,
-            Self::DeleteOffline { .. } | Self::CreateOffline(_) => 403,
+            Self::DeleteOffline { .. } | Self::CreateOffline(_) | Self::CacheOfAnother(_) => 403,
             Self::EventTooLargeOffline => 413,
             Self::NotCached(_)
             | Self::ListTooLarge(_)
@@ -205,6 +208,10 @@ impl fmt::Display for Refusal {
             Self::TokenUnknownOffline => write!(
                 f,
                 "Unauthorized: the cloud is unreachable, and offline the hub honours only tokens the cloud accepted before, until they expire"
+            ),
+            Self::CacheOfAnother(component) => write!(
+                f,
+                "the cloud is unreachable: offline, what was cached for {component} is read only by the identity it was cached for"
             ),
             Self::CreateOffline(resource) => write!(
                 f,

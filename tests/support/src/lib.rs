@@ -244,6 +244,22 @@ impl ApiServer {
         );
     }
 
+    /// A service account token shaped as the apiserver issues them (a JWT whose `sub` is
+    /// `system:serviceaccount:<namespace>:<name>`, expiring in 2100; `n` tells apart tokens
+    /// of one account), made to authenticate as that account.
+    pub fn add_service_account_token(&self, namespace: &str, name: &str, n: u32) -> String {
+        use base64::Engine;
+        let b = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let sub = format!("system:serviceaccount:{namespace}:{name}");
+        let token = format!(
+            "{}.{}.signature{n}",
+            b(r#"{"alg":"RS256","kid":"test"}"#.to_string()),
+            b(format!(r#"{{"sub":"{sub}","exp":4102444800,"jti":"{n}"}}"#))
+        );
+        self.add_token(&token, &sub, &["system:serviceaccounts"]);
+        token
+    }
+
     /// Sets (or clears, with [`Fault::None`]) a misbehaviour. [`Fault::Refuse`] returns once
     /// the port is closed, with every open connection shut as a dead server's would be.
     pub fn set_fault(&self, fault: Fault) {
