@@ -384,14 +384,17 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         filters.set_bound_port(a.port());
     }
     // The hub reads what it needs through its own proxy, so it is cached like the rest.
-    let own = SocketAddr::new(
-        if config.bind_proxy_address.is_unspecified() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            config.bind_proxy_address
-        },
-        proxy_addr.port(),
-    );
+    let own = crate::informer::Source {
+        proxy: SocketAddr::new(
+            if config.bind_proxy_address.is_unspecified() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                config.bind_proxy_address
+            },
+            proxy_addr.port(),
+        ),
+        min_watch_timeout: config.informer_min_watch_timeout,
+    };
     if let Some(t) = topology {
         runtime::spawn(t.run(own)).detach();
     }

@@ -1,7 +1,8 @@
 //! List-then-watch of one collection through the hub's own proxy, with the hub's User-Agent,
 //! so the hub's own reads are cached and keep working offline (reference §13.2 item 13).
-//! A small informer: the handler sees the listed items, then each watch event; after a
-//! failure or an expired resourceVersion it lists again.
+//! A small informer: the handler sees the listed items, then each watch event; it lists
+//! once and re-watches from the last resourceVersion it saw (bookmarks keep that fresh),
+//! and lists again only when the apiserver answers 410 Gone.
 
 use async_io::{Async, Timer};
 use serde_json::Value;
@@ -46,22 +47,38 @@ impl std::fmt::Display for RoundError {
 /// The largest list (and watch event) an informer reads.
 const MAX_LIST: usize = 16 * 1024 * 1024;
 
+/// Where the hub's informers read, and how long their watches run.
+#[derive(Clone, Copy, Debug)]
+pub struct Source {
+    /// The hub's own plain proxy.
+    pub proxy: SocketAddr,
+    /// Each watch asks for a random `timeoutSeconds` in [t, 2t) (client-go's reflector and
+    /// upstream YurtHub: 5 to 10 minutes), then re-watches from where it was.
+    pub min_watch_timeout: Duration,
+}
+
 /// One collection, e.g. `/api/v1/services` or a path with a field selector.
 pub struct Informer {
-    proxy: SocketAddr,
+    source: Source,
     path: String,
     what: &'static str,
 }
 
 impl Informer {
-    /// Lists and watches `path` (which may carry a query) through the proxy at `proxy`;
-    /// `what` names it in the log.
-    pub fn new(proxy: SocketAddr, path: impl Into<String>, what: &'static str) -> Self {
+    /// Lists and watches `path` (which may carry a query) through `source`; `what` names it
+    /// in the log.
+    pub fn new(source: Source, path: impl Into<String>, what: &'static str) -> Self {
         Self {
-            proxy,
+            source,
             path: path.into(),
             what,
         }
+    }
+
+    /// The path with `query` added.
+    fn with_query(&self, query: &str) -> String {
+        let sep = if self.path.contains('?') { '&' } else { '?' };
+        format!("{}{sep}{query}", self.path)
     }
 
     async fn request(
@@ -69,9 +86,11 @@ impl Informer {
         target: &str,
     ) -> Result<(u16, Reader<Async<TcpStream>>, BodyReader), RoundError> {
         let io = |e: std::io::Error| RoundError::Io(e.to_string());
-        let mut stream = Async::<TcpStream>::connect(self.proxy).await.map_err(io)?;
+        let mut stream = Async::<TcpStream>::connect(self.source.proxy)
+            .await
+            .map_err(io)?;
         let mut head = RequestHead::new("GET", target);
-        head.headers.push("Host", self.proxy.to_string());
+        head.headers.push("Host", self.source.proxy.to_string());
         head.headers.push("User-Agent", crate::kube::HUB_USER_AGENT);
         head.headers.push("Accept", "application/json");
         let mut out = Vec::new();
@@ -87,9 +106,11 @@ impl Informer {
         Ok((resp.status, reader, BodyReader::new(framing)))
     }
 
-    /// One list, then one watch until it ends.
-    async fn round(&self, handler: &dyn Handler) -> Result<(), RoundError> {
-        let (status, mut reader, mut body) = self.request(&self.path).await?;
+    /// Lists the collection (from the apiserver's watch cache: `resourceVersion=0`, not a
+    /// quorum read of etcd); its resourceVersion.
+    async fn list(&self, handler: &dyn Handler) -> Result<String, RoundError> {
+        let (status, mut reader, mut body) =
+            self.request(&self.with_query("resourceVersion=0")).await?;
         let mut bytes = Vec::new();
         while body
             .read(&mut reader, &mut bytes)
@@ -110,19 +131,44 @@ impl Informer {
             s => return Err(RoundError::Status(s)),
         };
         handler.replace(list["items"].as_array().map_or(&[][..], Vec::as_slice));
-        let rv = list["metadata"]["resourceVersion"]
+        Ok(list["metadata"]["resourceVersion"]
             .as_str()
             .unwrap_or("0")
-            .to_string();
-        let sep = if self.path.contains('?') { '&' } else { '?' };
-        let (status, mut reader, mut body) = self
-            .request(&format!(
-                "{}{sep}watch=true&resourceVersion={rv}&timeoutSeconds=300",
-                self.path
-            ))
-            .await?;
-        if status != 200 {
-            return Err(RoundError::Status(status));
+            .to_string())
+    }
+
+    /// One watch from `rv` until it ends; `rv` follows every event and bookmark, so the next
+    /// watch starts where this one stopped. A watch that outlives its own `timeoutSeconds`
+    /// by far sits on a dead link (a NAT that forgot it, silently): it is given up.
+    async fn watch(&self, handler: &dyn Handler, rv: &mut String) -> Result<(), RoundError> {
+        let timeout = crate::kube::time::watch_timeout(self.source.min_watch_timeout);
+        let deadline = timeout + timeout / 10 + Duration::from_secs(5);
+        let target = self.with_query(&format!(
+            "watch=true&allowWatchBookmarks=true&resourceVersion={rv}&timeoutSeconds={}",
+            timeout.as_secs().max(1)
+        ));
+        let watched = self.watch_until_end(handler, rv, &target);
+        smol::future::or(watched, async {
+            Timer::after(deadline).await;
+            Err(RoundError::Io(format!(
+                "no end {}s past its timeout: the link is dead",
+                (deadline - timeout).as_secs()
+            )))
+        })
+        .await
+    }
+
+    async fn watch_until_end(
+        &self,
+        handler: &dyn Handler,
+        rv: &mut String,
+        target: &str,
+    ) -> Result<(), RoundError> {
+        let (status, mut reader, mut body) = self.request(target).await?;
+        match status {
+            200 => {}
+            410 => return Err(RoundError::Gone),
+            s => return Err(RoundError::Status(s)),
         }
         let mut piece = Vec::new();
         let mut lines = Lines::new(MAX_LIST);
@@ -135,47 +181,69 @@ impl Informer {
             if n == 0 {
                 return Ok(());
             }
-            // An ERROR event ends the round; what follows it is not applied.
-            let mut gone = false;
+            // An ERROR event ends the watch; what follows it is not applied.
+            let mut error = None;
             lines
                 .push(&piece, |line| {
-                    if gone {
+                    if error.is_some() {
                         return;
                     }
                     let Ok(ev) = serde_json::from_slice::<Value>(line) else {
                         return;
                     };
+                    let obj = &ev["object"];
                     match ev["type"].as_str() {
-                        Some("ADDED" | "MODIFIED") => handler.upsert(&ev["object"]),
-                        Some("DELETED") => handler.delete(&ev["object"]),
-                        Some("ERROR") => gone = true,
+                        Some("ADDED" | "MODIFIED") => handler.upsert(obj),
+                        Some("DELETED") => handler.delete(obj),
+                        Some("ERROR") => {
+                            error = Some(obj["code"].as_u64().unwrap_or(0));
+                            return;
+                        }
                         _ => {}
+                    }
+                    if let Some(v) = obj["metadata"]["resourceVersion"].as_str() {
+                        *rv = v.to_string();
                     }
                 })
                 .map_err(|e| RoundError::Io(e.to_string()))?;
-            if gone {
-                return Err(RoundError::Gone);
+            match error {
+                Some(410) => return Err(RoundError::Gone),
+                Some(code) => return Err(RoundError::Status(code as u16)),
+                None => {}
             }
         }
     }
 
-    /// Lists and watches forever, backing off after failures.
+    /// Lists once, then watches forever from the last resourceVersion seen, as client-go's
+    /// reflector does: a list again only when the apiserver no longer has that version
+    /// (410 Gone), or when no list has succeeded yet; backs off after failures.
     pub async fn run(self, handler: impl Handler) {
         let mut backoff = Duration::from_millis(200);
+        let mut rv: Option<String> = None;
         loop {
             let started = std::time::Instant::now();
-            match self.round(&handler).await {
-                // A watch that ran a while ended normally; one that ended at once is a
-                // failure in disguise and must not turn into a tight relist loop.
-                Ok(()) if started.elapsed() >= Duration::from_secs(5) => {
-                    backoff = Duration::from_millis(200)
-                }
-                Ok(()) => {
+            let result = match &mut rv {
+                None => self.list(&handler).await.map(|v| rv = Some(v)),
+                Some(v) => self.watch(&handler, v).await,
+            };
+            match result {
+                Ok(()) if rv.is_some() && started.elapsed() < Duration::from_secs(1) => {
+                    // A watch that ends at once (an offline answer, or a server closing it
+                    // at once) must not become a tight loop.
                     Timer::after(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
+                Ok(()) => backoff = Duration::from_millis(200),
                 Err(e) => {
-                    log::debug!("{} watch ended: {e}; retrying in {backoff:?}", self.what);
+                    if matches!(e, RoundError::Gone) {
+                        log::info!(
+                            "{} watch: resource version expired; listing again",
+                            self.what
+                        );
+                        rv = None;
+                    } else {
+                        log::debug!("{} watch ended: {e}; retrying in {backoff:?}", self.what);
+                    }
                     Timer::after(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 use smol::io::AsyncWriteExt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::cache::{self, Cache, NotCached, ObjectKey, Shape, Target, ViewKey};
 use crate::health::Health;
@@ -118,15 +118,6 @@ impl EventBudget {
         *n += 1;
         *n <= OFFLINE_EVENTS_PER_HOUR
     }
-}
-
-fn random_between(lo: Duration, hi: Duration) -> Duration {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0) as u64;
-    let span = hi.saturating_sub(lo).as_millis().max(1) as u64;
-    lo + Duration::from_millis(nanos % span)
 }
 
 async fn json_response(conn: &mut ClientConn, head_only: bool, status: u16, body: &[u8]) -> bool {
@@ -561,7 +552,7 @@ impl Local {
             .and_then(|s| s.parse::<u64>().ok())
         {
             Some(s) => Duration::from_secs(s),
-            None => random_between(self.min_request_timeout, self.min_request_timeout * 2),
+            None => crate::kube::time::watch_timeout(self.min_request_timeout),
         };
         enum End {
             Timeout,

@@ -556,32 +556,23 @@ impl Proxy {
         }
     }
 
-    /// The next piece of an upstream body, appended to `piece`; `None` when the client left,
-    /// the server turned unreachable (a watch would otherwise hang on a dead link), or the hub
-    /// is shutting down: each ends the relay.
+    /// The next piece of an upstream body, appended to `piece`; `None` when the client left
+    /// or the hub is shutting down: each ends the relay.
+    ///
+    /// A probe verdict does not end it (upstream leaves established streams alone): a
+    /// flapping link would make every client re-list twice. A stream ends when its own socket
+    /// does: closed or reset by the server, or found dead by TCP keepalive
+    /// ([`crate::upstream`] sets it on every upstream socket).
     async fn next_piece(
         &self,
         conn: &mut ClientConn,
         resp: &mut Response,
         piece: &mut Vec<u8>,
     ) -> Option<Result<usize, crate::http::BodyError>> {
-        let server = resp.server;
         smol::future::or(
             async { Some(resp.body.read(&mut resp.conn.reader, piece).await) },
             async {
-                smol::future::or(conn.reader.closed(), async {
-                    match &self.edge {
-                        Some(e) => {
-                            smol::future::or(
-                                e.health.wait_unhealthy(server),
-                                crate::runtime::shutting_down(),
-                            )
-                            .await
-                        }
-                        None => crate::runtime::shutting_down().await,
-                    }
-                })
-                .await;
+                smol::future::or(conn.reader.closed(), crate::runtime::shutting_down()).await;
                 None
             },
         )

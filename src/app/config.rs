@@ -197,6 +197,11 @@ flag_table! {
     min_request_timeout: Duration = flag("min-request-timeout", "30m",
         "offline watches without timeoutSeconds last [t, 2t)",
         flags::duration);
+    /// `--informer-min-watch-timeout`: the hub's own watches (yurt-hub-cfg, Services,
+    /// NodePools) ask for a random timeout in [t, 2t), then re-watch from where they were.
+    informer_min_watch_timeout: Duration = flag("informer-min-watch-timeout", "5m",
+        "the hub's own watches last [t, 2t), then resume from their last resourceVersion",
+        flags::positive_duration);
     /// `--idle-connection-timeout`.
     idle_connection_timeout: Duration = flag("idle-connection-timeout", "90s",
         "a client connection without a request this long is closed",

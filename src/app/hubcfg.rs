@@ -3,20 +3,19 @@
 //! cached and keep working offline (reference §3.1, §13.2 item 13).
 
 use serde_json::Value;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::cache::Agents;
 use crate::filter::{FilterKind, Filters};
-use crate::informer::{Handler, Informer};
+use crate::informer::{Handler, Informer, Source};
 
 /// The ConfigMap's name.
 pub const HUB_CONFIGMAP: &str = "yurt-hub-cfg";
 
 /// What yurt-hub-cfg says, applied to the shared settings as it changes.
 pub struct LiveConfig {
-    proxy: SocketAddr,
+    source: Source,
     namespace: String,
     node: String,
     agents: Arc<RwLock<Agents>>,
@@ -27,17 +26,17 @@ pub struct LiveConfig {
 }
 
 impl LiveConfig {
-    /// Watches yurt-hub-cfg in `namespace` through the proxy at `proxy`, updating `agents`;
+    /// Watches yurt-hub-cfg in `namespace` through `source`, updating `agents`;
     /// `synced` turns true once the ConfigMap has been read (a readiness condition).
     pub fn new(
-        proxy: SocketAddr,
+        source: Source,
         namespace: &str,
         node: &str,
         agents: Arc<RwLock<Agents>>,
         synced: Arc<AtomicBool>,
     ) -> Self {
         Self {
-            proxy,
+            source,
             namespace: namespace.to_string(),
             node: node.to_string(),
             agents,
@@ -104,7 +103,7 @@ impl LiveConfig {
             "/api/v1/namespaces/{}/configmaps?fieldSelector=metadata.name%3D{HUB_CONFIGMAP}",
             self.namespace
         );
-        Informer::new(self.proxy, path, HUB_CONFIGMAP)
+        Informer::new(self.source, path, HUB_CONFIGMAP)
             .run(self)
             .await
     }

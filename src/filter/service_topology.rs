@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::informer::{Handler, Informer};
+use crate::informer::{Handler, Informer, Source};
 
 /// servicetopology waits for these inputs (`services`, `nodepools` or both).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,13 +165,13 @@ impl Topology {
         true
     }
 
-    /// Lists and watches the Services and this node's NodePool through the proxy at `proxy`;
-    /// runs forever.
-    pub async fn run(self: Arc<Self>, proxy: std::net::SocketAddr) {
+    /// Lists and watches the Services and this node's NodePool through `source`; runs
+    /// forever.
+    pub async fn run(self: Arc<Self>, source: Source) {
         let services =
-            Informer::new(proxy, "/api/v1/services", "services").run(Services(self.clone()));
+            Informer::new(source, "/api/v1/services", "services").run(Services(self.clone()));
         let pools = Informer::new(
-            proxy,
+            source,
             format!(
                 "/apis/apps.openyurt.io/v1beta2/nodepools?fieldSelector=metadata.name%3D{}",
                 self.pool

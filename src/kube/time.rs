@@ -112,6 +112,18 @@ pub fn parse(s: &str) -> Option<u64> {
     u64::try_from(secs).ok()
 }
 
+/// A watch's timeout as Kubernetes spreads them (client-go's reflector, the apiserver for
+/// watches without `timeoutSeconds`, upstream YurtHub): a random duration in [min, 2 min),
+/// so that watches started together do not all end together.
+pub fn watch_timeout(min: std::time::Duration) -> std::time::Duration {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0) as u64;
+    let span = min.as_millis().max(1) as u64;
+    min + std::time::Duration::from_millis(nanos % span)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -172,6 +172,31 @@ pub(super) async fn connect(
     })
 }
 
+/// How long an upstream connection may be idle before TCP checks its peer (upstream
+/// YurtHub's dialer keeps alive after 30 s): an idle-timeout NAT or load balancer (4 minutes
+/// is common) never sees it idle that long.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// Between unanswered keepalive probes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes before the connection is dead: a silent peer is found within
+/// 30 + 3 × 10 s, and a relayed watch on it ends (its read fails) so its client re-watches.
+const KEEPALIVE_PROBES: u32 = 3;
+/// How long sent data may stay unacknowledged before the connection is dead (keepalive only
+/// probes an idle connection; without this a request to a vanished peer waits for minutes of
+/// retransmissions).
+const USER_TIMEOUT_MS: u32 = 60_000;
+
+/// Sets TCP keepalive (and the unacknowledged-data timeout) on an upstream socket.
+fn keep_alive(tcp: &TcpStream) -> io::Result<()> {
+    use rustix::net::sockopt;
+    sockopt::set_socket_keepalive(tcp, true)?;
+    sockopt::set_tcp_keepidle(tcp, KEEPALIVE_IDLE)?;
+    sockopt::set_tcp_keepintvl(tcp, KEEPALIVE_INTERVAL)?;
+    sockopt::set_tcp_keepcnt(tcp, KEEPALIVE_PROBES)?;
+    sockopt::set_tcp_user_timeout(tcp, USER_TIMEOUT_MS)?;
+    Ok(())
+}
+
 /// Opens a TLS connection to `url` with `config`, trying each address the host resolves to;
 /// connect and handshake are each bounded by the dial timeout.
 pub async fn dial(url: &ServerUrl, config: Arc<ClientConfig>) -> io::Result<TlsConn> {
@@ -185,6 +210,7 @@ pub async fn dial(url: &ServerUrl, config: Arc<ClientConfig>) -> io::Result<TlsC
             }
         };
         tcp.get_ref().set_nodelay(true)?;
+        keep_alive(tcp.get_ref())?;
         let name = match url.host.parse::<IpAddr>() {
             Ok(ip) => ServerName::IpAddress(ip.into()),
             Err(_) => ServerName::try_from(url.host.clone())

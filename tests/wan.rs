@@ -1,0 +1,216 @@
+//! The WAN link (issue 16): upstream sockets that notice a dead peer, streams that survive a
+//! flapping probe, and the hub's own informers that list once and then only watch.
+
+use std::time::{Duration, Instant};
+use testapi::client::{self, get};
+use testapi::{pod, Cluster, Fault, Middlebox, NODE};
+
+const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
+const KUBELET: &str = "kubelet/v1.32.0 (linux/arm64) kubernetes/70d3cc9";
+
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The hub's own requests of `path` (its User-Agent), watches or not.
+fn hub_requests(c: &Cluster, path: &str, watches: bool) -> Vec<String> {
+    c.api
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.header("user-agent")
+                .is_some_and(|ua| ua.starts_with("yurthub"))
+                && r.target.split('?').next() == Some(path)
+                && r.target.contains("watch=true") == watches
+        })
+        .map(|r| r.target)
+        .collect()
+}
+
+/// The TCP sockets of this network namespace connected to `port`, with their timer kind
+/// (`/proc/net/tcp`'s `tr`: 0 none, 1 retransmit, 2 keepalive) and its seconds to go.
+fn sockets_to(port: u16) -> Vec<(u8, f64)> {
+    let mut out = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st tx:rx tr:when ...; 01 is ESTABLISHED.
+            if f.len() < 6 || f[3] != "01" {
+                continue;
+            }
+            let rem_port = f[2]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if rem_port != Some(port) {
+                continue;
+            }
+            let (tr, when) = f[5].split_once(':').unwrap_or(("0", "0"));
+            let tr = u8::from_str_radix(tr, 16).unwrap_or(0);
+            let ticks = u64::from_str_radix(when, 16).unwrap_or(0);
+            out.push((tr, ticks as f64 / 100.0));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_upstream_connection_is_kept_alive_by_tcp_within_thirty_seconds() {
+    let c = Cluster::new();
+    let hub = c.start_hub(BIN, &["--filter-sync-timeout=1s"]);
+    let mut w = client::watch(
+        hub.proxy_addr,
+        "/api/v1/namespaces/default/pods?watch=true",
+        KUBELET,
+    );
+    assert_eq!(w.status, 200);
+    wait_until("the watch upstream", Duration::from_secs(10), || {
+        c.api.open_watches_on("pods") == 1
+    });
+    // Every established connection from the hub to the apiserver (probes, informers, the
+    // relayed watch) has TCP keepalive armed: an idle one shows the keepalive timer, due
+    // within the 30 s upstream YurtHub uses. A busy one may show another timer a moment.
+    let port = c.api.addr().port();
+    wait_until(
+        "keepalive on every upstream socket",
+        Duration::from_secs(10),
+        || {
+            let socks = sockets_to(port);
+            socks.len() >= 2 && socks.iter().all(|&(tr, when)| tr == 2 && when <= 30.0)
+        },
+    );
+    w.set_timeout(Duration::from_millis(200));
+    let _ = w.next_piece();
+}
+
+#[test]
+fn a_failed_probe_leaves_a_running_watch_alone_and_it_keeps_delivering() {
+    let c = Cluster::new();
+    let hub = c.start_hub(
+        BIN,
+        &[
+            "--heartbeat-interval-seconds=1",
+            "--heartbeat-failed-retry=1",
+            "--filter-sync-timeout=1s",
+        ],
+    );
+    let rv = c.api.resource_version();
+    let mut w = client::watch(
+        hub.proxy_addr,
+        &format!("/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}"),
+        KUBELET,
+    );
+    assert_eq!(w.status, 200);
+    wait_until("the watch upstream", Duration::from_secs(10), || {
+        c.api.open_watches_on("pods") == 1
+    });
+    // The lease probe fails (the apiserver answers 503 for a moment): the hub counts the
+    // cloud as unreachable, and answers new requests from the cache.
+    c.api.set_fault(Fault::Status(503));
+    hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
+    c.api.set_fault(Fault::None);
+    hub.wait_for_log("is now healthy", Duration::from_secs(10));
+    // The watch opened before is still the one the apiserver serves, and it delivers.
+    assert_eq!(c.api.open_watches_on("pods"), 1);
+    c.api
+        .create("/api/v1/namespaces/default/pods", pod("after-flap", NODE));
+    w.set_timeout(Duration::from_secs(10));
+    let line = w
+        .next_line()
+        .unwrap()
+        .expect("the watch ended on a probe verdict");
+    assert!(line.contains("after-flap"), "{line}");
+    let watches = c
+        .api
+        .client_requests()
+        .iter()
+        .filter(|r| r.target.contains("/pods?watch=true"))
+        .count();
+    assert_eq!(watches, 1, "kubelet had to watch again");
+}
+
+#[test]
+fn the_hubs_informers_list_once_then_watch_from_where_they_were() {
+    let c = Cluster::new();
+    c.api.create(
+        "/api/v1/namespaces/default/services",
+        serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]}}),
+    );
+    // Watches of 1 to 2 s: in a few seconds, what 30 minutes would be at the defaults.
+    let _hub = c.start_hub(BIN, &["--informer-min-watch-timeout=1s"]);
+    wait_until(
+        "six rounds of the Services watch",
+        Duration::from_secs(20),
+        || hub_requests(&c, "/api/v1/services", true).len() >= 6,
+    );
+    c.api.create(
+        "/api/v1/namespaces/default/services",
+        serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "db", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.11", "ports": [{"port": 5432}]}}),
+    );
+    let after = c.api.resource_version();
+    wait_until(
+        "a watch from the new resourceVersion",
+        Duration::from_secs(10),
+        || {
+            hub_requests(&c, "/api/v1/services", true).iter().any(|t| {
+                t.contains(&format!("resourceVersion={after}&"))
+                    || t.ends_with(&format!("resourceVersion={after}"))
+            })
+        },
+    );
+    let lists = hub_requests(&c, "/api/v1/services", false);
+    assert_eq!(lists.len(), 1, "{lists:?}");
+    assert!(lists[0].contains("resourceVersion=0"), "{lists:?}");
+    for w in hub_requests(&c, "/api/v1/services", true) {
+        assert!(w.contains("allowWatchBookmarks=true"), "{w}");
+        assert!(
+            !w.contains("resourceVersion=0&") && !w.ends_with("resourceVersion=0"),
+            "{w}"
+        );
+        assert!(w.contains("timeoutSeconds=1"), "{w}");
+    }
+}
+
+#[test]
+fn an_informer_watch_a_nat_forgot_is_noticed_and_watched_again() {
+    let c = Cluster::new();
+    let mb = Middlebox::start(c.api.addr());
+    let mut args = c.hub_args(&[&c.api]);
+    args[0] = format!("--server-addr={}", mb.url());
+    args.extend(
+        [
+            "--informer-min-watch-timeout=3s",
+            "--heartbeat-interval-seconds=1",
+        ]
+        .map(String::from),
+    );
+    let hub = testapi::Hub::start(BIN, &args);
+    wait_until("the Services watch", Duration::from_secs(20), || {
+        !hub_requests(&c, "/api/v1/services", true).is_empty()
+    });
+    let before = hub_requests(&c, "/api/v1/services", true).len();
+    // The NAT forgets every connection: the watch's server side ends on time, the hub never
+    // hears of it; the hub gives the watch up past its timeout and watches again.
+    mb.forget_all();
+    let forgotten = Instant::now();
+    wait_until("a new Services watch", Duration::from_secs(30), || {
+        hub_requests(&c, "/api/v1/services", true).len() > before
+    });
+    let noticed = forgotten.elapsed();
+    assert!(
+        noticed <= Duration::from_secs(6 + 1 + 5 + 3),
+        "the dead watch was noticed after {noticed:?}"
+    );
+    assert_eq!(get(hub.proxy_addr, "/api/v1/services", KUBELET).status, 200);
+}
