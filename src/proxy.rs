@@ -130,17 +130,24 @@ pub struct Edge {
     pub tokens: Arc<Tokens>,
 }
 
-/// The token of an `Authorization: Bearer` header.
+/// The token of an `Authorization: Bearer` header, read exactly as kube-apiserver reads it
+/// (trimmed, split at single spaces: the second word, if not empty), so that the token the
+/// hub remembers or takes a subject from is the one the cloud judged; `Bearer  x` (two
+/// spaces) is no token to the apiserver (it serves the request as anonymous), nor here.
 fn bearer_token(head: &RequestHead) -> Option<&str> {
-    let v = head.headers.get_str("authorization")?;
-    (v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ")).then(|| v[7..].trim())
+    let v = head.headers.get_str("authorization")?.trim();
+    let mut words = v.splitn(3, ' ');
+    let (scheme, token) = (words.next()?, words.next()?);
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Whose cache a request is answered from and filled into ([`cache::owners`]).
 fn owner_of(head: &RequestHead, id: Identity) -> Owner {
     match (id, bearer_token(head)) {
+        (Identity::Node, _) => Owner::Node,
         (Identity::Bearer, Some(token)) => Owner::of_token(token),
-        _ => Owner::Node,
+        // Sent without the node's certificate, and with no token the apiserver reads.
+        (Identity::Bearer, None) => Owner::anonymous(),
     }
 }
 
@@ -174,10 +181,12 @@ impl Edge {
         }
     }
 
-    /// Remembers that the cloud accepted the request's token (it answered, and not 401).
+    /// Remembers that the cloud accepted the request's token: it answered with success,
+    /// which it does only after authenticating and authorizing (a 403 may be anonymous's, a
+    /// 400 may come before any authentication).
     fn note_accepted(&self, head: &RequestHead, id: Identity, status: u16) {
-        let Some(token) = bearer_token(head).filter(|_| id == Identity::Bearer && status != 401)
-        else {
+        let accepted = id == Identity::Bearer && (200..300).contains(&status);
+        let Some(token) = bearer_token(head).filter(|_| accepted) else {
             return;
         };
         let now = crate::kube::time::now_secs();
@@ -600,7 +609,12 @@ impl Proxy {
         }
         let t = target?.as_ref().ok()?.clone();
         // The cloud answered this identity: its answers are cached if the component is its.
-        if !edge.cache.claim(&t.component, &t.owner) {
+        // Only a read claims a component (every account may create a review, say).
+        let cached = match ctx.info.verb.as_str() {
+            "get" | "list" | "watch" => edge.cache.claim(&t.component, &t.owner),
+            _ => edge.cache.owns(&t.component, &t.owner),
+        };
+        if !cached {
             return None;
         }
         Some(match t.shape {

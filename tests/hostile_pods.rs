@@ -401,11 +401,7 @@ fn lists_with_ever_new_selectors_keep_at_most_the_capped_views() {
 #[test]
 fn offline_only_tokens_the_cloud_accepted_read_the_cache_also_after_a_restart() {
     let c = Cluster::new();
-    c.api.add_token(
-        "coredns-token",
-        "system:serviceaccount:kube-system:coredns",
-        &["system:serviceaccounts"],
-    );
+    let coredns = c.api.add_service_account_token("kube-system", "coredns", 1);
     let args = ["--heartbeat-interval-seconds=1", "--filter-sync-timeout=1s"];
     let mut hub = c.start_hub(BIN, &args);
     let read = |hub: &Hub, token: &str| {
@@ -419,7 +415,7 @@ fn offline_only_tokens_the_cloud_accepted_read_the_cache_also_after_a_restart() 
         )
         .unwrap()
     };
-    assert_eq!(read(&hub, "coredns-token").status, 200);
+    assert_eq!(read(&hub, &coredns).status, 200);
     assert_eq!(read(&hub, "made-up").status, 401, "the cloud's own verdict");
     let cached = c
         .cache
@@ -431,9 +427,7 @@ fn offline_only_tokens_the_cloud_accepted_read_the_cache_also_after_a_restart() 
         assert!(std::time::Instant::now() < deadline, "not cached");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!std::fs::read_to_string(&tokens)
-        .unwrap()
-        .contains("coredns-token"));
+    assert!(!std::fs::read_to_string(&tokens).unwrap().contains(&coredns));
     for restart in [false, true] {
         if restart {
             hub.stop();
@@ -442,7 +436,7 @@ fn offline_only_tokens_the_cloud_accepted_read_the_cache_also_after_a_restart() 
             c.api.set_fault(testapi::Fault::Refuse);
         }
         hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
-        assert_eq!(read(&hub, "coredns-token").status, 200);
+        assert_eq!(read(&hub, &coredns).status, 200);
         let forged = read(&hub, "made-up");
         assert_eq!(forged.status, 401, "{}", forged.text());
         assert!(forged
@@ -555,7 +549,7 @@ fn offline_each_identity_reads_only_what_was_cached_for_it() {
 }
 
 #[test]
-fn the_node_takes_over_a_component_a_pod_named_first_and_what_the_pod_cached_goes() {
+fn built_in_names_are_not_a_pods_and_the_node_takes_over_what_a_system_account_cached() {
     let c = Cluster::new();
     c.api.create(
         "/api/v1/namespaces/default/secrets",
@@ -563,45 +557,52 @@ fn the_node_takes_over_a_component_a_pod_named_first_and_what_the_pod_cached_goe
             "metadata": {"name": "app-secret", "namespace": "default"}}),
     );
     let app = c.api.add_service_account_token("default", "app", 1);
+    let system = c
+        .api
+        .add_service_account_token("kube-system", "kube-proxy", 1);
     let hub = c.start_hub(
         BIN,
         &["--heartbeat-interval-seconds=1", "--filter-sync-timeout=1s"],
     );
-    // A pod is the first to call itself kube-proxy (a fresh node: kube-proxy not started
-    // yet; kubelet's name the hub claims for the node at once, renewing its lease).
-    let mut s = Session::new(tls_connect_anonymous(hub.secure_addr(), &c.pki.ca_pem).unwrap());
-    let auth = format!("Bearer {app}");
-    let squat = s
-        .request(
+    let with_token = |ua: &str, path: &str, token: &str| {
+        let mut s = Session::new(tls_connect_anonymous(hub.secure_addr(), &c.pki.ca_pem).unwrap());
+        let auth = format!("Bearer {token}");
+        s.request(
             "GET",
-            "/api/v1/namespaces/default/secrets",
-            &[("User-Agent", PROXY), ("Authorization", &auth)],
+            path,
+            &[("User-Agent", ua), ("Authorization", &auth)],
             b"",
         )
-        .unwrap();
-    assert_eq!(squat.status, 200);
-    let squatted = c
+        .unwrap()
+    };
+    let secrets = "/api/v1/namespaces/default/secrets";
+    // A pod names itself kube-proxy before kube-proxy starts: answered, never cached.
+    assert_eq!(with_token(PROXY, secrets, &app).status, 200);
+    hub.wait_for_log(
+        "kube-proxy: answers for system:serviceaccount:default:app are relayed, not cached: a built-in agent's cache is only the node's or a system service account's",
+        Duration::from_secs(10),
+    );
+    // kube-proxy's own service account (kube-proxy in-cluster, through the TLS port) may.
+    assert_eq!(with_token(PROXY, secrets, &system).status, 200);
+    let cached = c
         .cache
         .path()
         .join("kube-proxy/secrets.v1.core/default/app-secret");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !squatted.is_file() {
+    while !cached.is_file() {
         assert!(std::time::Instant::now() < deadline, "not cached");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // kube-proxy comes: its own requests are cached, and what the pod cached is gone.
+    // The node's kube-proxy comes: its requests are cached, and what was cached for the
+    // service account is gone.
     assert_eq!(get(hub.proxy_addr, "/api/v1/services", PROXY).status, 200);
     hub.wait_for_log(
         "kube-proxy: 1 lists and 1 objects cached for another identity removed",
         Duration::from_secs(10),
     );
-    assert!(!squatted.exists());
-    assert!(!c
-        .cache
-        .path()
-        .join("_internal/views/kube-proxy/secrets.v1.core")
-        .read_dir()
-        .is_ok_and(|mut d| d.next().is_some()));
+    assert!(!cached.exists());
+    let owners = std::fs::read_to_string(c.cache.path().join("_internal/owners.json")).unwrap();
+    assert!(!owners.contains("dropping"), "{owners}");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !c
         .cache
@@ -617,30 +618,51 @@ fn the_node_takes_over_a_component_a_pod_named_first_and_what_the_pod_cached_goe
     }
     c.api.set_fault(testapi::Fault::Refuse);
     hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
-    let again = s.request(
-        "GET",
-        "/api/v1/namespaces/default/secrets",
-        &[("User-Agent", PROXY), ("Authorization", &auth)],
-        b"",
-    );
-    let again = match again {
-        Ok(r) => r,
-        Err(_) => {
-            let mut s2 =
-                Session::new(tls_connect_anonymous(hub.secure_addr(), &c.pki.ca_pem).unwrap());
-            s2.request(
-                "GET",
-                "/api/v1/namespaces/default/secrets",
-                &[("User-Agent", PROXY), ("Authorization", &auth)],
-                b"",
-            )
-            .unwrap()
-        }
-    };
-    assert_eq!(again.status, 403, "{}", again.text());
+    let r = with_token(PROXY, "/api/v1/services", &system);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(get(hub.proxy_addr, "/api/v1/services", PROXY).status, 200);
     assert_eq!(
-        get(hub.proxy_addr, "/api/v1/namespaces/default/secrets", PROXY).status,
+        get(hub.proxy_addr, secrets, PROXY).status,
         404,
         "the node never listed them: not cached for it"
     );
+}
+
+#[test]
+fn a_token_the_apiserver_does_not_read_is_never_remembered_nor_an_owner() {
+    let c = Cluster::new();
+    // A JWT naming coredns's account, made up by a pod: with two spaces after "Bearer" the
+    // apiserver reads no token and serves the request as anonymous.
+    let forged = c.api.add_service_account_token("kube-system", "coredns", 1);
+    c.api.add_token("unrelated", "nobody", &[]);
+    let hub = c.start_hub(
+        BIN,
+        &["--heartbeat-interval-seconds=1", "--filter-sync-timeout=1s"],
+    );
+    let send = |auth: &str| {
+        let mut s = Session::new(tls_connect_anonymous(hub.secure_addr(), &c.pki.ca_pem).unwrap());
+        s.request(
+            "GET",
+            "/api/v1/services",
+            &[("User-Agent", "coredns/v1.11"), ("Authorization", auth)],
+            b"",
+        )
+        .unwrap()
+    };
+    let double_space = format!("Bearer  {forged}");
+    let online = send(&double_space);
+    assert!(
+        online.status != 200,
+        "served to anonymous: {}",
+        online.status
+    );
+    let recorded = c.api.requests();
+    assert!(recorded
+        .iter()
+        .any(|r| r.header("authorization") == Some(double_space.as_str()) && r.user.is_none()));
+    assert!(!c.cache.path().join("_internal/tokens.json").exists());
+    c.api.set_fault(testapi::Fault::Refuse);
+    hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
+    assert_eq!(send(&double_space).status, 401);
+    assert_eq!(send(&format!("Bearer {forged}")).status, 401);
 }

@@ -361,6 +361,13 @@ fn an_agents_list_is_evicted_whole_and_then_refused_offline_never_partial() {
             Duration::from_secs(10),
             whole_on_disk,
         );
+        // The hub's own Services informer caches them too: the budget below counts its copy,
+        // so it must be on disk before the measure (a busy machine may be slower to it).
+        let own = root.join("_internal/views/yurthub/services.v1.core");
+        wait_until("the hub's own list", Duration::from_secs(10), || {
+            files_below(&own).len() == 1
+                && files_below(&root.join("yurthub/services.v1.core")).len() == 10
+        });
         hub.kill();
         bytes_below(&root)
     };

@@ -626,6 +626,10 @@ fn evict(opts: &Opts, what: &str, out: &mut dyn Write) -> Result<i32, CliError> 
     if views.is_dir() {
         fs::remove_dir_all(&views).map_err(io_at(&views))?;
     }
+    // A whole component gone: whoever is answered for it next owns it.
+    if parts.len() == 1 {
+        crate::cache::owners::Owners::open(&opts.root).forget(parts[0]);
+    }
     if opts.json {
         writeln!(
             out,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
-use super::owners::{Claim, Owner, Owners};
+use super::owners::{self, Claim, Owner, Owners};
 use super::seal::Sealer;
 use super::store::{ObjectKey, Recovery, Store, StoreError};
 use super::views::{self, ByType, ViewId, ViewSnapshot};
@@ -180,7 +180,7 @@ impl Cache {
                 n => n,
             },
             stats: CacheStats::default(),
-            owners: Owners::open(root, &store.components()),
+            owners: Owners::open(root),
             taken_over: Mutex::default(),
         });
         shared
@@ -200,6 +200,12 @@ impl Cache {
                 error,
             })?;
         *shared.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        // Removals recorded but not applied before the hub stopped.
+        shared
+            .taken_over
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(shared.owners.dropping());
         Ok((
             Cache {
                 store,
@@ -256,9 +262,18 @@ impl Cache {
 
     /// Queues a complete get/create/update/patch/list response body (uncompressed).
     pub fn response(&self, target: &Target, body: Vec<u8>) {
+        if !self
+            .shared
+            .owners
+            .may_cache(&target.component, &target.owner)
+        {
+            return;
+        }
         // kubelet reads its pods and node again and again: an answer byte for byte like the
-        // stored one is dropped here, before it wakes the writer thread.
+        // stored one is dropped here, before it wakes the writer thread (not while the stored
+        // one is to be removed: it was cached for another identity).
         if target.shape == Shape::Object
+            && !self.shared.owners.is_dropping(&target.component)
             && !target.name.is_empty()
             && self
                 .store
@@ -283,6 +298,15 @@ impl Cache {
 
     /// Queues one watch event line.
     pub fn watch_event(&self, target: &Target, stream: u64, line: Vec<u8>) {
+        // A watch of an identity that lost the component must not fill the queue (nor mark
+        // the new owner's view stale when it overflows).
+        if !self
+            .shared
+            .owners
+            .may_cache(&target.component, &target.owner)
+        {
+            return;
+        }
         self.submit(
             Job::Event {
                 target: target.clone(),
@@ -307,42 +331,60 @@ impl Cache {
 
     /// Whether `owner`'s answers for `component` are to be cached ([`super::owners`]): yes
     /// for the component's owner, or the first to claim it, or the node, which takes it over
-    /// (what another identity cached there is removed).
+    /// (what another identity cached there is removed first).
     pub fn claim(&self, component: &str, owner: &Owner) -> bool {
-        match self.shared.owners.claim(component, owner) {
-            Claim::Holds => true,
-            Claim::Claimed => {
-                log::info!("cache: {component} is cached for {owner}, and offline read by it only");
-                true
+        let agent = owners::agent(component);
+        let why_not = match self.shared.owners.claim(agent, owner) {
+            Claim::Holds => return true,
+            Claim::Claimed { drop } => {
+                log::info!("cache: {agent} is cached for {owner}, and offline read by it only");
+                if drop {
+                    self.drop_component(agent);
+                }
+                return true;
             }
             Claim::TakenOver(before) => {
                 log::warn!(
-                    "cache: {component} was cached for {before}; the node's own requests take it over: what was cached for {before} is removed"
+                    "cache: {agent} was cached for {before}; the node's own requests take it over: what was cached for {before} is removed"
                 );
-                let agent = component.split('/').next().unwrap_or(component).to_string();
-                // Never lost to a full queue: the writer also takes it from the side.
-                if let Err(
-                    TrySendError::Full(Job::DropComponent(agent))
-                    | TrySendError::Disconnected(Job::DropComponent(agent)),
-                ) = self.tx.try_send(Job::DropComponent(agent))
-                {
-                    self.shared
-                        .taken_over
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(agent);
-                }
-                true
+                self.drop_component(agent);
+                return true;
             }
-            Claim::HeldBy(holder) => {
-                let what = format!("{component} {owner}");
-                if let Some(more) = NOT_OWNER.allow(&what) {
-                    log::info!(
-                        "cache: {component} is cached for {holder}: requests of {owner} with that User-Agent are relayed, not cached{more}"
-                    );
-                }
-                false
+            Claim::HeldBy(holder) => format!("it is cached for {holder}"),
+            Claim::Reserved => {
+                "a built-in agent's cache is only the node's or a system service account's"
+                    .to_string()
             }
+            Claim::NotRecorded => "its owner could not be recorded".to_string(),
+        };
+        // Keyed by component: a client with ever new tokens must not get a line each.
+        if let Some(more) = NOT_OWNER.allow(agent) {
+            log::info!(
+                "cache: {agent}: answers for {owner} are relayed, not cached: {why_not}{more}"
+            );
+        }
+        false
+    }
+
+    /// Whether `component` is `owner`'s (writes are cached only for the owner: only a read
+    /// claims a component).
+    pub fn owns(&self, component: &str, owner: &Owner) -> bool {
+        self.shared.owners.owner(component).as_ref() == Some(owner)
+    }
+
+    /// Queues the removal of what `agent` cached (recorded as pending in the owners' record
+    /// already), never lost to a full queue: the writer then finds it in `taken_over`.
+    fn drop_component(&self, agent: &str) {
+        if self
+            .tx
+            .try_send(Job::DropComponent(agent.to_string()))
+            .is_err()
+        {
+            self.shared
+                .taken_over
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(agent.to_string());
         }
     }
 

@@ -64,12 +64,20 @@ fn jwt_expiry(token: &str) -> Option<u64> {
     jwt_claims(token)?["exp"].as_u64()
 }
 
-/// Who `token` stands for: a JWT's `sub` (`system:serviceaccount:<ns>:<name>` for a service
-/// account), else `token:` and the start of its digest. Only meaningful for a token the
+/// Who `token` stands for: a service account token's `sub`
+/// (`system:serviceaccount:<ns>:<name>`), another JWT's `<iss>#<sub>` (two issuers may use
+/// one `sub`), else `token:` and the start of its digest. Only meaningful for a token the
 /// cloud accepted: the hub checks no signature, the cloud did.
 pub fn subject(token: &str) -> String {
-    match jwt_claims(token).as_ref().and_then(|c| c["sub"].as_str()) {
-        Some(sub) => sub.to_string(),
+    let claims = jwt_claims(token);
+    let claims = claims.as_ref();
+    let sub = claims.and_then(|c| c["sub"].as_str());
+    let iss = claims.and_then(|c| c["iss"].as_str()).unwrap_or("");
+    let service_account = iss == "kubernetes/serviceaccount"
+        || claims.is_some_and(|c| c["kubernetes.io"].is_object());
+    match sub {
+        Some(sub) if service_account || iss.is_empty() => sub.to_string(),
+        Some(sub) => format!("{iss}#{sub}"),
         None => format!("token:{}", &digest(token)[..16]),
     }
 }

@@ -766,6 +766,7 @@ impl Writer {
         self.rvs.retain(|k, _| !inside(&k.component));
         self.tombstones.retain(|k, _| !inside(&k.component));
         self.tombstone_order.retain(|k| !inside(&k.component));
+        self.shared.owners.dropped(component);
         log::info!(
             "cache: {component}: {} lists and {removed} objects cached for another identity removed",
             ids.len()

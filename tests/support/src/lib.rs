@@ -246,8 +246,9 @@ impl ApiServer {
         );
     }
 
-    /// A service account token shaped as the apiserver issues them (a JWT whose `sub` is
-    /// `system:serviceaccount:<namespace>:<name>`, expiring in 2100; `n` tells apart tokens
+    /// A service account token shaped as the apiserver issues bound ones (a JWT whose `sub`
+    /// is `system:serviceaccount:<namespace>:<name>`, with the `kubernetes.io` claim, expiring
+    /// in 2100; `n` tells apart tokens
     /// of one account), made to authenticate as that account.
     pub fn add_service_account_token(&self, namespace: &str, name: &str, n: u32) -> String {
         use base64::Engine;
@@ -256,7 +257,9 @@ impl ApiServer {
         let token = format!(
             "{}.{}.signature{n}",
             b(r#"{"alg":"RS256","kid":"test"}"#.to_string()),
-            b(format!(r#"{{"sub":"{sub}","exp":4102444800,"jti":"{n}"}}"#))
+            b(format!(
+                r#"{{"aud":["https://kubernetes.default.svc.cluster.local"],"exp":4102444800,"iss":"https://kubernetes.default.svc.cluster.local","jti":"{n}","kubernetes.io":{{"namespace":"{namespace}","serviceaccount":{{"name":"{name}"}}}},"sub":"{sub}"}}"#
+            ))
         );
         self.add_token(&token, &sub, &["system:serviceaccounts"]);
         token

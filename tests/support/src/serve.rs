@@ -174,10 +174,14 @@ pub(crate) async fn connection(
             Ok(Some(r)) => r,
             _ => return,
         };
-        let user = match req
-            .header("authorization")
-            .and_then(|a| a.strip_prefix("Bearer "))
-        {
+        // As kube-apiserver's bearer authenticator: the header trimmed and split at single
+        // spaces, the second word the token if not empty; anything else is no token.
+        let bearer = req.header("authorization").and_then(|a| {
+            let mut words = a.trim().splitn(3, ' ');
+            let (scheme, token) = (words.next()?, words.next()?);
+            (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+        });
+        let user = match bearer {
             Some(token) => match lookup_token(&shared, token) {
                 Some(u) => Some(u),
                 None => {
