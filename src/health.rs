@@ -191,6 +191,8 @@ pub enum ProbeError {
         /// The answer's status.
         code: u16,
     },
+    /// The server answered `/readyz` with this status.
+    NotReady(u16),
     /// The lease the server sent is not a Lease the hub can renew.
     BadLease(String),
     /// `--heartbeat-failed-retry` is 0: nothing was tried.
@@ -205,6 +207,7 @@ impl std::fmt::Display for ProbeError {
         match self {
             Self::Fetch(e) => write!(f, "{e}"),
             Self::Status { doing, code } => write!(f, "{doing} the lease: status {code}"),
+            Self::NotReady(code) => write!(f, "/readyz answered {code}"),
             Self::BadLease(why) => write!(f, "{why}"),
             Self::NoAttempt => write!(f, "no attempt"),
             Self::KubeletSilent => write!(
@@ -221,7 +224,8 @@ fn lease_from(body: &[u8]) -> Result<Value, ProbeError> {
     serde_json::from_slice(body).map_err(|e| ProbeError::BadLease(e.to_string()))
 }
 
-/// Renews leases; one per server, remembering the last renewed copy.
+/// Renews the node's Lease through one server a tick and checks the others' readiness,
+/// remembering the last renewed copy.
 pub struct Prober {
     health: Arc<Health>,
     upstream: Arc<Upstream>,
@@ -232,8 +236,38 @@ pub struct Prober {
     threshold: u32,
     grace: Duration,
     interval: Duration,
-    last: Vec<Option<Value>>,
+    servers: usize,
+    /// The Lease as last renewed (through any server: they share one etcd).
+    last: Option<Value>,
+    /// The server to renew through next, round robin.
+    next: usize,
 }
+
+/// Whether `server` is ready (`/readyz`, answered to anyone): how the servers the lease is
+/// not renewed through this tick are checked, for two bytes of answer.
+async fn ready(
+    upstream: &Upstream,
+    server: usize,
+    retries: u32,
+    timeout: Duration,
+) -> Result<(), ProbeError> {
+    let mut last_err = ProbeError::NoAttempt;
+    for _ in 0..retries {
+        match upstream
+            .fetch_typed(server, "GET", "/readyz", None, "text/plain", timeout)
+            .await
+        {
+            Ok((200, _)) => return Ok(()),
+            Ok((code, _)) => last_err = ProbeError::NotReady(code),
+            Err(e) => last_err = ProbeError::Fetch(e),
+        }
+    }
+    Err(last_err)
+}
+
+/// The annotation yurt-manager puts on the lease of a node another node heartbeats for; the
+/// node's own renewal removes it (upstream YurtHub does).
+const DELEGATE_HEARTBEAT: &str = "openyurt.io/delegate-heartbeat";
 
 impl Prober {
     /// A prober for every configured server.
@@ -254,22 +288,9 @@ impl Prober {
             threshold: settings.threshold,
             grace: settings.grace,
             interval: settings.interval,
-            last: vec![None; n],
-        }
-    }
-
-    fn clone_for_initial(&self) -> Prober {
-        Prober {
-            health: self.health.clone(),
-            upstream: self.upstream.clone(),
-            cache: self.cache.clone(),
-            node: self.node.clone(),
-            timeout: self.timeout,
-            retries: self.retries,
-            threshold: self.threshold,
-            grace: self.grace,
-            interval: self.interval,
-            last: vec![None; self.last.len()],
+            last: None,
+            next: 0,
+            servers: n,
         }
     }
 
@@ -316,86 +337,62 @@ impl Prober {
         }
     }
 
-    /// One probe of `server`: renew (or create) the lease; the renewed lease on success.
-    async fn probe(&mut self, server: usize) -> Result<Value, ProbeError> {
+    /// Renews the lease through `server` with the smallest request that does it: a merge
+    /// patch of `spec.renewTime` (and the delegate annotation's removal when the lease may
+    /// carry it), no read first; creates the lease when there is none. The renewed lease.
+    async fn renew(&mut self, server: usize) -> Result<Value, ProbeError> {
         let mut last_err = ProbeError::NoAttempt;
         for _ in 0..self.retries {
-            let base = match self.last[server].take() {
-                Some(b) => b,
-                None => match self
-                    .upstream
-                    .fetch(server, "GET", &self.lease_path(), None, self.timeout)
-                    .await
-                {
-                    Ok((200, b)) => lease_from(&b)?,
-                    Ok((404, _)) => return self.create(server).await,
-                    Ok((code, _)) => {
-                        last_err = ProbeError::Status {
-                            doing: "reading",
-                            code,
-                        };
-                        continue;
-                    }
-                    Err(e) => {
-                        // A reset connection is retried like a bad status: one transport
-                        // hiccup must not send the whole node offline.
-                        last_err = ProbeError::Fetch(e);
-                        continue;
-                    }
-                },
-            };
-            let mut lease = base;
-            if let Some(a) = lease
-                .pointer_mut("/metadata/annotations")
-                .and_then(Value::as_object_mut)
-            {
-                a.remove("openyurt.io/delegate-heartbeat");
+            let mut patch = json!({"spec": {"renewTime": crate::kube::time::micro_now()}});
+            let delegated = self.last.as_ref().is_none_or(|l| {
+                l.pointer("/metadata/annotations")
+                    .and_then(Value::as_object)
+                    .is_some_and(|a| a.contains_key(DELEGATE_HEARTBEAT))
+            });
+            if delegated {
+                patch["metadata"] = json!({"annotations": {DELEGATE_HEARTBEAT: null}});
             }
-            // The lease comes from the cloud: written through maps, so an odd one is an
-            // error answer below, not a panic here.
-            match crate::kube::object_at(&mut lease, "spec") {
-                Some(spec) => {
-                    spec.insert("renewTime".into(), json!(crate::kube::time::micro_now()));
-                }
-                None => {
-                    last_err = ProbeError::BadLease(
-                        "the lease from the cloud is not an object with a spec".into(),
-                    );
-                    continue;
-                }
-            }
-            let body = serde_json::to_vec(&lease).unwrap_or_default();
+            let body = serde_json::to_vec(&patch).unwrap_or_default();
             match self
                 .upstream
-                .fetch(server, "PUT", &self.lease_path(), Some(&body), self.timeout)
+                .fetch_typed(
+                    server,
+                    "PATCH",
+                    &self.lease_path(),
+                    Some((&body, "application/merge-patch+json")),
+                    "application/json",
+                    self.timeout,
+                )
                 .await
             {
                 Ok((200, b)) => return lease_from(&b),
+                Ok((404, _)) => return self.create(server).await,
                 Ok((code, _)) => {
                     last_err = ProbeError::Status {
                         doing: "renewing",
                         code,
                     }
                 }
-                Err(e) => {
-                    // The renewal may not have happened: read the lease again first.
-                    self.last[server] = None;
-                    last_err = ProbeError::Fetch(e);
-                    continue;
-                }
+                // A reset connection is retried like a bad status: one transport hiccup must
+                // not send the whole node offline.
+                Err(e) => last_err = ProbeError::Fetch(e),
             }
         }
         Err(last_err)
     }
 
-    async fn probe_and_record(&mut self, server: usize, initial: bool) {
-        let url = self
-            .upstream
+    fn url(&self, server: usize) -> String {
+        self.upstream
             .server_urls()
             .nth(server)
             .map(|u| u.to_string())
-            .unwrap_or_default();
-        match self.probe(server).await {
+            .unwrap_or_default()
+    }
+
+    /// Renews the lease through `server` and records the outcome.
+    async fn renew_and_record(&mut self, server: usize, initial: bool) -> bool {
+        let url = self.url(server);
+        match self.renew(server).await {
             Ok(lease) => {
                 if let Some(cache) = &self.cache {
                     // Served to kubelet locally: its own lease calls never leave the node.
@@ -405,21 +402,67 @@ impl Prober {
                         serde_json::to_vec(&lease).unwrap_or_default(),
                     );
                 }
-                self.last[server] = Some(lease);
+                self.last = Some(lease);
                 self.health
                     .record(server, Ok(()), self.threshold, initial, &url);
+                true
             }
             Err(e) => {
-                log::debug!("health probe of {url} failed: {e}");
+                log::debug!("health probe of {url} (renewing the lease) failed: {e}");
                 self.health
                     .record(server, Err(&e), self.threshold, initial, &url);
+                false
             }
         }
     }
 
-    /// Probes every server once (success makes it healthy at once), then every interval,
-    /// forever; starts only once `gate` resolves (the first client certificate: without it
-    /// the cloud cannot be asked, which says nothing about whether it is reachable).
+    /// One tick: the lease is renewed once, through the next healthy server in turn (all
+    /// servers share one etcd: one write a tick is what the cloud needs, and a write per
+    /// server was a conflict and a retry each); every other server is checked for
+    /// readiness, side by side, so a blackholed one holds up none.
+    async fn tick(&mut self, initial: bool) {
+        let n = self.servers.max(1);
+        let renewer = (0..n)
+            .map(|k| (self.next + k) % n)
+            .find(|&i| initial || self.health.is_healthy(i))
+            .unwrap_or(self.next % n);
+        self.next = renewer + 1;
+        let others: Vec<_> = (0..self.servers)
+            .filter(|&i| i != renewer)
+            .map(|i| {
+                let (health, upstream, url) =
+                    (self.health.clone(), self.upstream.clone(), self.url(i));
+                let (retries, timeout, threshold) = (self.retries, self.timeout, self.threshold);
+                crate::runtime::spawn(async move {
+                    let outcome = ready(&upstream, i, retries, timeout).await;
+                    if let Err(e) = &outcome {
+                        log::debug!("health probe of {url} failed: {e}");
+                    }
+                    let outcome = outcome.as_ref().map(|_| ());
+                    health.record(i, outcome, threshold, initial, &url);
+                })
+            })
+            .collect();
+        let renewed = self.renew_and_record(renewer, initial).await;
+        for task in others {
+            task.await;
+        }
+        // The renewal failed through a server that looked healthy: the lease must not wait a
+        // whole interval, so the next healthy one renews it now.
+        if !renewed && !initial {
+            let again = (1..n)
+                .map(|k| (renewer + k) % n)
+                .find(|&i| self.health.is_healthy(i));
+            if let Some(i) = again {
+                self.next = i + 1;
+                self.renew_and_record(i, false).await;
+            }
+        }
+    }
+
+    /// Probes once (success makes a server healthy at once), then every interval, forever;
+    /// starts only once `gate` resolves (the first client certificate: without it the cloud
+    /// cannot be asked, which says nothing about whether it is reachable).
     pub async fn run(mut self, gate: impl std::future::Future<Output = ()>) {
         let mut gate = std::pin::pin!(gate);
         if smol::future::poll_once(gate.as_mut()).await.is_none() {
@@ -428,19 +471,7 @@ impl Prober {
             self.health.mark_probed();
             gate.await;
         }
-        // Servers are probed side by side, so one blackholed server does not hold up the rest.
-        let probes: Vec<_> = (0..self.last.len())
-            .map(|i| {
-                let mut p = self.clone_for_initial();
-                crate::runtime::spawn(async move {
-                    p.probe_and_record(i, true).await;
-                    p.last[i].take()
-                })
-            })
-            .collect();
-        for (i, task) in probes.into_iter().enumerate() {
-            self.last[i] = task.await;
-        }
+        self.tick(true).await;
         self.health.mark_probed();
         loop {
             async_io::Timer::after(self.interval).await;
@@ -449,23 +480,15 @@ impl Prober {
                 .kubelet_silent_for()
                 .is_some_and(|d| d > self.grace)
             {
-                for i in 0..self.last.len() {
-                    let url = self
-                        .upstream
-                        .server_urls()
-                        .nth(i)
-                        .map(|u| u.to_string())
-                        .unwrap_or_default();
+                for i in 0..self.servers {
                     let silent = Err(&ProbeError::KubeletSilent);
-                    self.health.record(i, silent, self.threshold, false, &url);
+                    self.health
+                        .record(i, silent, self.threshold, false, &self.url(i));
                 }
                 log::debug!("kubelet silent for longer than the grace period: lease not renewed");
                 continue;
             }
-            let probes: Vec<usize> = (0..self.last.len()).collect();
-            for i in probes {
-                self.probe_and_record(i, false).await;
-            }
+            self.tick(false).await;
         }
     }
 }

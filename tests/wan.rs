@@ -214,3 +214,90 @@ fn an_informer_watch_a_nat_forgot_is_noticed_and_watched_again() {
     );
     assert_eq!(get(hub.proxy_addr, "/api/v1/services", KUBELET).status, 200);
 }
+
+#[test]
+fn the_lease_is_renewed_by_one_small_patch_a_tick_through_one_of_several_servers() {
+    let c = Cluster::new();
+    let b = testapi::ApiServer::start(&c.pki);
+    let d = testapi::ApiServer::start(&c.pki);
+    let mut args = c.hub_args(&[&c.api, &b, &d]);
+    args.extend(["--heartbeat-interval-seconds=1", "--filter-sync-timeout=1s"].map(String::from));
+    let _hub = testapi::Hub::start(BIN, &args);
+    let servers = [&c.api, &b, &d];
+    let lease = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases";
+    // Each server has its own store here: the first renewal through each creates the lease.
+    wait_until("a lease on every server", Duration::from_secs(20), || {
+        servers
+            .iter()
+            .all(|s| s.get(&format!("{lease}/{NODE}")).is_some())
+    });
+    for s in servers {
+        s.clear_requests();
+    }
+    let window = Instant::now();
+    std::thread::sleep(Duration::from_secs(6));
+    let ticks = window.elapsed().as_secs_f64();
+    let mut writes = 0;
+    for s in servers {
+        let hub: Vec<_> = s
+            .requests()
+            .into_iter()
+            .filter(|r| {
+                r.header("user-agent")
+                    .is_some_and(|u| u.starts_with("yurthub"))
+            })
+            .collect();
+        let on_lease: Vec<_> = hub.iter().filter(|r| r.target.starts_with(lease)).collect();
+        for r in &on_lease {
+            assert_eq!(r.method, "PATCH", "{} {}", r.method, r.target);
+            assert_eq!(
+                r.header("content-type"),
+                Some("application/merge-patch+json")
+            );
+            let len: usize = r.header("content-length").unwrap().parse().unwrap();
+            assert!(len < 80, "a renewal of {len} bytes");
+        }
+        assert!(!on_lease.is_empty(), "round robin skipped a server");
+        writes += on_lease.len();
+        assert!(
+            hub.iter().any(|r| r.target == "/readyz"),
+            "the other servers are checked for readiness"
+        );
+    }
+    // One renewal a tick in all, not one per server.
+    assert!(
+        (writes as f64) <= ticks + 1.0,
+        "{writes} lease writes in {ticks:.1} ticks of 1 s"
+    );
+}
+
+#[test]
+fn the_renewal_removes_the_delegate_heartbeat_annotation_and_keeps_the_rest() {
+    let c = Cluster::new();
+    let leases = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases";
+    c.api.create(
+        leases,
+        serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": NODE, "namespace": "kube-node-lease",
+                "annotations": {"openyurt.io/delegate-heartbeat": "true", "keep": "me"}},
+            "spec": {"holderIdentity": NODE, "leaseDurationSeconds": 40,
+                "renewTime": "2026-01-01T00:00:00.000000Z"}}),
+    );
+    let _hub = c.start_hub(
+        BIN,
+        &["--heartbeat-interval-seconds=1", "--filter-sync-timeout=1s"],
+    );
+    let path = format!("{leases}/{NODE}");
+    wait_until("the node's own renewal", Duration::from_secs(10), || {
+        c.api.get(&path).is_some_and(|l| {
+            l["spec"]["renewTime"] != "2026-01-01T00:00:00.000000Z"
+                && l["metadata"]["annotations"]
+                    .get("openyurt.io/delegate-heartbeat")
+                    .is_none()
+        })
+    });
+    let l = c.api.get(&path).unwrap();
+    assert_eq!(l["metadata"]["annotations"]["keep"], "me");
+    assert_eq!(l["spec"]["leaseDurationSeconds"], 40);
+    assert_eq!(l["spec"]["holderIdentity"], NODE);
+}
