@@ -336,6 +336,19 @@ impl Local {
         Some(out)
     }
 
+    /// Answers a read with the cached object under `key`, if there is one: `None` when it is
+    /// not cached (nothing was sent), else whether the connection may carry another request.
+    pub async fn object(
+        &self,
+        conn: &mut ClientConn,
+        head_only: bool,
+        key: ObjectKey,
+    ) -> Option<bool> {
+        let cache = self.cache.clone();
+        let bytes = smol::unblock(move || cache.get(&key)).await?;
+        Some(json_response(conn, head_only, 200, &bytes).await)
+    }
+
     /// Answers one request from the cache. Returns whether the connection may carry another.
     pub async fn serve(
         &self,

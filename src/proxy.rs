@@ -128,6 +128,73 @@ pub struct Edge {
     pub agents: Arc<RwLock<Agents>>,
     /// The bearer tokens the cloud accepted: offline, the only ones honoured.
     pub tokens: Arc<Tokens>,
+    /// The node's own Node object, and whether kubelet's watch of it keeps the cache current.
+    pub own_node: OwnNode,
+}
+
+/// kubelet's reads of its own Node: answered from the cache, as upstream YurtHub answers
+/// them, while kubelet's watch of that Node streams through the hub (its events, and the
+/// answers to kubelet's status patches, keep the cached copy as fresh as the apiserver's
+/// watch cache would be).
+#[derive(Debug, Default)]
+pub struct OwnNode {
+    /// The node's name.
+    pub name: String,
+    /// kubelet's node watches relayed right now.
+    watches: std::sync::atomic::AtomicUsize,
+}
+
+impl OwnNode {
+    /// For the node `name`.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            watches: Default::default(),
+        }
+    }
+
+    /// Whether `ri` is kubelet's read of its own Node.
+    fn is_own(&self, ri: &RequestInfo, component: Option<&str>) -> bool {
+        component == Some("kubelet")
+            && ri.is_resource_request
+            && ri.api_group.is_empty()
+            && ri.resource == "nodes"
+            && ri.subresource.is_empty()
+            && !self.name.is_empty()
+    }
+
+    /// Whether a GET may be answered from the cache: kubelet's own Node, asked with
+    /// `resourceVersion=0` (any version, as the apiserver's cache has it; kubelet's retries
+    /// and other reads ask for the latest and go to the cloud), while its watch runs.
+    fn answers(&self, ri: &RequestInfo, component: Option<&str>, query: &Query) -> bool {
+        self.is_own(ri, component)
+            && ri.verb == "get"
+            && ri.name == self.name
+            && query.get("resourceVersion") == Some("0")
+            && self.watches.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+
+    /// Counts a relayed watch of kubelet's own Node while the guard lives.
+    fn watching(&self, ri: &RequestInfo, component: Option<&str>) -> Option<WatchGuard<'_>> {
+        let own = self.is_own(ri, component)
+            && ri.verb == "watch"
+            && (ri.name == self.name
+                || ri.field_selector == format!("metadata.name={}", self.name));
+        own.then(|| {
+            self.watches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            WatchGuard(&self.watches)
+        })
+    }
+}
+
+/// See [`OwnNode::watching`].
+struct WatchGuard<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for WatchGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// The token of an `Authorization: Bearer` header, read exactly as kube-apiserver reads it
@@ -414,6 +481,23 @@ impl Proxy {
             ctx.log(0, "answered locally");
             return keep && client_keep_alive;
         }
+        // kubelet's read of its own Node, while its watch keeps the cached copy current.
+        if let (Some(edge), Some(Ok(t))) = (&self.edge, &target) {
+            if id == Identity::Node
+                && framing == Framing::Empty
+                && edge
+                    .own_node
+                    .answers(&ctx.info, ctx.component.as_deref(), &query)
+                && edge.cache.may_read(&t.component, &t.owner)
+            {
+                let key = t.object_key(&ctx.info.name);
+                let head_only = head.method == "HEAD";
+                if let Some(keep) = edge.local.object(conn, head_only, key).await {
+                    ctx.log(200, "own node answered from the cache");
+                    return keep && client_keep_alive;
+                }
+            }
+        }
         self.forward(conn, head, framing, ctx, target, id).await
     }
 
@@ -509,6 +593,13 @@ impl Proxy {
                 if let Some(edge) = &self.edge {
                     edge.note_accepted(&head, id, resp.head.status);
                 }
+                // Held while the relay runs: kubelet's watch of its own Node keeps its
+                // cached copy current, so its reads of it may be answered from the cache.
+                let _watching = self
+                    .edge
+                    .as_ref()
+                    .filter(|_| resp.head.status == 200 && id == Identity::Node)
+                    .and_then(|e| e.own_node.watching(&ctx.info, ctx.component.as_deref()));
                 if let Some(chain) = chain.filter(|_| resp.head.status == 200) {
                     let tee = self.tee_for(&resp, &ctx, target.as_ref(), Some(false));
                     let f = filtered::Filtered {

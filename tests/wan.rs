@@ -301,3 +301,120 @@ fn the_renewal_removes_the_delegate_heartbeat_annotation_and_keeps_the_rest() {
     assert_eq!(l["spec"]["leaseDurationSeconds"], 40);
     assert_eq!(l["spec"]["holderIdentity"], NODE);
 }
+
+#[test]
+fn a_client_the_hub_neither_caches_nor_filters_keeps_its_own_accept() {
+    let c = Cluster::new();
+    let token = c.api.add_service_account_token("default", "app", 1);
+    let hub = c.start_hub(BIN, &["--filter-sync-timeout=1s"]);
+    let protobuf = "application/vnd.kubernetes.protobuf,application/json";
+    let auth = format!("Bearer {token}");
+    let mut s = testapi::client::Session::new(
+        testapi::client::tls_connect_anonymous(hub.secure_addr(), &c.pki.ca_pem).unwrap(),
+    );
+    // A pod's own client (no cache agent): what it asks for reaches the apiserver as it is,
+    // so a protobuf client pays protobuf sizes.
+    let r = s
+        .request(
+            "GET",
+            "/api/v1/namespaces/default/pods",
+            &[
+                ("User-Agent", "app/1.0"),
+                ("Authorization", &auth),
+                ("Accept", protobuf),
+                ("Accept-Encoding", "identity"),
+            ],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let up = c
+        .api
+        .client_requests()
+        .into_iter()
+        .rfind(|r| r.target == "/api/v1/namespaces/default/pods")
+        .unwrap();
+    assert_eq!(up.header("accept"), Some(protobuf));
+    assert_eq!(up.header("accept-encoding"), Some("identity"));
+    // kubelet's list is cached: asked for as JSON (and gzip).
+    assert_eq!(
+        testapi::client::request(
+            hub.proxy_addr,
+            "GET",
+            "/api/v1/namespaces/default/pods",
+            &[("User-Agent", KUBELET), ("Accept", protobuf)],
+            b"",
+        )
+        .unwrap()
+        .status,
+        200
+    );
+    let up = c.api.client_requests().pop().unwrap();
+    assert_eq!(up.header("accept"), Some("application/json"));
+}
+
+#[test]
+fn kubelets_read_of_its_own_node_is_answered_from_the_cache_while_its_watch_runs() {
+    let c = Cluster::new();
+    c.api.create(
+        "/api/v1/nodes",
+        serde_json::json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": NODE, "labels": {"role": "edge"}}}),
+    );
+    let hub = c.start_hub(BIN, &["--filter-sync-timeout=1s"]);
+    let node = format!("/api/v1/nodes/{NODE}");
+    let read = format!("{node}?resourceVersion=0");
+    let upstream_reads = |c: &Cluster| {
+        c.api
+            .client_requests()
+            .iter()
+            .filter(|r| r.target.starts_with(&node))
+            .count()
+    };
+    // Without kubelet's watch the hub cannot know its copy is current: the cloud answers.
+    assert_eq!(get(hub.proxy_addr, &read, KUBELET).status, 200);
+    assert_eq!(upstream_reads(&c), 1);
+    let mut w = client::watch(
+        hub.proxy_addr,
+        &format!("/api/v1/nodes?fieldSelector=metadata.name%3D{NODE}&watch=true"),
+        KUBELET,
+    );
+    assert_eq!(w.status, 200);
+    wait_until(
+        "kubelet's node watch upstream",
+        Duration::from_secs(10),
+        || c.api.open_watches_on("nodes") == 1,
+    );
+    c.api.clear_requests();
+    let r = get(hub.proxy_addr, &read, KUBELET);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["metadata"]["labels"]["role"], "edge");
+    assert_eq!(upstream_reads(&c), 0, "answered by the cloud");
+    // A change comes down kubelet's watch, and the next read has it.
+    let mut changed = c.api.get(&node).unwrap();
+    changed["metadata"]["labels"]["role"] = "gateway".into();
+    c.api.update(&node, changed);
+    w.set_timeout(Duration::from_secs(10));
+    // (After the initial ADDED of a watch without a resourceVersion.)
+    while !w.next_line().unwrap().unwrap().contains("gateway") {}
+    wait_until(
+        "the new label from the cache",
+        Duration::from_secs(10),
+        || get(hub.proxy_addr, &read, KUBELET).json()["metadata"]["labels"]["role"] == "gateway",
+    );
+    assert_eq!(upstream_reads(&c), 0);
+    // A read of the latest version (kubelet's retry), or another client's, goes to the cloud.
+    assert_eq!(get(hub.proxy_addr, &node, KUBELET).status, 200);
+    assert_eq!(get(hub.proxy_addr, &read, "kubectl/v1.36").status, 200);
+    assert_eq!(upstream_reads(&c), 2);
+    // The watch ends: reads go to the cloud again.
+    drop(w);
+    wait_until("the watch's end upstream", Duration::from_secs(10), || {
+        c.api.open_watches_on("nodes") == 0
+    });
+    wait_until("a read from the cloud", Duration::from_secs(10), || {
+        let before = upstream_reads(&c);
+        get(hub.proxy_addr, &read, KUBELET);
+        upstream_reads(&c) > before
+    });
+}
