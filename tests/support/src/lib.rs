@@ -16,16 +16,16 @@
 mod certificates;
 pub mod client;
 pub mod envtest;
-pub mod middlebox;
 mod hub;
+pub mod middlebox;
 mod pki;
 mod serve;
 pub mod store;
 pub mod wire;
 
 pub use certificates::{detached_jws, Approval, CsrRecord};
-pub use middlebox::Middlebox;
 pub use hub::{cache_cli, command, rss_anon_kib, rss_kib, Hub, TempDir};
+pub use middlebox::Middlebox;
 pub use pki::{Pki, User};
 pub use store::{ApiError, ResourceType, Store};
 
