@@ -42,9 +42,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::store::{mkdirs, read_regular, INTERNAL_DIR};
+use super::store::{read_regular, write_record, INTERNAL_DIR};
 use super::target::BUILTIN_AGENTS;
-use crate::atomic_file;
 
 /// The file, under [`INTERNAL_DIR`].
 const FILE: &str = "owners.json";
@@ -172,14 +171,7 @@ impl Owners {
 
     fn persist(&self, record: &Record) -> bool {
         let snapshot = serde_json::to_vec(record).unwrap_or_default();
-        let written = self
-            .file
-            .parent()
-            .map_or(Ok(()), |d| mkdirs(d).map_err(|e| e.to_string()))
-            .and_then(|()| {
-                atomic_file::replace(&self.file, &[&snapshot], 0o600).map_err(|e| e.to_string())
-            });
-        match written {
+        match write_record(&self.file, &snapshot) {
             Ok(()) => true,
             Err(e) => {
                 log::warn!("cache: recording the components' owners: {e}");

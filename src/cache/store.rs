@@ -164,6 +164,15 @@ pub(super) fn mkdirs(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// Replaces the hub's own record at `path` (tokens, owners) in one step, mode 0600, creating
+/// its directory first.
+pub(super) fn write_record(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent() {
+        mkdirs(dir)?;
+    }
+    atomic_file::replace(path, &[bytes], 0o600).map_err(StoreError::from)
+}
+
 fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
     atomic_file::sync_dir(dir).map_err(StoreError::from)
 }

@@ -23,8 +23,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::store::{mkdirs, read_regular, INTERNAL_DIR};
-use crate::atomic_file;
+use super::store::{read_regular, write_record, INTERNAL_DIR};
 
 /// How long a token that is no JWT (no `exp` to read) is honoured after the cloud last
 /// accepted it.
@@ -128,14 +127,7 @@ impl Tokens {
             known.insert(key, expiry);
             serde_json::to_vec(&*known).unwrap_or_default()
         };
-        let written = self
-            .file
-            .parent()
-            .map_or(Ok(()), |d| mkdirs(d).map_err(|e| e.to_string()))
-            .and_then(|()| {
-                atomic_file::replace(&self.file, &[&snapshot], 0o600).map_err(|e| e.to_string())
-            });
-        if let Err(e) = written {
+        if let Err(e) = write_record(&self.file, &snapshot) {
             log::warn!("cache: remembering an accepted token: {e}");
         }
     }

@@ -68,6 +68,14 @@ pub(super) const MAX_VIEWS: usize = 4096;
 static VIEWS_DROPPED: crate::log_repeats::Repeats =
     crate::log_repeats::Repeats::new(Duration::from_secs(60));
 
+/// Empties a set filled beside the queue.
+fn take_all<T: Eq + std::hash::Hash>(set: &std::sync::Mutex<HashSet<T>>) -> Vec<T> {
+    set.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain()
+        .collect()
+}
+
 impl Writer {
     /// A writer of `store`, keeping the cache within `max_bytes` (0: no budget).
     pub(super) fn new(store: Arc<Store>, shared: Arc<Shared>, max_bytes: u64) -> Writer {
@@ -141,25 +149,12 @@ impl Writer {
 
     fn apply_job(&mut self, job: Job) {
         self.shared.stats.jobs.fetch_add(1, Ordering::Relaxed);
-        // Streams whose end could not be queued (a full queue) are forgotten here.
-        let ended: Vec<u64> = self
-            .shared
-            .ended
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .collect();
-        for s in ended {
+        // Streams whose end, and components whose removal, could not be queued (a full
+        // queue) are handled here.
+        for s in take_all(&self.shared.ended) {
             self.streams.remove(&s);
         }
-        let taken_over: Vec<String> = self
-            .shared
-            .taken_over
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .collect();
-        for c in taken_over {
+        for c in take_all(&self.shared.taken_over) {
             self.drop_component(&c);
         }
         // Answers queued for an identity that no longer owns the component are not kept.
