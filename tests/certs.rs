@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testapi::client::{get, request, tls_connect_anonymous, Session};
+use testapi::wait_until;
 use testapi::{
     kubectl_available, Approval, Cluster, CsrRecord, Hub, TempDir, BOOTSTRAP_ID, BOOTSTRAP_SECRET,
     NODE,
@@ -56,14 +57,6 @@ fn serving_csr_pending(c: &Cluster) {
         .path()
         .join("pki/yurthub-server-current.pem")
         .exists());
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn link_target(p: &Path) -> String {

@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 use testapi::client::{get, request, tls_connect_anonymous, Session};
-use testapi::{Cluster, Hub};
+use testapi::{wait_until, Cluster, Hub};
 
 const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
 const KUBELET: &str = "kubelet/v1.32.0 (linux/arm64) kubernetes/70d3cc9";
@@ -294,11 +294,11 @@ fn offline_creates_are_the_nodes_only_and_its_events_are_small_and_expire() {
         .unwrap();
     assert_eq!(seen.status, 200);
     let tokens = c.cache.path().join("_internal/tokens.json");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !tokens.is_file() {
-        assert!(std::time::Instant::now() < deadline, "token not remembered");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "the token to be remembered",
+        Duration::from_secs(10),
+        || tokens.is_file(),
+    );
     c.api.set_fault(testapi::Fault::Refuse);
     hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
     let event = |name: &str, pad: usize| {
@@ -342,25 +342,19 @@ fn offline_creates_are_the_nodes_only_and_its_events_are_small_and_expire() {
     assert_eq!(small.status, 201, "{}", small.text());
     let root = c.cache.path();
     let stored = root.join("kubelet/events.v1.core/default/small");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !stored.is_file() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the node's Event was not stored"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "the node's Event to be stored",
+        Duration::from_secs(10),
+        || stored.is_file(),
+    );
     assert!(!root.join("yurthub/events.v1.core").exists());
     assert!(!root.join("kubelet/events.v1.core/default/big").exists());
     // Its times say 2099; its TTL runs from when the hub stored it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while stored.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "an Event dated 2099 outlived --event-ttl"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "an Event dated 2099 to go at --event-ttl",
+        Duration::from_secs(20),
+        || !stored.exists(),
+    );
 }
 
 #[test]
@@ -422,11 +416,9 @@ fn offline_only_tokens_the_cloud_accepted_read_the_cache_also_after_a_restart() 
         .path()
         .join("_internal/views/coredns/services.v1.core");
     let tokens = c.cache.path().join("_internal/tokens.json");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !(cached.is_dir() && tokens.is_file()) {
-        assert!(std::time::Instant::now() < deadline, "not cached");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the answers to be cached", Duration::from_secs(10), || {
+        cached.is_dir() && tokens.is_file()
+    });
     assert!(!std::fs::read_to_string(&tokens).unwrap().contains(&coredns));
     for restart in [false, true] {
         if restart {
@@ -491,14 +483,11 @@ fn offline_each_identity_reads_only_what_was_cached_for_it() {
     );
     let views = c.cache.path().join("_internal/views");
     let owners = c.cache.path().join("_internal/owners.json");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !(views.join("kubelet/secrets.v1.core").is_dir()
-        && views.join("coredns/services.v1.core").is_dir()
-        && std::fs::read_to_string(&owners).is_ok_and(|o| o.contains("coredns")))
-    {
-        assert!(std::time::Instant::now() < deadline, "not cached");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the answers to be cached", Duration::from_secs(10), || {
+        views.join("kubelet/secrets.v1.core").is_dir()
+            && views.join("coredns/services.v1.core").is_dir()
+            && std::fs::read_to_string(&owners).is_ok_and(|o| o.contains("coredns"))
+    });
     let recorded = std::fs::read_to_string(&owners).unwrap();
     assert!(
         recorded.contains("system:serviceaccount:kube-system:coredns")
@@ -588,11 +577,9 @@ fn built_in_names_are_not_a_pods_and_the_node_takes_over_what_a_system_account_c
         .cache
         .path()
         .join("kube-proxy/secrets.v1.core/default/app-secret");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !cached.is_file() {
-        assert!(std::time::Instant::now() < deadline, "not cached");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the answers to be cached", Duration::from_secs(10), || {
+        cached.is_file()
+    });
     // The node's kube-proxy comes: its requests are cached, and what was cached for the
     // service account is gone.
     assert_eq!(get(hub.proxy_addr, "/api/v1/services", PROXY).status, 200);
@@ -603,19 +590,16 @@ fn built_in_names_are_not_a_pods_and_the_node_takes_over_what_a_system_account_c
     assert!(!cached.exists());
     let owners = std::fs::read_to_string(c.cache.path().join("_internal/owners.json")).unwrap();
     assert!(!owners.contains("dropping"), "{owners}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !c
-        .cache
-        .path()
-        .join("_internal/views/kube-proxy/services.v1.core")
-        .is_dir()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "kube-proxy's list not cached"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "kube-proxy's list to be cached",
+        Duration::from_secs(10),
+        || {
+            c.cache
+                .path()
+                .join("_internal/views/kube-proxy/services.v1.core")
+                .is_dir()
+        },
+    );
     c.api.set_fault(testapi::Fault::Refuse);
     hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
     let r = with_token(PROXY, "/api/v1/services", &system);

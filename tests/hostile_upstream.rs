@@ -4,20 +4,13 @@
 //! memory does not grow with the size of a response.
 
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use testapi::client::{get, request, watch};
+use testapi::wait_until;
 use testapi::{cache_cli, pod, rss_kib, Cluster, Fault, Hub, Mangle, NODE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
 const KUBELET: &str = "kubelet/v1.36.2 (linux/arm64) kubernetes/98b3519";
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn cached_value(c: &Cluster) -> String {
     let file = c

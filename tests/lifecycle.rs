@@ -3,8 +3,9 @@
 
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use testapi::client::{get, request};
+use testapi::wait_until;
 use testapi::{cache_cli, command, pod, Cluster, Fault, Hub, NODE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
@@ -14,14 +15,6 @@ const FAST: &[&str] = &[
     "--heartbeat-timeout-seconds=1",
     "--heartbeat-healthy-threshold=1",
 ];
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn start(c: &Cluster, extra: &[&str]) -> Hub {
     let mut args: Vec<&str> = FAST.to_vec();

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use testapi::client::{self, get, request};
+use testapi::wait_until;
 use testapi::{names, pod, Cluster, Fault, Hub, NODE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
@@ -16,14 +17,6 @@ const FAST: &[&str] = &[
     "--heartbeat-timeout-seconds=1",
     "--heartbeat-healthy-threshold=2",
 ];
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn seed(c: &Cluster) {
     c.api.create(

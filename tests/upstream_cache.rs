@@ -10,8 +10,9 @@
 use serde_json::{json, Value};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use testapi::client::get;
+use testapi::wait_until;
 use testapi::{names, pod, Cluster, Fault, NODE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
@@ -88,14 +89,6 @@ fn list(addr: std::net::SocketAddr, path: &str, ua: &str) -> (u16, Value) {
         json!({ "text": r.text() })
     };
     (r.status, body)
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn quarantined(root: &Path) -> Vec<String> {

@@ -3,18 +3,11 @@
 
 use std::time::{Duration, Instant};
 use testapi::client::{self, get};
+use testapi::wait_until;
 use testapi::{pod, Cluster, Fault, Middlebox, NODE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
 const KUBELET: &str = "kubelet/v1.32.0 (linux/arm64) kubernetes/70d3cc9";
-
-fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// The hub's own requests of `path` (its User-Agent), watches or not.
 fn hub_requests(c: &Cluster, path: &str, watches: bool) -> Vec<String> {
@@ -385,6 +378,14 @@ fn kubelets_read_of_its_own_node_is_answered_from_the_cache_while_its_watch_runs
         Duration::from_secs(10),
         || c.api.open_watches_on("nodes") == 1,
     );
+    // Its first event reached kubelet: the hub relays the watch (the apiserver counts it
+    // open a moment before the hub has read its answer).
+    w.set_timeout(Duration::from_secs(10));
+    assert!(w.next_line().unwrap().unwrap().contains("ADDED"));
+    let cached = c.cache.path().join(format!("kubelet/nodes.v1.core/{NODE}"));
+    wait_until("the node in the cache", Duration::from_secs(10), || {
+        cached.is_file()
+    });
     c.api.clear_requests();
     let r = get(hub.proxy_addr, &read, KUBELET);
     assert_eq!(r.status, 200);
@@ -394,8 +395,6 @@ fn kubelets_read_of_its_own_node_is_answered_from_the_cache_while_its_watch_runs
     let mut changed = c.api.get(&node).unwrap();
     changed["metadata"]["labels"]["role"] = "gateway".into();
     c.api.update(&node, changed);
-    w.set_timeout(Duration::from_secs(10));
-    // (After the initial ADDED of a watch without a resourceVersion.)
     while !w.next_line().unwrap().unwrap().contains("gateway") {}
     wait_until(
         "the new label from the cache",

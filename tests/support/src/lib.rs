@@ -567,6 +567,18 @@ impl Default for Cluster {
     }
 }
 
+/// Waits until `done` holds, checking every 20 ms; panics naming `what` after `within`.
+pub fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// The names of a list's items, in order; panics on what is no list.
 pub fn names(list: &Value) -> Vec<String> {
     list["items"]
