@@ -275,7 +275,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
             Some(Edge {
                 local: Local::new(cache.clone(), health.clone(), config.min_request_timeout),
                 tokens: Arc::new(Tokens::open(&config.disk_cache_path)),
-                own_node: crate::proxy::OwnNode::new(&config.node_name),
+                own_node: crate::proxy::OwnNode::new(&config.node_name, config.heartbeat_timeout),
                 cache,
                 health,
                 agents,

@@ -346,7 +346,14 @@ impl Local {
     ) -> Option<bool> {
         let cache = self.cache.clone();
         let bytes = smol::unblock(move || cache.get(&key)).await?;
-        Some(json_response(conn, head_only, 200, &bytes).await)
+        Some(Self::object_bytes(conn, head_only, &bytes).await)
+    }
+
+    /// Answers a read with `object`, which the hub holds already (the answer to its own
+    /// patch of it, say, on its way to the cache); whether the connection may carry another
+    /// request.
+    pub async fn object_bytes(conn: &mut ClientConn, head_only: bool, object: &[u8]) -> bool {
+        json_response(conn, head_only, 200, object).await
     }
 
     /// Answers one request from the cache. Returns whether the connection may carry another.

@@ -218,9 +218,19 @@ impl Metrics {
         }
     }
 
-    /// Adds the bytes gzip kept off the wire for one response (plain minus compressed).
-    pub fn add_gzip_saved(&self, bytes: u64) {
-        self.gzip_saved.fetch_add(bytes, Ordering::Relaxed);
+    /// Counts what gzip has kept off the wire so far for one response, from its unpacker's
+    /// running totals (compressed, plain): called as the body comes, so a watch that streams
+    /// for days counts as it goes. `counted` is what this response has added already.
+    pub fn gzip_saved_so_far(&self, counted: &mut u64, totals: Option<(u64, u64)>) {
+        let Some((compressed, plain)) = totals else {
+            return;
+        };
+        let saved = plain.saturating_sub(compressed);
+        if saved > *counted {
+            self.gzip_saved
+                .fetch_add(saved - *counted, Ordering::Relaxed);
+            *counted = saved;
+        }
     }
 
     /// Writes the request families.

@@ -5,6 +5,7 @@
 //! flushed at once) while the client's side is watched: a client that goes away closes the
 //! upstream request.
 
+pub mod autonomy;
 mod filtered;
 pub mod route;
 mod tee;
@@ -35,6 +36,9 @@ use route::{Facts, Route};
 /// Requests that found no cloud: the first of a kind is logged, its repeats once a minute (the
 /// cloud's state change has a line of its own, from [`health`](crate::health)).
 static UNREACHABLE: Repeats = Repeats::new(std::time::Duration::from_secs(60));
+
+/// Failed updates of the node's `Autonomy` condition: kubelet reads its Node every 10 s.
+static AUTONOMY_FAILED: Repeats = Repeats::new(std::time::Duration::from_secs(600));
 
 /// Request bodies up to this size are read before sending, so another server can be tried.
 const MAX_BUFFERED_BODY: u64 = 64 * 1024;
@@ -136,21 +140,34 @@ pub struct Edge {
 /// them, while kubelet's watch of that Node streams through the hub (its events, and the
 /// answers to kubelet's status patches, keep the cached copy as fresh as the apiserver's
 /// watch cache would be).
+///
+/// Its reads also keep the Node's `Autonomy` condition current ([`autonomy`]).
 #[derive(Debug, Default)]
 pub struct OwnNode {
     /// The node's name.
     pub name: String,
     /// kubelet's node watches relayed right now.
     watches: std::sync::atomic::AtomicUsize,
+    /// The `Autonomy` condition's evaluations.
+    autonomy: autonomy::Autonomy,
+    /// How long the hub's own status patch may take (`--heartbeat-timeout-seconds`).
+    timeout: std::time::Duration,
 }
 
 impl OwnNode {
-    /// For the node `name`.
-    pub fn new(name: &str) -> Self {
+    /// For the node `name`; the hub's own requests about it wait `timeout` at most.
+    pub fn new(name: &str, timeout: std::time::Duration) -> Self {
         Self {
             name: name.to_string(),
             watches: Default::default(),
+            autonomy: Default::default(),
+            timeout,
         }
+    }
+
+    /// Whether `ri` is kubelet's GET of its own Node (any version).
+    fn is_own_get(&self, ri: &RequestInfo, component: Option<&str>) -> bool {
+        self.is_own(ri, component) && ri.verb == "get" && ri.name == self.name
     }
 
     /// Whether `ri` is kubelet's read of its own Node.
@@ -167,9 +184,7 @@ impl OwnNode {
     /// `resourceVersion=0` (any version, as the apiserver's cache has it; kubelet's retries
     /// and other reads ask for the latest and go to the cloud), while its watch runs.
     fn answers(&self, ri: &RequestInfo, component: Option<&str>, query: &Query) -> bool {
-        self.is_own(ri, component)
-            && ri.verb == "get"
-            && ri.name == self.name
+        self.is_own_get(ri, component)
             && query.get("resourceVersion") == Some("0")
             && self.watches.load(std::sync::atomic::Ordering::Relaxed) > 0
     }
@@ -481,6 +496,19 @@ impl Proxy {
             ctx.log(0, "answered locally");
             return keep && client_keep_alive;
         }
+        // kubelet's read of its own Node: its Autonomy condition is made current first, so
+        // that the answer carries it (from the cache or the cloud).
+        let mut patched = None;
+        if let (Some(edge), Some(Ok(t))) = (&self.edge, &target) {
+            if id == Identity::Node
+                && framing == Framing::Empty
+                && edge
+                    .own_node
+                    .is_own_get(&ctx.info, ctx.component.as_deref())
+            {
+                patched = self.keep_autonomy(edge, t).await;
+            }
+        }
         // kubelet's read of its own Node, while its watch keeps the cached copy current.
         if let (Some(edge), Some(Ok(t))) = (&self.edge, &target) {
             if id == Identity::Node
@@ -492,6 +520,13 @@ impl Proxy {
             {
                 let key = t.object_key(&ctx.info.name);
                 let head_only = head.method == "HEAD";
+                if let Some(node) = patched {
+                    // The cloud's answer to the patch is newer than what the cache holds
+                    // until the writer has stored it.
+                    let keep = Local::object_bytes(conn, head_only, &node).await;
+                    ctx.log(200, "own node answered with its patched status");
+                    return keep && client_keep_alive;
+                }
                 if let Some(keep) = edge.local.object(conn, head_only, key).await {
                     ctx.log(200, "own node answered from the cache");
                     return keep && client_keep_alive;
@@ -499,6 +534,64 @@ impl Proxy {
             }
         }
         self.forward(conn, head, framing, ctx, target, id).await
+    }
+
+    /// Sets the node's `Autonomy` condition in the cloud when its cached copy (what kubelet
+    /// read last) does not carry the one it should, and caches the patched Node. Nothing is
+    /// sent while the condition holds, nor when no server is healthy; a failure is logged
+    /// and tried again at kubelet's next read: kubelet's own answer never waits on it
+    /// beyond `--heartbeat-timeout-seconds`, and never turns into an error.
+    ///
+    /// The patched Node, when there was a patch.
+    async fn keep_autonomy(&self, edge: &Edge, t: &Target) -> Option<Vec<u8>> {
+        let own = &edge.own_node;
+        let key = t.object_key(&own.name);
+        let cache = edge.cache.clone();
+        let Some(bytes) = smol::unblock(move || cache.get(&key)).await else {
+            // Not read yet: this read fills the cache, the next one sets the condition.
+            return None;
+        };
+        let node = serde_json::from_slice::<serde_json::Value>(&bytes).ok()?;
+        let wanted = own.autonomy.wanted(&node, edge.cache.failing().as_deref());
+        let now = kube::time::rfc3339(std::time::SystemTime::now());
+        let patch = wanted.patch(&node, &now)?;
+        let server = *self.servers().first()?;
+        let path = format!("/api/v1/nodes/{}/status", own.name);
+        let sent = self
+            .upstream
+            .fetch_typed(
+                server,
+                "PATCH",
+                &path,
+                Some((&patch, "application/strategic-merge-patch+json")),
+                "application/json",
+                own.timeout,
+            )
+            .await;
+        let failure = match sent {
+            Ok((200, body)) => {
+                log::info!(
+                    "node {}: condition {} is {} ({})",
+                    own.name,
+                    autonomy::CONDITION,
+                    wanted.status,
+                    wanted.reason
+                );
+                edge.cache.put(&t.component, &t.resource, body.clone());
+                return Some(body);
+            }
+            Ok((code, _)) => format!("the apiserver answered {code}"),
+            Err(e) => e.to_string(),
+        };
+        if let Some(more) = AUTONOMY_FAILED.allow(&failure) {
+            log::warn!(
+                "node {}: setting condition {} to {}: {failure}{more}",
+                own.name,
+                autonomy::CONDITION,
+                wanted.status
+            );
+        }
+        None
     }
 
     /// Sends a request on to the cloud and streams the answer back (filtered, teed into the
@@ -758,6 +851,7 @@ impl Proxy {
         head.write_to(&mut out);
         let mut piece = Vec::new();
         let mut plain = Vec::new();
+        let mut gzip_saved = 0;
         loop {
             piece.clear();
             // What has already arrived joins what is due before it is written (one write, not
@@ -807,15 +901,6 @@ impl Proxy {
                 self.metrics.add_traffic(l, ctx.node_identity, n as u64);
             }
             if n == 0 {
-                // What gzip saved on the wire, counted where the hub unpacked the body.
-                let totals = gunzip
-                    .as_ref()
-                    .map(GzipDecoder::totals)
-                    .or_else(|| tee.as_ref().and_then(Tee::gzip_totals));
-                if let Some((compressed, plain)) = totals {
-                    self.metrics
-                        .add_gzip_saved(plain.saturating_sub(compressed));
-                }
                 if let Some(gz) = &gunzip {
                     if let Err(e) = gz.finish() {
                         log::warn!("upstream gzip body: {e}");
@@ -859,6 +944,12 @@ impl Proxy {
                     }
                 }
             }
+            // What gzip saved on the wire, counted where the hub unpacked the body.
+            let totals = gunzip
+                .as_ref()
+                .map(GzipDecoder::totals)
+                .or_else(|| tee.as_ref().and_then(Tee::gzip_totals));
+            self.metrics.gzip_saved_so_far(&mut gzip_saved, totals);
         }
         ctx.log(resp.head.status, "");
         if upstream_reusable && up_framing != Framing::Close && resp.body.is_done() {

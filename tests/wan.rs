@@ -417,3 +417,253 @@ fn kubelets_read_of_its_own_node_is_answered_from_the_cache_while_its_watch_runs
         upstream_reads(&c) > before
     });
 }
+
+/// A Service named `name` with a cluster IP from `n`.
+fn service(n: usize) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("svc-{n}"), "namespace": "default",
+            "labels": {"app": "shop", "tier": "backend"}},
+        "spec": {"clusterIP": format!("10.96.{}.{}", n / 250, n % 250 + 2),
+            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}],
+            "selector": {"app": "shop"}, "type": "ClusterIP"}})
+}
+
+/// Reads watch events (lines) until one contains `needle`; returns how many came.
+fn lines_until(w: &mut client::ResponseStream, needle: &str) -> usize {
+    let mut n = 0;
+    loop {
+        let line = w.next_line().unwrap().expect("the watch ended");
+        n += 1;
+        if line.contains(needle) {
+            return n;
+        }
+    }
+}
+
+#[test]
+fn watch_lists_come_gzip_where_the_apiserver_offers_it_and_what_that_saves_is_counted() {
+    let c = Cluster::new();
+    // kube-apiserver 1.37 compresses watch-lists; 1.36 (real_cluster.rs) compresses none.
+    c.api.set_watch_list_gzip(true);
+    c.api.create(
+        "/api/v1/nodes",
+        serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}}),
+    );
+    for n in 0..40 {
+        c.api
+            .create("/api/v1/namespaces/default/services", service(n));
+        c.api.create(
+            "/api/v1/namespaces/default/pods",
+            pod(&format!("p{n}"), NODE),
+        );
+    }
+    let hub = c.start_hub(BIN, &["--filter-sync-timeout=1s"]);
+    // kubelet's informer: a watch the apiserver makes a watch-list (bookmarks, any version).
+    let pods = format!(
+        "/api/v1/pods?fieldSelector=spec.nodeName%3D{NODE}&allowWatchBookmarks=true&resourceVersion=0&watch=true"
+    );
+    let mut w = client::watch(hub.proxy_addr, &pods, KUBELET);
+    w.set_timeout(Duration::from_secs(10));
+    assert_eq!(w.status, 200);
+    // kubelet asked for no gzip: it gets plain events, one line each, as they come.
+    assert_eq!(w.header("content-encoding"), None);
+    assert_eq!(lines_until(&mut w, "initial-events-end"), 41);
+    // The hub asked for gzip, and the apiserver sent it.
+    let asked = c
+        .api
+        .requests()
+        .into_iter()
+        .find(|r| r.target == pods)
+        .expect("kubelet's watch upstream");
+    assert_eq!(asked.header("accept-encoding"), Some("gzip"));
+    // What gzip saved is counted while the watch still runs, not at its end.
+    wait_until("the savings counted", Duration::from_secs(10), || {
+        hub.metric("yurthub_gzip_saved_bytes_total") > 0.0
+    });
+    let saved = hub.metric("yurthub_gzip_saved_bytes_total");
+    // A change comes down the open watch at once, and into the cache.
+    let path = "/api/v1/namespaces/default/pods/p3";
+    let mut p = c.api.get(path).unwrap();
+    p["metadata"]["labels"] = serde_json::json!({"rollout": "second"});
+    c.api.update(path, p);
+    assert_eq!(lines_until(&mut w, "second"), 1);
+    let cached = c.cache.path().join("kubelet/pods.v1.core/default/p3");
+    wait_until("the change in the cache", Duration::from_secs(10), || {
+        std::fs::read_to_string(&cached).is_ok_and(|t| t.contains("second"))
+    });
+    assert!(hub.metric("yurthub_gzip_saved_bytes_total") > saved);
+
+    // A client that takes gzip gets the apiserver's members untouched where the hub only
+    // caches (kubelet's pods are filtered, its Node is not): gzip members holding an
+    // event each.
+    let node = format!(
+        "/api/v1/nodes?fieldSelector=metadata.name%3D{NODE}&allowWatchBookmarks=true&resourceVersion=0&watch=true"
+    );
+    let mut z = client::open(
+        hub.proxy_addr,
+        "GET",
+        &node,
+        &[("User-Agent", KUBELET), ("Accept-Encoding", "gzip")],
+        b"",
+    )
+    .unwrap();
+    z.set_timeout(Duration::from_secs(10));
+    assert_eq!(z.header("content-encoding"), Some("gzip"));
+    let mut wire = Vec::new();
+    let mut events_until = |needle: &str| loop {
+        let text = String::from_utf8(testapi::wire::gunzip_so_far(&wire)).unwrap();
+        if text.contains(needle) {
+            return text.lines().map(str::to_string).collect::<Vec<_>>();
+        }
+        wire.extend(z.next_piece().unwrap().expect("the watch ended"));
+    };
+    let events = events_until("initial-events-end");
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events[0].contains(r#""type":"ADDED""#));
+    let path = format!("/api/v1/nodes/{NODE}");
+    let mut n = c.api.get(&path).unwrap();
+    n["metadata"]["labels"]["rollout"] = "third".into();
+    c.api.update(&path, n);
+    let events = events_until("third");
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(events[2].contains(r#""type":"MODIFIED""#));
+    let cached = c.cache.path().join(format!("kubelet/nodes.v1.core/{NODE}"));
+    wait_until("the node in the cache", Duration::from_secs(10), || {
+        std::fs::read_to_string(&cached).is_ok_and(|t| t.contains("third"))
+    });
+
+    // kube-proxy's Services watch-list is filtered: unpacked, filtered, sent plain.
+    let mut s = client::watch(
+        hub.proxy_addr,
+        "/api/v1/services?allowWatchBookmarks=true&resourceVersion=0&watch=true",
+        "kube-proxy/v1.32.0 (linux/arm64) kubernetes/70d3cc9",
+    );
+    s.set_timeout(Duration::from_secs(10));
+    assert_eq!(s.status, 200);
+    assert_eq!(s.header("content-encoding"), None);
+    // 40 Services and the apiserver's own `kubernetes`, if it has one.
+    let n = lines_until(&mut s, "initial-events-end");
+    assert!(n >= 41, "{n} events");
+}
+
+/// The hub's patches of the node's status.
+fn status_patches(c: &Cluster) -> usize {
+    c.api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.target == format!("/api/v1/nodes/{NODE}/status"))
+        .count()
+}
+
+/// The `Autonomy` condition of `node`: (status, reason).
+fn autonomy(node: &serde_json::Value) -> Option<(String, String)> {
+    node["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Autonomy")
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or("").to_string(),
+                c["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+}
+
+#[test]
+fn kubelets_reads_of_its_node_keep_the_autonomy_condition_as_the_annotations_say() {
+    let c = Cluster::new();
+    let path = format!("/api/v1/nodes/{NODE}");
+    c.api.create(
+        "/api/v1/nodes",
+        serde_json::json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": NODE, "annotations": {"node.beta.openyurt.io/autonomy": "true"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}}),
+    );
+    let hub = c.start_hub(
+        BIN,
+        &["--filter-sync-timeout=1s", "--heartbeat-interval-seconds=1"],
+    );
+    let cached = c.cache.path().join(format!("kubelet/nodes.v1.core/{NODE}"));
+    let read = |c: &Cluster| {
+        let r = get(
+            hub.proxy_addr,
+            &format!("{path}?resourceVersion=0"),
+            KUBELET,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let node = r.json();
+        // kubelet reads every 10 s: the cache has each answer before the next read.
+        if c.api.get(&path).is_some_and(|n| n == node) {
+            wait_until("the answer in the cache", Duration::from_secs(10), || {
+                std::fs::read(&cached)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                    .is_some_and(|n| {
+                        n["metadata"]["resourceVersion"] == node["metadata"]["resourceVersion"]
+                    })
+            });
+        }
+        node
+    };
+    // The first read fills the cache; the next sets the condition, and its answer has it.
+    assert_eq!(autonomy(&read(&c)), None);
+    let on = Some((
+        "True".to_string(),
+        "autonomy enabled successfully".to_string(),
+    ));
+    assert_eq!(autonomy(&read(&c)), on);
+    assert_eq!(autonomy(&c.api.get(&path).unwrap()), on);
+    assert_eq!(status_patches(&c), 1);
+    // kubelet's own conditions stay.
+    assert_eq!(
+        c.api.get(&path).unwrap()["status"]["conditions"][0]["type"],
+        "Ready"
+    );
+    // While it holds, reads send nothing more.
+    for _ in 0..3 {
+        assert_eq!(autonomy(&read(&c)), on);
+    }
+    assert_eq!(status_patches(&c), 1);
+
+    // The annotation removed: False, within two reads (one learns it, the next sets it).
+    let mut n = c.api.get(&path).unwrap();
+    n["metadata"]["annotations"] = serde_json::json!({});
+    c.api.update(&path, n);
+    read(&c);
+    let off = Some(("False".to_string(), "autonomy disabled".to_string()));
+    assert_eq!(autonomy(&read(&c)), off);
+    assert_eq!(autonomy(&c.api.get(&path).unwrap()), off);
+    assert_eq!(status_patches(&c), 2);
+
+    // The newer annotation turns it on again, unless the node is no edge worker.
+    let mut n = c.api.get(&path).unwrap();
+    n["metadata"]["annotations"] = serde_json::json!({"node.openyurt.io/autonomy-duration": "10m"});
+    c.api.update(&path, n);
+    read(&c);
+    assert_eq!(autonomy(&read(&c)), on);
+    let mut n = c.api.get(&path).unwrap();
+    n["metadata"]["labels"] = serde_json::json!({"openyurt.io/is-edge-worker": "false"});
+    c.api.update(&path, n);
+    read(&c);
+    assert_eq!(autonomy(&read(&c)), off);
+    assert_eq!(status_patches(&c), 4);
+
+    // Offline, a read that would change the condition is still answered, from the cache,
+    // with the node as it was last read (upstream answers 500 then).
+    let mut n = c.api.get(&path).unwrap();
+    n["metadata"]["labels"] = serde_json::json!({});
+    c.api.update(&path, n);
+    read(&c);
+    c.api.set_fault(Fault::Refuse);
+    hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
+    let offline = read(&c);
+    assert_eq!(autonomy(&offline), off);
+    assert_eq!(offline["metadata"]["labels"], serde_json::json!({}));
+    assert_eq!(status_patches(&c), 4);
+    // Back online, the next read sets it.
+    c.api.set_fault(Fault::None);
+    wait_until("the condition set again", Duration::from_secs(20), || {
+        autonomy(&read(&c)) == on
+    });
+    assert_eq!(autonomy(&c.api.get(&path).unwrap()), on);
+}

@@ -47,6 +47,9 @@ pub struct CacheStats {
     pub collected: AtomicU64,
     /// List views dropped, least recently used first, to keep within the caps on views.
     pub views_dropped: AtomicU64,
+    /// The last failed write or delete, while no write has succeeded since: what the cache
+    /// cannot keep now (the node's `Autonomy` condition reports it).
+    pub failing: Mutex<Option<String>>,
 }
 
 /// How the cache is kept.
@@ -459,6 +462,16 @@ impl Cache {
     /// The largest response body the cache takes (`--max-cached-list-bytes`).
     pub fn max_body_bytes(&self) -> usize {
         self.shared.max_body_bytes
+    }
+
+    /// Why the cache fails now: its last failed write or delete, while no write has
+    /// succeeded since.
+    pub fn failing(&self) -> Option<String> {
+        self.stats()
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The counters.

@@ -133,10 +133,29 @@ impl Writer {
             .stats
             .write_errors
             .fetch_add(1, Ordering::Relaxed);
+        *self
+            .shared
+            .stats
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(format!("cache {what}: {e}"));
         if e.is_disk_full() {
             log::warn!("cache {what}: disk full, caching paused for this object: {e}");
         } else {
             log::warn!("cache {what}: {e}");
+        }
+    }
+
+    /// A write reached the disk: whatever failed before is not failing now.
+    fn written(&self) {
+        let mut failing = self
+            .shared
+            .stats
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if failing.take().is_some() {
+            log::info!("cache: writes succeed again");
         }
     }
 
@@ -198,11 +217,10 @@ impl Writer {
                     self.upsert(key, &obj);
                 }
             }
-            Job::Raw { name, body } => {
-                if let Err(e) = self.store.write_file(Path::new(&name), &body) {
-                    self.error("write", &e);
-                }
-            }
+            Job::Raw { name, body } => match self.store.write_file(Path::new(&name), &body) {
+                Ok(_) => self.written(),
+                Err(e) => self.error("write", &e),
+            },
             Job::Forget(key, up_to) => {
                 if self.forget(&key, up_to) {
                     self.shared.stats.collected.fetch_add(1, Ordering::Relaxed);
@@ -291,6 +309,7 @@ impl Writer {
             Ok(written) => {
                 if written {
                     self.shared.stats.writes.fetch_add(1, Ordering::Relaxed);
+                    self.written();
                 }
                 self.rvs.insert(key, obj.rv);
                 true
@@ -996,7 +1015,10 @@ impl Writer {
         };
         let bytes = serde_json::to_vec(&v).unwrap_or_default();
         match self.store.write_file(&id.rel_path(), &bytes) {
-            Ok(_) => true,
+            Ok(_) => {
+                self.written();
+                true
+            }
             Err(e) => {
                 self.error("view write", &e);
                 false

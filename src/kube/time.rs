@@ -124,8 +124,60 @@ pub fn watch_timeout(min: std::time::Duration) -> std::time::Duration {
     min + std::time::Duration::from_millis(nanos % span)
 }
 
+/// Parses a duration as Go's `time.ParseDuration` does (`90s`, `1h30m`, `1.5h`, `300ms`,
+/// `0`): what Kubernetes and OpenYurt write in annotations. Negative durations and bare
+/// numbers other than `0` are refused.
+pub fn parse_go_duration(s: &str) -> Option<std::time::Duration> {
+    if s == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    let mut rest = s.strip_prefix('+').unwrap_or(s);
+    if rest.is_empty() {
+        return None;
+    }
+    let mut nanos = 0f64;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let n: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit] {
+            "ns" => 1.0,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit..];
+        nanos += n * scale;
+    }
+    (nanos.is_finite() && nanos < u64::MAX as f64)
+        .then(|| std::time::Duration::from_nanos(nanos as u64))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn go_durations() {
+        use std::time::Duration;
+        let d = super::parse_go_duration;
+        assert_eq!(d("0"), Some(Duration::ZERO));
+        assert_eq!(d("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(d("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(d("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(d("300ms"), Some(Duration::from_millis(300)));
+        assert_eq!(d("2\u{b5}s"), Some(Duration::from_micros(2)));
+        for bad in ["", "10", "-1h", "1d", "h", "1h-30m", ".", "1..5s", "+"] {
+            assert_eq!(d(bad), None, "{bad:?}");
+        }
+    }
+
     #[test]
     fn parse_is_the_inverse_of_format_and_refuses_garbage() {
         for secs in [0, 951_782_400, 1_867_219_034, 1_796_000_000] {

@@ -66,6 +66,7 @@ impl Filtered<'_> {
         let mut plain = Vec::new();
         let mut buf: Vec<u8> = Vec::new();
         let mut watch_lines = self.watch.then(|| Lines::new(MAX_FILTERED_ITEM));
+        let mut gzip_saved = 0;
         loop {
             piece.clear();
             let next = proxy.next_piece(conn, &mut resp, &mut piece).await;
@@ -144,6 +145,9 @@ impl Filtered<'_> {
                     }
                 }
             }
+            proxy
+                .metrics
+                .gzip_saved_so_far(&mut gzip_saved, gunzip.as_ref().map(GzipDecoder::totals));
             if n == 0 {
                 break;
             }
@@ -151,11 +155,6 @@ impl Filtered<'_> {
         if let Some(Err(e)) = gunzip.as_ref().map(GzipDecoder::finish) {
             log::warn!("upstream gzip body: {e}; connection closed");
             return Outcome::Close;
-        }
-        if let Some((compressed, plain)) = gunzip.as_ref().map(GzipDecoder::totals) {
-            proxy
-                .metrics
-                .add_gzip_saved(plain.saturating_sub(compressed));
         }
         out.clear();
         if self.watch {

@@ -100,6 +100,7 @@ pub(crate) struct Shared {
     pub(crate) pki: Pki,
     pub(crate) recorded: Mutex<Vec<Recorded>>,
     pub(crate) bookmark_interval: Mutex<Duration>,
+    pub(crate) watch_list_gzip: AtomicBool,
     pub(crate) conns: Mutex<Vec<TcpStream>>,
     pub(crate) body_bytes: AtomicU64,
     pub(crate) open_watches: Mutex<HashMap<String, usize>>,
@@ -144,6 +145,7 @@ impl ApiServer {
             pki: pki.clone(),
             recorded: Mutex::default(),
             bookmark_interval: Mutex::new(Duration::from_secs(60)),
+            watch_list_gzip: AtomicBool::new(false),
             conns: Mutex::default(),
             body_bytes: AtomicU64::new(0),
             open_watches: Mutex::default(),
@@ -290,6 +292,16 @@ impl ApiServer {
     /// How often watches with `allowWatchBookmarks` get a BOOKMARK (default 60 s).
     pub fn set_bookmark_interval(&self, d: Duration) {
         *self.shared.bookmark_interval.lock().unwrap() = d;
+    }
+
+    /// Compresses watch-list answers for clients that accept gzip, as kube-apiserver 1.37
+    /// does by default (feature `WatchListCompression`): `Content-Encoding: gzip`, and each
+    /// event one gzip member in its own chunk, so every event can be read as it comes. Off
+    /// by default, as in 1.36 (which compresses no watch). A watch-list is a watch with
+    /// `sendInitialEvents=true`, or one the apiserver promotes to it (bookmarks allowed,
+    /// `resourceVersion` unset or `0`).
+    pub fn set_watch_list_gzip(&self, on: bool) {
+        self.shared.watch_list_gzip.store(on, Ordering::Relaxed);
     }
 
     /// How many changes the watch history keeps (default 1000).

@@ -756,6 +756,21 @@ async fn write_chunk(shared: &Shared, w: &mut Writer, data: &[u8]) -> bool {
     w.write_all(&chunk(data)).await.is_ok() && w.flush().await.is_ok()
 }
 
+/// Writes one watch event as its own chunk, compressed as its own gzip member when `gzip`
+/// (as kube-apiserver 1.37 closes the gzip stream at every flush); false when the client is
+/// gone.
+async fn write_event(shared: &Shared, w: &mut Writer, gzip: bool, event: &[u8]) -> bool {
+    if !gzip {
+        return write_chunk(shared, w, event).await;
+    }
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let member = std::io::Write::write_all(&mut enc, event).and_then(|()| enc.finish());
+    match member {
+        Ok(m) => write_chunk(shared, w, &m).await,
+        Err(_) => false,
+    }
+}
+
 fn event_json(kind: &str, obj: &Value) -> Vec<u8> {
     let mut v = serde_json::to_vec(&json!({"type": kind, "object": obj})).unwrap();
     v.push(b'\n');
@@ -796,7 +811,22 @@ async fn watch(
         return send(shared, w, req, error_response(&e)).await;
     }
     let t = &rp.rtype;
+    let bookmarks = req.flag("allowWatchBookmarks");
+    let rv_param = req.query("resourceVersion").unwrap_or("");
+    // kube-apiserver (1.36 measured) turns a watch that allows bookmarks from "any" or no
+    // resourceVersion into a watch-list: the initial events end with a bookmark annotated
+    // `k8s.io/initial-events-end`.
+    let watch_list = req.flag("sendInitialEvents")
+        || (req.query("sendInitialEvents").is_none()
+            && req.query("resourceVersionMatch").is_none()
+            && bookmarks
+            && (rv_param.is_empty() || rv_param == "0"));
+    let gzip = watch_list && req.accepts_gzip() && shared.watch_list_gzip.load(Ordering::Relaxed);
     let mut headers = std_headers("application/json");
+    if gzip {
+        headers.push(("Content-Encoding".into(), "gzip".into()));
+        headers.push(("Vary".into(), "Accept-Encoding".into()));
+    }
     headers.push(("Transfer-Encoding".into(), "chunked".into()));
     if w.write_all(&head_bytes(200, &headers)).await.is_err() || w.flush().await.is_err() {
         return false;
@@ -808,14 +838,12 @@ async fn watch(
         .entry(t.resource.clone())
         .or_default() += 1;
     let _guard = WatchGuard(shared, t.resource.clone());
-    let bookmarks = req.flag("allowWatchBookmarks");
     let timeout = req
         .query("timeoutSeconds")
         .and_then(|s| s.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
     let deadline = Instant::now() + timeout;
-    let rv_param = req.query("resourceVersion").unwrap_or("");
     let initial = req.flag("sendInitialEvents") || rv_param.is_empty() || rv_param == "0";
     let bookmark = |rv: u64, end: bool| {
         let mut meta = json!({"resourceVersion": rv.to_string()});
@@ -833,14 +861,11 @@ async fn watch(
             (store.list(t, &rp.namespace), store.rv)
         };
         for o in objects.iter().filter(|o| selected(o, req)) {
-            if !write_chunk(shared, w, &event_json("ADDED", o)).await {
+            if !write_event(shared, w, gzip, &event_json("ADDED", o)).await {
                 return false;
             }
         }
-        if req.flag("sendInitialEvents")
-            && bookmarks
-            && !write_chunk(shared, w, &bookmark(rv, true)).await
-        {
+        if watch_list && bookmarks && !write_event(shared, w, gzip, &bookmark(rv, true)).await {
             return false;
         }
         rv
@@ -853,7 +878,7 @@ async fn watch(
                     "BadRequest",
                     format!("invalid resource version: {rv_param}"),
                 );
-                let _ = write_chunk(shared, w, &event_json("ERROR", &e.to_json())).await;
+                let _ = write_event(shared, w, gzip, &event_json("ERROR", &e.to_json())).await;
                 let _ = w.write_all(b"0\r\n\r\n").await;
                 return true;
             }
@@ -880,7 +905,7 @@ async fn watch(
                 );
                 let mut v = e.to_json();
                 v.as_object_mut().unwrap().remove("details");
-                let _ = write_chunk(shared, w, &event_json("ERROR", &v)).await;
+                let _ = write_event(shared, w, gzip, &event_json("ERROR", &v)).await;
                 let _ = w.write_all(b"0\r\n\r\n").await;
                 let _ = w.flush().await;
                 return true;
@@ -889,7 +914,7 @@ async fn watch(
                 for c in changes {
                     last = c.rv;
                     if let Some((kind, obj)) = visible(&c, req) {
-                        if !write_chunk(shared, w, &event_json(kind, &obj)).await {
+                        if !write_event(shared, w, gzip, &event_json(kind, &obj)).await {
                             return false;
                         }
                     }
@@ -904,7 +929,7 @@ async fn watch(
         }
         if bookmarks && now >= next_bookmark {
             let rv = shared.store.lock().unwrap().rv;
-            if !write_chunk(shared, w, &bookmark(rv, false)).await {
+            if !write_event(shared, w, gzip, &bookmark(rv, false)).await {
                 return false;
             }
             next_bookmark = now + *shared.bookmark_interval.lock().unwrap();

@@ -282,12 +282,23 @@ pub async fn write_response<W: AsyncWrite + Unpin>(
     Ok(if head_only { 0 } else { resp.body.len() })
 }
 
-/// Decompresses a gzip body (with flate2, independent of the hub's decoder).
+/// Decompresses a gzip body, of one member or several (RFC 1952 §2.2; kube-apiserver 1.37
+/// sends a watch-list as one member per event), with flate2, independent of the hub's
+/// decoder.
 pub fn gunzip(data: &[u8]) -> Vec<u8> {
     use std::io::Read;
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(data)
+    flate2::read::MultiGzDecoder::new(data)
         .read_to_end(&mut out)
         .expect("valid gzip");
+    out
+}
+
+/// What the whole gzip members at the front of `data` hold: a stream read so far may end
+/// inside a member.
+pub fn gunzip_so_far(data: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let _ = flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out);
     out
 }
