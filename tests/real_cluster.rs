@@ -35,36 +35,6 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n * slow() as u64)
 }
 
-/// What an OpenYurt installation adds to the cluster (once per control plane).
-fn install_openyurt(cp: &ControlPlane) {
-    if cp
-        .admin()
-        .get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/nodepools.apps.openyurt.io")
-        .status
-        == 200
-    {
-        return;
-    }
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/openyurt.yaml");
-    kubectl_ok(cp.kubectl().arg("apply").arg("-f").arg(&fixture));
-    kubectl_ok(cp.kubectl().args([
-        "wait",
-        "--for=condition=Established",
-        "crd/nodepools.apps.openyurt.io",
-        "--timeout=60s",
-    ]));
-}
-
-fn kubectl_ok(cmd: &mut std::process::Command) -> String {
-    let out = cmd.output().expect("run kubectl");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// One edge node's hub, joined with the bootstrap token.
 struct Node {
     name: String,
@@ -79,7 +49,7 @@ impl Node {
     /// pin; its client certificate signed through kube-controller-manager (signer
     /// `kube-apiserver-client-kubelet`), its serving certificate approved as yurt-manager would.
     fn join(cp: &ControlPlane, name: &str, extra: &[&str]) -> Node {
-        install_openyurt(cp);
+        cp.install_openyurt();
         let root = TempDir::new("real-root");
         let cache = TempDir::new("real-cache");
         // A proxy port of its own, kept across restarts: kubelet's kubeconfig names it.
@@ -709,6 +679,32 @@ fn node_components_read_write_and_kubectl_through_the_hub_online() {
     reads.assert_ok("online-app");
     assert_eq!(reads.node.json()["metadata"]["name"], node.name.as_str());
 
+    // The Node's Autonomy condition, set by the hub as kubelet reads its Node, with the
+    // node's certificate (NodeRestriction lets a node patch its own status).
+    let node_path = format!("/api/v1/nodes/{}", node.name);
+    let r = admin.request(
+        "PATCH",
+        &node_path,
+        &[("Content-Type", "application/merge-patch+json")],
+        br#"{"metadata":{"annotations":{"node.openyurt.io/autonomy-duration":"0"}}}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let autonomy = |n: &Value| {
+        n["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Autonomy"))
+            .map(|c| c["status"].as_str().unwrap_or("").to_string())
+    };
+    wait_for("the Autonomy condition in the cloud", secs(30), || {
+        let read = node.get(&node_path, KUBELET);
+        assert_eq!(read.status, 200, "{}", read.text());
+        (autonomy(&admin.get(&node_path).json()).as_deref() == Some("True")).then_some(())
+    });
+    assert_eq!(
+        autonomy(&node.get(&node_path, KUBELET).json()).as_deref(),
+        Some("True")
+    );
+
     // kubelet's watch-list of its pods: the initial events, then the end bookmark.
     let mut watch = node.watch_pods(&format!("{WATCH_LIST}&timeoutSeconds=60"));
     assert_eq!(watch.status, 200);
@@ -1003,7 +999,7 @@ fn endpoint_nodes(list: &Value, slice: &str) -> Vec<String> {
 #[test]
 fn filters_rewrite_real_objects_for_the_node() {
     let Some(cp) = envtest::shared() else { return };
-    install_openyurt(&cp);
+    cp.install_openyurt();
     let admin = cp.admin();
     let me = "edge-filters";
     // The node's pool (the NodePool CRD from the fixture), with a peer in it.

@@ -666,4 +666,45 @@ fn kubelets_reads_of_its_node_keep_the_autonomy_condition_as_the_annotations_say
         autonomy(&read(&c)) == on
     });
     assert_eq!(autonomy(&c.api.get(&path).unwrap()), on);
+
+    // A cache that cannot write (a file where a directory must be, as a full disk fails
+    // them): Unknown after more than three reads see it, with the cache's error; True
+    // again once the same object is written.
+    c.api.create(
+        "/api/v1/namespaces/default/configmaps",
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "app-config", "namespace": "default"}, "data": {"k": "v"}}),
+    );
+    let blocker = c.cache.path().join("kubelet/configmaps.v1.core");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let config = "/api/v1/namespaces/default/configmaps/app-config";
+    assert_eq!(get(hub.proxy_addr, config, KUBELET).status, 200);
+    hub.wait_for_log("cache write", Duration::from_secs(10));
+    for _ in 0..3 {
+        assert_eq!(autonomy(&read(&c)), on);
+    }
+    let failed = read(&c);
+    let condition = failed["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Autonomy")
+        .unwrap()
+        .clone();
+    assert_eq!(condition["status"], "Unknown", "{condition}");
+    assert_eq!(condition["reason"], "cache failed");
+    assert!(
+        condition["message"]
+            .as_str()
+            .unwrap()
+            .contains("configmaps.v1.core"),
+        "{condition}"
+    );
+    assert_eq!(autonomy(&c.api.get(&path).unwrap()).unwrap().0, "Unknown");
+    std::fs::remove_file(&blocker).unwrap();
+    assert_eq!(get(hub.proxy_addr, config, KUBELET).status, 200);
+    wait_until("the configmap cached", Duration::from_secs(10), || {
+        blocker.join("default/app-config").is_file()
+    });
+    assert_eq!(autonomy(&read(&c)), on);
 }

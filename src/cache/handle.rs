@@ -47,9 +47,10 @@ pub struct CacheStats {
     pub collected: AtomicU64,
     /// List views dropped, least recently used first, to keep within the caps on views.
     pub views_dropped: AtomicU64,
-    /// The last failed write or delete, while no write has succeeded since: what the cache
-    /// cannot keep now (the node's `Autonomy` condition reports it).
-    pub failing: Mutex<Option<String>>,
+    /// What the cache could not write or delete, by object (its path in the cache), with
+    /// why; an entry goes when the same object is written or deleted. The node's
+    /// `Autonomy` condition reports them.
+    pub failing: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 /// How the cache is kept.
@@ -464,14 +465,23 @@ impl Cache {
         self.shared.max_body_bytes
     }
 
-    /// Why the cache fails now: its last failed write or delete, while no write has
-    /// succeeded since.
+    /// Why the cache fails now, if it does: the objects it could not write or delete (and
+    /// has not since), the first three with the error.
     pub fn failing(&self) -> Option<String> {
-        self.stats()
+        let failing = self
+            .stats()
             .failing
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .unwrap_or_else(|p| p.into_inner());
+        if failing.is_empty() {
+            return None;
+        }
+        let first: Vec<&str> = failing.values().take(3).map(String::as_str).collect();
+        let mut why = first.join("; ");
+        if failing.len() > first.len() {
+            why.push_str(&format!(" (and {} more)", failing.len() - first.len()));
+        }
+        Some(why)
     }
 
     /// The counters.

@@ -91,6 +91,18 @@ pub struct ObjectKey {
     pub name: String,
 }
 
+/// `component/resource/namespace/name` (no namespace part for cluster-scoped objects), as
+/// under the cache directory.
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/", self.component, self.resource)?;
+        if !self.namespace.is_empty() {
+            write!(f, "{}/", self.namespace)?;
+        }
+        f.write_str(&self.name)
+    }
+}
+
 impl ObjectKey {
     /// The file path of the key, relative to the root; fails on parts that are not file names.
     pub fn rel_path(&self) -> Result<PathBuf, StoreError> {

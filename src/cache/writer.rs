@@ -21,6 +21,10 @@ use super::views::{ViewId, ViewSnapshot};
 use super::{Shape, Target, ViewKey};
 use crate::kube::{FieldSelector, LabelSelector};
 
+/// The most failed writes remembered by name (a full disk fails every write: the first few
+/// say why, and the count of the rest is not needed).
+const MAX_FAILURES: usize = 64;
+
 /// How many deletions the writer remembers (a few hundred KiB at most): enough for any list
 /// still in flight when its objects were deleted.
 const MAX_TOMBSTONES: usize = 8192;
@@ -128,17 +132,23 @@ impl Writer {
         }
     }
 
-    fn error(&self, what: &str, e: &StoreError) {
+    /// Records a failed write or delete of `at` (counted; the cache's failures, which the
+    /// node's `Autonomy` condition reports, keep it until `at` is written or deleted).
+    fn error(&self, what: &str, at: &str, e: &StoreError) {
         self.shared
             .stats
             .write_errors
             .fetch_add(1, Ordering::Relaxed);
-        *self
+        let mut failing = self
             .shared
             .stats
             .failing
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(format!("cache {what}: {e}"));
+            .unwrap_or_else(|p| p.into_inner());
+        if failing.len() < MAX_FAILURES || failing.contains_key(at) {
+            failing.insert(at.to_string(), format!("cache {what}: {e}"));
+        }
+        drop(failing);
         if e.is_disk_full() {
             log::warn!("cache {what}: disk full, caching paused for this object: {e}");
         } else {
@@ -146,16 +156,16 @@ impl Writer {
         }
     }
 
-    /// A write reached the disk: whatever failed before is not failing now.
-    fn written(&self) {
+    /// `at` was written or deleted: whatever failed there before does not now.
+    fn done(&self, at: &str) {
         let mut failing = self
             .shared
             .stats
             .failing
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if failing.take().is_some() {
-            log::info!("cache: writes succeed again");
+        if failing.remove(at).is_some() && failing.is_empty() {
+            log::info!("cache: every failed write has succeeded since");
         }
     }
 
@@ -218,8 +228,8 @@ impl Writer {
                 }
             }
             Job::Raw { name, body } => match self.store.write_file(Path::new(&name), &body) {
-                Ok(_) => self.written(),
-                Err(e) => self.error("write", &e),
+                Ok(_) => self.done(&name),
+                Err(e) => self.error("write", &name, &e),
             },
             Job::Forget(key, up_to) => {
                 if self.forget(&key, up_to) {
@@ -309,13 +319,13 @@ impl Writer {
             Ok(written) => {
                 if written {
                     self.shared.stats.writes.fetch_add(1, Ordering::Relaxed);
-                    self.written();
                 }
+                self.done(&key.to_string());
                 self.rvs.insert(key, obj.rv);
                 true
             }
             Err(e) => {
-                self.error("write", &e);
+                self.error("write", &key.to_string(), &e);
                 false
             }
         }
@@ -368,10 +378,11 @@ impl Writer {
         match self.store.remove(key) {
             Ok(removed) => {
                 self.rvs.remove(key);
+                self.done(&key.to_string());
                 removed
             }
             Err(e) => {
-                self.error("delete", &e);
+                self.error("delete", &key.to_string(), &e);
                 false
             }
         }
@@ -407,9 +418,12 @@ impl Writer {
         }
         self.rvs.remove(key);
         match self.store.remove(key) {
-            Ok(removed) => removed,
+            Ok(removed) => {
+                self.done(&key.to_string());
+                removed
+            }
             Err(e) => {
-                self.error("delete", &e);
+                self.error("delete", &key.to_string(), &e);
                 false
             }
         }
@@ -726,8 +740,10 @@ impl Writer {
         };
         self.dirty.remove(id);
         self.used.remove(id);
-        if let Err(e) = self.store.remove_file(&id.rel_path()) {
-            self.error("view delete", &e);
+        let at = id.rel_path().display().to_string();
+        match self.store.remove_file(&id.rel_path()) {
+            Ok(_) => self.done(&at),
+            Err(e) => self.error("view delete", &at, &e),
         }
         removed
     }
@@ -772,9 +788,13 @@ impl Writer {
             let Ok(rel) = f.strip_prefix(self.store.root()) else {
                 continue;
             };
+            let at = rel.display().to_string();
             match self.store.remove_file(rel) {
-                Ok(_) => removed += 1,
-                Err(e) => self.error("delete", &e),
+                Ok(_) => {
+                    removed += 1;
+                    self.done(&at);
+                }
+                Err(e) => self.error("delete", &at, &e),
             }
         }
         self.rvs.retain(|k, _| !inside(&k.component));
@@ -1014,13 +1034,14 @@ impl Writer {
             return false;
         };
         let bytes = serde_json::to_vec(&v).unwrap_or_default();
+        let at = id.rel_path().display().to_string();
         match self.store.write_file(&id.rel_path(), &bytes) {
             Ok(_) => {
-                self.written();
+                self.done(&at);
                 true
             }
             Err(e) => {
-                self.error("view write", &e);
+                self.error("view write", &at, &e);
                 false
             }
         }

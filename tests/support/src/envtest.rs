@@ -612,6 +612,32 @@ impl ControlPlane {
         ]
     }
 
+    /// Installs what an OpenYurt installation adds to a cluster (`tests/fixtures/openyurt.yaml`:
+    /// the NodePool CRD, the hub's RBAC) once per control plane, with the real kubectl.
+    pub fn install_openyurt(&self) {
+        let crd =
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/nodepools.apps.openyurt.io";
+        if self.admin().get(crd).status == 200 {
+            return;
+        }
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/openyurt.yaml");
+        let run = |cmd: &mut Command| {
+            let out = cmd.output().expect("run kubectl");
+            assert!(
+                out.status.success(),
+                "{cmd:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(self.kubectl().arg("apply").arg("-f").arg(&fixture));
+        run(self.kubectl().args([
+            "wait",
+            "--for=condition=Established",
+            "crd/nodepools.apps.openyurt.io",
+            "--timeout=60s",
+        ]));
+    }
+
     /// A client with the cluster-admin certificate.
     pub fn admin(&self) -> Admin {
         Admin {

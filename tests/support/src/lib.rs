@@ -101,6 +101,7 @@ pub(crate) struct Shared {
     pub(crate) recorded: Mutex<Vec<Recorded>>,
     pub(crate) bookmark_interval: Mutex<Duration>,
     pub(crate) watch_list_gzip: AtomicBool,
+    pub(crate) max_watch_timeout: Mutex<Option<Duration>>,
     pub(crate) conns: Mutex<Vec<TcpStream>>,
     pub(crate) body_bytes: AtomicU64,
     pub(crate) open_watches: Mutex<HashMap<String, usize>>,
@@ -146,6 +147,7 @@ impl ApiServer {
             recorded: Mutex::default(),
             bookmark_interval: Mutex::new(Duration::from_secs(60)),
             watch_list_gzip: AtomicBool::new(false),
+            max_watch_timeout: Mutex::new(None),
             conns: Mutex::default(),
             body_bytes: AtomicU64::new(0),
             open_watches: Mutex::default(),
@@ -302,6 +304,13 @@ impl ApiServer {
     /// `resourceVersion` unset or `0`).
     pub fn set_watch_list_gzip(&self, on: bool) {
         self.shared.watch_list_gzip.store(on, Ordering::Relaxed);
+    }
+
+    /// Ends every watch after `d` at most, whatever `timeoutSeconds` asks: a bench that runs
+    /// the clock fast shortens the watches of a client it cannot configure (an older hub's
+    /// fixed 5 minutes) in the same proportion.
+    pub fn set_max_watch_timeout(&self, d: Duration) {
+        *self.shared.max_watch_timeout.lock().unwrap() = Some(d);
     }
 
     /// How many changes the watch history keeps (default 1000).
@@ -577,6 +586,26 @@ impl Default for Cluster {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A request as a metered-traffic report names it: `WATCH pods`, `PATCH nodes/status`,
+/// `GET leases` (the verb, `WATCH` for watches, and the resource with its subresource).
+pub fn request_kind(method: &str, target: &str) -> String {
+    let path = target.split('?').next().unwrap_or("");
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let resource = match parts.as_slice() {
+        ["api", _, "namespaces", _, res, _, sub, ..] => format!("{res}/{sub}"),
+        ["api", _, "namespaces", _, res, ..] => res.to_string(),
+        ["api", _, res, _, sub, ..] => format!("{res}/{sub}"),
+        ["api", _, res, ..] => res.to_string(),
+        ["apis", _, _, "namespaces", _, res, _, sub, ..] => format!("{res}/{sub}"),
+        ["apis", _, _, "namespaces", _, res, ..] => res.to_string(),
+        ["apis", _, _, res, _, sub, ..] => format!("{res}/{sub}"),
+        ["apis", _, _, res, ..] => res.to_string(),
+        _ => path.to_string(),
+    };
+    let watch = target.contains("watch=true") || target.contains("watch=1");
+    format!("{} {resource}", if watch { "WATCH" } else { method })
 }
 
 /// Waits until `done` holds, checking every 20 ms; panics naming `what` after `within`.

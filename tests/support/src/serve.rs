@@ -843,6 +843,10 @@ async fn watch(
         .and_then(|s| s.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
+    let timeout = match *shared.max_watch_timeout.lock().unwrap() {
+        Some(max) => timeout.min(max),
+        None => timeout,
+    };
     let deadline = Instant::now() + timeout;
     let initial = req.flag("sendInitialEvents") || rv_param.is_empty() || rv_param == "0";
     let bookmark = |rv: u64, end: bool| {

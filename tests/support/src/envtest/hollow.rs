@@ -25,18 +25,26 @@ impl Hollow {
     /// Starts `kubemark --morph=<morph>` (`kubelet` or `proxy`) as node `node`, talking to
     /// `server` (e.g. a hub's plain port) without credentials. `None` when kubemark is absent.
     pub fn start(assets: &Assets, morph: &str, node: &str, server: &str) -> Option<Hollow> {
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: hub\n  cluster:\n    server: {server}\nusers:\n- name: node\n  user: {{}}\ncontexts:\n- name: hub\n  context:\n    cluster: hub\n    user: node\ncurrent-context: hub\n"
+        );
+        Self::start_with(assets, morph, node, &kubeconfig)
+    }
+
+    /// Starts it with the kubeconfig `kubeconfig` (its text): another server, credentials.
+    pub fn start_with(
+        assets: &Assets,
+        morph: &str,
+        node: &str,
+        kubeconfig: &str,
+    ) -> Option<Hollow> {
         if !assets.has("kubemark") {
             return None;
         }
         let dir = TempDir::new(&format!("hollow-{morph}"));
+        let text = kubeconfig;
         let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: hub\n  cluster:\n    server: {server}\nusers:\n- name: node\n  user: {{}}\ncontexts:\n- name: hub\n  context:\n    cluster: hub\n    user: node\ncurrent-context: hub\n"
-            ),
-        )
-        .expect("write the hollow node's kubeconfig");
+        std::fs::write(&kubeconfig, text).expect("write the hollow node's kubeconfig");
         let log = dir.path().join(format!("{morph}.log"));
         let read_only_port = free_port();
         let mut cmd = Command::new(assets.path("kubemark"));
