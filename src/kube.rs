@@ -12,7 +12,7 @@ mod status;
 pub mod time;
 
 pub use component::{component, is_hub, multiplexer, HUB_USER_AGENT};
-pub use fields::{escape_value, unescape_value, FieldSelector, FieldsError};
+pub use fields::{escape_value, field_value, unescape_value, FieldSelector, FieldsError};
 pub use labels::{is_dns1123_subdomain, LabelSelector, LabelsError};
 pub use lines::{LineTooLong, Lines};
 pub use request_info::{ClassifyError, RequestInfo};

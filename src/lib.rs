@@ -44,7 +44,8 @@
 //! - [`cache`] keeps the answers on disk (one file per object, views for lists); [`gc`] and
 //!   the cache's budget keep it small; [`atomic_file`] is how every durable file is written.
 //! - [`certs`] keeps the hub's own identity (bootstrap, CSRs, renewal); [`informer`] is the
-//!   hub's own list-and-watch, through its own proxy; [`admin`] serves health, readiness,
+//!   hub's own list-and-watch, through its own proxy; [`multiplexer`] keeps pool-scope
+//!   resources in memory to answer many clients' lists and watches from one; [`admin`] serves health, readiness,
 //!   metrics ([`metrics`]) and the token endpoint; [`network`] makes the dummy interface.
 //! - [`http`] is the wire (heads, bodies, chunking, gzip); [`runtime`] the one executor;
 //!   [`notify`] talks to systemd; [`log_repeats`] keeps a failure that repeats to a line a
@@ -72,6 +73,7 @@ pub mod kube;
 pub mod local;
 pub mod log_repeats;
 pub mod metrics;
+pub mod multiplexer;
 pub mod network;
 pub mod notify;
 pub mod proxy;
