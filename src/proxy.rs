@@ -500,8 +500,10 @@ impl Proxy {
         // that the answer carries it (from the cache or the cloud).
         let mut patched = None;
         if let (Some(edge), Some(Ok(t))) = (&self.edge, &target) {
+            // A metadata-only read has no status to look at (nor a Node to answer with).
             if id == Identity::Node
                 && framing == Framing::Empty
+                && !t.metadata_only
                 && edge
                     .own_node
                     .is_own_get(&ctx.info, ctx.component.as_deref())
@@ -537,7 +539,8 @@ impl Proxy {
     }
 
     /// Sets the node's `Autonomy` condition in the cloud when its cached copy (what kubelet
-    /// read last) does not carry the one it should, and caches the patched Node. Nothing is
+    /// read last; the cloud's when none is cached) does not carry the one it should, and
+    /// caches the patched Node. Nothing is
     /// sent while the condition holds, nor when no server is healthy; a failure is logged
     /// and tried again at kubelet's next read: kubelet's own answer never waits on it
     /// beyond `--heartbeat-timeout-seconds`, and never turns into an error.
@@ -545,17 +548,33 @@ impl Proxy {
     /// The patched Node, when there was a patch.
     async fn keep_autonomy(&self, edge: &Edge, t: &Target) -> Option<Vec<u8>> {
         let own = &edge.own_node;
+        let server = *self.servers().first()?;
         let key = t.object_key(&own.name);
         let cache = edge.cache.clone();
-        let Some(bytes) = smol::unblock(move || cache.get(&key)).await else {
-            // Not read yet: this read fills the cache, the next one sets the condition.
-            return None;
+        let bytes = match smol::unblock(move || cache.get(&key)).await {
+            Some(b) => b,
+            // Not cached (the first read, or a cache that cannot keep it, which is what
+            // the condition is to report): the cloud's copy.
+            None => match self
+                .upstream
+                .fetch_typed(
+                    server,
+                    "GET",
+                    &format!("/api/v1/nodes/{}?resourceVersion=0", own.name),
+                    None,
+                    "application/json",
+                    own.timeout,
+                )
+                .await
+            {
+                Ok((200, b)) => b,
+                _ => return None,
+            },
         };
         let node = serde_json::from_slice::<serde_json::Value>(&bytes).ok()?;
         let wanted = own.autonomy.wanted(&node, edge.cache.failing().as_deref());
         let now = kube::time::rfc3339(std::time::SystemTime::now());
         let patch = wanted.patch(&node, &now)?;
-        let server = *self.servers().first()?;
         let path = format!("/api/v1/nodes/{}/status", own.name);
         let sent = self
             .upstream

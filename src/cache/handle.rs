@@ -465,8 +465,8 @@ impl Cache {
         self.shared.max_body_bytes
     }
 
-    /// Why the cache fails now, if it does: the objects it could not write or delete (and
-    /// has not since), the first three with the error.
+    /// Why the cache fails now, if it does: how many objects it could not write or delete
+    /// (and has not since), and the errors (no names: the Node's status shows this).
     pub fn failing(&self) -> Option<String> {
         let failing = self
             .stats()
@@ -476,12 +476,16 @@ impl Cache {
         if failing.is_empty() {
             return None;
         }
-        let first: Vec<&str> = failing.values().take(3).map(String::as_str).collect();
-        let mut why = first.join("; ");
-        if failing.len() > first.len() {
-            why.push_str(&format!(" (and {} more)", failing.len() - first.len()));
-        }
-        Some(why)
+        let mut errors: Vec<&str> = failing.values().map(String::as_str).collect();
+        errors.sort_unstable();
+        errors.dedup();
+        errors.truncate(3);
+        let n = failing.len();
+        Some(format!(
+            "{n} cached object{} could not be written or deleted: {}",
+            if n == 1 { "" } else { "s" },
+            errors.join("; ")
+        ))
     }
 
     /// The counters.

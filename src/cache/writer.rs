@@ -145,8 +145,13 @@ impl Writer {
             .failing
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if failing.len() < MAX_FAILURES || failing.contains_key(at) {
-            failing.insert(at.to_string(), format!("cache {what}: {e}"));
+        // A key that cannot be a file name (a name any client may choose) is an object the
+        // cache does not take, not a cache that fails; and what the Node's status reports
+        // is the error alone, not an object's path or name.
+        if let StoreError::Io { error, .. } = e {
+            if failing.len() < MAX_FAILURES || failing.contains_key(at) {
+                failing.insert(at.to_string(), format!("cache {what}: {error}"));
+            }
         }
         drop(failing);
         if e.is_disk_full() {
@@ -797,6 +802,13 @@ impl Writer {
                 Err(e) => self.error("delete", &at, &e),
             }
         }
+        // Failures of what was there went with it.
+        self.shared
+            .stats
+            .failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|at, _| !inside(at.split('/').next().unwrap_or("")));
         self.rvs.retain(|k, _| !inside(&k.component));
         self.tombstones.retain(|k, _| !inside(&k.component));
         self.tombstone_order.retain(|k| !inside(&k.component));

@@ -125,13 +125,17 @@ pub fn watch_timeout(min: std::time::Duration) -> std::time::Duration {
 }
 
 /// Parses a duration as Go's `time.ParseDuration` does (`90s`, `1h30m`, `1.5h`, `300ms`,
-/// `0`): what Kubernetes and OpenYurt write in annotations. Negative durations and bare
-/// numbers other than `0` are refused.
+/// `0`, up to Go's 292 years): what Kubernetes and OpenYurt write in annotations. A negative
+/// duration (other than `-0`) is refused: no annotation the hub reads means one.
 pub fn parse_go_duration(s: &str) -> Option<std::time::Duration> {
-    if s == "0" {
+    let (negative, mut rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if rest == "0" {
         return Some(std::time::Duration::ZERO);
     }
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
     if rest.is_empty() {
         return None;
     }
@@ -157,7 +161,10 @@ pub fn parse_go_duration(s: &str) -> Option<std::time::Duration> {
         rest = &rest[unit..];
         nanos += n * scale;
     }
-    (nanos.is_finite() && nanos < u64::MAX as f64)
+    if nanos == 0.0 {
+        return Some(std::time::Duration::ZERO);
+    }
+    (!negative && nanos.is_finite() && nanos <= i64::MAX as f64)
         .then(|| std::time::Duration::from_nanos(nanos as u64))
 }
 
@@ -173,7 +180,12 @@ mod tests {
         assert_eq!(d("1.5h"), Some(Duration::from_secs(5400)));
         assert_eq!(d("300ms"), Some(Duration::from_millis(300)));
         assert_eq!(d("2\u{b5}s"), Some(Duration::from_micros(2)));
-        for bad in ["", "10", "-1h", "1d", "h", "1h-30m", ".", "1..5s", "+"] {
+        assert_eq!(d("-0"), Some(Duration::ZERO));
+        assert_eq!(d("+0"), Some(Duration::ZERO));
+        assert_eq!(d("2562047h"), Some(Duration::from_secs(2_562_047 * 3600)));
+        for bad in [
+            "", "10", "-1h", "1d", "h", "1h-30m", ".", "1..5s", "+", "2562048h",
+        ] {
             assert_eq!(d(bad), None, "{bad:?}");
         }
     }

@@ -146,8 +146,13 @@ pub struct Item {
 }
 
 impl Item {
-    fn key(&self) -> (String, String) {
-        (self.namespace.clone(), self.name.clone())
+    /// Its key as kube-apiserver orders a list: `<namespace>/<name>`, or `<name>`.
+    fn key(&self) -> String {
+        if self.namespace.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}/{}", self.namespace, self.name)
+        }
     }
 
     /// Whether it matches both selectors.
@@ -199,9 +204,32 @@ impl Event {
             (EventType::Deleted, false, _) => None,
             (_, false, true) => Some((EventType::Added, &self.object)),
             (_, true, true) => Some((EventType::Modified, &self.object)),
-            (_, true, false) => Some((EventType::Deleted, &self.object)),
+            // As kube-apiserver: the object as the watcher last saw it (it matched then).
+            (_, true, false) => self.prev.as_ref().map(|p| (EventType::Deleted, p)),
             (_, false, false) => None,
         }
+    }
+
+    /// The watch event line (`{"type":..,"object":..}` and a newline) for `kind` of `item`
+    /// (what [`Event::visible`] gave). An object that is not at the event's version (a
+    /// deleted object's last state after a relist, an object leaving a selection) is sent
+    /// at the event's version, as kube-apiserver does, so a client that resumes from it
+    /// does not go back in time.
+    pub fn line(&self, kind: EventType, item: &Item) -> Vec<u8> {
+        let mut out = Vec::with_capacity(item.bytes.len() + 32);
+        out.extend_from_slice(br#"{"type":""#);
+        out.extend_from_slice(kind.as_str().as_bytes());
+        out.extend_from_slice(br#"","object":"#);
+        let rewritten = (item.rv != self.rv)
+            .then(|| serde_json::from_slice::<Value>(&item.bytes).ok())
+            .flatten()
+            .and_then(|mut v| {
+                v["metadata"]["resourceVersion"] = self.rv.to_string().into();
+                serde_json::to_vec(&v).ok()
+            });
+        out.extend_from_slice(rewritten.as_deref().unwrap_or(&item.bytes));
+        out.extend_from_slice(b"}\n");
+        out
     }
 }
 
@@ -268,7 +296,7 @@ impl ListPage {
 #[derive(Debug)]
 pub struct WatchCache {
     fields: &'static [&'static str],
-    items: BTreeMap<(String, String), Arc<Item>>,
+    items: BTreeMap<String, Arc<Item>>,
     rv: u64,
     history: VecDeque<Arc<Event>>,
     /// The oldest version the window answers from: every change after it is in `history`.
@@ -291,15 +319,15 @@ fn selectable(resource: &str) -> &'static [&'static str] {
     }
 }
 
-/// A continue token as kube-apiserver writes them: base64 of
-/// `{"v":"meta.k8s.io/v1","rv":N,"start":"<namespace>/<name>\u0000"}`.
-fn encode_continue(rv: u64, after: &(String, String)) -> String {
-    let start = format!("{}/{}\u{0}", after.0, after.1);
+/// A continue token as kube-apiserver writes them: unpadded URL-safe base64 of
+/// `{"v":"meta.k8s.io/v1","rv":N,"start":"<key>\u0000"}`.
+fn encode_continue(rv: u64, after: &str) -> String {
+    let start = format!("{after}\u{0}");
     let token = serde_json::json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start});
     base64(token.to_string().as_bytes())
 }
 
-fn decode_continue(token: &str) -> Result<(u64, (String, String)), CacheError> {
+fn decode_continue(token: &str) -> Result<(u64, String), CacheError> {
     let bad = || CacheError::BadRequest(format!("invalid continue token: {token:?}"));
     let json = unbase64(token).ok_or_else(bad)?;
     let v: Value = serde_json::from_slice(&json).map_err(|_| bad())?;
@@ -308,12 +336,11 @@ fn decode_continue(token: &str) -> Result<(u64, (String, String)), CacheError> {
     }
     let rv = v["rv"].as_u64().filter(|&rv| rv > 0).ok_or_else(bad)?;
     let start = v["start"].as_str().ok_or_else(bad)?;
-    let start = start.strip_suffix('\u{0}').unwrap_or(start);
-    let (ns, name) = start.split_once('/').unwrap_or(("", start));
-    Ok((rv, (ns.to_string(), name.to_string())))
+    Ok((rv, start.strip_suffix('\u{0}').unwrap_or(start).to_string()))
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/// Go's `base64.RawURLEncoding`, which the apiserver's continue tokens use.
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 fn base64(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
@@ -327,8 +354,6 @@ fn base64(data: &[u8]) -> String {
         for i in 0..4 {
             if i <= chunk.len() {
                 out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
             }
         }
     }
@@ -565,7 +590,7 @@ impl WatchCache {
     }
 
     /// The objects as they were at `rv`, rebuilt from the window.
-    fn state_at(&self, rv: u64) -> Result<BTreeMap<(String, String), Arc<Item>>, CacheError> {
+    fn state_at(&self, rv: u64) -> Result<BTreeMap<String, Arc<Item>>, CacheError> {
         if rv > self.rv {
             return Err(CacheError::TooNew { requested: rv });
         }
@@ -908,18 +933,32 @@ mod tests {
         // A watcher of app=web sees a's relabelling as its deletion.
         let web = LabelSelector::parse("app=web").unwrap();
         let any = FieldSelector::default();
-        let seen: Vec<(EventType, String)> = c
+        let lines: Vec<Value> = c
             .events_since(10)
             .unwrap()
             .iter()
-            .filter_map(|e| e.visible(&web, &any).map(|(k, i)| (k, i.name.clone())))
+            .filter_map(|e| e.visible(&web, &any).map(|(k, i)| e.line(k, i)))
+            .map(|l| serde_json::from_slice(&l).unwrap())
             .collect();
+        let seen: Vec<(&str, &str, &str, &str)> = lines
+            .iter()
+            .map(|l| {
+                let m = &l["object"]["metadata"];
+                (
+                    l["type"].as_str().unwrap(),
+                    m["name"].as_str().unwrap(),
+                    m["resourceVersion"].as_str().unwrap(),
+                    m["labels"]["app"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        // a leaves as it was seen (app=web), at the version of the change.
         assert_eq!(
             seen,
             [
-                (EventType::Added, "b".to_string()),
-                (EventType::Deleted, "a".to_string()),
-                (EventType::Deleted, "b".to_string())
+                ("ADDED", "b", "11", "web"),
+                ("DELETED", "a", "12", "web"),
+                ("DELETED", "b", "13", "web")
             ]
         );
         // Events older than the window go, once newer ones come: watches from before
@@ -962,10 +1001,30 @@ mod tests {
             ]
         );
         assert_eq!(c.events_since(10).unwrap().len(), 3);
+        // The deletion a relist found is sent at the relist's version.
+        let gone = &diff[2];
+        let line: Value = serde_json::from_slice(&gone.line(gone.kind, &gone.object)).unwrap();
+        assert_eq!(line["object"]["metadata"]["resourceVersion"], "20");
+        assert_eq!(line["type"], "DELETED");
         // A source behind the cache, or one whose history disagrees: watches end (410).
         assert!(matches!(c.replace(vec![], 19, now), Err(Reset)));
         assert_eq!(c.events_since(10).unwrap_err().code(), 410);
         assert_eq!(c.list(&q()).unwrap().rv, 19);
+    }
+
+    #[test]
+    fn lists_are_in_the_apiservers_key_order() {
+        let mut c = WatchCache::new("services", Duration::from_secs(180));
+        c.replace(
+            vec![obj("a", "x", 2, "{}", "1"), obj("a-b", "x", 3, "{}", "2")],
+            5,
+            Instant::now(),
+        )
+        .unwrap();
+        // `a-b/x` before `a/x`: '-' sorts before '/'.
+        let all = c.list(&q()).unwrap();
+        let keys: Vec<String> = all.items.iter().map(|i| i.key()).collect();
+        assert_eq!(keys, ["a-b/x", "a/x"]);
     }
 
     #[test]
@@ -978,9 +1037,11 @@ mod tests {
         assert_eq!(v["metadata"]["remainingItemCount"], 2);
         assert!(v["metadata"]["continue"].is_string());
         assert_eq!(v["items"][0]["metadata"]["name"], "a");
-        assert_eq!(base64(b"any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw==");
+        // Go's RawURLEncoding: no padding, `-` and `_`.
+        assert_eq!(base64(b"any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw");
+        assert_eq!(base64(&[0xfb, 0xff]), "-_8");
         assert_eq!(
-            unbase64("YW55IGNhcm5hbCBwbGVhcw==").unwrap(),
+            unbase64("YW55IGNhcm5hbCBwbGVhcw").unwrap(),
             b"any carnal pleas"
         );
     }
