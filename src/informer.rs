@@ -17,6 +17,15 @@ use crate::kube::Lines;
 pub trait Handler: Send + Sync {
     /// The whole collection as listed (it replaces what was known).
     fn replace(&self, items: &[Value]);
+    /// The whole collection as listed at `rv`; by default [`Handler::replace`].
+    fn replace_at(&self, items: &[Value], rv: &str) {
+        let _ = rv;
+        self.replace(items);
+    }
+    /// A bookmark: the collection is at `rv`, with no change since the last event.
+    fn bookmark(&self, rv: &str) {
+        let _ = rv;
+    }
     /// An object added or modified.
     fn upsert(&self, obj: &Value);
     /// An object deleted.
@@ -62,6 +71,7 @@ pub struct Informer {
     source: Source,
     path: String,
     what: &'static str,
+    user_agent: String,
 }
 
 impl Informer {
@@ -72,7 +82,15 @@ impl Informer {
             source,
             path: path.into(),
             what,
+            user_agent: crate::kube::HUB_USER_AGENT.to_string(),
         }
+    }
+
+    /// Reads as `user_agent` (a component of the hub's own, whose answers the cache keeps
+    /// apart) instead of the hub's own User-Agent.
+    pub fn with_user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.user_agent = user_agent.into();
+        self
     }
 
     /// The path with `query` added.
@@ -91,7 +109,7 @@ impl Informer {
             .map_err(io)?;
         let mut head = RequestHead::new("GET", target);
         head.headers.push("Host", self.source.proxy.to_string());
-        head.headers.push("User-Agent", crate::kube::HUB_USER_AGENT);
+        head.headers.push("User-Agent", self.user_agent.as_str());
         head.headers.push("Accept", "application/json");
         let mut out = Vec::new();
         head.write_to(&mut out);
@@ -130,11 +148,12 @@ impl Informer {
             }
             s => return Err(RoundError::Status(s)),
         };
-        handler.replace(list["items"].as_array().map_or(&[][..], Vec::as_slice));
-        Ok(list["metadata"]["resourceVersion"]
+        let rv = list["metadata"]["resourceVersion"]
             .as_str()
             .unwrap_or("0")
-            .to_string())
+            .to_string();
+        handler.replace_at(list["items"].as_array().map_or(&[][..], Vec::as_slice), &rv);
+        Ok(rv)
     }
 
     /// One watch from `rv` until it ends; `rv` follows every event and bookmark, so the next
@@ -195,6 +214,11 @@ impl Informer {
                     match ev["type"].as_str() {
                         Some("ADDED" | "MODIFIED") => handler.upsert(obj),
                         Some("DELETED") => handler.delete(obj),
+                        Some("BOOKMARK") => {
+                            if let Some(v) = obj["metadata"]["resourceVersion"].as_str() {
+                                handler.bookmark(v);
+                            }
+                        }
                         Some("ERROR") => {
                             error = Some(obj["code"].as_u64().unwrap_or(0));
                             return;

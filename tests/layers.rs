@@ -23,7 +23,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("upstream", 2),
     ("cache", 2),
     ("informer", 2),
-    ("multiplexer", 2),
+    ("multiplexer", 3),
     ("network", 2),
     // What the proxy uses: filters, the hub's identity, cloud health, the connection loop.
     ("filter", 3),
