@@ -4,7 +4,8 @@
 //! (`testapi::Middlebox`), over a window of steady state; measured, never asserted.
 //!
 //! Both runs are the same node with the same identity (the hub's node certificate, which
-//! the hub uses for its clients too). `YURTHUB_BENCH_SECONDS` sets the window (600);
+//! the hub uses for its clients too). Through the hub, it also prints what each request of
+//! the node pulled (the hub's traffic counters) and a tally of the hub's answers. `YURTHUB_BENCH_SECONDS` sets the window (600);
 //! `YURTHUB_BIN=<path>` measures another build. Without the Kubernetes binaries
 //! (`../shared/envtest`, or `YURTHUB_KUBE_ASSETS`) it prints SKIPPED.
 //!
@@ -96,7 +97,9 @@ fn main() {
     let (root, cache) = (TempDir::new("bench-root"), TempDir::new("bench-cache"));
     let mut args = cp.join_args(NODE, root.path(), cache.path(), 0);
     args[0] = format!("--server-addr={}", relay.url());
-    let mut hub = Hub::spawn(&bin(), &args, &[]);
+    // Each request a line (debug): the tally below says where the bytes go.
+    args.push("--v=4".into());
+    let hub = Hub::spawn(&bin(), &args, &[]);
     hub.wait_ready(Duration::from_secs(60));
     let server = format!("http://{}", hub.proxy_addr);
     let kubelet = Hollow::start(cp.assets(), "kubelet", NODE, &server).expect("kubemark");
@@ -113,8 +116,18 @@ fn main() {
         |p| p["status"]["phase"] == "Running",
     );
     let through = measure(&relay, &[&kubelet, &proxy], settle, window);
+    // What each of the node's requests pulled through the hub, by the hub's own count.
+    let metrics = testapi::client::get(hub.admin_addr, "/metrics", "curl/8").text();
+    let pulled: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("node_yurthub_proxy_traffic_collector{"))
+        .collect();
+    // kubelet's own log of its requests through the hub, for a closer look.
+    let kept = std::env::temp_dir().join("hollow-kubelet-through-hub.log");
+    if std::fs::write(&kept, kubelet.log()).is_ok() {
+        println!("kubelet's log (through the hub): {}", kept.display());
+    }
     drop((kubelet, proxy));
-    hub.stop();
 
     // Directly: the same node, its kubeconfig naming the relay and the hub's certificate.
     let relay = Middlebox::start(cp.addr());
@@ -144,6 +157,22 @@ fn main() {
     let direct = measure(&relay, &[&kubelet, &proxy], settle, window);
 
     report("through the hub", &through);
+    let mut tally: BTreeMap<String, u64> = BTreeMap::new();
+    for line in hub.log() {
+        if let Some((_, rest)) = line.split_once("[yurthub::proxy] ") {
+            if let Some((what, _)) = rest.rsplit_once(" in ") {
+                *tally.entry(what.to_string()).or_default() += 1;
+            }
+        }
+    }
+    println!("  the hub's answers (whole run):");
+    for (k, n) in tally {
+        println!("    {n:>5} {k}");
+    }
+    println!("  bytes of the node's requests through the hub (since it started):");
+    for l in pulled {
+        println!("    {l}");
+    }
     report("directly", &direct);
     println!(
         "through the hub / directly: {:.2}",

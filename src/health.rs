@@ -241,6 +241,8 @@ pub struct Prober {
     last: Option<Value>,
     /// The server to renew through next, round robin.
     next: usize,
+    /// When the Node was last looked up for the lease's owner reference.
+    owner_looked_up: Option<std::time::Instant>,
 }
 
 /// Whether `server` is ready (`/readyz`, answered to anyone): how the servers the lease is
@@ -290,6 +292,7 @@ impl Prober {
             interval: settings.interval,
             last: None,
             next: 0,
+            owner_looked_up: None,
             servers: n,
         }
     }
@@ -309,17 +312,8 @@ impl Prober {
                      "leaseDurationSeconds": self.grace.as_secs().max(1),
                      "renewTime": crate::kube::time::micro_now()}
         });
-        let node_path = format!("/api/v1/nodes/{}", self.node);
-        if let Ok((200, body)) = self
-            .upstream
-            .fetch(server, "GET", &node_path, None, self.timeout)
-            .await
-        {
-            if let Ok(node) = serde_json::from_slice::<Value>(&body) {
-                lease["metadata"]["ownerReferences"] = json!([{
-                    "apiVersion": "v1", "kind": "Node", "name": self.node, "uid": node["metadata"]["uid"]
-                }]);
-            }
+        if let Some(owner) = self.node_owner(server).await {
+            lease["metadata"]["ownerReferences"] = owner;
         }
         let body = serde_json::to_vec(&lease).unwrap_or_default();
         let path = format!("/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases");
@@ -337,6 +331,26 @@ impl Prober {
         }
     }
 
+    /// The lease's owner reference to the node's Node, when the Node exists: kubelet's
+    /// lease controller reads the Node at every renewal of a lease without one (the hub
+    /// answers those renewals from its copy), so a lease created before the Node must get
+    /// it later.
+    async fn node_owner(&self, server: usize) -> Option<Value> {
+        let path = format!("/api/v1/nodes/{}?resourceVersion=0", self.node);
+        match self
+            .upstream
+            .fetch(server, "GET", &path, None, self.timeout)
+            .await
+        {
+            Ok((200, body)) => {
+                let node = serde_json::from_slice::<Value>(&body).ok()?;
+                let uid = node["metadata"]["uid"].as_str()?;
+                Some(json!([{"apiVersion": "v1", "kind": "Node", "name": self.node, "uid": uid}]))
+            }
+            _ => None,
+        }
+    }
+
     /// Renews the lease through `server` with the smallest request that does it: a merge
     /// patch of `spec.renewTime` (and the delegate annotation's removal when the lease may
     /// carry it), no read first; creates the lease when there is none. The renewed lease.
@@ -351,6 +365,22 @@ impl Prober {
             });
             if delegated {
                 patch["metadata"] = json!({"annotations": {DELEGATE_HEARTBEAT: null}});
+            }
+            // A lease without its owner (created before kubelet registered the Node) gets
+            // it once the Node exists, looked up at most every six ticks.
+            let ownerless = self.last.as_ref().is_some_and(|l| {
+                l.pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_none_or(Vec::is_empty)
+            });
+            let due = self
+                .owner_looked_up
+                .is_none_or(|t| t.elapsed() >= self.interval * 6);
+            if ownerless && due {
+                self.owner_looked_up = Some(std::time::Instant::now());
+                if let Some(owner) = self.node_owner(server).await {
+                    patch["metadata"]["ownerReferences"] = owner;
+                }
             }
             let body = serde_json::to_vec(&patch).unwrap_or_default();
             match self

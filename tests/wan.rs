@@ -707,3 +707,58 @@ fn kubelets_reads_of_its_node_keep_the_autonomy_condition_as_the_annotations_say
     });
     assert_eq!(autonomy(&read(&c)), on);
 }
+
+#[test]
+fn a_lease_created_before_the_node_gets_its_owner_so_kubelet_stops_reading_the_node() {
+    let c = Cluster::new();
+    let hub = c.start_hub(
+        BIN,
+        &["--heartbeat-interval-seconds=1", "--filter-sync-timeout=1s"],
+    );
+    let lease = format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{NODE}");
+    wait_until("the hub's lease", Duration::from_secs(10), || {
+        c.api.get(&lease).is_some()
+    });
+    assert!(c.api.get(&lease).unwrap()["metadata"]["ownerReferences"].is_null());
+    // kubelet registers its Node after the hub started.
+    let node = c.api.create(
+        "/api/v1/nodes",
+        serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}}),
+    );
+    let uid = node["metadata"]["uid"].clone();
+    wait_until("the lease's owner", Duration::from_secs(20), || {
+        c.api.get(&lease).unwrap()["metadata"]["ownerReferences"][0]["uid"] == uid
+    });
+    let owner = &c.api.get(&lease).unwrap()["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "Node");
+    assert_eq!(owner["name"], NODE);
+    // kubelet's renewal, answered by the hub from its copy, carries it: kubelet's lease
+    // controller has no reason to read the Node at each renewal.
+    wait_until(
+        "kubelet's answer with the owner",
+        Duration::from_secs(10),
+        || {
+            let r = client::request(
+                hub.proxy_addr,
+                "PUT",
+                &lease,
+                &[
+                    ("User-Agent", KUBELET),
+                    ("Content-Type", "application/json"),
+                ],
+                serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": NODE, "namespace": "kube-node-lease"},
+                "spec": {"holderIdentity": NODE, "leaseDurationSeconds": 40}})
+                .to_string()
+                .as_bytes(),
+            )
+            .unwrap();
+            r.status == 200 && r.json()["metadata"]["ownerReferences"][0]["uid"] == uid
+        },
+    );
+    // Once owned, the hub reads the Node no more.
+    c.api.clear_requests();
+    std::thread::sleep(Duration::from_secs(7));
+    let reads = hub_requests(&c, &format!("/api/v1/nodes/{NODE}"), false);
+    assert!(reads.is_empty(), "{reads:?}");
+}
