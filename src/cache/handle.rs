@@ -53,6 +53,15 @@ pub struct CacheStats {
     pub failing: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
+impl CacheStats {
+    /// The failures, locked (a poisoned lock still holds a usable map).
+    pub(super) fn failures(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, String>> {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// How the cache is kept.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -468,11 +477,7 @@ impl Cache {
     /// Why the cache fails now, if it does: how many objects it could not write or delete
     /// (and has not since), and the errors (no names: the Node's status shows this).
     pub fn failing(&self) -> Option<String> {
-        let failing = self
-            .stats()
-            .failing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let failing = self.stats().failures();
         if failing.is_empty() {
             return None;
         }

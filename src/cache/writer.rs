@@ -139,12 +139,7 @@ impl Writer {
             .stats
             .write_errors
             .fetch_add(1, Ordering::Relaxed);
-        let mut failing = self
-            .shared
-            .stats
-            .failing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut failing = self.shared.stats.failures();
         // A key that cannot be a file name (a name any client may choose) is an object the
         // cache does not take, not a cache that fails; and what the Node's status reports
         // is the error alone, not an object's path or name.
@@ -163,12 +158,7 @@ impl Writer {
 
     /// `at` was written or deleted: whatever failed there before does not now.
     fn done(&self, at: &str) {
-        let mut failing = self
-            .shared
-            .stats
-            .failing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut failing = self.shared.stats.failures();
         if failing.remove(at).is_some() && failing.is_empty() {
             log::info!("cache: every failed write has succeeded since");
         }
@@ -805,9 +795,7 @@ impl Writer {
         // Failures of what was there went with it.
         self.shared
             .stats
-            .failing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .failures()
             .retain(|at, _| !inside(at.split('/').next().unwrap_or("")));
         self.rvs.retain(|k, _| !inside(&k.component));
         self.tombstones.retain(|k, _| !inside(&k.component));

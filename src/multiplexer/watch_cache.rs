@@ -589,8 +589,8 @@ impl WatchCache {
         }
     }
 
-    /// The objects as they were at `rv`, rebuilt from the window.
-    fn state_at(&self, rv: u64) -> Result<BTreeMap<String, Arc<Item>>, CacheError> {
+    /// Whether the cache can answer from `rv`: not beyond its version, not before its window.
+    fn in_window(&self, rv: u64) -> Result<(), CacheError> {
         if rv > self.rv {
             return Err(CacheError::TooNew { requested: rv });
         }
@@ -600,6 +600,12 @@ impl WatchCache {
                 oldest: self.oldest,
             });
         }
+        Ok(())
+    }
+
+    /// The objects as they were at `rv`, rebuilt from the window.
+    fn state_at(&self, rv: u64) -> Result<BTreeMap<String, Arc<Item>>, CacheError> {
+        self.in_window(rv)?;
         let mut items = self.items.clone();
         for e in self.history.iter().rev().take_while(|e| e.rv > rv) {
             let key = e.object.key();
@@ -702,15 +708,7 @@ impl WatchCache {
         if !self.synced {
             return Err(CacheError::NotSynced);
         }
-        if rv > self.rv {
-            return Err(CacheError::TooNew { requested: rv });
-        }
-        if rv < self.oldest {
-            return Err(CacheError::Expired {
-                requested: rv,
-                oldest: self.oldest,
-            });
-        }
+        self.in_window(rv)?;
         let start = self.history.partition_point(|e| e.rv <= rv);
         Ok(self.history.range(start..).cloned().collect())
     }
