@@ -21,6 +21,7 @@ use self::reset::HubFiles;
 use crate::admin::Admin;
 use crate::filter::{FilterKind, Filters, Topology};
 use crate::metrics::Metrics;
+use crate::multiplexer::Multiplexer;
 
 use self::config::{Config, WorkingMode};
 use self::hubcfg::LiveConfig;
@@ -305,11 +306,21 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         health: health.clone(),
         topology: topology.clone(),
     });
-    let proxy = Arc::new(
-        Proxy::new(upstream.clone(), edge, metrics.clone())
-            .with_readiness(readiness.clone())
-            .with_filters(filters.clone()),
-    );
+    // The stores of pool-scope resources: only an edge hub keeps them (they answer offline).
+    let multiplexer = (edge.is_some() && !config.pool_scope_resources.is_empty()).then(|| {
+        Arc::new(Multiplexer::new(
+            &config.node_name,
+            &config.pool_scope_resources,
+            crate::multiplexer::WINDOW,
+        ))
+    });
+    let mut proxy = Proxy::new(upstream.clone(), edge, metrics.clone())
+        .with_readiness(readiness.clone())
+        .with_filters(filters.clone());
+    if let Some(m) = &multiplexer {
+        proxy = proxy.with_multiplexer(m.clone(), config.min_request_timeout);
+    }
+    let proxy = Arc::new(proxy);
     let admin = Arc::new(Admin {
         metrics: metrics.clone(),
         readiness,
@@ -398,6 +409,13 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     };
     if let Some(t) = topology {
         runtime::spawn(t.run(own)).detach();
+    }
+    if let Some(m) = &multiplexer {
+        for r in m.resources() {
+            let informer = crate::informer::Informer::new(own, r.path.clone(), "multiplexer")
+                .with_user_agent(m.user_agent.clone());
+            runtime::spawn(informer.run(crate::multiplexer::Filler(r.clone()))).detach();
+        }
     }
     if let Some((agents, synced)) = live {
         let live = LiveConfig::new(own, &config.namespace, &config.node_name, agents, synced)

@@ -4,6 +4,7 @@
 
 mod component;
 mod fields;
+mod kinds;
 mod labels;
 mod lines;
 pub mod protobuf;
@@ -13,6 +14,7 @@ pub mod time;
 
 pub use component::{component, is_hub, multiplexer, HUB_USER_AGENT};
 pub use fields::{escape_value, field_value, unescape_value, FieldSelector, FieldsError};
+pub use kinds::kind_of;
 pub use labels::{is_dns1123_subdomain, LabelSelector, LabelsError};
 pub use lines::{LineTooLong, Lines};
 pub use request_info::{ClassifyError, RequestInfo};

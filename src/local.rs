@@ -48,38 +48,6 @@ impl Listed {
     }
 }
 
-/// The Kind of common resources, for empty offline lists (items carry their own kind).
-fn kind_of(resource: &str) -> Option<&'static str> {
-    Some(match resource {
-        "pods" => "Pod",
-        "nodes" => "Node",
-        "services" => "Service",
-        "endpoints" => "Endpoints",
-        "endpointslices" => "EndpointSlice",
-        "configmaps" => "ConfigMap",
-        "secrets" => "Secret",
-        "namespaces" => "Namespace",
-        "events" => "Event",
-        "leases" => "Lease",
-        "serviceaccounts" => "ServiceAccount",
-        "persistentvolumes" => "PersistentVolume",
-        "persistentvolumeclaims" => "PersistentVolumeClaim",
-        "runtimeclasses" => "RuntimeClass",
-        "csidrivers" => "CSIDriver",
-        "csinodes" => "CSINode",
-        "storageclasses" => "StorageClass",
-        "volumeattachments" => "VolumeAttachment",
-        "nodepools" => "NodePool",
-        "deployments" => "Deployment",
-        "daemonsets" => "DaemonSet",
-        "replicasets" => "ReplicaSet",
-        "statefulsets" => "StatefulSet",
-        "networkpolicies" => "NetworkPolicy",
-        "ingresses" => "Ingress",
-        _ => return None,
-    })
-}
-
 fn api_version(ri: &RequestInfo) -> String {
     if ri.api_group.is_empty() {
         ri.api_version.clone()
@@ -313,7 +281,7 @@ impl Local {
         {
             Some(v) => v["kind"].as_str().map(str::to_string)?,
             None if t.metadata_only => "PartialObjectMetadata".to_string(),
-            None => kind_of(&ri.resource)?.to_string(),
+            None => crate::kube::kind_of(&ri.resource)?.to_string(),
         };
         let api_version = if t.metadata_only {
             "meta.k8s.io/v1".to_string()
@@ -555,7 +523,7 @@ impl Local {
                 .first()
                 .and_then(|b| serde_json::from_slice::<Value>(b).ok())
                 .and_then(|v| v["kind"].as_str().map(str::to_string))
-                .or_else(|| kind_of(&ri.resource).map(str::to_string))
+                .or_else(|| crate::kube::kind_of(&ri.resource).map(str::to_string))
                 .unwrap_or_default();
             let bookmark = json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version(ri),
                 "metadata": {"resourceVersion": rv.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}}});

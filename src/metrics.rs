@@ -115,7 +115,9 @@ struct Gauge {
 /// The request metrics the proxy updates.
 #[derive(Default)]
 pub struct Metrics {
-    in_flight: Mutex<BTreeMap<RequestLabels, Gauge>>,
+    in_flight: Gauges,
+    aggregated: Gauges,
+    for_multiplexer: Gauges,
     in_flight_total: AtomicI64,
     traffic: Mutex<BTreeMap<RequestLabels, u64>>,
     gzip_saved: AtomicU64,
@@ -125,7 +127,20 @@ pub struct Metrics {
 /// Counts a request as in flight until dropped.
 pub struct InFlight<'a> {
     metrics: &'a Metrics,
+    family: Which,
     labels: RequestLabels,
+    server: String,
+}
+
+/// Which in-flight family a guard counts in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    /// Requests proxied or answered from the cache ([`IN_FLIGHT`]).
+    Proxied,
+    /// Requests the multiplexer answers ([`AGGREGATED_IN_FLIGHT`]).
+    Aggregated,
+    /// The multiplexer's own requests to a server ([`FOR_MULTIPLEXER`]).
+    ForMultiplexer,
 }
 
 impl InFlight<'_> {
@@ -140,17 +155,62 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         // The series stays, at 0, once the request ends (the FAQ reads it that way), until
         // it has been idle for IDLE_SERIES.
-        if let Some(g) = self
-            .metrics
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&self.labels)
-        {
+        self.metrics
+            .gauges(self.family)
+            .end(&self.labels, &self.server);
+        if self.family != Which::ForMultiplexer {
+            self.metrics.in_flight_total.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One in-flight family: a gauge per labels (and server, for the family that has one).
+#[derive(Default)]
+struct Gauges(Mutex<BTreeMap<(RequestLabels, String), Gauge>>);
+
+impl Gauges {
+    /// Counts one more under `labels` (or `other`, once the family is full); the labels used.
+    fn start(&self, labels: RequestLabels, server: &str, node_identity: bool) -> RequestLabels {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut key = (labels, server.to_string());
+        if !map.contains_key(&key) {
+            if map.len() >= MAX_SERIES {
+                let now = Instant::now();
+                map.retain(|_, g| g.n != 0 || now.duration_since(g.changed) < IDLE_SERIES);
+            }
+            key.0 = admitted(key.0, map.len(), node_identity);
+        }
+        let g = map.entry(key.clone()).or_insert(Gauge {
+            n: 0,
+            changed: Instant::now(),
+        });
+        g.n += 1;
+        g.changed = Instant::now();
+        key.0
+    }
+
+    fn end(&self, labels: &RequestLabels, server: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = map.get_mut(&(labels.clone(), server.to_string())) {
             g.n -= 1;
             g.changed = Instant::now();
         }
-        self.metrics.in_flight_total.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut Exposition, family: &Family) {
+        out.family(family);
+        for ((l, server), g) in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let mut labels = vec![
+                ("verb", l.verb.clone()),
+                ("resource", l.resource.clone()),
+                ("subresources", l.subresources.clone()),
+                ("client", l.client.clone()),
+            ];
+            if family.name == FOR_MULTIPLEXER.name {
+                labels.push(("server", server.clone()));
+            }
+            out.sample(family, &labels, g.n as f64);
+        }
     }
 }
 
@@ -169,27 +229,48 @@ impl Metrics {
     /// request came as the node (token-less where that is allowed), whose components are
     /// never folded into `other`.
     pub fn request_started(&self, labels: RequestLabels, node_identity: bool) -> InFlight<'_> {
-        let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        let labels = if map.contains_key(&labels) {
-            labels
-        } else {
-            if map.len() >= MAX_SERIES {
-                let now = Instant::now();
-                map.retain(|_, g| g.n != 0 || now.duration_since(g.changed) < IDLE_SERIES);
-            }
-            admitted(labels, map.len(), node_identity)
-        };
-        let g = map.entry(labels.clone()).or_insert(Gauge {
-            n: 0,
-            changed: Instant::now(),
-        });
-        g.n += 1;
-        g.changed = Instant::now();
-        drop(map);
-        self.in_flight_total.fetch_add(1, Ordering::Relaxed);
+        self.started(Which::Proxied, labels, "", node_identity)
+    }
+
+    /// Counts a request the multiplexer answers from its store, in
+    /// [`AGGREGATED_IN_FLIGHT`] instead of [`IN_FLIGHT`] (upstream's split).
+    pub fn aggregated_started(&self, labels: RequestLabels, node_identity: bool) -> InFlight<'_> {
+        self.started(Which::Aggregated, labels, "", node_identity)
+    }
+
+    /// Counts the multiplexer's own request to `server` while it runs ([`FOR_MULTIPLEXER`]).
+    pub fn multiplexer_upstream_started(
+        &self,
+        labels: RequestLabels,
+        server: &str,
+    ) -> InFlight<'_> {
+        self.started(Which::ForMultiplexer, labels, server, true)
+    }
+
+    fn gauges(&self, family: Which) -> &Gauges {
+        match family {
+            Which::Proxied => &self.in_flight,
+            Which::Aggregated => &self.aggregated,
+            Which::ForMultiplexer => &self.for_multiplexer,
+        }
+    }
+
+    fn started(
+        &self,
+        family: Which,
+        labels: RequestLabels,
+        server: &str,
+        node_identity: bool,
+    ) -> InFlight<'_> {
+        let labels = self.gauges(family).start(labels, server, node_identity);
+        if family != Which::ForMultiplexer {
+            self.in_flight_total.fetch_add(1, Ordering::Relaxed);
+        }
         InFlight {
             metrics: self,
+            family,
             labels,
+            server: server.to_string(),
         }
     }
 
@@ -235,23 +316,9 @@ impl Metrics {
 
     /// Writes the request families.
     pub fn render(&self, out: &mut Exposition) {
-        let request_labels = |l: &RequestLabels| {
-            [
-                ("verb", l.verb.clone()),
-                ("resource", l.resource.clone()),
-                ("subresources", l.subresources.clone()),
-                ("client", l.client.clone()),
-            ]
-        };
-        out.family(&IN_FLIGHT);
-        for (l, g) in self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            out.sample(&IN_FLIGHT, &request_labels(l), g.n as f64);
-        }
+        self.in_flight.render(out, &IN_FLIGHT);
+        self.aggregated.render(out, &AGGREGATED_IN_FLIGHT);
+        self.for_multiplexer.render(out, &FOR_MULTIPLEXER);
         out.single(
             &IN_FLIGHT_TOTAL,
             self.in_flight_total.load(Ordering::Relaxed) as f64,
@@ -303,6 +370,18 @@ pub const IN_FLIGHT: Family = Family {
     name: "node_yurthub_in_flight_requests_collector",
     kind: "gauge",
     help: "Requests of each client, verb and resource now in flight through the hub",
+};
+/// `node_yurthub_aggregated_in_flight_requests_collector`.
+pub const AGGREGATED_IN_FLIGHT: Family = Family {
+    name: "node_yurthub_aggregated_in_flight_requests_collector",
+    kind: "gauge",
+    help: "Lists and watches of pool-scope resources the multiplexer now answers from its store",
+};
+/// `node_yurthub_target_for_multiplexer_requests_collector`.
+pub const FOR_MULTIPLEXER: Family = Family {
+    name: "node_yurthub_target_for_multiplexer_requests_collector",
+    kind: "gauge",
+    help: "The multiplexer's own lists and watches now running against each server",
 };
 /// `node_yurthub_in_flight_requests_total`.
 pub const IN_FLIGHT_TOTAL: Family = Family {

@@ -13,22 +13,127 @@ pub mod watch_cache;
 pub use watch_cache::{CacheError, EventType, ListPage, ListQuery, WatchCache};
 
 use serde_json::Value;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::informer::Handler;
 
+/// Upstream's default `--pool-scope-resources` (this hub's is empty for now).
+pub const DEFAULT_RESOURCES: &str = "/v1/services,discovery.k8s.io/v1/endpointslices";
+
+/// The event window every store keeps at least (kube-apiserver's watch cache: 3 minutes).
+pub const WINDOW: Duration = Duration::from_secs(180);
+
+/// A resource named as upstream's `--pool-scope-resources` names it: `group/version/resource`,
+/// the core group empty (`/v1/services`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gvr {
+    /// The API group ("" for the core group).
+    pub group: String,
+    /// The version.
+    pub version: String,
+    /// The resource (plural, lower case).
+    pub resource: String,
+}
+
+/// Why a `--pool-scope-resources` entry cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GvrError {
+    /// Not `group/version/resource`.
+    Shape(String),
+    /// A resource whose objects' Kind the hub does not know (its store could not name them).
+    UnknownKind(String),
+}
+
+impl fmt::Display for GvrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GvrError::Shape(s) => write!(
+                f,
+                "{s:?} is not group/version/resource (e.g. /v1/services, discovery.k8s.io/v1/endpointslices)"
+            ),
+            GvrError::UnknownKind(s) => write!(f, "{s:?}: no Kind known for this resource"),
+        }
+    }
+}
+
+impl std::error::Error for GvrError {}
+
+impl Gvr {
+    /// A comma-separated list (blank entries ignored), each checked.
+    pub fn parse_list(s: &str) -> Result<Vec<Gvr>, GvrError> {
+        let mut out: Vec<Gvr> = Vec::new();
+        for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let parts: Vec<&str> = entry.split('/').collect();
+            let [group, version, resource] = parts[..] else {
+                return Err(GvrError::Shape(entry.to_string()));
+            };
+            let name_ok = |p: &str| {
+                p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+            };
+            if version.is_empty()
+                || resource.is_empty()
+                || ![group, version, resource].iter().all(|p| name_ok(p))
+            {
+                return Err(GvrError::Shape(entry.to_string()));
+            }
+            if crate::kube::kind_of(resource).is_none() {
+                return Err(GvrError::UnknownKind(entry.to_string()));
+            }
+            let gvr = Gvr {
+                group: group.to_string(),
+                version: version.to_string(),
+                resource: resource.to_string(),
+            };
+            if !out.contains(&gvr) {
+                out.push(gvr);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The collection's path: `/api/v1/services`, `/apis/<group>/<version>/<resource>`.
+    pub fn path(&self) -> String {
+        if self.group.is_empty() {
+            format!("/api/{}/{}", self.version, self.resource)
+        } else {
+            format!("/apis/{}/{}/{}", self.group, self.version, self.resource)
+        }
+    }
+
+    /// The objects' apiVersion: `v1`, `discovery.k8s.io/v1`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+}
+
+impl fmt::Display for Gvr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.group, self.version, self.resource)
+    }
+}
+
 /// One pool-scope resource: its watch cache, filled by an informer through the hub's own
 /// proxy (as `multiplexer-proxy-<node>`, so the cache keeps its answers apart for offline
 /// starts), and the signal its watchers wait on.
 #[derive(Debug)]
 pub struct Resource {
+    /// What it is.
+    pub gvr: Gvr,
     /// The collection, e.g. `/api/v1/services`.
     pub path: String,
+    /// The objects' kind, e.g. `Service`.
+    pub kind: String,
     /// The list's kind, e.g. `ServiceList`.
     pub list_kind: String,
-    /// The list's apiVersion, e.g. `v1` or `discovery.k8s.io/v1`.
+    /// The apiVersion, e.g. `v1` or `discovery.k8s.io/v1`.
     pub api_version: String,
     cache: Mutex<WatchCache>,
     changed: event_listener::Event,
@@ -36,17 +141,19 @@ pub struct Resource {
 }
 
 impl Resource {
-    /// The resource at `path` (its last segment names it, e.g. `services`), keeping the
-    /// events of `window`.
-    pub fn new(path: &str, list_kind: &str, api_version: &str, window: Duration) -> Self {
-        let name = path.rsplit('/').next().unwrap_or("");
+    /// The store of `gvr` (whose Kind [`Gvr::parse_list`] checked), keeping the events of
+    /// `window`.
+    pub fn new(gvr: &Gvr, window: Duration) -> Self {
+        let kind = crate::kube::kind_of(&gvr.resource).unwrap_or("");
         Self {
-            path: path.to_string(),
-            list_kind: list_kind.to_string(),
-            api_version: api_version.to_string(),
-            cache: Mutex::new(WatchCache::new(name, window)),
+            path: gvr.path(),
+            kind: kind.to_string(),
+            list_kind: format!("{kind}List"),
+            api_version: gvr.api_version(),
+            cache: Mutex::new(WatchCache::new(&gvr.resource, window)),
             changed: event_listener::Event::new(),
             resets: AtomicU64::new(0),
+            gvr: gvr.clone(),
         }
     }
 
@@ -70,6 +177,53 @@ impl Resource {
     fn changed(&self) {
         self.changed.notify(usize::MAX);
     }
+
+    /// `obj` as the store keeps it: with its kind and apiVersion, which a list's items lack
+    /// and every watch event's object must carry.
+    fn typed(&self, obj: &Value) -> Option<Vec<u8>> {
+        if obj.get("kind").is_some_and(Value::is_string) {
+            return serde_json::to_vec(obj).ok();
+        }
+        let mut obj = obj.clone();
+        let map = obj.as_object_mut()?;
+        map.insert("kind".into(), self.kind.clone().into());
+        map.insert("apiVersion".into(), self.api_version.clone().into());
+        serde_json::to_vec(&obj).ok()
+    }
+}
+
+/// The node's multiplexer: a store per pool-scope resource.
+#[derive(Debug)]
+pub struct Multiplexer {
+    /// The User-Agent its own requests carry, `multiplexer-proxy-<node>`: those go on to the
+    /// cloud (or the disk), never back to a store.
+    pub user_agent: String,
+    resources: Vec<Arc<Resource>>,
+}
+
+impl Multiplexer {
+    /// Node `node`'s stores of `gvrs`, each keeping `window` of events.
+    pub fn new(node: &str, gvrs: &[Gvr], window: Duration) -> Self {
+        Self {
+            user_agent: crate::kube::multiplexer(node),
+            resources: gvrs
+                .iter()
+                .map(|g| Arc::new(Resource::new(g, window)))
+                .collect(),
+        }
+    }
+
+    /// The stores.
+    pub fn resources(&self) -> &[Arc<Resource>] {
+        &self.resources
+    }
+
+    /// The store of a resource, if it is a pool-scope one.
+    pub fn find(&self, group: &str, version: &str, resource: &str) -> Option<&Arc<Resource>> {
+        self.resources.iter().find(|r| {
+            r.gvr.group == group && r.gvr.version == version && r.gvr.resource == resource
+        })
+    }
 }
 
 /// Fills a [`Resource`] from an [`crate::informer::Informer`].
@@ -77,7 +231,7 @@ pub struct Filler(pub Arc<Resource>);
 
 impl Filler {
     fn apply(&self, kind: EventType, obj: &Value) {
-        let Ok(bytes) = serde_json::to_vec(obj) else {
+        let Some(bytes) = self.0.typed(obj) else {
             return;
         };
         let applied = self.0.cache().apply(kind, bytes, Instant::now());
@@ -102,10 +256,7 @@ impl Handler for Filler {
             );
             return;
         };
-        let objects = items
-            .iter()
-            .filter_map(|v| serde_json::to_vec(v).ok())
-            .collect();
+        let objects = items.iter().filter_map(|v| self.0.typed(v)).collect();
         let replaced = self.0.cache().replace(objects, rv, Instant::now());
         if replaced.is_err() {
             self.0.resets.fetch_add(1, Ordering::Relaxed);
@@ -140,12 +291,8 @@ mod tests {
 
     #[test]
     fn the_filler_fills_the_cache_and_wakes_its_watchers() {
-        let r = Arc::new(Resource::new(
-            "/api/v1/services",
-            "ServiceList",
-            "v1",
-            Duration::from_secs(180),
-        ));
+        let gvrs = Gvr::parse_list(DEFAULT_RESOURCES).unwrap();
+        let r = Arc::new(Resource::new(&gvrs[0], WINDOW));
         let f = Filler(r.clone());
         let svc = |name: &str, rv: u64| {
             json!({"metadata": {"name": name, "namespace": "default",

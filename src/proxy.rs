@@ -7,10 +7,12 @@
 
 pub mod autonomy;
 mod filtered;
+mod multiplexed;
 pub mod route;
 mod tee;
 mod tunnel;
 
+pub use multiplexed::BOOKMARK_EVERY;
 pub use tee::Tee;
 
 use smol::io::AsyncWriteExt;
@@ -29,6 +31,7 @@ use crate::kube::{self, RequestInfo};
 use crate::local::Local;
 use crate::log_repeats::Repeats;
 use crate::metrics::{Metrics, RefusalReason, RequestLabels};
+use crate::multiplexer::{Multiplexer, Resource};
 use crate::server::{self, ClientConn, Gate, Refusal};
 use crate::upstream::{self, Body, Identity, Negotiated, Response, Upstream, UpstreamError};
 use route::{Facts, Route};
@@ -287,6 +290,7 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     filters: Option<Arc<Filters>>,
     readiness: Option<Arc<dyn Gate>>,
+    multiplexer: Option<(Arc<Multiplexer>, std::time::Duration)>,
 }
 
 enum Outcome {
@@ -304,7 +308,19 @@ impl Proxy {
             metrics,
             filters: None,
             readiness: None,
+            multiplexer: None,
         }
+    }
+
+    /// Answers lists and watches of pool-scope resources from `multiplexer`'s stores; a
+    /// watch that names no timeout runs a random time in [`min_request_timeout`, twice it).
+    pub fn with_multiplexer(
+        mut self,
+        multiplexer: Arc<Multiplexer>,
+        min_request_timeout: std::time::Duration,
+    ) -> Self {
+        self.multiplexer = Some((multiplexer, min_request_timeout));
+        self
     }
 
     /// Rewrites the responses `filters` apply to.
@@ -422,14 +438,7 @@ impl Proxy {
             ctx.log(400, "upgrade with a body");
             return refuse(conn, &Refusal::UpgradeWithBody, false).await;
         }
-        // Only a request the hub serves is recorded (a refused one is only counted): what
-        // any pod may send must not grow the metrics.
         ctx.node_identity = id == Identity::Node;
-        let in_flight = ctx
-            .labels
-            .take()
-            .map(|l| self.metrics.request_started(l, ctx.node_identity));
-        ctx.labels = in_flight.as_ref().map(|g| g.labels().clone());
         // Set, not appended: a client's own X-Forwarded-For is its claim, not a hop the hub
         // saw, and the apiserver logs it as the source.
         head.headers
@@ -454,6 +463,19 @@ impl Proxy {
                 owner_of(&head, id),
             )
         });
+
+        if let Some(store) = self.store_for(&head, &ctx, id, framing, target.as_ref()) {
+            return self
+                .serve_from_store(conn, &head, &mut ctx, &query, store)
+                .await;
+        }
+        // Only a request the hub serves is recorded (a refused one is only counted): what
+        // any pod may send must not grow the metrics.
+        let in_flight = ctx
+            .labels
+            .take()
+            .map(|l| self.metrics.request_started(l, ctx.node_identity));
+        ctx.labels = in_flight.as_ref().map(|g| g.labels().clone());
 
         if let Route::Tunnel = route {
             head.headers.strip_hop_by_hop(true);
@@ -536,6 +558,91 @@ impl Proxy {
             }
         }
         self.forward(conn, head, framing, ctx, target, id).await
+    }
+
+    /// The multiplexer's store that answers this request, if one does: a list or watch of a
+    /// pool-scope resource ([`multiplexed::servable`]), not the multiplexer's own (those fill
+    /// the store), from the node itself or with a token the cloud has answered a list of that
+    /// resource for the same component before (its list is cached for that token's owner):
+    /// the store must not let a pod read what the cloud would refuse it. A store not filled
+    /// yet answers only while the cloud is up (429, retry); offline the request goes to the
+    /// component's own cache (a cache from before the multiplexer).
+    fn store_for(
+        &self,
+        head: &RequestHead,
+        ctx: &RequestContext,
+        id: Identity,
+        framing: Framing,
+        target: Option<&Result<Target, NotCached>>,
+    ) -> Option<Arc<Resource>> {
+        let (m, _) = self.multiplexer.as_ref()?;
+        let edge = self.edge.as_ref()?;
+        let ri = &ctx.info;
+        if framing != Framing::Empty
+            || !ri.is_resource_request
+            || head.headers.get_str("user-agent") == Some(m.user_agent.as_str())
+            || !multiplexed::servable(ri, head)
+        {
+            return None;
+        }
+        let store = m.find(&ri.api_group, &ri.api_version, &ri.resource)?;
+        let allowed = match id {
+            Identity::Node => true,
+            Identity::Bearer => {
+                let now = kube::time::now_secs();
+                bearer_token(head).is_some_and(|t| edge.tokens.accepted(t, now))
+                    && matches!(target, Some(Ok(t))
+                        if edge.cache.may_read(&t.component, &t.owner)
+                            && edge.cache.has_view(&t.component, &t.resource, &t.view))
+            }
+        };
+        if !allowed || (!store.cache().is_synced() && !edge.health.any_healthy()) {
+            return None;
+        }
+        Some(store.clone())
+    }
+
+    /// Answers a list or watch from the multiplexer's `store`, through the client's own
+    /// filters. Returns whether the connection may carry another request.
+    async fn serve_from_store(
+        &self,
+        conn: &mut ClientConn,
+        head: &RequestHead,
+        ctx: &mut RequestContext,
+        query: &Query,
+        store: Arc<Resource>,
+    ) -> bool {
+        let _in_flight = ctx
+            .labels
+            .take()
+            .map(|l| self.metrics.aggregated_started(l, ctx.node_identity));
+        let keep_alive = ctx.keep_alive;
+        if !store.cache().is_synced() {
+            ctx.log(429, "multiplexer not synced yet");
+            return multiplexed::not_synced(conn, keep_alive).await;
+        }
+        let chain = self.filters.as_ref().and_then(|f| {
+            f.chain(
+                ctx.component.as_deref()?,
+                &ctx.info.verb,
+                &ctx.info.resource,
+            )
+        });
+        let req = multiplexed::Request {
+            info: &ctx.info,
+            query,
+            resource: &store,
+            chain,
+            http10: ctx.http10,
+            min_request_timeout: self.multiplexer.as_ref().map(|m| m.1).unwrap_or_default(),
+        };
+        let keep = if ctx.info.verb == "watch" {
+            multiplexed::watch(conn, req, keep_alive).await
+        } else {
+            multiplexed::list(conn, req, head.method == "HEAD", keep_alive).await
+        };
+        ctx.log(200, "answered by the multiplexer");
+        keep
     }
 
     /// Sets the node's `Autonomy` condition in the cloud when its cached copy (what kubelet
@@ -705,6 +812,18 @@ impl Proxy {
                 if let Some(edge) = &self.edge {
                     edge.note_accepted(&head, id, resp.head.status);
                 }
+                // The multiplexer's own list or watch, counted by server while it runs.
+                let _for_multiplexer = self
+                    .multiplexer
+                    .as_ref()
+                    .filter(|(m, _)| {
+                        head.headers.get_str("user-agent") == Some(m.user_agent.as_str())
+                    })
+                    .and_then(|_| {
+                        let labels = ctx.labels.clone()?;
+                        let server = self.upstream.server_urls().nth(resp.server)?.to_string();
+                        Some(self.metrics.multiplexer_upstream_started(labels, &server))
+                    });
                 // Held while the relay runs: kubelet's watch of its own Node keeps its
                 // cached copy current, so its reads of it may be answered from the cache.
                 let _watching = self

@@ -295,6 +295,7 @@ const ACTED_ON: &[&str] = &[
     "lb-mode",
     "enable-resource-filter",
     "disabled-resource-filters",
+    "pool-scope-resources",
     "bind-address",
     "serve-port",
     "bind-proxy-address",

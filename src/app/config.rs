@@ -230,6 +230,14 @@ flag_table! {
     encrypt_secrets_key_file: Option<PathBuf> = flag("encrypt-secrets-key-file", "",
         "seal cached Secrets with the 256-bit key in this file (kept outside the cache directory)",
         flags::optional_path);
+    /// `--pool-scope-resources`: the resources the multiplexer keeps one store of, from
+    /// which every local list and watch of them is answered (empty: none). Off unless given,
+    /// for now: upstream's default (`multiplexer::DEFAULT_RESOURCES`) waits on the review
+    /// of the suites that count each component's own requests upstream.
+    pool_scope_resources: Vec<crate::multiplexer::Gvr> = flag("pool-scope-resources",
+        "",
+        "resources (group/version/resource, comma-separated, e.g. /v1/services,discovery.k8s.io/v1/endpointslices) listed and watched once for all local clients; empty for none",
+        flags::gvrs);
     /// `--filter-sync-timeout`.
     filter_sync_timeout: Duration = flag("filter-sync-timeout", "30s",
         "servicetopology passes slices unfiltered if its inputs are not synced by then",
@@ -270,7 +278,7 @@ const NO_EFFECT: &[NoEffect] = &{
         }
     }
     const POOL: &str = "pool topology comes from the NodePool's status (apps.openyurt.io/v1beta2)";
-    const MULTIPLEXER: &str = "no pool-scope multiplexer between hubs here";
+    const MULTIPLEXER: &str = "no leader hubs here: each hub's multiplexer reads from the cloud";
     const COORDINATOR: &str = "no yurt-coordinator here";
     const LOGS: &str =
         "logs go to stderr (the journal under systemd), one line each; --v sets the verbosity";
@@ -281,7 +289,6 @@ const NO_EFFECT: &[NoEffect] = &{
         b("profiling", "no /debug/pprof here; SIGUSR1 logs a state dump"),
         v("max-requests-in-flight", "deprecated and unused upstream too"),
         v("multiplexer-port", MULTIPLEXER),
-        v("pool-scope-resources", MULTIPLEXER),
         v("host-control-plane-address", "only the local working mode uses it, which this hub does not have"),
         v("kubeconfig", "the hub's own credentials are in <root-dir>/pki"),
         b("access-server-through-hub", "pods reach the apiserver through the hub while the masterservice and inclusterconfig filters run"),

@@ -268,6 +268,19 @@ pub(super) fn optional_path(v: &Values, name: &'static str) -> Result<Option<Pat
         .map(PathBuf::from))
 }
 
+/// Pool-scope resources: `group/version/resource`, comma-separated (empty: none).
+pub(super) fn gvrs(
+    v: &Values,
+    name: &'static str,
+) -> Result<Vec<crate::multiplexer::Gvr>, FlagError> {
+    crate::multiplexer::Gvr::parse_list(v.get(name)).map_err(|_| {
+        v.invalid(
+            name,
+            "group/version/resource of resources with a known Kind, comma-separated (e.g. /v1/services,discovery.k8s.io/v1/endpointslices)",
+        )
+    })
+}
+
 /// An IP address.
 pub(super) fn ip(v: &Values, name: &'static str) -> Result<IpAddr, FlagError> {
     v.parse(name, "an IPv4 or IPv6 address")

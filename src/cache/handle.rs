@@ -529,6 +529,16 @@ impl Cache {
             .cloned()
     }
 
+    /// Whether a list of `resource` with `key` was ever cached for `component` (what
+    /// [`Cache::view`] tells, without copying the view).
+    pub fn has_view(&self, component: &str, resource: &str, key: &ViewKey) -> bool {
+        let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());
+        let id = ViewId::new(component, resource, key);
+        views
+            .get(&(id.component, id.resource))
+            .is_some_and(|m| m.contains_key(&id.id))
+    }
+
     /// How many list views the cache keeps.
     pub fn view_count(&self) -> usize {
         let views = self.shared.views.lock().unwrap_or_else(|e| e.into_inner());

@@ -14,6 +14,9 @@ pub struct StatusDetails {
     /// The resource (kube-apiserver puts the resource, not the Kind, here).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub kind: String,
+    /// When to try again, in seconds (429, and 504 for a version not reached yet).
+    #[serde(rename = "retryAfterSeconds", skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u32>,
 }
 
 /// A failure `metav1.Status`, serialised compactly in kube-apiserver's field order.

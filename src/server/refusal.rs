@@ -141,6 +141,7 @@ impl Refusal {
                 name: name.clone(),
                 group: group.clone(),
                 kind: resource.clone(),
+                ..Default::default()
             }),
             _ => s,
         }

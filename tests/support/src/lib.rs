@@ -50,6 +50,9 @@ pub enum Fault {
     Delay(Duration),
     /// Answer every request with this status (a Status body).
     Status(u16),
+    /// Hold the requests whose User-Agent contains the string (unanswered, for as long as
+    /// this fault is set; then they are answered); other requests are answered normally.
+    Hold(String),
     /// Damage the answers to requests whose path contains the string, as a broken or hostile
     /// server (or a middlebox) would; other requests are answered normally.
     Mangle(String, Mangle),

@@ -204,6 +204,12 @@ pub(crate) async fn connection(
             Fault::Delay(d) => {
                 Timer::after(d).await;
             }
+            Fault::Hold(who) if req.header("user-agent").is_some_and(|ua| ua.contains(&who)) => {
+                let held = Fault::Hold(who);
+                while shared.fault() == held && !shared.stopped.load(Ordering::Relaxed) {
+                    Timer::after(Duration::from_millis(20)).await;
+                }
+            }
             Fault::Mangle(part, how) if req.path.contains(&part) => {
                 if !mangled(&shared, &mut writer, &req, how).await {
                     return;
