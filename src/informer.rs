@@ -33,6 +33,10 @@ pub trait Handler: Send + Sync {
     /// The list answered 404: the collection does not exist (a CRD not installed), or,
     /// offline, nothing is cached yet.
     fn missing(&self) {}
+    /// The list answered `status`, not 200 (after [`Handler::missing`] for a 404).
+    fn refused(&self, status: u16) {
+        let _ = status;
+    }
 }
 
 /// Why one round of list-and-watch ended.
@@ -144,9 +148,13 @@ impl Informer {
             200 => serde_json::from_slice(&bytes).map_err(|e| RoundError::Io(e.to_string()))?,
             404 => {
                 handler.missing();
+                handler.refused(404);
                 return Err(RoundError::Status(404));
             }
-            s => return Err(RoundError::Status(s)),
+            s => {
+                handler.refused(s);
+                return Err(RoundError::Status(s));
+            }
         };
         let rv = list["metadata"]["resourceVersion"]
             .as_str()

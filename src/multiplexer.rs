@@ -14,7 +14,7 @@ pub use watch_cache::{CacheError, EventType, ListPage, ListQuery, WatchCache};
 
 use serde_json::Value;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -138,6 +138,7 @@ pub struct Resource {
     cache: Mutex<WatchCache>,
     changed: event_listener::Event,
     resets: AtomicU64,
+    refused: AtomicU16,
 }
 
 impl Resource {
@@ -153,6 +154,7 @@ impl Resource {
             cache: Mutex::new(WatchCache::new(&gvr.resource, window)),
             changed: event_listener::Event::new(),
             resets: AtomicU64::new(0),
+            refused: AtomicU16::new(0),
             gvr: gvr.clone(),
         }
     }
@@ -176,6 +178,14 @@ impl Resource {
 
     fn changed(&self) {
         self.changed.notify(usize::MAX);
+    }
+
+    /// Whether the store's own list was refused for good (401, 403: the node may not list
+    /// the resource, a cluster without upstream's `yurt-hub-multiplexer` role; 404: no such
+    /// resource, or offline nothing cached) the last time it was tried, and it has never
+    /// been filled: the clients are better served the ordinary way than with 429 for ever.
+    pub fn refused(&self) -> bool {
+        matches!(self.refused.load(Ordering::Relaxed), 401 | 403 | 404)
     }
 
     /// `obj` as the store keeps it: with its kind and apiVersion, which a list's items lack
@@ -257,6 +267,7 @@ impl Handler for Filler {
             return;
         };
         let objects = items.iter().filter_map(|v| self.0.typed(v)).collect();
+        self.0.refused.store(0, Ordering::Relaxed);
         let replaced = self.0.cache().replace(objects, rv, Instant::now());
         if replaced.is_err() {
             self.0.resets.fetch_add(1, Ordering::Relaxed);
@@ -276,6 +287,19 @@ impl Handler for Filler {
         self.apply(EventType::Deleted, obj);
     }
 
+    fn refused(&self, status: u16) {
+        if self.0.cache().is_synced() {
+            return;
+        }
+        let before = self.0.refused.swap(status, Ordering::Relaxed);
+        if before != status && self.0.refused() {
+            log::warn!(
+                "multiplexer {}: its list was answered {status}; clients are answered the ordinary way until it succeeds",
+                self.0.path
+            );
+        }
+    }
+
     fn bookmark(&self, rv: &str) {
         if let Ok(rv) = rv.parse::<u64>() {
             self.0.cache().bookmark(rv);
@@ -290,6 +314,31 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn pool_scope_resources_read_as_upstream_writes_them() {
+        let gvrs = Gvr::parse_list(DEFAULT_RESOURCES).unwrap();
+        assert_eq!(
+            gvrs.iter().map(Gvr::path).collect::<Vec<_>>(),
+            [
+                "/api/v1/services",
+                "/apis/discovery.k8s.io/v1/endpointslices"
+            ]
+        );
+        assert_eq!(gvrs[1].api_version(), "discovery.k8s.io/v1");
+        assert_eq!(
+            Resource::new(&gvrs[1], WINDOW).list_kind,
+            "EndpointSliceList"
+        );
+        assert_eq!(Gvr::parse_list(" , ").unwrap(), []);
+        assert_eq!(
+            Gvr::parse_list("/v1/services,/v1/services").unwrap().len(),
+            1
+        );
+        for bad in ["services", "/v1/", "a/b/c/d", "/v1/Services", "/v1/widgets"] {
+            assert!(Gvr::parse_list(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_filler_fills_the_cache_and_wakes_its_watchers() {
         let gvrs = Gvr::parse_list(DEFAULT_RESOURCES).unwrap();
         let r = Arc::new(Resource::new(&gvrs[0], WINDOW));
@@ -299,6 +348,13 @@ mod tests {
                 "resourceVersion": rv.to_string()}, "spec": {"type": "ClusterIP"}})
         };
         let woken = r.listen();
+        f.refused(403);
+        assert!(
+            r.refused(),
+            "the node may not list it: clients go the ordinary way"
+        );
+        f.refused(500);
+        assert!(!r.refused(), "a passing failure: clients retry");
         f.replace_at(&[svc("a", 3)], "7");
         assert!(smol::future::block_on(smol::future::or(
             async {
@@ -322,6 +378,9 @@ mod tests {
             .map(|e| (e.kind, e.rv))
             .collect();
         assert_eq!(kinds, [(EventType::Added, 8), (EventType::Deleted, 10)]);
+        assert!(!r.refused(), "a refusal counts only before the first list");
+        f.refused(403);
+        assert!(!r.refused());
         // A list that disagrees with what the cache saw: watches must start over.
         f.replace_at(&[], "9");
         assert_eq!(r.resets(), 1);

@@ -565,8 +565,9 @@ impl Proxy {
     /// the store), from the node itself or with a token the cloud has answered a list of that
     /// resource for the same component before (its list is cached for that token's owner):
     /// the store must not let a pod read what the cloud would refuse it. A store not filled
-    /// yet answers only while the cloud is up (429, retry); offline the request goes to the
-    /// component's own cache (a cache from before the multiplexer).
+    /// yet answers only while the cloud is up and its own list was not refused for good
+    /// (429, retry); else the request goes the ordinary way: offline to the component's own
+    /// cache (a cache from before the multiplexer), online to the cloud.
     fn store_for(
         &self,
         head: &RequestHead,
@@ -596,7 +597,8 @@ impl Proxy {
                             && edge.cache.has_view(&t.component, &t.resource, &t.view))
             }
         };
-        if !allowed || (!store.cache().is_synced() && !edge.health.any_healthy()) {
+        let unfilled = !store.cache().is_synced();
+        if !allowed || (unfilled && (!edge.health.any_healthy() || store.refused())) {
             return None;
         }
         Some(store.clone())

@@ -521,3 +521,27 @@ fn each_client_gets_its_own_filters_and_a_token_only_what_the_cloud_gave_it() {
     assert_eq!(forged.status, 401);
     assert_eq!(upstream_requests(&c, "coredns", "services").len(), 2);
 }
+
+#[test]
+fn a_resource_the_store_may_not_list_is_answered_the_ordinary_way_not_429_for_ever() {
+    let c = Cluster::new();
+    // A cluster that serves no EndpointSlices (or forbids the node to list them): the
+    // store's own list is refused for good.
+    c.api.unregister_type("discovery.k8s.io", "endpointslices");
+    let hub = synced_hub(&c, &[]);
+    let path = "/apis/discovery.k8s.io/v1/endpointslices";
+    wait_until("the cloud's own answer", Duration::from_secs(10), || {
+        get(hub.proxy_addr, path, KUBE_PROXY).status == 404
+    });
+    assert!(
+        !upstream_requests(&c, "kube-proxy", "endpointslices").is_empty(),
+        "kube-proxy's list went to the cloud"
+    );
+    hub.wait_for_log("its list was answered 404", Duration::from_secs(5));
+    // Services, which the store lists, are still answered from it.
+    assert_eq!(
+        get(hub.proxy_addr, "/api/v1/services", KUBE_PROXY).status,
+        200
+    );
+    assert!(upstream_requests(&c, "kube-proxy", "services").is_empty());
+}

@@ -271,7 +271,13 @@ fn a_real_kubelet_restarted_offline_keeps_its_pod_and_catches_up_when_the_cloud_
         return;
     };
     let admin = cp.admin();
-    let mut node = Node::join(&cp, "edge-kubelet", &[]);
+    // Upstream's pool-scope resources: the real kube-proxy's and kubelet's Services and
+    // EndpointSlices come from the multiplexer's stores, online and offline.
+    let mut node = Node::join(
+        &cp,
+        "edge-kubelet",
+        &["--pool-scope-resources=/v1/services,discovery.k8s.io/v1/endpointslices"],
+    );
     let server = format!("http://{}", node.hub.proxy_addr);
     let Some(mut kubelet) = envtest::Hollow::start(cp.assets(), "kubelet", &node.name, &server)
     else {
@@ -286,6 +292,15 @@ fn a_real_kubelet_restarted_offline_keeps_its_pod_and_catches_up_when_the_cloud_
     let node_path = format!("/api/v1/nodes/{}", node.name);
     admin.wait_for(&node_path, secs(60), |n| node_ready_since(n, None));
     proxy_synced(&mut proxy);
+    // kube-proxy's and kubelet's watches of Services (and kube-proxy's of EndpointSlices)
+    // are the multiplexer's to answer.
+    let served = client::get(node.hub.admin_addr, "/metrics", "curl/8")
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("node_yurthub_aggregated_in_flight_requests_collector{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert!(served >= 2.0, "watches served by the multiplexer: {served}");
     admin.create(
         "/api/v1/namespaces/default/configmaps",
         &json!({"apiVersion": "v1", "kind": "ConfigMap",

@@ -620,7 +620,15 @@ impl ControlPlane {
         if self.admin().get(crd).status == 200 {
             return;
         }
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/openyurt.yaml");
+        // Found at run time (cargo sets the variable for the test process: the yurthub
+        // package's directory), not where this crate was compiled: a build reused from
+        // another checkout (CI's temporary copy) must not point at a deleted tree.
+        let fixture = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(|d| Path::new(&d).join("tests/fixtures/openyurt.yaml"))
+            .filter(|f| f.is_file())
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/openyurt.yaml")
+            });
         let run = |cmd: &mut Command| {
             let out = cmd.output().expect("run kubectl");
             assert!(
