@@ -291,6 +291,7 @@ pub struct Proxy {
     filters: Option<Arc<Filters>>,
     readiness: Option<Arc<dyn Gate>>,
     multiplexer: Option<(Arc<Multiplexer>, std::time::Duration)>,
+    readers: multiplexed::Readers,
 }
 
 enum Outcome {
@@ -309,6 +310,7 @@ impl Proxy {
             filters: None,
             readiness: None,
             multiplexer: None,
+            readers: Default::default(),
         }
     }
 
@@ -562,9 +564,10 @@ impl Proxy {
 
     /// The multiplexer's store that answers this request, if one does: a list or watch of a
     /// pool-scope resource ([`multiplexed::servable`]), not the multiplexer's own (those fill
-    /// the store), from the node itself or with a token the cloud has answered a list of that
-    /// resource for the same component before (its list is cached for that token's owner):
-    /// the store must not let a pod read what the cloud would refuse it. A store not filled
+    /// the store), from the node itself or with a token the cloud has answered a list or
+    /// watch of that resource for the same component (cached for that token's owner), within
+    /// [`multiplexed::RECONFIRM`] while the cloud is up: the store must not let a pod read
+    /// what the cloud would refuse it, nor for long after the cloud has started refusing. A store not filled
     /// yet answers only while the cloud is up and its own list was not refused for good
     /// (429, retry); else the request goes the ordinary way: offline to the component's own
     /// cache (a cache from before the multiplexer), online to the cloud.
@@ -587,21 +590,52 @@ impl Proxy {
             return None;
         }
         let store = m.find(&ri.api_group, &ri.api_version, &ri.resource)?;
+        let healthy = edge.health.any_healthy();
         let allowed = match id {
             Identity::Node => true,
+            // A token asking to be someone else is the cloud's to judge.
+            Identity::Bearer
+                if head.headers.iter().any(|(name, _)| {
+                    name.len() >= 12 && name.as_bytes()[..12].eq_ignore_ascii_case(b"impersonate-")
+                }) =>
+            {
+                false
+            }
             Identity::Bearer => {
                 let now = kube::time::now_secs();
-                bearer_token(head).is_some_and(|t| edge.tokens.accepted(t, now))
-                    && matches!(target, Some(Ok(t))
+                bearer_token(head).is_some_and(|t| {
+                    edge.tokens.accepted(t, now)
+                        && (!healthy || self.readers.confirmed(t, &store.path))
+                }) && matches!(target, Some(Ok(t))
                         if edge.cache.may_read(&t.component, &t.owner)
                             && edge.cache.has_view(&t.component, &t.resource, &t.view))
             }
         };
         let unfilled = !store.cache().is_synced();
-        if !allowed || (unfilled && (!edge.health.any_healthy() || store.refused())) {
+        if !allowed || (unfilled && (!healthy || store.refused())) {
             return None;
         }
         Some(store.clone())
+    }
+
+    /// Remembers that the cloud answered a token's list or watch of a pool-scope resource
+    /// (see [`Proxy::store_for`]).
+    fn note_reader(&self, head: &RequestHead, ri: &RequestInfo, id: Identity, status: u16) {
+        let Some((m, _)) = &self.multiplexer else {
+            return;
+        };
+        if id != Identity::Bearer
+            || !(200..300).contains(&status)
+            || !matches!(ri.verb.as_str(), "list" | "watch")
+        {
+            return;
+        }
+        if let (Some(token), Some(store)) = (
+            bearer_token(head),
+            m.find(&ri.api_group, &ri.api_version, &ri.resource),
+        ) {
+            self.readers.confirm(token, &store.path);
+        }
     }
 
     /// Answers a list or watch from the multiplexer's `store`, through the client's own
@@ -814,6 +848,7 @@ impl Proxy {
                 if let Some(edge) = &self.edge {
                     edge.note_accepted(&head, id, resp.head.status);
                 }
+                self.note_reader(&head, &ctx.info, id, resp.head.status);
                 // The multiplexer's own list or watch, counted by server while it runs.
                 let _for_multiplexer = self
                     .multiplexer

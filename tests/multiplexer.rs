@@ -198,19 +198,21 @@ fn lists_and_watches_keep_the_apiservers_semantics() {
         .unwrap()
         .to_string();
     c.api.delete("/api/v1/namespaces/default/services/d");
+    wait_until(
+        "the delete reaches the store",
+        Duration::from_secs(10),
+        || names(&list("").json()).len() == 3,
+    );
     let second = list(&format!("limit=3&continue={token}")).json();
     assert_eq!(
         names(&second),
         ["d"],
         "the page reads the first page's snapshot"
     );
+    let again = list(&format!("limit=3&resourceVersion=0&continue={token}"));
+    assert_eq!(again.status, 200, "{}", again.text());
 
     // Exact versions inside the window, 410 before it, 504 beyond the store's.
-    wait_until(
-        "the delete reaches the store",
-        Duration::from_secs(10),
-        || names(&list("").json()).len() == 3,
-    );
     let exact = list(&format!("resourceVersion={rv}&resourceVersionMatch=Exact")).json();
     assert_eq!(names(&exact), ["a", "b", "c", "d"]);
     let gone = list("resourceVersion=1&resourceVersionMatch=Exact");
@@ -268,6 +270,11 @@ fn lists_and_watches_keep_the_apiservers_semantics() {
             .to_string()
     });
     assert!(seen.iter().all(|e| e["type"] == "ADDED"));
+    let seen: Vec<&str> = seen
+        .iter()
+        .map(|e| e["object"]["metadata"]["name"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(seen, ["a", "c"]);
     let mut a = c.api.get("/api/v1/namespaces/default/services/a").unwrap();
     a["metadata"]["labels"]["app"] = "db".into();
     c.api.update("/api/v1/namespaces/default/services/a", a);
@@ -320,7 +327,44 @@ fn lists_and_watches_keep_the_apiservers_semantics() {
         "/api/v1/services?watch=true&timeoutSeconds=1&resourceVersion=0",
         KUBE_PROXY,
     );
-    assert_eq!(short.read_to_end().map(|b| !b.is_empty()).ok(), Some(true));
+    let started = Instant::now();
+    let body = String::from_utf8(short.read_to_end().unwrap()).unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(
+        body.contains(r#""type":"ADDED""#) && !body.contains("ERROR"),
+        "{body}"
+    );
+    // No timeout to speak of (0 is none; one past the clock's range is cut to a year):
+    // the watch runs, and the hub with it.
+    for t in ["0", "18446744073709551615"] {
+        let mut long = client::watch(
+            p,
+            &format!("/api/v1/services?watch=true&timeoutSeconds={t}&resourceVersion=0"),
+            KUBE_PROXY,
+        );
+        assert_eq!(long.status, 200);
+        assert_eq!(next_event(&mut long)["type"], "ADDED");
+    }
+    assert_eq!(list("").status, 200);
+    // sendInitialEvents=false: only what follows.
+    let mut quiet = client::watch(
+        p,
+        "/api/v1/services?watch=true&sendInitialEvents=false&resourceVersionMatch=NotOlderThan&resourceVersion=0",
+        KUBE_PROXY,
+    );
+    assert_eq!(quiet.status, 200);
+    c.api.create(
+        "/api/v1/namespaces/default/services",
+        service("e", "10.96.0.20", json!({})),
+    );
+    let ev = next_event(&mut quiet);
+    assert_eq!(
+        (
+            ev["type"].as_str(),
+            ev["object"]["metadata"]["name"].as_str()
+        ),
+        (Some("ADDED"), Some("e"))
+    );
 
     // Tables are the cloud's to make.
     let before = upstream_requests(&c, "kubectl", "services").len();
@@ -478,17 +522,17 @@ fn each_client_gets_its_own_filters_and_a_token_only_what_the_cloud_gave_it() {
     // answers it. A token the cloud refuses is never served from the store.
     let token = c.api.add_service_account_token("kube-system", "coredns", 1);
     let auth = format!("Bearer {token}");
-    let as_pod = |path: &str| {
+    let list_as = |ua: &str, auth: &str| {
         client::request(
             p,
             "GET",
-            path,
-            &[("User-Agent", COREDNS), ("Authorization", &auth)],
+            "/api/v1/services",
+            &[("User-Agent", ua), ("Authorization", auth)],
             b"",
         )
         .unwrap()
     };
-    assert_eq!(as_pod("/api/v1/services").status, 200);
+    assert_eq!(list_as(COREDNS, &auth).status, 200);
     assert_eq!(upstream_requests(&c, "coredns", "services").len(), 1);
     // The cloud's answer is the proof, once the cache has taken it.
     let cached = c.cache.path().join("coredns/services.v1.core/default");
@@ -510,14 +554,15 @@ fn each_client_gets_its_own_filters_and_a_token_only_what_the_cloud_gave_it() {
         1,
         "the watch came from the store"
     );
-    let forged = client::request(
-        p,
-        "GET",
-        "/api/v1/services",
-        &[("User-Agent", COREDNS), ("Authorization", "Bearer forged")],
-        b"",
-    )
-    .unwrap();
+    // coredns's token as another component: nothing was listed for that one with it.
+    let borrowed = list_as(KUBE_PROXY, &auth);
+    assert_eq!(borrowed.status, 200);
+    assert_eq!(
+        upstream_requests(&c, "kube-proxy", "services").len(),
+        1,
+        "to the cloud"
+    );
+    let forged = list_as(COREDNS, "Bearer forged");
     assert_eq!(forged.status, 401);
     assert_eq!(upstream_requests(&c, "coredns", "services").len(), 2);
 }

@@ -641,7 +641,8 @@ impl WatchCache {
                 .map_err(|_| CacheError::BadRequest(format!("invalid resource version: {s}")))
         };
         let (rv, after, snapshot) = if !q.continue_token.is_empty() {
-            if !q.resource_version.is_empty() {
+            // "0" is allowed, as the apiserver allows it: the token names the version.
+            if !q.resource_version.is_empty() && q.resource_version != "0" {
                 return Err(CacheError::BadRequest(
                     "specifying resource version is not allowed when using continue".into(),
                 ));

@@ -23,6 +23,13 @@ use crate::server::{self, ClientConn};
 /// cache waits 3 s, then answers 504 (`Too large resource version`).
 const FRESH_WAIT: Duration = Duration::from_secs(3);
 
+/// The longest watch a client can ask for (a year): longer ones are cut to it.
+const MAX_WATCH_SECONDS: u64 = 365 * 24 * 3600;
+
+/// What is gathered for a client before it is written (a watch's initial events are
+/// written in pieces of this size, not held whole).
+const WRITE_PIECE: usize = 64 * 1024;
+
 /// How often a watch that allows bookmarks gets one while nothing it sees changes (the
 /// apiserver sends one about every minute).
 pub const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
@@ -35,10 +42,58 @@ pub(super) fn servable(ri: &RequestInfo, head: &RequestHead) -> bool {
     matches!(ri.verb.as_str(), "list" | "watch")
         && ri.subresource.is_empty()
         && head.method == "GET"
+        && !head.is_upgrade()
         && !head
             .headers
             .get_all("accept")
             .any(|v| v.windows(3).any(|w| w.eq_ignore_ascii_case(b"as=")))
+}
+
+/// How long the cloud's answer to a token's list or watch of a resource lets the store
+/// answer that token, while the cloud is up: after it, the token's next request goes to the
+/// cloud again, so that a pod whose access was taken away learns it within this time.
+pub(super) const RECONFIRM: Duration = Duration::from_secs(600);
+
+/// The most tokens [`Readers`] remembers (the oldest confirmation goes first).
+const MAX_READERS: usize = 1024;
+
+/// When the cloud last answered a token a list or watch of a pool-scope resource. Tokens
+/// are kept only as keyed hashes, in memory: this is a recency, not a credential (offline,
+/// the persisted [`Tokens`](crate::cache::tokens::Tokens) and the cache decide).
+#[derive(Default)]
+pub(super) struct Readers {
+    keys: std::collections::hash_map::RandomState,
+    seen: std::sync::Mutex<std::collections::HashMap<(u64, String), Instant>>,
+}
+
+impl Readers {
+    fn key(&self, token: &str, resource: &str) -> (u64, String) {
+        use std::hash::BuildHasher;
+        (self.keys.hash_one(token), resource.to_string())
+    }
+
+    /// The cloud has just answered `token` a list or watch of `resource` with success.
+    pub(super) fn confirm(&self, token: &str, resource: &str) {
+        let key = self.key(token, resource);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MAX_READERS && !seen.contains_key(&key) {
+            let oldest = seen
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                seen.remove(&k);
+            }
+        }
+        seen.insert(key, Instant::now());
+    }
+
+    /// Whether the cloud answered `token` for `resource` within [`RECONFIRM`].
+    pub(super) fn confirmed(&self, token: &str, resource: &str) -> bool {
+        let key = self.key(token, resource);
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(&key).is_some_and(|at| at.elapsed() < RECONFIRM)
+    }
 }
 
 /// What one answer needs besides the connection.
@@ -65,15 +120,8 @@ pub(super) async fn not_synced(conn: &mut ClientConn, keep_alive: bool) -> bool 
 /// The `metav1.Status` of `e`, as the apiserver words it, with `Retry-After` where the
 /// apiserver sends one.
 async fn error(conn: &mut ClientConn, e: &CacheError, keep_alive: bool) -> bool {
-    let mut status = Status::failure(e.code(), e.to_string());
-    status.reason = e.reason();
-    let retry = matches!(e, CacheError::NotSynced | CacheError::TooNew { .. });
-    if retry {
-        status = status.with_details(StatusDetails {
-            retry_after_seconds: Some(1),
-            ..Default::default()
-        });
-    }
+    let status = status_of(e);
+    let retry = status.details.is_some();
     let mut head = ResponseHead::new(e.code());
     head.headers.push("Content-Type", "application/json");
     head.headers.push("Cache-Control", "no-cache, private");
@@ -87,6 +135,27 @@ async fn error(conn: &mut ClientConn, e: &CacheError, keep_alive: bool) -> bool 
         .await
         .is_ok()
         && keep_alive
+}
+
+/// The `metav1.Status` of `e`: `retryAfterSeconds` where the apiserver says when to retry.
+fn status_of(e: &CacheError) -> Status {
+    let mut status = Status::failure(e.code(), e.to_string());
+    status.reason = e.reason();
+    if matches!(e, CacheError::NotSynced | CacheError::TooNew { .. }) {
+        status = status.with_details(StatusDetails {
+            retry_after_seconds: Some(1),
+            ..Default::default()
+        });
+    }
+    status
+}
+
+/// The watch event that ends a watch with `e`, and its newline.
+fn error_event(e: &CacheError) -> Vec<u8> {
+    let mut line = br#"{"type":"ERROR","object":"#.to_vec();
+    line.extend_from_slice(&status_of(e).to_json());
+    line.extend_from_slice(b"}\n");
+    line
 }
 
 fn bad(what: &str, e: impl std::fmt::Display) -> CacheError {
@@ -269,19 +338,31 @@ async fn watch_start(
     req.resource.cache().check_watch(&fields)?;
     let q = req.query;
     let bookmarks = q.get("allowWatchBookmarks") == Some("true");
-    let initial = q.get("sendInitialEvents") == Some("true");
+    let asked = q.get("sendInitialEvents");
+    let initial = asked == Some("true");
     let rvm = q.get("resourceVersionMatch").unwrap_or("");
-    if initial && rvm != "NotOlderThan" {
+    if asked.is_some() && rvm != "NotOlderThan" {
         return Err(CacheError::BadRequest(
             "resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan".into(),
         ));
     }
-    if !initial && !rvm.is_empty() {
+    if asked.is_none() && !rvm.is_empty() {
         return Err(CacheError::BadRequest(
             "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided".into(),
         ));
     }
     let named = named_version(q)?;
+    if asked == Some("false") {
+        // No initial events: what follows the version named, or the store's own.
+        let rv = match named {
+            Some(rv) => {
+                fresh(req.resource, rv).await;
+                rv
+            }
+            None => req.resource.cache().resource_version(),
+        };
+        return Ok((labels, fields, From::Version(rv)));
+    }
     if let Some(rv) = named {
         // A version the store has not reached: it is waited for a little; the watch then
         // starts there whatever the store's version, so that nothing at or before it is sent.
@@ -362,12 +443,7 @@ impl Watch<'_, '_> {
     }
 
     fn push_error(&mut self, e: &CacheError) {
-        let mut status = Status::failure(e.code(), e.to_string());
-        status.reason = e.reason();
-        let mut line = br#"{"type":"ERROR","object":"#.to_vec();
-        line.extend_from_slice(&status.to_json());
-        line.extend_from_slice(b"}\n");
-        self.writer.encode(&line, &mut self.out);
+        self.writer.encode(&error_event(e), &mut self.out);
     }
 
     async fn flush(&mut self, conn: &mut ClientConn) -> bool {
@@ -381,13 +457,16 @@ impl Watch<'_, '_> {
     async fn run(&mut self, conn: &mut ClientConn, from: From) -> End {
         let resource = self.req.resource.clone();
         let resets = resource.resets();
+        // `0` is no timeout to the apiserver (its default applies); a huge one is as good
+        // as none, and must not overflow the clock.
         let timeout = match self
             .req
             .query
             .get("timeoutSeconds")
             .and_then(|s| s.parse::<u64>().ok())
+            .filter(|&s| s > 0)
         {
-            Some(s) => Duration::from_secs(s),
+            Some(s) => Duration::from_secs(s.min(MAX_WATCH_SECONDS)),
             None => crate::kube::time::watch_timeout(self.req.min_request_timeout),
         };
         let deadline = Instant::now() + timeout;
@@ -406,6 +485,9 @@ impl Watch<'_, '_> {
                 };
                 for item in &items {
                     self.push_initial(&item.bytes);
+                    if self.out.len() >= WRITE_PIECE && !self.flush(conn).await {
+                        return End::Broken;
+                    }
                 }
                 if initial_end {
                     self.push_bookmark(rv, true);
@@ -469,11 +551,9 @@ impl Watch<'_, '_> {
             } else {
                 deadline
             };
+            // The timer, the client and a shutdown are looked at before the store: a store
+            // that changes at every turn must not keep a watch past its end.
             let wake = smol::future::or(
-                async {
-                    woken.await;
-                    Wake::Change
-                },
                 smol::future::or(
                     async {
                         async_io::Timer::at(tick).await;
@@ -490,6 +570,10 @@ impl Watch<'_, '_> {
                         },
                     ),
                 ),
+                async {
+                    woken.await;
+                    Wake::Change
+                },
             )
             .await;
             match wake {
@@ -538,16 +622,38 @@ mod tests {
     }
 
     #[test]
+    fn a_token_is_answered_from_the_store_only_after_the_cloud_answered_it() {
+        let r = Readers::default();
+        assert!(!r.confirmed("t1", "/api/v1/services"));
+        r.confirm("t1", "/api/v1/services");
+        assert!(r.confirmed("t1", "/api/v1/services"));
+        assert!(!r.confirmed("t1", "/apis/discovery.k8s.io/v1/endpointslices"));
+        assert!(!r.confirmed("t2", "/api/v1/services"));
+        for i in 0..MAX_READERS + 10 {
+            r.confirm(&format!("other-{i}"), "/api/v1/services");
+        }
+        assert_eq!(r.seen.lock().unwrap().len(), MAX_READERS, "bounded");
+    }
+
+    #[test]
     fn statuses_read_as_the_apiservers() {
         let e = CacheError::Expired {
             requested: 1,
             oldest: 458,
         };
-        let mut s = Status::failure(e.code(), e.to_string());
-        s.reason = e.reason();
+        // The line of the apiserver's own capture (06-watch-too-old-rv), byte for byte.
         assert_eq!(
-            String::from_utf8(s.to_json()).unwrap(),
-            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 1 (458)","reason":"Expired","code":410}"#
+            String::from_utf8(error_event(&e)).unwrap(),
+            concat!(
+                r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 1 (458)","reason":"Expired","code":410}}"#,
+                "\n"
+            )
+        );
+        let busy = String::from_utf8(status_of(&CacheError::NotSynced).to_json()).unwrap();
+        assert!(
+            busy.contains(r#""reason":"TooManyRequests""#)
+                && busy.contains(r#""retryAfterSeconds":1"#),
+            "{busy}"
         );
     }
 }
