@@ -61,6 +61,11 @@ fn identity_of(head: &RequestHead) -> Identity {
     }
 }
 
+/// Whether a header name begins with `prefix`, ignoring ASCII case.
+fn starts_with_ci(name: &[u8], prefix: &[u8]) -> bool {
+    name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
 /// Answers a request the hub will not serve with `status`, before reading any body; the
 /// connection carries on only when `reusable` (kept alive, and no body left unread).
 async fn refuse(conn: &mut ClientConn, refusal: &Refusal, reusable: bool) -> bool {
@@ -448,9 +453,7 @@ impl Proxy {
         if id == Identity::Node {
             // The node's certificate speaks for these: no client asks it to be someone else.
             head.headers.remove_where(|name| {
-                [&b"impersonate-"[..], b"x-remote-"]
-                    .iter()
-                    .any(|p| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p))
+                starts_with_ci(name, b"impersonate-") || starts_with_ci(name, b"x-remote-")
             });
         }
         let query = Query::parse(head.query());
@@ -567,10 +570,10 @@ impl Proxy {
     /// the store), from the node itself or with a token the cloud has answered a list or
     /// watch of that resource for the same component (cached for that token's owner), within
     /// [`multiplexed::RECONFIRM`] while the cloud is up: the store must not let a pod read
-    /// what the cloud would refuse it, nor for long after the cloud has started refusing. A store not filled
-    /// yet answers only while the cloud is up and its own list was not refused for good
-    /// (429, retry); else the request goes the ordinary way: offline to the component's own
-    /// cache (a cache from before the multiplexer), online to the cloud.
+    /// what the cloud would refuse it, nor for long after the cloud has started refusing.
+    /// A store not filled yet answers only while the cloud is up and its own list was not
+    /// refused for good (429, retry); else the request goes the ordinary way: offline to the
+    /// component's own cache (a cache from before the multiplexer), online to the cloud.
     fn store_for(
         &self,
         head: &RequestHead,
@@ -584,7 +587,7 @@ impl Proxy {
         let ri = &ctx.info;
         if framing != Framing::Empty
             || !ri.is_resource_request
-            || head.headers.get_str("user-agent") == Some(m.user_agent.as_str())
+            || self.is_multiplexers_own(head)
             || !multiplexed::servable(ri, head)
         {
             return None;
@@ -595,9 +598,10 @@ impl Proxy {
             Identity::Node => true,
             // A token asking to be someone else is the cloud's to judge.
             Identity::Bearer
-                if head.headers.iter().any(|(name, _)| {
-                    name.len() >= 12 && name.as_bytes()[..12].eq_ignore_ascii_case(b"impersonate-")
-                }) =>
+                if head
+                    .headers
+                    .iter()
+                    .any(|(name, _)| starts_with_ci(name.as_bytes(), b"impersonate-")) =>
             {
                 false
             }
@@ -616,6 +620,14 @@ impl Proxy {
             return None;
         }
         Some(store.clone())
+    }
+
+    /// Whether the request is the multiplexer's own (it fills a store; it is never
+    /// answered from one).
+    fn is_multiplexers_own(&self, head: &RequestHead) -> bool {
+        self.multiplexer
+            .as_ref()
+            .is_some_and(|(m, _)| head.headers.get_str("user-agent") == Some(m.user_agent.as_str()))
     }
 
     /// Remembers that the cloud answered a token's list or watch of a pool-scope resource
@@ -851,16 +863,13 @@ impl Proxy {
                 self.note_reader(&head, &ctx.info, id, resp.head.status);
                 // The multiplexer's own list or watch, counted by server while it runs.
                 let _for_multiplexer = self
-                    .multiplexer
-                    .as_ref()
-                    .filter(|(m, _)| {
-                        head.headers.get_str("user-agent") == Some(m.user_agent.as_str())
-                    })
-                    .and_then(|_| {
+                    .is_multiplexers_own(&head)
+                    .then(|| {
                         let labels = ctx.labels.clone()?;
                         let server = self.upstream.server_urls().nth(resp.server)?.to_string();
                         Some(self.metrics.multiplexer_upstream_started(labels, &server))
-                    });
+                    })
+                    .flatten();
                 // Held while the relay runs: kubelet's watch of its own Node keeps its
                 // cached copy current, so its reads of it may be answered from the cache.
                 let _watching = self
