@@ -142,21 +142,9 @@ fn run(n: usize, shared: bool, seconds: u64) -> Row {
         let root = TempDir::new("root");
         let cache = TempDir::new("cache");
         pki.write_hub_files(root.path(), &node);
-        let mut args = vec![
-            format!("--server-addr={}", api.url()),
-            format!("--node-name={node}"),
-            "--nodepool-name=pool-a".into(),
-            format!("--root-dir={}", root.path().display()),
-            format!("--disk-cache-path={}", cache.path().display()),
-            "--bind-proxy-address=127.0.0.1".into(),
-            "--proxy-port=0".into(),
-            "--bind-address=127.0.0.1".into(),
-            "--serve-port=0".into(),
-            "--enable-dummy-if=false".into(),
-            "--proxy-secure-port=0".into(),
-            "--filter-sync-timeout=1s".into(),
-            "--v=1".into(),
-        ];
+        // The later of two values wins: the bench logs less than the tests.
+        let mut args = testapi::hub_args_for(&[&api], &node, root.path(), cache.path());
+        args.extend(["--filter-sync-timeout=1s".to_string(), "--v=1".to_string()]);
         if shared {
             args.push(
                 "--pool-scope-resources=/v1/services,discovery.k8s.io/v1/endpointslices".into(),

@@ -48,6 +48,14 @@ fn next_event(w: &mut client::ResponseStream) -> Value {
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
 }
 
+/// An event's type and its object's name.
+fn typed_name(ev: &Value) -> (&str, &str) {
+    (
+        ev["type"].as_str().unwrap_or(""),
+        ev["object"]["metadata"]["name"].as_str().unwrap_or(""),
+    )
+}
+
 #[test]
 fn every_local_client_is_served_from_one_upstream_watch_per_resource() {
     let c = Cluster::new();
@@ -247,14 +255,7 @@ fn lists_and_watches_keep_the_apiservers_semantics() {
         &format!("/api/v1/services?watch=true&resourceVersion={rv}"),
         KUBE_PROXY,
     );
-    let ev = next_event(&mut w);
-    assert_eq!(
-        (
-            ev["type"].as_str(),
-            ev["object"]["metadata"]["name"].as_str()
-        ),
-        (Some("DELETED"), Some("d"))
-    );
+    assert_eq!(typed_name(&next_event(&mut w)), ("DELETED", "d"));
 
     // A selected watch sees an object leave its selection as DELETED.
     let mut web = client::watch(
@@ -278,14 +279,7 @@ fn lists_and_watches_keep_the_apiservers_semantics() {
     let mut a = c.api.get("/api/v1/namespaces/default/services/a").unwrap();
     a["metadata"]["labels"]["app"] = "db".into();
     c.api.update("/api/v1/namespaces/default/services/a", a);
-    let ev = next_event(&mut web);
-    assert_eq!(
-        (
-            ev["type"].as_str(),
-            ev["object"]["metadata"]["name"].as_str()
-        ),
-        (Some("DELETED"), Some("a"))
-    );
+    assert_eq!(typed_name(&next_event(&mut web)), ("DELETED", "a"));
 
     // Watch-list: the objects, then a bookmark that marks their end.
     let mut wl = client::watch(
@@ -357,14 +351,7 @@ fn lists_and_watches_keep_the_apiservers_semantics() {
         "/api/v1/namespaces/default/services",
         service("e", "10.96.0.20", json!({})),
     );
-    let ev = next_event(&mut quiet);
-    assert_eq!(
-        (
-            ev["type"].as_str(),
-            ev["object"]["metadata"]["name"].as_str()
-        ),
-        (Some("ADDED"), Some("e"))
-    );
+    assert_eq!(typed_name(&next_event(&mut quiet)), ("ADDED", "e"));
 
     // Tables are the cloud's to make.
     let before = upstream_requests(&c, "kubectl", "services").len();

@@ -558,23 +558,7 @@ impl Cluster {
 
     /// Flags for a hub in front of `servers`, listening on a free port.
     pub fn hub_args(&self, servers: &[&ApiServer]) -> Vec<String> {
-        let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
-        vec![
-            format!("--server-addr={}", urls.join(",")),
-            format!("--node-name={NODE}"),
-            "--nodepool-name=pool-a".into(),
-            format!("--root-dir={}", self.root.path().display()),
-            format!("--disk-cache-path={}", self.cache.path().display()),
-            "--bind-proxy-address=127.0.0.1".into(),
-            "--proxy-port=0".into(),
-            "--bind-address=127.0.0.1".into(),
-            "--serve-port=0".into(),
-            // The host's network is not the tests' to change (tests/network.rs makes the
-            // dummy link in a namespace of its own); the TLS port is any free one.
-            "--enable-dummy-if=false".into(),
-            "--proxy-secure-port=0".into(),
-            "--v=2".into(),
-        ]
+        hub_args_for(servers, NODE, self.root.path(), self.cache.path())
     }
 
     /// Starts the hub binary `bin` in front of this cluster's apiserver, with `extra` flags.
@@ -583,6 +567,33 @@ impl Cluster {
         args.extend(extra.iter().map(|s| s.to_string()));
         Hub::start(bin, &args)
     }
+}
+
+/// Flags for hub `node` in front of `servers`, with its files in `root` and `cache`,
+/// listening on free ports (a [`Cluster`]'s, or one of many in a bench).
+pub fn hub_args_for(
+    servers: &[&ApiServer],
+    node: &str,
+    root: &std::path::Path,
+    cache: &std::path::Path,
+) -> Vec<String> {
+    let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
+    vec![
+        format!("--server-addr={}", urls.join(",")),
+        format!("--node-name={node}"),
+        "--nodepool-name=pool-a".into(),
+        format!("--root-dir={}", root.display()),
+        format!("--disk-cache-path={}", cache.display()),
+        "--bind-proxy-address=127.0.0.1".into(),
+        "--proxy-port=0".into(),
+        "--bind-address=127.0.0.1".into(),
+        "--serve-port=0".into(),
+        // The host's network is not the tests' to change (tests/network.rs makes the
+        // dummy link in a namespace of its own); the TLS port is any free one.
+        "--enable-dummy-if=false".into(),
+        "--proxy-secure-port=0".into(),
+        "--v=2".into(),
+    ]
 }
 
 impl Default for Cluster {
