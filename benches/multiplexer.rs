@@ -6,8 +6,8 @@
 //! per minute, the delay from a change at the apiserver to each client seeing it (p50, p99),
 //! and each hub's resident memory. Measured, never asserted.
 //!
-//! Modes: (a) no sharing (no `--pool-scope-resources`: every client's watch goes to the
-//! cloud), (b) the multiplexer (upstream's default resources). (c), leader hubs, is not built yet.
+//! Modes: (a) no sharing (`--pool-scope-resources=`: every client's watch goes to the
+//! cloud), (b) the multiplexer (the default: upstream's resources). (c), leader hubs, is not built yet.
 //!
 //! Run with `cargo bench --bench multiplexer`; `YURTHUB_BENCH_HUBS=1,10` picks the Ns
 //! (default 1,10,50), `YURTHUB_BENCH_SECONDS` the measured window (default 60).
@@ -24,6 +24,19 @@ const KUBE_PROXY: &str = "kube-proxy/v1.36.2 (linux/arm64) kubernetes/98b3519";
 const COREDNS: &str = "coredns/1.12.1 (linux/arm64)";
 const SERVICES: usize = 2_000;
 const CHANGES_PER_SECOND: u64 = 10;
+
+/// The hub measured: the shipped build (static musl) when it is built (`cross/build.sh
+/// x86_64-unknown-linux-musl`), since a glibc build's allocator keeps more resident; else
+/// this build's.
+fn hub_binary() -> String {
+    let musl = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/x86_64-unknown-linux-musl/release/yurthub");
+    if musl.is_file() {
+        musl.display().to_string()
+    } else {
+        env!("CARGO_BIN_EXE_yurthub").to_string()
+    }
+}
 
 fn now_micros() -> u64 {
     SystemTime::now()
@@ -145,12 +158,11 @@ fn run(n: usize, shared: bool, seconds: u64) -> Row {
         // The later of two values wins: the bench logs less than the tests.
         let mut args = testapi::hub_args_for(&[&api], &node, root.path(), cache.path());
         args.extend(["--filter-sync-timeout=1s".to_string(), "--v=1".to_string()]);
-        if shared {
-            args.push(
-                "--pool-scope-resources=/v1/services,discovery.k8s.io/v1/endpointslices".into(),
-            );
+        // (b) is the default, upstream's resources; (a) turns the multiplexer off.
+        if !shared {
+            args.push("--pool-scope-resources=".into());
         }
-        hubs.push(Hub::start(env!("CARGO_BIN_EXE_yurthub"), &args));
+        hubs.push(Hub::start(&hub_binary(), &args));
         dirs.push((root, cache));
     }
     let delays: Delays = Arc::default();
@@ -266,7 +278,8 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     println!(
-        "{SERVICES} Services and {SERVICES} EndpointSlices, {CHANGES_PER_SECOND} changes/s, {seconds} s measured; 5 client watches per hub"
+        "{SERVICES} Services and {SERVICES} EndpointSlices, {CHANGES_PER_SECOND} changes/s, {seconds} s measured; 5 client watches per hub; hub {}",
+        hub_binary()
     );
     println!(
         "| hubs | mode | watches at the apiserver | apiserver bytes/min | delay p50 | delay p99 | events seen | max RSS per hub |"

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::informer::Handler;
 
-/// Upstream's default `--pool-scope-resources` (this hub's is empty for now).
+/// Upstream's default `--pool-scope-resources`, and this hub's.
 pub const DEFAULT_RESOURCES: &str = "/v1/services,discovery.k8s.io/v1/endpointslices";
 
 /// The event window every store keeps at least (kube-apiserver's watch cache: 3 minutes).

@@ -471,7 +471,7 @@ impl Proxy {
 
         if let Some(store) = self.store_for(&head, &ctx, id, framing, target.as_ref()) {
             return self
-                .serve_from_store(conn, &head, &mut ctx, &query, store)
+                .serve_from_store(conn, &head, &mut ctx, &query, store, target.as_ref())
                 .await;
         }
         // Only a request the hub serves is recorded (a refused one is only counted): what
@@ -659,6 +659,7 @@ impl Proxy {
         ctx: &mut RequestContext,
         query: &Query,
         store: Arc<Resource>,
+        target: Option<&Result<Target, NotCached>>,
     ) -> bool {
         let _in_flight = ctx
             .labels
@@ -667,7 +668,7 @@ impl Proxy {
         let keep_alive = ctx.keep_alive;
         if !store.cache().is_synced() {
             ctx.log(429, "multiplexer not synced yet");
-            return multiplexed::not_synced(conn, keep_alive).await;
+            return multiplexed::not_synced(conn, keep_alive).await.keep_alive;
         }
         let chain = self.filters.as_ref().and_then(|f| {
             f.chain(
@@ -683,14 +684,21 @@ impl Proxy {
             chain,
             http10: ctx.http10,
             min_request_timeout: self.multiplexer.as_ref().map(|m| m.1).unwrap_or_default(),
+            // Only what the store holds while the cloud is up is the cloud's answer: offline
+            // it is no newer than what the component's cache already holds.
+            tee: self
+                .edge
+                .as_ref()
+                .filter(|e| e.health.any_healthy())
+                .and_then(|_| self.tee_of(200, ctx, target, false)),
         };
-        let keep = if ctx.info.verb == "watch" {
+        let answered = if ctx.info.verb == "watch" {
             multiplexed::watch(conn, req, keep_alive).await
         } else {
             multiplexed::list(conn, req, head.method == "HEAD", keep_alive).await
         };
-        ctx.log(200, "answered by the multiplexer");
-        keep
+        ctx.log(answered.status, "answered by the multiplexer");
+        answered.keep_alive
     }
 
     /// Sets the node's `Autonomy` condition in the cloud when its cached copy (what kubelet
@@ -964,15 +972,27 @@ impl Proxy {
         target: Option<&Result<Target, NotCached>>,
         gzip: Option<bool>,
     ) -> Option<Tee> {
-        let edge = self.edge.as_ref()?;
         if !(200..300).contains(&resp.head.status) {
             return None;
         }
         // The copy is gzip when the wire is, unless the caller feeds decompressed bytes.
         let gzip = gzip.unwrap_or_else(|| resp.head.is_gzip());
+        self.tee_of(resp.head.status, ctx, target, gzip)
+    }
+
+    /// The cache's copy of a successful (`status`) answer to `ctx`'s request, when there is
+    /// to be one; `gzip`: the bytes fed to it are.
+    fn tee_of(
+        &self,
+        status: u16,
+        ctx: &RequestContext,
+        target: Option<&Result<Target, NotCached>>,
+        gzip: bool,
+    ) -> Option<Tee> {
+        let edge = self.edge.as_ref()?;
         if !ctx.info.is_resource_request {
             let file = cache::cached_path_file(&ctx.info.path)?;
-            return (ctx.method == "GET" && resp.head.status == 200)
+            return (ctx.method == "GET" && status == 200)
                 .then(|| Tee::raw(&edge.cache, file, gzip));
         }
         let t = target?.as_ref().ok()?.clone();

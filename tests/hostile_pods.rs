@@ -538,7 +538,9 @@ fn offline_each_identity_reads_only_what_was_cached_for_it() {
             with_token(&hub, services, "coredns/v1.11", &app).status,
             403
         );
-        assert_eq!(get(hub.proxy_addr, services, "coredns/v1.11").status, 403);
+        // The node reads the Services the hub itself listed as the node: the multiplexer's
+        // store (cached under multiplexer-proxy-node-1), not coredns's copy.
+        assert_eq!(get(hub.proxy_addr, services, "coredns/v1.11").status, 200);
     }
 }
 
@@ -586,8 +588,9 @@ fn built_in_names_are_not_a_pods_and_the_node_takes_over_what_a_system_account_c
         cached.is_file()
     });
     // The node's kube-proxy comes: its requests are cached, and what was cached for the
-    // service account is gone.
-    assert_eq!(get(hub.proxy_addr, "/api/v1/services", PROXY).status, 200);
+    // service account is gone. (Nodes, not Services: the multiplexer answers those from
+    // the store it fills as the hub itself, which caches nothing for kube-proxy.)
+    assert_eq!(get(hub.proxy_addr, "/api/v1/nodes", PROXY).status, 200);
     hub.wait_for_log(
         "kube-proxy: 1 lists and 1 objects cached for another identity removed",
         Duration::from_secs(10),
@@ -601,15 +604,15 @@ fn built_in_names_are_not_a_pods_and_the_node_takes_over_what_a_system_account_c
         || {
             c.cache
                 .path()
-                .join("_internal/views/kube-proxy/services.v1.core")
+                .join("_internal/views/kube-proxy/nodes.v1.core")
                 .is_dir()
         },
     );
     c.api.set_fault(testapi::Fault::Refuse);
     hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
-    let r = with_token(PROXY, "/api/v1/services", &system);
+    let r = with_token(PROXY, "/api/v1/nodes", &system);
     assert_eq!(r.status, 403, "{}", r.text());
-    assert_eq!(get(hub.proxy_addr, "/api/v1/services", PROXY).status, 200);
+    assert_eq!(get(hub.proxy_addr, "/api/v1/nodes", PROXY).status, 200);
     assert_eq!(
         get(hub.proxy_addr, secrets, PROXY).status,
         404,

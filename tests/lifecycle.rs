@@ -16,6 +16,10 @@ const FAST: &[&str] = &[
     "--heartbeat-healthy-threshold=1",
 ];
 
+/// Without the multiplexer, kube-proxy's Services are answered and cached as its own
+/// (with it, they come from the store the hub fills as itself, `multiplexer-proxy-<node>`).
+const NO_MULTIPLEXER: &str = "--pool-scope-resources=";
+
 fn start(c: &Cluster, extra: &[&str]) -> Hub {
     let mut args: Vec<&str> = FAST.to_vec();
     args.extend_from_slice(extra);
@@ -347,7 +351,7 @@ fn an_agents_list_is_evicted_whole_and_then_refused_offline_never_partial() {
     };
     // Without a budget: kube-proxy's list is cached whole.
     let before = {
-        let hub = start(&c, &[]);
+        let hub = start(&c, &[NO_MULTIPLEXER]);
         assert_eq!(listed(&hub), 10);
         wait_until(
             "the list to be cached",
@@ -366,7 +370,10 @@ fn an_agents_list_is_evicted_whole_and_then_refused_offline_never_partial() {
     };
     // A budget that forces a third of the list out: the list goes whole, never a part of it.
     let budget = before - bytes_below(&services) / 3;
-    let hub = start(&c, &[&format!("--cache-max-bytes={budget}")]);
+    let hub = start(
+        &c,
+        &[NO_MULTIPLEXER, &format!("--cache-max-bytes={budget}")],
+    );
     let line = hub.wait_for_log("exceed --cache-max-bytes", Duration::from_secs(10));
     assert!(
         line.contains("dropped 1 whole lists")
@@ -394,12 +401,12 @@ fn an_agents_list_is_evicted_whole_and_then_refused_offline_never_partial() {
     hub.kill();
     // Still refused after a restart (the mark is on disk), and answered whole once the
     // cloud has listed it again.
-    let hub = start(&c, &[]);
+    let hub = start(&c, &[NO_MULTIPLEXER]);
     let offline = get(hub.proxy_addr, "/api/v1/services", KUBE_PROXY);
     assert_eq!(offline.status, 404, "{}", offline.text());
     hub.kill();
     c.api.set_fault(Fault::None);
-    let hub = start(&c, &[]);
+    let hub = start(&c, &[NO_MULTIPLEXER]);
     // Until its first probe the hub may answer from the cache: 404, as above.
     wait_until(
         "the cloud to answer the list",
@@ -414,7 +421,7 @@ fn an_agents_list_is_evicted_whole_and_then_refused_offline_never_partial() {
     );
     hub.kill();
     c.api.set_fault(Fault::Refuse);
-    let hub = start(&c, &[]);
+    let hub = start(&c, &[NO_MULTIPLEXER]);
     assert_eq!(listed(&hub), 10);
 }
 

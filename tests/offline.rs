@@ -18,6 +18,9 @@ const FAST: &[&str] = &[
     "--heartbeat-healthy-threshold=2",
 ];
 
+/// Turns the multiplexer off, for tests of a component's own cached lists of Services.
+const NO_MULTIPLEXER: &str = "--pool-scope-resources=";
+
 fn seed(c: &Cluster) {
     c.api.create(
         "/api/v1/nodes",
@@ -763,7 +766,9 @@ fn service(name: &str, note: &str) -> Value {
 #[test]
 fn offline_a_list_never_cached_is_404_and_one_cached_empty_is_empty() {
     let c = Cluster::new();
-    let hub = c.start_hub(BIN, FAST);
+    // Each component's own cache first: the multiplexer, which answers Services and
+    // EndpointSlices from the store it fills as the hub, is off until the end.
+    let hub = c.start_hub(BIN, &[FAST, &[NO_MULTIPLEXER]].concat());
     // Online, flanneld lists an empty namespace's services: a real, empty answer.
     let r = get(
         hub.proxy_addr,
@@ -804,6 +809,24 @@ fn offline_a_list_never_cached_is_404_and_one_cached_empty_is_empty() {
         "flanneld/v0.25.1",
     );
     assert_eq!((r.status, names(&r.json()).len()), (200, 0), "{}", r.text());
+    // With the multiplexer, started offline: its store has no copy on disk to fill from,
+    // so lists and watch-lists are still "not known", not the empty store.
+    hub.kill();
+    let hub = c.start_hub(BIN, FAST);
+    hub.wait_for_log("is now unhealthy", Duration::from_secs(10));
+    for path in [
+        "/api/v1/services",
+        "/api/v1/services?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan",
+    ] {
+        let r = get(hub.proxy_addr, path, KUBE_PROXY);
+        assert_eq!(r.status, 404, "{path}: {}", r.text());
+    }
+    let r = get(
+        hub.proxy_addr,
+        "/apis/discovery.k8s.io/v1/endpointslices",
+        "coredns/1.11.3",
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
 }
 
 /// A list too large to cache is remembered: offline it is refused, not answered with what an
@@ -813,6 +836,8 @@ fn offline_a_list_once_too_large_to_cache_is_404_not_its_older_answer() {
     let c = Cluster::new();
     let mut args = FAST.to_vec();
     args.push("--max-cached-list-bytes=4096");
+    // kube-proxy's own cache (the multiplexer would answer its Services from memory).
+    args.push(NO_MULTIPLEXER);
     let hub = c.start_hub(BIN, &args);
     c.api.create(
         "/api/v1/namespaces/default/services",

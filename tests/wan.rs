@@ -9,14 +9,16 @@ use testapi::{pod, Cluster, Fault, Middlebox, NODE};
 const BIN: &str = env!("CARGO_BIN_EXE_yurthub");
 const KUBELET: &str = "kubelet/v1.32.0 (linux/arm64) kubernetes/70d3cc9";
 
-/// The hub's own requests of `path` (its User-Agent), watches or not.
+/// The hub's own requests for `path` (its informers' as `yurthub`, and the multiplexer's,
+/// which lists and watches Services and EndpointSlices for every local client, the hub's
+/// own informers among them), watches or not.
 fn hub_requests(c: &Cluster, path: &str, watches: bool) -> Vec<String> {
     c.api
         .requests()
         .into_iter()
         .filter(|r| {
             r.header("user-agent")
-                .is_some_and(|ua| ua.starts_with("yurthub"))
+                .is_some_and(|ua| ua.starts_with("yurthub") || ua.starts_with("multiplexer-proxy-"))
                 && r.target.split('?').next() == Some(path)
                 && r.target.contains("watch=true") == watches
         })

@@ -231,11 +231,10 @@ flag_table! {
         "seal cached Secrets with the 256-bit key in this file (kept outside the cache directory)",
         flags::optional_path);
     /// `--pool-scope-resources`: the resources the multiplexer keeps one store of, from
-    /// which every local list and watch of them is answered (empty: none). Off unless given,
-    /// for now: upstream's default (`multiplexer::DEFAULT_RESOURCES`) waits on the review
-    /// of the suites that count each component's own requests upstream.
+    /// which every local list and watch of them is answered (empty: none). The default is
+    /// upstream's, `multiplexer::DEFAULT_RESOURCES` (a unit test keeps the two the same).
     pool_scope_resources: Vec<crate::multiplexer::Gvr> = flag("pool-scope-resources",
-        "",
+        "/v1/services,discovery.k8s.io/v1/endpointslices",
         "resources (group/version/resource, comma-separated, e.g. /v1/services,discovery.k8s.io/v1/endpointslices) listed and watched once for all local clients; empty for none",
         flags::gvrs);
     /// `--filter-sync-timeout`.
@@ -559,6 +558,12 @@ mod tests {
         assert_eq!(c.root_dir, PathBuf::from("/var/lib/yurthub"));
         assert_eq!(c.disk_cache_path, PathBuf::from("/etc/kubernetes/cache/"));
         assert_eq!(c.lb_mode, LbMode::RoundRobin);
+        assert_eq!(
+            c.pool_scope_resources,
+            crate::multiplexer::Gvr::parse_list(crate::multiplexer::DEFAULT_RESOURCES).unwrap()
+        );
+        let off = run(&[BASE, &["--pool-scope-resources="]].concat());
+        assert!(off.pool_scope_resources.is_empty());
         assert_eq!(
             c.client_cert_path(),
             PathBuf::from("/var/lib/yurthub/pki/yurthub-current.pem")

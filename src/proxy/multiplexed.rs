@@ -5,7 +5,9 @@
 //! Which requests come here is the proxy's decision ([`Proxy`](super::Proxy)); this room
 //! only answers: the list at the version asked for (waiting a little for one the store has
 //! not reached, as the apiserver's cache does), the watch from a version or from "any", its
-//! events through the client's own filters, bookmarks, its end.
+//! events through the client's own filters, bookmarks, its end. What a client is answered
+//! is also copied to its own cache ([`Tee`]) as its answers from the cloud would be: offline
+//! without the store, and to the operator reading `cache/kubelet/services…`, it is the same.
 
 use smol::io::AsyncWriteExt;
 use std::sync::Arc;
@@ -18,6 +20,8 @@ use crate::kube::{FieldSelector, LabelSelector, RequestInfo, Status, StatusDetai
 use crate::local::Local;
 use crate::multiplexer::{CacheError, ListQuery, Resource};
 use crate::server::{self, ClientConn};
+
+use super::Tee;
 
 /// How long a request waits for the store to reach the version it asks for: kube-apiserver's
 /// cache waits 3 s, then answers 504 (`Too large resource version`).
@@ -110,16 +114,32 @@ pub(super) struct Request<'a> {
     pub http10: bool,
     /// The watch length when the client names none (a random time in [t, 2t)).
     pub min_request_timeout: Duration,
+    /// The copy of the answer for the client's own cache, when it keeps one.
+    pub tee: Option<Tee>,
+}
+
+/// How a request was answered.
+pub(super) struct Answered {
+    /// The status code sent.
+    pub status: u16,
+    /// Whether the connection may carry another request.
+    pub keep_alive: bool,
+}
+
+impl Answered {
+    fn new(status: u16, keep_alive: bool) -> Self {
+        Self { status, keep_alive }
+    }
 }
 
 /// The 429 a client gets while the store has not been filled yet: it retries in a second.
-pub(super) async fn not_synced(conn: &mut ClientConn, keep_alive: bool) -> bool {
+pub(super) async fn not_synced(conn: &mut ClientConn, keep_alive: bool) -> Answered {
     error(conn, &CacheError::NotSynced, keep_alive).await
 }
 
 /// The `metav1.Status` of `e`, as the apiserver words it, with `Retry-After` where the
 /// apiserver sends one.
-async fn error(conn: &mut ClientConn, e: &CacheError, keep_alive: bool) -> bool {
+async fn error(conn: &mut ClientConn, e: &CacheError, keep_alive: bool) -> Answered {
     let status = status_of(e);
     let retry = status.details.is_some();
     let mut head = ResponseHead::new(e.code());
@@ -131,10 +151,10 @@ async fn error(conn: &mut ClientConn, e: &CacheError, keep_alive: bool) -> bool 
     if !keep_alive {
         head.headers.push("Connection", "close");
     }
-    server::respond(&mut conn.writer, head, &status.to_json())
+    let sent = server::respond(&mut conn.writer, head, &status.to_json())
         .await
-        .is_ok()
-        && keep_alive
+        .is_ok();
+    Answered::new(e.code(), sent && keep_alive)
 }
 
 /// The `metav1.Status` of `e`: `retryAfterSeconds` where the apiserver says when to retry.
@@ -223,13 +243,13 @@ async fn fresh(resource: &Resource, rv: u64) -> bool {
     }
 }
 
-/// Answers a list. Returns whether the connection may carry another request.
+/// Answers a list.
 pub(super) async fn list(
     conn: &mut ClientConn,
     req: Request<'_>,
     head_only: bool,
     keep_alive: bool,
-) -> bool {
+) -> Answered {
     let page = match list_page(&req).await {
         Ok(p) => p,
         Err(e) => return error(conn, &e, keep_alive).await,
@@ -239,7 +259,14 @@ pub(super) async fn list(
     if let Some(filtered) = req.chain.as_ref().and_then(|c| c.apply_body(&body)) {
         body = filtered;
     }
-    Local::object_bytes(conn, head_only, &body).await && keep_alive
+    if let Some(mut tee) = req.tee.filter(|_| !head_only) {
+        tee.feed(&body);
+        tee.finish();
+    }
+    Answered::new(
+        200,
+        Local::object_bytes(conn, head_only, &body).await && keep_alive,
+    )
 }
 
 async fn list_page(req: &Request<'_>) -> Result<crate::multiplexer::ListPage, CacheError> {
@@ -286,8 +313,13 @@ enum End {
     Broken,
 }
 
-/// Answers a watch. Returns whether the connection may carry another request.
-pub(super) async fn watch(conn: &mut ClientConn, req: Request<'_>, keep_alive: bool) -> bool {
+/// Answers a watch.
+pub(super) async fn watch(
+    conn: &mut ClientConn,
+    mut req: Request<'_>,
+    keep_alive: bool,
+) -> Answered {
+    let tee = req.tee.take();
     let start = watch_start(&req).await;
     let (labels, fields, from) = match start {
         Ok(s) => s,
@@ -309,8 +341,9 @@ pub(super) async fn watch(conn: &mut ClientConn, req: Request<'_>, keep_alive: b
         labels,
         fields,
         out,
+        tee,
     };
-    match w.run(conn, from).await {
+    let keep = match w.run(conn, from).await {
         End::Complete => {
             w.writer.finish(&mut w.out);
             let sent =
@@ -318,7 +351,8 @@ pub(super) async fn watch(conn: &mut ClientConn, req: Request<'_>, keep_alive: b
             sent && !close
         }
         End::Broken => false,
-    }
+    };
+    Answered::new(200, keep)
 }
 
 /// Where a watch starts: the current objects (any version asked for, or `sendInitialEvents`),
@@ -394,15 +428,25 @@ struct Watch<'r, 'a> {
     fields: FieldSelector,
     /// What is due to the client.
     out: Vec<u8>,
+    /// The copy of the events for the client's own cache.
+    tee: Option<Tee>,
 }
 
 impl Watch<'_, '_> {
+    /// Sends one event line (newline-terminated) to the client and its cache copy.
+    fn send(&mut self, line: &[u8]) {
+        if let Some(t) = &mut self.tee {
+            t.feed(line);
+        }
+        self.writer.encode(line, &mut self.out);
+    }
+
     fn push_line(&mut self, line: &[u8]) {
         let line = match &self.req.chain {
             Some(c) => c.apply_event(line.strip_suffix(b"\n").unwrap_or(line)),
             None => line.to_vec(),
         };
-        self.writer.encode(&line, &mut self.out);
+        self.send(&line);
     }
 
     /// An object of the initial events; one the client's filters drop is left out (it was
@@ -426,7 +470,7 @@ impl Watch<'_, '_> {
         line.extend_from_slice(br#"{"type":"ADDED","object":"#);
         line.extend_from_slice(object);
         line.extend_from_slice(b"}\n");
-        self.writer.encode(&line, &mut self.out);
+        self.send(&line);
     }
 
     fn push_bookmark(&mut self, rv: u64, initial_end: bool) {
@@ -439,11 +483,11 @@ impl Watch<'_, '_> {
             "object": {"kind": r.kind, "apiVersion": r.api_version, "metadata": meta}});
         let mut line = ev.to_string().into_bytes();
         line.push(b'\n');
-        self.writer.encode(&line, &mut self.out);
+        self.send(&line);
     }
 
     fn push_error(&mut self, e: &CacheError) {
-        self.writer.encode(&error_event(e), &mut self.out);
+        self.send(&error_event(e));
     }
 
     async fn flush(&mut self, conn: &mut ClientConn) -> bool {

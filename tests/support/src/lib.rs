@@ -406,14 +406,15 @@ impl ApiServer {
         self.shared.recorded.lock().unwrap().clone()
     }
 
-    /// The requests received so far, without the hub's own (health probes and the like,
-    /// whose User-Agent starts with `yurthub`).
+    /// The requests received so far, without the hub's own (health probes and informers,
+    /// whose User-Agent starts with `yurthub`, and the multiplexer's `multiplexer-proxy-<node>`).
     pub fn client_requests(&self) -> Vec<Recorded> {
         self.requests()
             .into_iter()
             .filter(|r| {
-                !r.header("user-agent")
-                    .is_some_and(|ua| ua.starts_with("yurthub"))
+                !r.header("user-agent").is_some_and(|ua| {
+                    ua.starts_with("yurthub") || ua.starts_with("multiplexer-proxy-")
+                })
             })
             .collect()
     }
