@@ -268,6 +268,32 @@ impl Chain {
         true
     }
 
+    /// Appends one object (a list's item, an initial watch event's object) to `out` as the
+    /// chain leaves it: byte for byte when no filter can act on it (or it is not JSON, for
+    /// the client to judge). False, with nothing appended, when a filter drops it. One
+    /// object at a time: a list of thousands is never parsed whole.
+    pub fn append_object(&self, object: &[u8], out: &mut Vec<u8>) -> bool {
+        if !self.may_change(object) {
+            out.extend_from_slice(object);
+            return true;
+        }
+        let Ok(mut v) = serde_json::from_slice::<Value>(object) else {
+            out.extend_from_slice(object);
+            return true;
+        };
+        if !self.apply(&mut v) {
+            return false;
+        }
+        // Writing a Value into a Vec fails only on a map with non-string keys, which a
+        // parsed JSON object cannot have; the object is then passed as it came.
+        let start = out.len();
+        if serde_json::to_writer(&mut *out, &v).is_err() {
+            out.truncate(start);
+            out.extend_from_slice(object);
+        }
+        true
+    }
+
     /// Filters a whole get/list body; `None` when it passes unchanged (not JSON, or nothing
     /// in it the chain acts on).
     pub fn apply_body(&self, body: &[u8]) -> Option<Vec<u8>> {
@@ -440,5 +466,25 @@ mod tests {
         let list = br#"{"kind":"ServiceList","items":[{"kind":"Service","metadata":{"name":"x-tunnel-server-internal-svc","namespace":"kube-system"},"spec":{}},{"kind":"Service","metadata":{"name":"ok","namespace":"d"},"spec":{}}]}"#;
         let v: Value = serde_json::from_slice(&chain.apply_body(list).unwrap()).unwrap();
         assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn objects_one_at_a_time_are_dropped_changed_or_passed_byte_for_byte() {
+        let f = filters();
+        let chain = f.chain("kube-proxy", "list", "services").unwrap();
+        let mut out = b"[".to_vec();
+        let lb = br#"{"kind":"Service","metadata":{"name":"lb","namespace":"d","annotations":{"svc.openyurt.io/discard":"true"}},"spec":{"type":"LoadBalancer"}}"#;
+        assert!(!chain.append_object(lb, &mut out));
+        assert_eq!(out, b"[", "nothing of a dropped object");
+        // Unusual spacing survives: an object no filter acts on is not re-serialized.
+        let plain = br#"{"kind":"Service", "metadata":{"name":"web","namespace":"d"},"spec":{}}"#;
+        assert!(chain.append_object(plain, &mut out));
+        assert_eq!(out, [&b"["[..], &plain[..]].concat());
+        let kubelet = f.chain("kubelet", "list", "services").unwrap();
+        let master = br#"{"kind":"Service","metadata":{"name":"kubernetes","namespace":"default"},"spec":{"clusterIP":"10.96.0.1","ports":[{"name":"https","port":443}]}}"#;
+        let mut changed = Vec::new();
+        assert!(kubelet.append_object(master, &mut changed));
+        let v: Value = serde_json::from_slice(&changed).unwrap();
+        assert_ne!(v["spec"]["clusterIP"], "10.96.0.1");
     }
 }

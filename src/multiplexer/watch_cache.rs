@@ -267,6 +267,21 @@ impl ListPage {
     /// The list's JSON, `kind` (e.g. `ServiceList`) of `api_version`, the items as the
     /// apiserver sent them.
     pub fn to_json(&self, kind: &str, api_version: &str) -> Vec<u8> {
+        self.to_json_with(kind, api_version, |item, out| {
+            out.extend_from_slice(item);
+            true
+        })
+    }
+
+    /// The list's JSON with each item written by `each` (which appends it to the list's
+    /// bytes, changed or not, or returns false to leave it out): a client's filters, one
+    /// object at a time.
+    pub fn to_json_with(
+        &self,
+        kind: &str,
+        api_version: &str,
+        mut each: impl FnMut(&[u8], &mut Vec<u8>) -> bool,
+    ) -> Vec<u8> {
         let size: usize = self.items.iter().map(|i| i.bytes.len() + 1).sum();
         let mut out = Vec::with_capacity(size + 200);
         let mut meta = serde_json::json!({"resourceVersion": self.rv.to_string()});
@@ -281,11 +296,17 @@ impl ListPage {
         // `{"apiVersion":..,"kind":..,"metadata":{..}` then `,"items":[..]}`.
         out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
         out.extend_from_slice(br#","items":["#);
-        for (i, item) in self.items.iter().enumerate() {
-            if i > 0 {
+        let mut first = true;
+        for item in &self.items {
+            let mark = out.len();
+            if !first {
                 out.push(b',');
             }
-            out.extend_from_slice(&item.bytes);
+            if each(&item.bytes, &mut out) {
+                first = false;
+            } else {
+                out.truncate(mark);
+            }
         }
         out.extend_from_slice(b"]}");
         out
@@ -1036,6 +1057,27 @@ mod tests {
         assert_eq!(v["metadata"]["remainingItemCount"], 2);
         assert!(v["metadata"]["continue"].is_string());
         assert_eq!(v["items"][0]["metadata"]["name"], "a");
+        // Items a client's filters leave out leave no trace (first, middle or last).
+        let all = c.list(&q()).unwrap();
+        for dropped in ["a", "b", "dns"] {
+            let body = all.to_json_with("ServiceList", "v1", |item, out| {
+                let name = format!(r#""name":"{dropped}""#);
+                let keep = memchr::memmem::find(item, name.as_bytes()).is_none();
+                if keep {
+                    out.extend_from_slice(item);
+                }
+                keep
+            });
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            let names: Vec<_> = v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(names.len(), 2, "{names:?}");
+            assert!(!names.contains(&dropped), "{names:?}");
+        }
         // Go's RawURLEncoding: no padding, `-` and `_`.
         assert_eq!(base64(b"any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw");
         assert_eq!(base64(&[0xfb, 0xff]), "-_8");

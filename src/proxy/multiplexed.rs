@@ -255,10 +255,12 @@ pub(super) async fn list(
         Err(e) => return error(conn, &e, keep_alive).await,
     };
     let r = req.resource;
-    let mut body = page.to_json(&r.list_kind, &r.api_version);
-    if let Some(filtered) = req.chain.as_ref().and_then(|c| c.apply_body(&body)) {
-        body = filtered;
-    }
+    let body = match &req.chain {
+        Some(c) => page.to_json_with(&r.list_kind, &r.api_version, |item, out| {
+            c.append_object(item, out)
+        }),
+        None => page.to_json(&r.list_kind, &r.api_version),
+    };
     if let Some(mut tee) = req.tee.filter(|_| !head_only) {
         tee.feed(&body);
         tee.finish();
@@ -452,25 +454,19 @@ impl Watch<'_, '_> {
     /// An object of the initial events; one the client's filters drop is left out (it was
     /// never the client's to see).
     fn push_initial(&mut self, bytes: &[u8]) {
-        let kept;
-        let object = match &self.req.chain {
-            Some(c) if c.may_change(bytes) => {
-                let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
-                    return;
-                };
-                if !c.apply(&mut v) {
-                    return;
-                }
-                kept = serde_json::to_vec(&v).unwrap_or_default();
-                &kept[..]
-            }
-            _ => bytes,
-        };
-        let mut line = Vec::with_capacity(object.len() + 32);
+        let mut line = Vec::with_capacity(bytes.len() + 32);
         line.extend_from_slice(br#"{"type":"ADDED","object":"#);
-        line.extend_from_slice(object);
-        line.extend_from_slice(b"}\n");
-        self.send(&line);
+        let kept = match &self.req.chain {
+            Some(c) => c.append_object(bytes, &mut line),
+            None => {
+                line.extend_from_slice(bytes);
+                true
+            }
+        };
+        if kept {
+            line.extend_from_slice(b"}\n");
+            self.send(&line);
+        }
     }
 
     fn push_bookmark(&mut self, rv: u64, initial_end: bool) {
