@@ -212,6 +212,13 @@ impl OwnNode {
 }
 
 /// See [`OwnNode::watching`].
+/// A request the multiplexer's store answers, and whether the cloud was up when that was
+/// decided (the one reading of it the answer goes by).
+struct StoreAnswer {
+    store: Arc<Resource>,
+    healthy: bool,
+}
+
 struct WatchGuard<'a>(&'a std::sync::atomic::AtomicUsize);
 
 impl Drop for WatchGuard<'_> {
@@ -469,9 +476,9 @@ impl Proxy {
             )
         });
 
-        if let Some(store) = self.store_for(&head, &ctx, id, framing, target.as_ref()) {
+        if let Some(answer) = self.store_for(&head, &ctx, id, framing, target.as_ref()) {
             return self
-                .serve_from_store(conn, &head, &mut ctx, &query, store, target.as_ref())
+                .serve_from_store(conn, &head, &mut ctx, &query, answer, target.as_ref())
                 .await;
         }
         // Only a request the hub serves is recorded (a refused one is only counted): what
@@ -581,7 +588,7 @@ impl Proxy {
         id: Identity,
         framing: Framing,
         target: Option<&Result<Target, NotCached>>,
-    ) -> Option<Arc<Resource>> {
+    ) -> Option<StoreAnswer> {
         let (m, _) = self.multiplexer.as_ref()?;
         let edge = self.edge.as_ref()?;
         let ri = &ctx.info;
@@ -619,7 +626,10 @@ impl Proxy {
         if !allowed || (unfilled && (!healthy || store.refused())) {
             return None;
         }
-        Some(store.clone())
+        Some(StoreAnswer {
+            store: store.clone(),
+            healthy,
+        })
     }
 
     /// Whether the request is the multiplexer's own (it fills a store; it is never
@@ -658,9 +668,10 @@ impl Proxy {
         head: &RequestHead,
         ctx: &mut RequestContext,
         query: &Query,
-        store: Arc<Resource>,
+        answer: StoreAnswer,
         target: Option<&Result<Target, NotCached>>,
     ) -> bool {
+        let StoreAnswer { store, healthy } = answer;
         let _in_flight = ctx
             .labels
             .take()
@@ -685,12 +696,15 @@ impl Proxy {
             http10: ctx.http10,
             min_request_timeout: self.multiplexer.as_ref().map(|m| m.1).unwrap_or_default(),
             // Only what the store holds while the cloud is up is the cloud's answer: offline
-            // it is no newer than what the component's cache already holds.
-            tee: self
-                .edge
-                .as_ref()
-                .filter(|e| e.health.any_healthy())
-                .and_then(|_| self.tee_of(200, ctx, target, false)),
+            // it is no newer than what the component's cache already holds. Made (and the
+            // component claimed) only once the answer is a 200, as for the cloud's answers.
+            tee: &|| {
+                if healthy {
+                    self.tee_of(200, ctx, target, false)
+                } else {
+                    None
+                }
+            },
         };
         let answered = if ctx.info.verb == "watch" {
             multiplexed::watch(conn, req, keep_alive).await

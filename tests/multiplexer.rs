@@ -548,6 +548,26 @@ fn each_client_gets_its_own_filters_and_a_token_only_what_the_cloud_gave_it() {
         1,
         "the watch came from the store"
     );
+    // What the store tells the token's watch is cached for the token's owner, as the
+    // cloud's answers were, and the component stays its.
+    let mut a = c.api.get("/api/v1/namespaces/default/services/a").unwrap();
+    a["metadata"]["labels"] = json!({"seen": "by-coredns"});
+    c.api.update("/api/v1/namespaces/default/services/a", a);
+    let cached_a = cached.join("a");
+    wait_until(
+        "the change in coredns's cache",
+        Duration::from_secs(10),
+        || std::fs::read_to_string(&cached_a).is_ok_and(|t| t.contains("by-coredns")),
+    );
+    // The node naming itself coredns with a request the store refuses takes nothing over
+    // (only a 200 is cached, and claims the component, as from the cloud).
+    let bad = get(p, "/api/v1/services?fieldSelector=spec.bogus%3Dx", COREDNS);
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    let owners = std::fs::read_to_string(c.cache.path().join("_internal/owners.json")).unwrap();
+    assert!(
+        owners.contains("system:serviceaccount:kube-system:coredns"),
+        "{owners}"
+    );
     // coredns's token as another component: nothing was listed for that one with it.
     let borrowed = list_as(KUBE_PROXY, &auth);
     assert_eq!(borrowed.status, 200);

@@ -306,12 +306,22 @@ pub fn target(
     } else {
         ri.namespace.clone()
     };
+    // From the query: Kubernetes' request info leaves the selectors of a legacy
+    // `/watch/` path out (its verb does not come from the method), yet the apiserver
+    // applies them, so a view keyed without them would stand for the whole collection.
+    let (labels, fields) = match shape {
+        Shape::List { .. } | Shape::Watch { .. } => (
+            query.get("labelSelector").unwrap_or(""),
+            query.get("fieldSelector").unwrap_or(""),
+        ),
+        _ => (ri.label_selector.as_str(), ri.field_selector.as_str()),
+    };
     let view = ViewKey {
         namespace: namespace.clone(),
-        label_selector: LabelSelector::parse(&ri.label_selector)
+        label_selector: LabelSelector::parse(labels)
             .map_err(|_| NotCached::LabelSelector)?
             .to_string(),
-        field_selector: FieldSelector::parse(&ri.field_selector)
+        field_selector: FieldSelector::parse(fields)
             .map_err(|_| NotCached::FieldSelector)?
             .to_string(),
     };
@@ -362,6 +372,22 @@ mod tests {
         .unwrap();
         assert_eq!(ok.resource, "pods.v1.core");
         assert_eq!(ok.view.label_selector, "a=1,b=2");
+        // A legacy /watch/ path's selectors key its view as the apiserver applies them.
+        let legacy = t(
+            "GET",
+            "/api/v1/watch/namespaces/kube-system/pods?labelSelector=a%3D1&fieldSelector=spec.nodeName%3Dn1",
+            "kubelet/v1.32",
+            &a,
+        )
+        .unwrap();
+        assert!(matches!(legacy.shape, Shape::Watch { .. }));
+        assert_eq!(
+            (
+                legacy.view.label_selector.as_str(),
+                legacy.view.field_selector.as_str()
+            ),
+            ("a=1", "spec.nodeName=n1")
+        );
         assert!(matches!(
             ok.shape,
             Shape::List {

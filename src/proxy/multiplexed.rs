@@ -114,8 +114,9 @@ pub(super) struct Request<'a> {
     pub http10: bool,
     /// The watch length when the client names none (a random time in [t, 2t)).
     pub min_request_timeout: Duration,
-    /// The copy of the answer for the client's own cache, when it keeps one.
-    pub tee: Option<Tee>,
+    /// Makes the copy of the answer for the client's own cache, when it keeps one: called
+    /// only once the answer is a 200 (making it claims the client's component).
+    pub tee: &'a (dyn Fn() -> Option<Tee> + Sync),
 }
 
 /// How a request was answered.
@@ -261,7 +262,7 @@ pub(super) async fn list(
         }),
         None => page.to_json(&r.list_kind, &r.api_version),
     };
-    if let Some(mut tee) = req.tee.filter(|_| !head_only) {
+    if let Some(mut tee) = (!head_only).then(req.tee).flatten() {
         tee.feed(&body);
         tee.finish();
     }
@@ -316,17 +317,13 @@ enum End {
 }
 
 /// Answers a watch.
-pub(super) async fn watch(
-    conn: &mut ClientConn,
-    mut req: Request<'_>,
-    keep_alive: bool,
-) -> Answered {
-    let tee = req.tee.take();
+pub(super) async fn watch(conn: &mut ClientConn, req: Request<'_>, keep_alive: bool) -> Answered {
     let start = watch_start(&req).await;
     let (labels, fields, from) = match start {
         Ok(s) => s,
         Err(e) => return error(conn, &e, keep_alive).await,
     };
+    let tee = (req.tee)();
     let mut head = ResponseHead::new(200);
     head.headers.push("Content-Type", "application/json");
     head.headers.push("Cache-Control", "no-cache, private");
