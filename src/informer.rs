@@ -5,6 +5,8 @@
 //! and lists again only when the apiserver answers 410 Gone.
 
 use async_io::{Async, Timer};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use smol::io::AsyncWriteExt;
 use std::net::{SocketAddr, TcpStream};
@@ -22,6 +24,16 @@ pub trait Handler: Send + Sync {
         let _ = rv;
         self.replace(items);
     }
+    /// The whole collection as listed at `rv`, each item as the list carried it. By default
+    /// parsed and given to [`Handler::replace_at`]; a handler that keeps bytes takes them
+    /// one item at a time instead, never holding the whole list parsed.
+    fn replace_raw(&self, items: &[&RawValue], rv: &str) {
+        let values: Vec<Value> = items
+            .iter()
+            .filter_map(|i| serde_json::from_str(i.get()).ok())
+            .collect();
+        self.replace_at(&values, rv);
+    }
     /// A bookmark: the collection is at `rv`, with no change since the last event.
     fn bookmark(&self, rv: &str) {
         let _ = rv;
@@ -37,6 +49,21 @@ pub trait Handler: Send + Sync {
     fn refused(&self, status: u16) {
         let _ = status;
     }
+}
+
+/// A list as read: its version, and its items left unparsed (borrowed from the body).
+#[derive(Deserialize)]
+struct RawList<'a> {
+    #[serde(default, borrow)]
+    metadata: RawListMeta<'a>,
+    #[serde(default, borrow)]
+    items: Option<Vec<&'a RawValue>>,
+}
+
+#[derive(Default, Deserialize)]
+struct RawListMeta<'a> {
+    #[serde(rename = "resourceVersion", default, borrow)]
+    resource_version: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// Why one round of list-and-watch ended.
@@ -144,7 +171,7 @@ impl Informer {
                 return Err(RoundError::Io(format!("{} list too large", self.what)));
             }
         }
-        let list: Value = match status {
+        let list: RawList<'_> = match status {
             200 => serde_json::from_slice(&bytes).map_err(|e| RoundError::Io(e.to_string()))?,
             404 => {
                 handler.missing();
@@ -156,11 +183,11 @@ impl Informer {
                 return Err(RoundError::Status(s));
             }
         };
-        let rv = list["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or("0")
-            .to_string();
-        handler.replace_at(list["items"].as_array().map_or(&[][..], Vec::as_slice), &rv);
+        let rv = list
+            .metadata
+            .resource_version
+            .map_or_else(|| "0".to_string(), |v| v.into_owned());
+        handler.replace_raw(&list.items.unwrap_or_default(), &rv);
         Ok(rv)
     }
 

@@ -251,14 +251,9 @@ impl Filler {
             Err(e) => log::warn!("multiplexer {}: an event left out: {e}", self.0.path),
         }
     }
-}
 
-impl Handler for Filler {
-    fn replace(&self, items: &[Value]) {
-        self.replace_at(items, "0");
-    }
-
-    fn replace_at(&self, items: &[Value], rv: &str) {
+    /// Replaces the store's objects with a list's, at `rv`.
+    fn fill(&self, objects: Vec<Vec<u8>>, rv: &str) {
         let Ok(rv) = rv.parse::<u64>() else {
             log::warn!(
                 "multiplexer {}: a list at resourceVersion {rv:?} left out",
@@ -266,7 +261,6 @@ impl Handler for Filler {
             );
             return;
         };
-        let objects = items.iter().filter_map(|v| self.0.typed(v)).collect();
         self.0.refused.store(0, Ordering::Relaxed);
         let replaced = self.0.cache().replace(objects, rv, Instant::now());
         if replaced.is_err() {
@@ -277,6 +271,29 @@ impl Handler for Filler {
             );
         }
         self.0.changed();
+    }
+}
+
+impl Handler for Filler {
+    fn replace(&self, items: &[Value]) {
+        self.replace_at(items, "0");
+    }
+
+    fn replace_at(&self, items: &[Value], rv: &str) {
+        self.fill(items.iter().filter_map(|v| self.0.typed(v)).collect(), rv);
+    }
+
+    fn replace_raw(&self, items: &[&serde_json::value::RawValue], rv: &str) {
+        // One item parsed at a time: 2,000 Services parsed whole would cost several times
+        // the list's bytes, and an allocator keeps much of what a peak took.
+        let objects = items
+            .iter()
+            .filter_map(|i| {
+                let v: Value = serde_json::from_str(i.get()).ok()?;
+                self.0.typed(&v)
+            })
+            .collect();
+        self.fill(objects, rv);
     }
 
     fn upsert(&self, obj: &Value) {
