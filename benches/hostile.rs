@@ -6,7 +6,8 @@
 //!    (refused: only counted), then 2,000 with a made-up token (forwarded: capped series);
 //! 5. 3,000 lists with distinct label selectors (capped views);
 //! 6. four kubelet watches of ConfigMaps while 1 MB updates flood in (the cache writer's
-//!    queue bounded in bytes).
+//!    queue bounded in bytes);
+//! 7. 1,000 watches of Services answered by the multiplexer's store, never read.
 //!
 //! Run with `cargo bench --bench hostile`.
 
@@ -129,4 +130,33 @@ fn main() {
     }
     std::thread::sleep(Duration::from_secs(2));
     report("6. 4 watches x 100 events of 1 MB", &hub, before);
+
+    // 7. Watches the multiplexer's store answers (Services), opened and never read: what
+    //    each costs the hub, and what 100 changes cost while none of them is read.
+    for i in 0..100 {
+        c.api.create(
+            "/api/v1/namespaces/default/services",
+            serde_json::json!({"metadata": {"name": format!("svc-{i}")},
+                "spec": {"clusterIP": format!("10.96.1.{i}"), "ports": [{"port": 80}]}}),
+        );
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let before = rss_kib(hub.pid());
+    let idle: Vec<_> = (0..1000)
+        .map(|_| watch(hub.proxy_addr, "/api/v1/services?watch=true", KUBELET))
+        .collect();
+    for i in 0..100 {
+        let path = format!("/api/v1/namespaces/default/services/svc-{i}");
+        if let Some(mut svc) = c.api.get(&path) {
+            svc["metadata"]["labels"] = serde_json::json!({"round": i.to_string()});
+            c.api.update(&path, svc);
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    report(
+        "7. 1,000 unread store watches of 100 Services, 100 changes",
+        &hub,
+        before,
+    );
+    drop(idle);
 }

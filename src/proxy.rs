@@ -477,9 +477,15 @@ impl Proxy {
         });
 
         if let Some(answer) = self.store_for(&head, &ctx, id, framing, target.as_ref()) {
-            return self
-                .serve_from_store(conn, &head, &mut ctx, &query, answer, target.as_ref())
-                .await;
+            return Box::pin(self.serve_from_store(
+                conn,
+                &head,
+                &mut ctx,
+                &query,
+                answer,
+                target.as_ref(),
+            ))
+            .await;
         }
         // Only a request the hub serves is recorded (a refused one is only counted): what
         // any pod may send must not grow the metrics.
@@ -491,7 +497,7 @@ impl Proxy {
 
         if let Route::Tunnel = route {
             head.headers.strip_hop_by_hop(true);
-            tunnel::run(&self.upstream, conn, head, id, &ctx).await;
+            Box::pin(tunnel::run(&self.upstream, conn, head, id, &ctx)).await;
             return false;
         }
 
@@ -516,17 +522,15 @@ impl Proxy {
             if facts.kubelet_lease {
                 edge.health.kubelet_lease_seen();
             }
-            let keep = edge
-                .local
-                .serve(
-                    conn,
-                    &head,
-                    framing,
-                    &ctx.info,
-                    ctx.component.as_deref(),
-                    target.clone(),
-                )
-                .await;
+            let keep = Box::pin(edge.local.serve(
+                conn,
+                &head,
+                framing,
+                &ctx.info,
+                ctx.component.as_deref(),
+                target.clone(),
+            ))
+            .await;
             ctx.log(0, "answered locally");
             return keep && client_keep_alive;
         }
@@ -542,7 +546,7 @@ impl Proxy {
                     .own_node
                     .is_own_get(&ctx.info, ctx.component.as_deref())
             {
-                patched = self.keep_autonomy(edge, t).await;
+                patched = Box::pin(self.keep_autonomy(edge, t)).await;
             }
         }
         // kubelet's read of its own Node, while its watch keeps the cached copy current.
@@ -569,7 +573,7 @@ impl Proxy {
                 }
             }
         }
-        self.forward(conn, head, framing, ctx, target, id).await
+        Box::pin(self.forward(conn, head, framing, ctx, target, id)).await
     }
 
     /// The multiplexer's store that answers this request, if one does: a list or watch of a

@@ -34,6 +34,9 @@ const MAX_WATCH_SECONDS: u64 = 365 * 24 * 3600;
 /// written in pieces of this size, not held whole).
 const WRITE_PIECE: usize = 64 * 1024;
 
+/// The buffer a watch keeps between writes.
+const IDLE_BUFFER: usize = 4 * 1024;
+
 /// How often a watch that allows bookmarks gets one while nothing it sees changes (the
 /// apiserver sends one about every minute).
 pub const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
@@ -332,7 +335,7 @@ pub(super) async fn watch(conn: &mut ClientConn, req: Request<'_>, keep_alive: b
     if close {
         head.headers.set("Connection", "close");
     }
-    let mut out = Vec::with_capacity(4096);
+    let mut out = Vec::with_capacity(IDLE_BUFFER);
     head.write_to(&mut out);
     let mut w = Watch {
         req: &req,
@@ -488,6 +491,9 @@ impl Watch<'_, '_> {
             || (conn.writer.write_all(&self.out).await.is_ok()
                 && conn.writer.flush().await.is_ok());
         self.out.clear();
+        // A burst (the initial events) must not stay with a watch that then idles for
+        // minutes: a thousand of them would keep a thousand bursts.
+        self.out.shrink_to(IDLE_BUFFER);
         ok
     }
 
