@@ -211,7 +211,6 @@ impl OwnNode {
     }
 }
 
-/// See [`OwnNode::watching`].
 /// A request the multiplexer's store answers, and whether the cloud was up when that was
 /// decided (the one reading of it the answer goes by).
 struct StoreAnswer {
@@ -219,6 +218,7 @@ struct StoreAnswer {
     healthy: bool,
 }
 
+/// See [`OwnNode::watching`].
 struct WatchGuard<'a>(&'a std::sync::atomic::AtomicUsize);
 
 impl Drop for WatchGuard<'_> {
@@ -479,7 +479,6 @@ impl Proxy {
         if let Some(answer) = self.store_for(&head, &ctx, id, framing, target.as_ref()) {
             return Box::pin(self.serve_from_store(
                 conn,
-                &head,
                 &mut ctx,
                 &query,
                 answer,
@@ -669,7 +668,6 @@ impl Proxy {
     async fn serve_from_store(
         &self,
         conn: &mut ClientConn,
-        head: &RequestHead,
         ctx: &mut RequestContext,
         query: &Query,
         answer: StoreAnswer,
@@ -713,7 +711,7 @@ impl Proxy {
         let answered = if ctx.info.verb == "watch" {
             multiplexed::watch(conn, req, keep_alive).await
         } else {
-            multiplexed::list(conn, req, head.method == "HEAD", keep_alive).await
+            multiplexed::list(conn, req, keep_alive).await
         };
         ctx.log(answered.status, "answered by the multiplexer");
         answered.keep_alive

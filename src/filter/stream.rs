@@ -204,27 +204,15 @@ impl ListStream {
     }
 
     fn emit_item(&mut self, chain: &Chain, out: &mut Vec<u8>) {
-        // An item the chain has nothing to do with, or that is not JSON (for the client to
-        // judge), passes as it came.
-        let parsed = chain
-            .may_change(&self.item)
-            .then(|| serde_json::from_slice::<serde_json::Value>(&self.item).ok())
-            .flatten();
-        let filtered = match parsed {
-            Some(mut v) => {
-                if !chain.apply(&mut v) {
-                    self.clear_item();
-                    return;
-                }
-                serde_json::to_vec(&v).ok()
-            }
-            None => None,
-        };
+        let mark = out.len();
         if self.kept > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(filtered.as_deref().unwrap_or(&self.item));
-        self.kept += 1;
+        if chain.append_object(&self.item, out) {
+            self.kept += 1;
+        } else {
+            out.truncate(mark);
+        }
         self.clear_item();
     }
 

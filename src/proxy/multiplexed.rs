@@ -248,12 +248,7 @@ async fn fresh(resource: &Resource, rv: u64) -> bool {
 }
 
 /// Answers a list.
-pub(super) async fn list(
-    conn: &mut ClientConn,
-    req: Request<'_>,
-    head_only: bool,
-    keep_alive: bool,
-) -> Answered {
+pub(super) async fn list(conn: &mut ClientConn, req: Request<'_>, keep_alive: bool) -> Answered {
     let page = match list_page(&req).await {
         Ok(p) => p,
         Err(e) => return error(conn, &e, keep_alive).await,
@@ -265,13 +260,14 @@ pub(super) async fn list(
         }),
         None => page.to_json(&r.list_kind, &r.api_version),
     };
-    if let Some(mut tee) = (!head_only).then(req.tee).flatten() {
+    if let Some(mut tee) = (req.tee)() {
         tee.feed(&body);
         tee.finish();
     }
     Answered::new(
         200,
-        Local::object_bytes(conn, head_only, &body).await && keep_alive,
+        // Only GETs come here (`servable`): the body is always sent.
+        Local::object_bytes(conn, false, &body).await && keep_alive,
     )
 }
 
