@@ -7,10 +7,13 @@
 //! and each hub's resident memory. Measured, never asserted.
 //!
 //! Modes: (a) no sharing (`--pool-scope-resources=`: every client's watch goes to the
-//! cloud), (b) the multiplexer (the default: upstream's resources). (c), leader hubs, is not built yet.
+//! cloud), (b) the multiplexer (the default: upstream's resources), (c) the multiplexer and
+//! leader hubs: all N hubs in one NodePool whose `leader-hub-<pool>` ConfigMap names the
+//! first one leader, the others reading from it over TLS on loopback.
 //!
 //! Run with `cargo bench --bench multiplexer`; `YURTHUB_BENCH_HUBS=1,10` picks the Ns
-//! (default 1,10,50), `YURTHUB_BENCH_SECONDS` the measured window (default 60).
+//! (default 1,10,50), `YURTHUB_BENCH_MODES=b,c` the modes (default a,b,c),
+//! `YURTHUB_BENCH_SECONDS` the measured window (default 60).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -131,7 +134,29 @@ struct Row {
     rss_mib: f64,
 }
 
-fn run(n: usize, shared: bool, seconds: u64) -> Row {
+/// How the hubs share the cloud's Services and EndpointSlices.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// (a) every client's watch goes to the cloud.
+    NoSharing,
+    /// (b) one store per resource per hub.
+    Multiplexer,
+    /// (c) one store per resource per pool at the cloud: followers read from the leader.
+    Leader,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::NoSharing => "(a) no sharing",
+            Mode::Multiplexer => "(b) multiplexer",
+            Mode::Leader => "(c) leader hub",
+        }
+    }
+}
+
+fn run(n: usize, mode: Mode, seconds: u64) -> Row {
+    let shared = mode != Mode::NoSharing;
     let pki = Pki::new();
     let api = ApiServer::start(&pki);
     api.set_bookmark_interval(Duration::from_secs(60));
@@ -148,6 +173,24 @@ fn run(n: usize, shared: bool, seconds: u64) -> Row {
             slice(i, 0),
         );
     }
+    // (c): the pool of all N nodes, node-0 its leader (yurt-manager writes the ConfigMap).
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    if mode == Mode::Leader {
+        let nodes: Vec<String> = (0..n).map(|h| format!("node-{h}")).collect();
+        api.create(
+            "/apis/apps.openyurt.io/v1beta2/nodepools",
+            json!({"metadata": {"name": "pool-a"}, "spec": {"type": "Edge"},
+                "status": {"nodes": nodes}}),
+        );
+        api.create(
+            "/api/v1/namespaces/kube-system/configmaps",
+            json!({"metadata": {"name": "leader-hub-pool-a", "namespace": "kube-system"},
+                "data": {"leaders": "node-0/127.0.0.1", "enable-leader-election": "true"}}),
+        );
+    }
     let mut dirs = Vec::new();
     let mut hubs: Vec<Hub> = Vec::new();
     for h in 0..n {
@@ -162,7 +205,24 @@ fn run(n: usize, shared: bool, seconds: u64) -> Row {
         if !shared {
             args.push("--pool-scope-resources=".into());
         }
-        hubs.push(Hub::start(&hub_binary(), &args));
+        if mode == Mode::Leader {
+            args.extend([
+                format!("--multiplexer-port={port}"),
+                "--node-ip=127.0.0.1".to_string(),
+            ]);
+        }
+        let hub = Hub::start(&hub_binary(), &args);
+        if mode == Mode::Leader && h == 0 {
+            // The followers find their leader serving when they start.
+            hub.wait_for_log("serving the pool's follower hubs", Duration::from_secs(30));
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while client::get(hub.proxy_addr, "/api/v1/services?limit=1", KUBE_PROXY).status != 200
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        hubs.push(hub);
         dirs.push((root, cache));
     }
     let delays: Delays = Arc::default();
@@ -188,9 +248,19 @@ fn run(n: usize, shared: bool, seconds: u64) -> Row {
         }
     }
     // Every client has listed and watches before the window opens.
-    let wanted = if shared { 2 * n } else { 5 * n };
+    let wanted = match mode {
+        Mode::NoSharing => 5 * n,
+        Mode::Multiplexer => 2 * n,
+        Mode::Leader => 2,
+    };
     let deadline = Instant::now() + Duration::from_secs(120 + 3 * n as u64);
-    while api.open_watches_on("services") + api.open_watches_on("endpointslices") < wanted
+    // Watches from each client's hub reached, and (c) the followers' first ones from the
+    // cloud moved to the leader.
+    let settled = |w: usize| match mode {
+        Mode::Leader => w == wanted,
+        _ => w >= wanted,
+    };
+    while !settled(api.open_watches_on("services") + api.open_watches_on("endpointslices"))
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(200));
@@ -233,6 +303,17 @@ fn run(n: usize, shared: bool, seconds: u64) -> Row {
         .iter()
         .map(|h| rss_kib(h.pid()) as f64 / 1024.0)
         .collect();
+    if mode == Mode::Leader {
+        // How steady the followers' reading from the leader was.
+        let lines: Vec<String> = hubs.iter().flat_map(|h| h.log()).collect();
+        let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+        println!(
+            "(c) over all hubs' logs: {} watches moved, {} changes of reachable leaders, {} requests passed over by the leader",
+            count("watching again"),
+            count("leader hubs reachable"),
+            count("asking the cloud")
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
@@ -249,11 +330,7 @@ fn run(n: usize, shared: bool, seconds: u64) -> Row {
     };
     Row {
         hubs: n,
-        mode: if shared {
-            "(b) multiplexer"
-        } else {
-            "(a) no sharing"
-        },
+        mode: mode.name(),
         watches,
         bytes_per_minute: bytes as f64 * 60.0 / elapsed,
         p50_ms: pct(0.5),
@@ -273,6 +350,16 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    let picked = std::env::var("YURTHUB_BENCH_MODES").unwrap_or_else(|_| "a,b,c".into());
+    let modes: Vec<Mode> = [
+        ("a", Mode::NoSharing),
+        ("b", Mode::Multiplexer),
+        ("c", Mode::Leader),
+    ]
+    .into_iter()
+    .filter(|(name, _)| picked.split(',').any(|p| p.trim() == *name))
+    .map(|(_, m)| m)
+    .collect();
     let seconds = std::env::var("YURTHUB_BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -286,8 +373,8 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|");
     for &n in &ns {
-        for shared in [false, true] {
-            let r = run(n, shared, seconds);
+        for mode in modes.iter().copied() {
+            let r = run(n, mode, seconds);
             println!(
                 "| {} | {} | {} | {:.1} MB | {:.1} ms | {:.1} ms | {} | {:.1} MiB |",
                 r.hubs,

@@ -6,6 +6,7 @@ mod flags;
 mod hubcfg;
 mod lock;
 pub mod logging;
+mod pool;
 mod ready;
 pub mod reset;
 
@@ -320,6 +321,19 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     if let Some(m) = &multiplexer {
         proxy = proxy.with_multiplexer(m.clone(), config.min_request_timeout);
     }
+    // The pool's leader hubs share the stores' upstream reads: a hub with stores and a pool.
+    let pool = (multiplexer.is_some() && !config.nodepool_name.is_empty()).then(|| {
+        Arc::new(crate::multiplexer::leaders::Pool::new(
+            &config.node_name,
+            &config.nodepool_name,
+        ))
+    });
+    let leaders = pool
+        .as_ref()
+        .map(|_| Arc::new(crate::upstream::Leaders::new(upstream.clone())));
+    if let Some(l) = &leaders {
+        proxy = proxy.with_leaders(l.clone());
+    }
     let proxy = Arc::new(proxy);
     let admin = Arc::new(Admin {
         metrics: metrics.clone(),
@@ -388,7 +402,7 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
     let secure_addr = serve_proxy_on(
         SocketAddr::new(secure_ip, config.proxy_secure_port),
         Some(secure_config(&certs)?),
-        proxy,
+        proxy.clone(),
         timeouts,
         "TLS proxy",
     )?;
@@ -407,15 +421,58 @@ pub fn start(config: &Config) -> Result<Running, StartError> {
         ),
         min_watch_timeout: config.informer_min_watch_timeout,
     };
+    let user_agent = crate::kube::multiplexer(&config.node_name);
+    let fill = move |r: Arc<crate::multiplexer::Resource>| {
+        let informer = crate::informer::Informer::new(own, r.path.clone(), "multiplexer")
+            .with_user_agent(user_agent.clone());
+        runtime::spawn(async move {
+            // A store taken out of the set stops reading.
+            smol::future::or(
+                informer.run(crate::multiplexer::Filler(r.clone())),
+                r.wait_retired(),
+            )
+            .await
+        })
+        .detach();
+    };
+    if let (Some(pool), Some(leaders), Some(m)) = (pool, leaders, &multiplexer) {
+        if topology.is_none() {
+            log::warn!(
+                "servicetopology is disabled: its NodePool informer is what tells a leader hub its pool's nodes, so this hub, if it leads, refuses every follower"
+            );
+        }
+        let path = format!(
+            "/api/v1/namespaces/{}/configmaps?fieldSelector=metadata.name%3D{}",
+            config.namespace,
+            pool.configmap()
+        );
+        let informer = crate::informer::Informer::new(own, path, "leader-hub");
+        runtime::spawn(informer.run(pool.clone())).detach();
+        let role = self::pool::Role {
+            followers: Arc::new(crate::proxy::Followers::new(
+                proxy.clone(),
+                &config.node_name,
+                pool.clone(),
+                topology.clone(),
+            )),
+            pool,
+            leaders,
+            node: config.node_name.clone(),
+            node_ip: config.node_ip,
+            port: config.multiplexer_port,
+            certs: certs.clone(),
+            timeouts,
+            multiplexer: m.clone(),
+            fill: Arc::new(fill),
+        };
+        runtime::spawn(role.run()).detach();
+    } else {
+        for r in multiplexer.iter().flat_map(|m| m.resources()) {
+            fill(r);
+        }
+    }
     if let Some(t) = topology {
         runtime::spawn(t.run(own)).detach();
-    }
-    if let Some(m) = &multiplexer {
-        for r in m.resources() {
-            let informer = crate::informer::Informer::new(own, r.path.clone(), "multiplexer")
-                .with_user_agent(m.user_agent.clone());
-            runtime::spawn(informer.run(crate::multiplexer::Filler(r.clone()))).detach();
-        }
     }
     if let Some((agents, synced)) = live {
         let live = LiveConfig::new(own, &config.namespace, &config.node_name, agents, synced)

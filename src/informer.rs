@@ -51,6 +51,34 @@ pub trait Handler: Send + Sync {
     }
 }
 
+/// A handler shared with others (the hub keeps reading what it hands an informer).
+impl<H: Handler + ?Sized> Handler for std::sync::Arc<H> {
+    fn replace(&self, items: &[Value]) {
+        (**self).replace(items)
+    }
+    fn replace_at(&self, items: &[Value], rv: &str) {
+        (**self).replace_at(items, rv)
+    }
+    fn replace_raw(&self, items: &[&RawValue], rv: &str) {
+        (**self).replace_raw(items, rv)
+    }
+    fn bookmark(&self, rv: &str) {
+        (**self).bookmark(rv)
+    }
+    fn upsert(&self, obj: &Value) {
+        (**self).upsert(obj)
+    }
+    fn delete(&self, obj: &Value) {
+        (**self).delete(obj)
+    }
+    fn missing(&self) {
+        (**self).missing()
+    }
+    fn refused(&self, status: u16) {
+        (**self).refused(status)
+    }
+}
+
 /// A list as read: its version, and its items left unparsed (borrowed from the body).
 #[derive(Deserialize)]
 struct RawList<'a> {

@@ -8,6 +8,7 @@
 //! field selectors) and the start of watches (from any version, from one inside the window,
 //! or 410 Gone outside it).
 
+pub mod leaders;
 pub mod watch_cache;
 
 pub use watch_cache::{CacheError, EventType, ListPage, ListQuery, WatchCache};
@@ -139,6 +140,7 @@ pub struct Resource {
     changed: event_listener::Event,
     resets: AtomicU64,
     refused: AtomicU16,
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl Resource {
@@ -155,6 +157,7 @@ impl Resource {
             changed: event_listener::Event::new(),
             resets: AtomicU64::new(0),
             refused: AtomicU16::new(0),
+            retired: Default::default(),
             gvr: gvr.clone(),
         }
     }
@@ -190,6 +193,28 @@ impl Resource {
 
     /// `obj` as the store keeps it: with its kind and apiVersion, which a list's items lack
     /// and every watch event's object must carry.
+    /// Whether the store was taken out of the set (`pool-scoped-metadata` no longer names
+    /// it): its watches end, its informer stops, its clients go the ordinary way.
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    /// Returns once the store is [retired](Resource::retired).
+    pub async fn wait_retired(&self) {
+        loop {
+            let woken = self.listen();
+            if self.retired() {
+                return;
+            }
+            woken.await;
+        }
+    }
+
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.changed();
+    }
+
     fn typed(&self, obj: &Value) -> Option<Vec<u8>> {
         if obj.get("kind").is_some_and(Value::is_string) {
             return serde_json::to_vec(obj).ok();
@@ -208,7 +233,10 @@ pub struct Multiplexer {
     /// The User-Agent its own requests carry, `multiplexer-proxy-<node>`: those go on to the
     /// cloud (or the disk), never back to a store.
     pub user_agent: String,
-    resources: Vec<Arc<Resource>>,
+    /// `--pool-scope-resources`: the set when the pool's ConfigMap names none.
+    flag: Vec<Gvr>,
+    window: Duration,
+    resources: std::sync::RwLock<Vec<Arc<Resource>>>,
 }
 
 impl Multiplexer {
@@ -216,23 +244,70 @@ impl Multiplexer {
     pub fn new(node: &str, gvrs: &[Gvr], window: Duration) -> Self {
         Self {
             user_agent: crate::kube::multiplexer(node),
-            resources: gvrs
-                .iter()
-                .map(|g| Arc::new(Resource::new(g, window)))
-                .collect(),
+            flag: gvrs.to_vec(),
+            window,
+            resources: std::sync::RwLock::new(
+                gvrs.iter()
+                    .map(|g| Arc::new(Resource::new(g, window)))
+                    .collect(),
+            ),
         }
     }
 
     /// The stores.
-    pub fn resources(&self) -> &[Arc<Resource>] {
-        &self.resources
+    pub fn resources(&self) -> Vec<Arc<Resource>> {
+        self.resources
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The set the flag gave.
+    pub fn flag_resources(&self) -> &[Gvr] {
+        &self.flag
     }
 
     /// The store of a resource, if it is a pool-scope one.
-    pub fn find(&self, group: &str, version: &str, resource: &str) -> Option<&Arc<Resource>> {
-        self.resources.iter().find(|r| {
-            r.gvr.group == group && r.gvr.version == version && r.gvr.resource == resource
-        })
+    pub fn find(&self, group: &str, version: &str, resource: &str) -> Option<Arc<Resource>> {
+        self.resources
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|r| {
+                r.gvr.group == group && r.gvr.version == version && r.gvr.resource == resource
+            })
+            .cloned()
+    }
+
+    /// Makes `gvrs` the set: a store no longer in it is [retired](Resource::retired), one
+    /// new in it is made (empty: its clients get 429 until it is filled). Returns the new
+    /// stores, for their informers to be started.
+    pub fn set(&self, gvrs: &[Gvr]) -> Vec<Arc<Resource>> {
+        let mut resources = self.resources.write().unwrap_or_else(|p| p.into_inner());
+        let (kept, gone): (Vec<_>, Vec<_>) =
+            resources.drain(..).partition(|r| gvrs.contains(&r.gvr));
+        let added: Vec<Arc<Resource>> = gvrs
+            .iter()
+            .filter(|g| !kept.iter().any(|r| r.gvr == **g))
+            .map(|g| Arc::new(Resource::new(g, self.window)))
+            .collect();
+        *resources = kept;
+        resources.extend(added.iter().cloned());
+        if !gone.is_empty() || !added.is_empty() {
+            log::info!(
+                "multiplexer: pool-scope resources now {}",
+                resources
+                    .iter()
+                    .map(|r| r.gvr.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+        }
+        drop(resources);
+        for r in gone {
+            r.retire();
+        }
+        added
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod autonomy;
 mod filtered;
+mod leader;
 mod multiplexed;
 pub mod route;
 mod tee;
@@ -33,7 +34,11 @@ use crate::log_repeats::Repeats;
 use crate::metrics::{Metrics, RefusalReason, RequestLabels};
 use crate::multiplexer::{Multiplexer, Resource};
 use crate::server::{self, ClientConn, Gate, Refusal};
-use crate::upstream::{self, Body, Identity, Negotiated, Response, Upstream, UpstreamError};
+use crate::upstream::{
+    self, Body, Identity, Leaders, Negotiated, Response, Upstream, UpstreamError,
+};
+
+pub use leader::Followers;
 use route::{Facts, Route};
 
 /// Requests that found no cloud: the first of a kind is logged, its repeats once a minute (the
@@ -59,6 +64,49 @@ fn identity_of(head: &RequestHead) -> Identity {
     } else {
         Identity::Node
     }
+}
+
+/// `work`, unless `moved` comes first: then `cut`. The multiplexer's own watch (from the
+/// cloud, a leader or the disk) ends when the leader hubs that answer change (or, read
+/// elsewhere than from a leader that answers, after a while), and its informer watches
+/// again, from its last version, where it should read now.
+async fn unless_moved<T>(
+    work: impl std::future::Future<Output = T>,
+    moved: Option<impl std::future::Future<Output = ()>>,
+    path: &str,
+    cut: T,
+) -> T {
+    let Some(moved) = moved else {
+        return work.await;
+    };
+    smol::future::or(work, async {
+        moved.await;
+        log::info!("multiplexer {path}: watching again, where the leader hubs say now");
+        cut
+    })
+    .await
+}
+
+/// Answers from the cache; the multiplexer's own watch ends when `moved` comes (see
+/// [`unless_moved`]). Whether the connection may carry another request.
+async fn serve_locally(
+    edge: &Edge,
+    conn: &mut ClientConn,
+    head: &RequestHead,
+    framing: Framing,
+    ctx: &RequestContext,
+    target: Result<Target, NotCached>,
+    moved: Option<impl std::future::Future<Output = ()>>,
+) -> bool {
+    let serve = Box::pin(edge.local.serve(
+        conn,
+        head,
+        framing,
+        &ctx.info,
+        ctx.component.as_deref(),
+        target,
+    ));
+    unless_moved(serve, moved, &ctx.info.path, false).await
 }
 
 /// Whether a header name begins with `prefix`, ignoring ASCII case.
@@ -303,6 +351,7 @@ pub struct Proxy {
     filters: Option<Arc<Filters>>,
     readiness: Option<Arc<dyn Gate>>,
     multiplexer: Option<(Arc<Multiplexer>, std::time::Duration)>,
+    leaders: Option<Arc<Leaders>>,
     readers: multiplexed::Readers,
 }
 
@@ -322,6 +371,7 @@ impl Proxy {
             filters: None,
             readiness: None,
             multiplexer: None,
+            leaders: None,
             readers: Default::default(),
         }
     }
@@ -335,6 +385,76 @@ impl Proxy {
     ) -> Self {
         self.multiplexer = Some((multiplexer, min_request_timeout));
         self
+    }
+
+    /// Sends the multiplexer's own lists and watches to a leader hub of the pool when
+    /// `leaders` has one that answers (the cloud when none does, or a leader refuses).
+    pub fn with_leaders(mut self, leaders: Arc<Leaders>) -> Self {
+        self.leaders = Some(leaders);
+        self
+    }
+
+    /// The leader hubs the multiplexer's own list or watch (no body) goes to, if any answer.
+    /// Only a request travelling as the node (no token; the route has checked it may) is the
+    /// multiplexer's: a User-Agent alone is any pod's to claim, and a leader answers the
+    /// node's certificate with every Service of the cluster.
+    fn leaders_for(
+        &self,
+        head: &RequestHead,
+        framing: Framing,
+        id: Identity,
+    ) -> Option<Arc<Upstream>> {
+        if framing != Framing::Empty || id != Identity::Node || !self.is_multiplexers_own(head) {
+            return None;
+        }
+        self.leaders.as_ref()?.current()
+    }
+
+    /// For the multiplexer's own watch: notified when the leader hubs that answer change.
+    fn leaders_moved(
+        &self,
+        head: &RequestHead,
+        ctx: &RequestContext,
+        id: Identity,
+    ) -> Option<event_listener::EventListener> {
+        let leaders = self.leaders.as_ref()?;
+        (ctx.info.verb == "watch" && id == Identity::Node && self.is_multiplexers_own(head))
+            .then(|| leaders.listen())
+    }
+
+    /// A leader's answer to the multiplexer's own request, unless the leader cannot be
+    /// reached or will not answer it (it does not lead, or does not know this node as a
+    /// follower: 403; its store is not filled: 429; a 5xx): the cloud is asked then.
+    async fn ask_leader(
+        &self,
+        leaders: &Upstream,
+        head: &RequestHead,
+        ctx: &RequestContext,
+    ) -> Option<Response> {
+        let path = &ctx.info.path;
+        match leaders
+            .send::<&[u8]>(head, Body::Empty, Identity::Node)
+            .await
+        {
+            Ok(resp) if matches!(resp.head.status, 403 | 429 | 500..) => {
+                let server = leaders.server_urls().nth(resp.server);
+                log::info!(
+                    "multiplexer {path}: leader hub {} answered {}; asking the cloud",
+                    server.map(ToString::to_string).unwrap_or_default(),
+                    resp.head.status
+                );
+                None
+            }
+            Ok(resp) => Some(resp),
+            Err(e) => {
+                log::info!("multiplexer {path}: leader hub: {e}; asking the cloud");
+                // Checked again now, not at the next round: it may be gone for good.
+                if let Some(l) = &self.leaders {
+                    l.suspect();
+                }
+                None
+            }
+        }
     }
 
     /// Rewrites the responses `filters` apply to.
@@ -421,7 +541,9 @@ impl Proxy {
                 && ctx.info.resource == "leases"
                 && id == Identity::Node
                 && conn.may_use_node_identity(),
-            cloud_healthy: self.edge.as_ref().is_none_or(|e| e.health.any_healthy()),
+            // A leader hub answers the multiplexer's own reads while the WAN is down.
+            cloud_healthy: self.edge.as_ref().is_none_or(|e| e.health.any_healthy())
+                || (conn.may_use_node_identity() && self.leaders_for(&head, framing, id).is_some()),
         };
         let route = route::route(&facts, || match &self.readiness {
             Some(r) => r.check(),
@@ -521,15 +643,8 @@ impl Proxy {
             if facts.kubelet_lease {
                 edge.health.kubelet_lease_seen();
             }
-            let keep = Box::pin(edge.local.serve(
-                conn,
-                &head,
-                framing,
-                &ctx.info,
-                ctx.component.as_deref(),
-                target.clone(),
-            ))
-            .await;
+            let moved = self.leaders_moved(&head, &ctx, id);
+            let keep = serve_locally(edge, conn, &head, framing, &ctx, target.clone(), moved).await;
             ctx.log(0, "answered locally");
             return keep && client_keep_alive;
         }
@@ -863,17 +978,57 @@ impl Proxy {
         };
         // A silent (blackholed) link is noticed by the health prober, not by TCP: give up the
         // wait then, and let reads fall back to the cache below.
-        let sent = smol::future::or(
-            self.upstream.send_via(self.servers(), &head, body, id),
-            async {
-                match &self.edge {
-                    Some(e) => e.health.wait_none_healthy().await,
-                    None => std::future::pending().await,
-                }
-                Err(UpstreamError::CloudGone)
-            },
-        )
-        .await;
+        // Listened to before the source is chosen: a change while the answer is on its way
+        // still moves the watch.
+        let moved = self.leaders_moved(&head, &ctx, id);
+        let leaders = self.leaders_for(&head, framing, id);
+        let leader = match leaders.clone().filter(|_| chain.is_none()) {
+            Some(l) => Box::pin(self.ask_leader(&l, &head, &ctx))
+                .await
+                .map(|resp| (l, resp)),
+            None => None,
+        };
+        // Passed over by a leader that answered the last check (it refused, or failed): the
+        // leader is asked again a check's time later, not at the end of a 5 to 10 minute
+        // watch elsewhere.
+        let passed_over = leaders.is_some() && leader.is_none();
+        let moved = moved.map(|m| async move {
+            if passed_over {
+                smol::future::or(m, async {
+                    async_io::Timer::after(crate::multiplexer::leaders::CHECK_EVERY).await;
+                })
+                .await
+            } else {
+                m.await
+            }
+        });
+        // A leader tried and passed over while the cloud is down: the disk answers, as it
+        // would have had no leader answered at the start.
+        if let (None, Some(_), Some(edge), Some(Ok(t))) = (&leader, &leaders, &self.edge, &target) {
+            if !edge.health.any_healthy() {
+                ctx.log(0, "no leader hub nor cloud: answered locally");
+                let keep =
+                    serve_locally(edge, conn, &head, framing, &ctx, Ok(t.clone()), moved).await;
+                return keep && client_keep_alive;
+            }
+        }
+        let (from, sent) = match leader {
+            Some((l, resp)) => (l, Ok(resp)),
+            None => {
+                let sent = smol::future::or(
+                    self.upstream.send_via(self.servers(), &head, body, id),
+                    async {
+                        match &self.edge {
+                            Some(e) => e.health.wait_none_healthy().await,
+                            None => std::future::pending().await,
+                        }
+                        Err(UpstreamError::CloudGone)
+                    },
+                )
+                .await;
+                (self.upstream.clone(), sent)
+            }
+        };
         if !client_body.is_done() {
             // Part of the body is still on the wire: the connection cannot carry another request.
             let _ = server::refuse(&mut conn.writer, &Refusal::BodyNotForwarded, true).await;
@@ -890,7 +1045,7 @@ impl Proxy {
                     .is_multiplexers_own(&head)
                     .then(|| {
                         let labels = ctx.labels.clone()?;
-                        let server = self.upstream.server_urls().nth(resp.server)?.to_string();
+                        let server = from.server_urls().nth(resp.server)?.to_string();
                         Some(self.metrics.multiplexer_upstream_started(labels, &server))
                     })
                     .flatten();
@@ -913,7 +1068,9 @@ impl Proxy {
                     return ok && client_keep_alive;
                 }
                 let tee = self.tee_for(&resp, &ctx, target.as_ref(), None);
-                let ok = matches!(self.relay(conn, resp, &ctx, tee).await, Outcome::KeepAlive);
+                let relay = self.relay(conn, resp, &from, &ctx, tee);
+                let relayed = unless_moved(relay, moved, &ctx.info.path, Outcome::Close).await;
+                let ok = matches!(relayed, Outcome::KeepAlive);
                 ok && client_keep_alive
             }
             Err(UpstreamError::ClientBody(e)) => {
@@ -1027,11 +1184,13 @@ impl Proxy {
         })
     }
 
-    /// Streams an upstream response to the client.
+    /// Streams an upstream response (from `from`, which takes its connection back) to the
+    /// client.
     async fn relay(
         &self,
         conn: &mut ClientConn,
         mut resp: Response,
+        from: &Upstream,
         ctx: &RequestContext,
         mut tee: Option<Tee>,
     ) -> Outcome {
@@ -1173,7 +1332,7 @@ impl Proxy {
         }
         ctx.log(resp.head.status, "");
         if upstream_reusable && up_framing != Framing::Close && resp.body.is_done() {
-            self.upstream.release(resp.conn);
+            from.release(resp.conn);
         }
         if close_after {
             Outcome::Close

@@ -98,6 +98,9 @@ pub struct ClientConn {
     pub tls: bool,
     /// How long it may wait for the client.
     pub timeouts: Timeouts,
+    /// The certificate the client presented in the TLS handshake, verified by the
+    /// listener's configuration (only a listener that asks for one gets one).
+    pub client_cert: Option<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl ClientConn {
@@ -111,6 +114,7 @@ impl ClientConn {
             local,
             tls: false,
             timeouts: Timeouts::default(),
+            client_cert: None,
         }
     }
 
@@ -270,8 +274,15 @@ pub async fn serve_tls<S: Service>(
                 });
             match handshake.await {
                 Some(Ok(tls)) => {
+                    let client_cert = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|c| c.clone().into_owned());
                     let mut conn = ClientConn::new(Box::new(tls), peer, local);
                     conn.tls = true;
+                    conn.client_cert = client_cert;
                     conn.timeouts = timeouts;
                     serve_connection(conn, service).await;
                 }

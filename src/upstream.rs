@@ -2,11 +2,13 @@
 //! pods' bearer tokens, a keep-alive pool per server and identity, `rr`/`priority` balancing,
 //! and the Accept/encoding negotiation for the responses the hub reads.
 
+mod leaders;
 mod negotiate;
 mod pool;
 mod server_url;
 mod tls;
 
+pub use leaders::Leaders;
 pub use negotiate::{negotiate, Negotiated};
 pub use pool::{dial, Connection, TlsConn};
 pub use server_url::{LbMode, ServerUrl};
@@ -163,6 +165,17 @@ impl Upstream {
         }
     }
 
+    /// The upstream side for `servers` (round robin) with `other`'s TLS identities as they
+    /// are now: a follower's leader hubs, reached as the node.
+    pub fn sharing_tls(servers: &[ServerUrl], other: &Upstream) -> Self {
+        Self {
+            servers: servers.iter().cloned().map(pool::Server::new).collect(),
+            lb_mode: LbMode::RoundRobin,
+            cursor: AtomicUsize::new(0),
+            tls: RwLock::new(other.tls()),
+        }
+    }
+
     /// How many servers are configured.
     pub fn len(&self) -> usize {
         self.servers.len()
@@ -187,7 +200,8 @@ impl Upstream {
         }
     }
 
-    fn tls(&self) -> Arc<Tls> {
+    /// The TLS identities in use.
+    pub fn tls(&self) -> Arc<Tls> {
         self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 

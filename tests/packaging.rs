@@ -277,6 +277,7 @@ const ACTED_ON: &[&str] = &[
     "node-name",
     "nodepool-name",
     "node-ip",
+    "multiplexer-port",
     "namespace",
     "working-mode",
     "bootstrap-mode",

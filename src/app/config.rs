@@ -161,6 +161,11 @@ flag_table! {
     proxy_secure_port: u16 = flag("proxy-secure-port", "10268",
         "port of the TLS proxy",
         flags::port);
+    /// `--multiplexer-port`: where a leader hub serves its pool's followers (TLS, on
+    /// `--node-ip`), and where a follower reaches its leaders.
+    multiplexer_port: u16 = flag("multiplexer-port", "10269",
+        "port of a leader hub's TLS listener for its NodePool's follower hubs (on --node-ip)",
+        flags::port);
     /// Certificates and kubeconfigs.
     root_dir: PathBuf = flag("root-dir", "/var/lib/yurthub",
         "directory of certificates and kubeconfigs",
@@ -277,7 +282,6 @@ const NO_EFFECT: &[NoEffect] = &{
         }
     }
     const POOL: &str = "pool topology comes from the NodePool's status (apps.openyurt.io/v1beta2)";
-    const MULTIPLEXER: &str = "no leader hubs here: each hub's multiplexer reads from the cloud";
     const COORDINATOR: &str = "no yurt-coordinator here";
     const LOGS: &str =
         "logs go to stderr (the journal under systemd), one line each; --v sets the verbosity";
@@ -287,7 +291,6 @@ const NO_EFFECT: &[NoEffect] = &{
         b("enable-iptables", "deprecated upstream; no iptables rules are made"),
         b("profiling", "no /debug/pprof here; SIGUSR1 logs a state dump"),
         v("max-requests-in-flight", "deprecated and unused upstream too"),
-        v("multiplexer-port", MULTIPLEXER),
         v("host-control-plane-address", "only the local working mode uses it, which this hub does not have"),
         v("kubeconfig", "the hub's own credentials are in <root-dir>/pki"),
         b("access-server-through-hub", "pods reach the apiserver through the hub while the masterservice and inclusterconfig filters run"),

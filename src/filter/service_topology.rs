@@ -82,6 +82,16 @@ impl Topology {
         self.services_synced.load(Ordering::Relaxed) && self.pools_synced.load(Ordering::Relaxed)
     }
 
+    /// Whether `node` is one of this hub's pool's nodes, as the NodePool's status lists
+    /// them; `None` until the NodePool has been read (or when there is no such pool).
+    pub fn in_pool(&self, node: &str) -> Option<bool> {
+        self.pool_nodes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|nodes| nodes.contains(node))
+    }
+
     /// Whether the inputs are missing past the timeout (slices then pass unchanged).
     pub fn failing_open(&self) -> bool {
         if self.synced() || Instant::now() < self.deadline {

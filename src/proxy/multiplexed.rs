@@ -536,6 +536,11 @@ impl Watch<'_, '_> {
         };
         loop {
             let woken = resource.listen();
+            if resource.retired() {
+                // No longer a pool-scope resource: the client watches again, the
+                // ordinary way.
+                return End::Complete;
+            }
             if resource.resets() != resets {
                 // The store was listed again and could not tell the difference as events:
                 // the client lists again too.

@@ -95,6 +95,9 @@ pub enum Refusal {
     /// A protocol upgrade (exec, attach, port-forward) that carries a body: the apiserver
     /// would wait for it before answering, and the hub relays none.
     UpgradeWithBody,
+    /// On a leader hub's multiplexer port: not a follower of its pool asking for what a
+    /// follower reads (why, in words).
+    NotAFollower(String),
 }
 
 impl Refusal {
@@ -111,7 +114,10 @@ impl Refusal {
             | Self::BadTokenRequest(_)
             | Self::UpgradeWithBody => 400,
             Self::Unauthorized | Self::TokenUnknownOffline => 401,
-            Self::DeleteOffline { .. } | Self::CreateOffline(_) | Self::CacheOfAnother(_) => 403,
+            Self::DeleteOffline { .. }
+            | Self::CreateOffline(_)
+            | Self::CacheOfAnother(_)
+            | Self::NotAFollower(_) => 403,
             Self::EventTooLargeOffline => 413,
             Self::NotCached(_)
             | Self::ListTooLarge(_)
@@ -213,6 +219,10 @@ impl fmt::Display for Refusal {
             Self::CacheOfAnother(component) => write!(
                 f,
                 "the cloud is unreachable: offline, what was cached for {component} is read only by the identity it was cached for"
+            ),
+            Self::NotAFollower(why) => write!(
+                f,
+                "forbidden: this port answers only the pool's follower hubs' lists and watches of pool-scope resources: {why}"
             ),
             Self::CreateOffline(resource) => write!(
                 f,
