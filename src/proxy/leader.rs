@@ -20,6 +20,7 @@ use crate::http::{Framing, RequestHead};
 use crate::kube::{self, RequestInfo};
 use crate::metrics::RequestLabels;
 use crate::multiplexer::leaders::Pool;
+use crate::multiplexer::Resource;
 use crate::server::{self, ClientConn, Refusal};
 
 /// Refusals logged once a minute per peer address: anyone on the network may knock.
@@ -56,7 +57,7 @@ impl Followers {
         &self,
         conn: &ClientConn,
         head: &RequestHead,
-    ) -> Result<(String, RequestInfo), String> {
+    ) -> Result<(String, RequestInfo, Arc<Resource>), String> {
         if !self.pool.leads() {
             return Err(format!(
                 "{} does not name {} a leader",
@@ -89,19 +90,19 @@ impl Followers {
         }
         let info = RequestInfo::classify(&head.method, &head.target)
             .map_err(|e| format!("{} {}: {e}", head.method, head.target))?;
-        let store = info.is_resource_request
-            && multiplexed::servable(&info, head)
-            && self.proxy.multiplexer.as_ref().is_some_and(|(m, _)| {
-                m.find(&info.api_group, &info.api_version, &info.resource)
-                    .is_some()
-            });
-        if !store {
+        let store = self
+            .proxy
+            .multiplexer
+            .as_ref()
+            .filter(|_| info.is_resource_request && multiplexed::servable(&info, head))
+            .and_then(|(m, _)| m.find(&info.api_group, &info.api_version, &info.resource));
+        let Some(store) = store else {
             return Err(format!(
                 "{} {} is not a list or watch of a pool-scope resource",
                 head.method, head.target
             ));
-        }
-        Ok((peer, info))
+        };
+        Ok((peer, info, store))
     }
 }
 
@@ -114,7 +115,7 @@ impl server::Service for Followers {
         } else {
             Err("a request with a body".to_string())
         };
-        let (peer, info) = match admitted {
+        let (peer, info, store) = match admitted {
             Ok(a) => a,
             Err(why) => {
                 // Info: a refused follower is a misconfiguration an operator must see; once
@@ -140,16 +141,6 @@ impl server::Service for Followers {
             );
             return refuse(conn, &r, keep_alive).await;
         }
-        let store = proxy
-            .multiplexer
-            .as_ref()
-            .and_then(|(m, _)| m.find(&info.api_group, &info.api_version, &info.resource));
-        let Some(store) = store else {
-            // Taken out of the set since it was admitted: it is not one any more.
-            let r =
-                Refusal::NotAFollower(format!("{} is no pool-scope resource now", info.resource));
-            return refuse(conn, &r, keep_alive).await;
-        };
         let ua = kube::multiplexer(&peer);
         let mut ctx = RequestContext {
             component: None,
